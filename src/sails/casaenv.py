@@ -1,0 +1,58 @@
+"""Offline CASA set-up, done by the package itself so no user ever edits a config file.
+
+``import casatools`` fails on a machine with no network unless a site config says where the
+measures data is. We write one (pointing at the ``casadata`` wheel) into a per-user cache
+folder and hand its absolute path to every CASA child process as ``CASASITECONFIG``.
+CASA is only ever imported in child processes (``casaconfig`` parses ``sys.argv``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SITECONFIG_TEXT = """\
+# Written by ALMA-SAILS: offline CASA, measures from the casadata wheel.
+import casadata
+measurespath = casadata.datapath
+measures_auto_update = False
+data_auto_update = False
+nologfile = False
+"""
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alma-sails"
+
+
+def ensure_siteconfig() -> Path:
+    """Write (atomically, if missing or stale) and return the site config path."""
+    path = _cache_dir() / "casasiteconfig.py"
+    try:
+        current = path.read_text() if path.exists() else None
+    except OSError:
+        current = None
+    if current != SITECONFIG_TEXT:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(SITECONFIG_TEXT)
+        os.replace(tmp, path)
+    return path
+
+
+def casa_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a CASA child process."""
+    env = dict(os.environ)
+    env["CASASITECONFIG"] = str(ensure_siteconfig())
+    # casatools creates ~/.casa; keep it somewhere writable even with a read-only HOME.
+    env.setdefault("CASA_NO_TELEMETRY", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def python_executable() -> str:
+    return sys.executable

@@ -1,0 +1,56 @@
+"""The Typer app object and the state shared by every command (global options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from sails import __version__
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class CliState:
+    project_dir: Path | None = None
+    verbose: bool = False
+
+    def project(self):
+        from sails.project import open_project
+
+        return open_project(self.project_dir)
+
+
+state = CliState()
+
+app = typer.Typer(
+    name="sails",
+    help="ALMA-SAILS: unattended, resumable ALMA archive -> science-ready images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"alma-sails {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    project: Path | None = typer.Option(
+        None, "--project", "-p", help="Project space (default: $SAILS_PROJECT, else the nearest"
+        " folder upwards holding sails.toml).", show_default=False,
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    state.project_dir = project
+    state.verbose = verbose

@@ -1,0 +1,291 @@
+"""Project configuration: one ``sails.toml`` at the project-space root, ``SAILS_*`` overrides.
+
+Environment overrides use ``__`` between section and key, e.g.
+``SAILS_EXECUTION__CASA_SLOTS=4`` or ``SAILS_IMAGING__ROBUST=0.5``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sails.errors import ConfigError
+
+CONFIG_NAME = "sails.toml"
+STAGE_NAMES = ("download", "verify", "split", "selfcal", "image", "cleanup")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Layout(_Section):
+    """Folder names inside the project space (relative) or absolute paths."""
+
+    datasets: str = "datasets"
+    datasets_raw: str = "datasets_raw"
+    srdp_weblogs: str = "SRDP_weblogs"
+    db: str = "db"
+    schemas: str = "schemas"
+    reports: str = "reports"
+    logs: str = "logs"
+    work: str = "work"
+    catalog_name: str = "sails.sqlite"
+
+
+class Resources(_Section):
+    cores: int = Field(2, ge=1)
+    ram_gb: int = Field(8, ge=1)
+
+
+def _default_resources() -> dict[str, Resources]:
+    return {
+        "download": Resources(cores=1, ram_gb=2),
+        "verify": Resources(cores=1, ram_gb=4),
+        "split": Resources(cores=1, ram_gb=8),
+        "selfcal": Resources(cores=4, ram_gb=16),
+        "image": Resources(cores=4, ram_gb=16),
+        "cleanup": Resources(cores=1, ram_gb=1),
+    }
+
+
+class Execution(_Section):
+    backend: Literal["local", "canfar"] = "local"
+    stage_backends: dict[str, Literal["local", "canfar"]] = Field(default_factory=dict)
+    casa_slots: int = Field(0, ge=0, description="parallel CASA jobs; 0 = number of cores")
+    lease_seconds: float = Field(3600.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    use_prefect: bool = True
+
+    def effective_slots(self) -> int:
+        return self.casa_slots or (os.cpu_count() or 1)
+
+
+class Images(_Section):
+    """Container images per stage kind (CANFAR backend)."""
+
+    casa: str = "images.canfar.net/casa-6/casa:6.6.4-34"
+    pipeline: str = "images.canfar.net/casa-6/casa-pipeline:6.5.4-9"
+    python: str = "images.canfar.net/skaha/astroml:latest"
+
+
+class Platform(_Section):
+    """Path mapping between this machine's mount and the platform's view of the project."""
+
+    vm_prefix: str = ""
+    platform_prefix: str = ""
+
+
+class Canfar(_Section):
+    url: str = "https://ws-uv.canfar.net/skaha/v1"
+    poll_initial_seconds: float = 5.0
+    poll_max_seconds: float = 60.0
+    pending_deadline_seconds: float = 3600.0
+    max_resubmits: int = 2
+
+
+class Archive(_Section):
+    tap_url: str = "https://almascience.eso.org/tap"
+    datalink_url: str = "https://almascience.eso.org/datalink/sync"
+    timeout_seconds: float = 60.0
+
+
+class Download(_Section):
+    parallel_files: int = Field(4, ge=1)
+    retries: int = Field(5, ge=0)
+    timeout_seconds: float = Field(60.0, gt=0)
+    backoff_seconds: float = Field(1.0, ge=0)
+    chunk_bytes: int = Field(1 << 20, ge=1024)
+
+
+class Selfcal(_Section):
+    do_amp_selfcal: bool = True
+    apply_to_target_ms: bool = False
+    uvcontsub_target_ms: bool = False
+    spectral_average: bool = True
+    inf_EB_gaincal_combine: str = "scan"
+    gaincal_minsnr: float = 2.0
+    minsnr_to_proceed: float = 3.0
+    delta_beam_thresh: float = 0.05
+    use_xvfb: bool = True
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExtraLine(_Section):
+    name: str
+    species: str
+    transition: str
+    rest_ghz: float = Field(gt=0)
+
+
+class Imaging(_Section):
+    robust: float = Field(0.5, ge=-2, le=2)
+    pixels_per_beam: float = Field(5.0, gt=1)
+    pb_factor: float = Field(1.5, gt=0, description="image width in units of the PB FWHM")
+    nterms2_fractional_bw: float = Field(0.1, gt=0)
+    systemic_velocity_kms: float = 0.0
+    velocity_window_kms: float = Field(20.0, gt=0)
+    channel_width_kms: float | None = None
+    line_free_margin_kms: float = Field(10.0, ge=0)
+    multiscale_threshold_sigma: float = Field(4.0, gt=0)
+    singlescale_threshold_sigma: float = Field(2.0, gt=0)
+    cont_threshold_sigma: float = Field(2.5, gt=0)
+    niter: int = Field(100000, ge=0)
+    scales: list[int] = Field(default_factory=lambda: [0, 5, 15])
+    sidelobethreshold: float = 2.0
+    noisethreshold: float = 4.25
+    lownoisethreshold: float = 1.5
+    minbeamfrac: float = 0.3
+    negativethreshold: float = 0.0
+    lines: list[ExtraLine] = Field(default_factory=list)
+    make_cubes: bool = True
+
+
+class Settings(BaseSettings):
+    """The effective configuration: defaults < sails.toml < SAILS_* environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAILS_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    project_name: str = "sails-project"
+    layout: Layout = Field(default_factory=Layout)
+    execution: Execution = Field(default_factory=Execution)
+    resources: dict[str, Resources] = Field(default_factory=_default_resources)
+    images: Images = Field(default_factory=Images)
+    platform: Platform = Field(default_factory=Platform)
+    canfar: Canfar = Field(default_factory=Canfar)
+    archive: Archive = Field(default_factory=Archive)
+    download: Download = Field(default_factory=Download)
+    selfcal: Selfcal = Field(default_factory=Selfcal)
+    imaging: Imaging = Field(default_factory=Imaging)
+
+    _toml_data: dict[str, Any] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # env beats the file (passed as init kwargs); no .env or secrets dir lookups.
+        return (env_settings, init_settings)
+
+    def resources_for(self, stage: str) -> Resources:
+        return self.resources.get(stage) or _default_resources().get(stage, Resources())
+
+    def backend_for(self, stage: str) -> str:
+        return self.execution.stage_backends.get(stage, self.execution.backend)
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{key}: {e['msg']}{shown}")
+    return f"invalid configuration in {source}: " + "; ".join(parts)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read ``sails.toml`` at ``path`` (or defaults when None) and apply env overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults and SAILS_* environment"
+    if path is not None:
+        source = f"{path} or SAILS_* environment"
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            _format_validation(exc, source), hint="fix the key named, then retry"
+        ) from None
+
+
+DEFAULT_TOML = """\
+# ALMA-SAILS project configuration.
+# Every key is optional: the values shown are the defaults. Any key can be overridden from
+# the environment as SAILS_<SECTION>__<KEY>, e.g. SAILS_EXECUTION__CASA_SLOTS=4.
+
+project_name = "sails-project"
+
+[layout]
+# Folders inside this project space (or absolute paths).
+datasets = "datasets"          # calibrated measurement sets, splits, products per MOUS
+datasets_raw = "datasets_raw"  # raw ASDMs that still need a calibration restore
+srdp_weblogs = "SRDP_weblogs"  # weblog_restore folders from SRDP deliveries
+db = "db"                      # the SQLite catalog
+schemas = "schemas"            # a dump of the catalog schema, for people and tools
+reports = "reports"            # `sails report` output
+logs = "logs"                  # CASA and stage logs, per MOUS
+work = "work"                  # temporary areas (downloads in flight, job staging)
+
+[execution]
+backend = "local"     # "local" (child processes here) or "canfar" (headless sessions)
+# stage_backends = { download = "local", selfcal = "canfar", image = "canfar" }
+casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
+lease_seconds = 3600  # a claimed stage whose lease expires is recovered by the next run
+max_attempts = 3      # transient failures retried this many times
+use_prefect = true    # run `sails run` through Prefect flows (embedded, no server)
+
+# Per-stage resources (cores, RAM in GB) for the CANFAR backend.
+[resources.selfcal]
+cores = 4
+ram_gb = 16
+
+[resources.image]
+cores = 4
+ram_gb = 16
+
+[images]
+casa = "images.canfar.net/casa-6/casa:6.6.4-34"
+
+[platform]
+# Path mapping (CANFAR): what this machine calls vm_prefix, jobs see as platform_prefix.
+vm_prefix = ""         # e.g. "/mnt/arc/projects/streamers"
+platform_prefix = ""   # e.g. "/arc/projects/streamers"
+
+[canfar]
+url = "https://ws-uv.canfar.net/skaha/v1"
+
+[archive]
+tap_url = "https://almascience.eso.org/tap"   # or the .nrao.edu / .nao.ac.jp mirrors
+datalink_url = "https://almascience.eso.org/datalink/sync"
+
+[download]
+parallel_files = 4
+retries = 5
+
+[selfcal]
+do_amp_selfcal = true
+apply_to_target_ms = false
+uvcontsub_target_ms = false
+spectral_average = true
+
+[imaging]
+robust = 0.5
+pixels_per_beam = 5.0
+pb_factor = 1.5             # image width in PB FWHM
+systemic_velocity_kms = 0.0
+velocity_window_kms = 20.0  # cubes cover systemic +- this
+# Extra lines for cubes, beside the shipped catalogue:
+# [[imaging.lines]]
+# name = "CH3OH_4-3"
+# species = "CH3OH"
+# transition = "4(2,2)-3(1,2)"
+# rest_ghz = 218.440063
+"""
