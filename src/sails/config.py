@@ -103,17 +103,44 @@ class Download(_Section):
     chunk_bytes: int = Field(1 << 20, ge=1024)
 
 
+_SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra")
+
+
 class Selfcal(_Section):
+    """auto-selfcal options (names as auto_selfcal's own keywords) and how the stage runs it.
+
+    ``None`` means "auto-selfcal's own default". ``extra`` passes any other auto_selfcal
+    keyword (checked against its signature in the job: an unknown name is an error).
+    """
+
     do_amp_selfcal: bool = True
     apply_to_target_ms: bool = False
     uvcontsub_target_ms: bool = False
     spectral_average: bool = True
     inf_EB_gaincal_combine: str = "scan"
     gaincal_minsnr: float = 2.0
-    minsnr_to_proceed: float = 3.0
+    minsnr_to_proceed: float = 2.95
     delta_beam_thresh: float = 0.05
+    gaincal_unflag_minsnr: float | None = None
+    optimize_spw_combine: bool | None = None
+    spectral_solution_fraction: float | None = None
+    apply_cal_mode_default: str | None = None
+    allow_cocal: bool | None = None
+    scale_fov: float | None = None
+    weblog: bool = True
+    # How the stage runs it
     use_xvfb: bool = True
+    export_fits: bool = True
+    keep_input_copies: bool = False
+    timeout_hours: float = Field(48.0, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    def auto_selfcal_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``auto_selfcal(...)`` (unset ones left to its defaults)."""
+        opts = {k: v for k, v in self.model_dump().items()
+                if k not in _SELFCAL_STAGE_ONLY and v is not None}
+        opts.update(self.extra)
+        return opts
 
 
 class ExtraLine(_Section):
@@ -271,10 +298,13 @@ parallel_files = 4
 retries = 5
 
 [selfcal]
+# auto-selfcal keywords (see docs/selfcal.md); unset ones keep auto-selfcal's defaults.
 do_amp_selfcal = true
-apply_to_target_ms = false
-uvcontsub_target_ms = false
+apply_to_target_ms = false   # also write the solutions into the split *_targets.ms copies
+uvcontsub_target_ms = false  # needs a cont.dat in datasets/<mous>/auto_selfcal
 spectral_average = true
+use_xvfb = true              # draw plotms weblog plots under Xvfb when it is installed
+# extra = { scale_fov = 1.5 }
 
 [imaging]
 robust = 0.5
