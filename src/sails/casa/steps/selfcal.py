@@ -206,7 +206,7 @@ def band_summary(workdir: Path, target: str, band: str, lib: dict[str, Any],
     stop = lib.get("Stop_Reason")
     stop = None if stop is None or str(stop) == "None" else str(stop).strip()
     if success:
-        reason = stop or "completed all solution intervals"
+        reason = f"kept solutions up to {final_solint}" + (f"; stopped: {stop}" if stop else "")
     elif stop is None:
         reason = "estimated self-cal S/N too low for any solution interval"
     elif stop.startswith("Estimated_SNR_too_low_for_solint"):
