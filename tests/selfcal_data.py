@@ -26,7 +26,7 @@ from sails.project import Project, init_project
 SRC = str(Path(sails.__file__).resolve().parents[1])
 
 # A compact, bright target (S/N ~ 50-60 with perfect phases), and one too faint to self-cal.
-BRIGHT_JY = 0.004
+BRIGHT_JY = 0.02
 FAINT_JY = 0.0002
 
 
@@ -47,7 +47,8 @@ def run_child(code: str, cwd: Path | None = None, timeout: float = 900) -> str:
 
 
 def simulate(out_root: Path, targets: list[tuple[str, float]], phase_rms_deg: float,
-             seed: int = 3) -> Path:
+             seed: int = 3, timescale_s: float = 90.0, n_antennas: int = 16,
+             n_cycles: int = 4, scan_s: float = 120.0, integration_s: float = 10.08) -> Path:
     """One small MOUS (16 antennas, 1 EB, 4 continuum spws) with point-source targets."""
     from sails.sim import simulate_mous
     from sails.sim.spec import Component, MousSpec, TargetSpec
@@ -55,16 +56,18 @@ def simulate(out_root: Path, targets: list[tuple[str, float]], phase_rms_deg: fl
     specs = [TargetSpec(name, 83.86542 + 0.03 * i, -5.15972 + 0.02 * i,
                         [Component(0.0, 0.0, flux, 2.3, "point")], None)
              for i, (name, flux) in enumerate(targets)]
-    spec = MousSpec(targets=specs, band=6, config=2, n_antennas=16, n_ebs=1,
-                    continuum_nchan=8, line_nchan=8, integration_s=10.08,
-                    bandpass_scan_s=30.0, phasecal_scan_s=20.0, target_scan_s=120.0,
-                    n_cycles=4, wvr=False, phase_rms_deg=phase_rms_deg,
-                    phase_timescale_s=300.0, label="selfcal-test")
+    spec = MousSpec(targets=specs, band=6, config=2, n_antennas=n_antennas, n_ebs=1,
+                    continuum_nchan=8, line_nchan=8, integration_s=integration_s,
+                    bandpass_scan_s=max(30.0, integration_s),
+                    phasecal_scan_s=max(20.0, integration_s), target_scan_s=scan_s,
+                    n_cycles=n_cycles, wvr=False, phase_rms_deg=phase_rms_deg,
+                    phase_timescale_s=timescale_s, label="selfcal-test")
     return simulate_mous(out_root, spec, seed)
 
 
 def split_targets(ms_paths: list[Path], out_dir: Path) -> list[Path]:
-    """``<eb>_targets.ms`` per EB (OBSERVE_TARGET, corrected column), as the split stage does."""
+    """``<eb>_targets.ms`` per EB: OBSERVE_TARGET scans of the FULL_RES science windows,
+    corrected column (as the split stage does)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = [(str(ms), str(out_dir / (ms.name[:-3] + "_targets.ms"))) for ms in ms_paths]
     run_child(f"""
@@ -75,8 +78,12 @@ def split_targets(ms_paths: list[Path], out_dir: Path) -> list[Path]:
             tb.open(src)
             col = "corrected" if "CORRECTED_DATA" in tb.colnames() else "data"
             tb.close()
+            tb.open(src + "/SPECTRAL_WINDOW")
+            names = tb.getcol("NAME")
+            tb.close()
+            spws = ",".join(str(i) for i, n in enumerate(names) if "FULL_RES" in n)
             split(vis=src, outputvis=dst, intent="*OBSERVE_TARGET*", datacolumn=col,
-                  keepflags=True)
+                  spw=spws, keepflags=True)
     """)
     return [Path(dst) for _, dst in pairs]
 
@@ -90,12 +97,17 @@ class SelfcalMous:
     truth: dict[str, Any]
 
 
-def ready_project(root: Path, sim_dir: Path, extra_toml: str = "") -> SelfcalMous:
-    """A project space holding ``sim_dir``'s MOUS with download/verify/split done."""
+def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "") -> SelfcalMous:
+    """A project space holding ``sim_dir``'s MOUS with download/verify/split done.
+
+    ``selfcal_toml``: lines added to the ``[selfcal]`` table of its sails.toml.
+    """
     project = init_project(root)
-    if extra_toml:
+    if selfcal_toml:
         toml = project.root / "sails.toml"
-        toml.write_text(toml.read_text() + "\n" + extra_toml)
+        text = toml.read_text()
+        assert "\n[selfcal]\n" in text
+        toml.write_text(text.replace("\n[selfcal]\n", f"\n[selfcal]\n{selfcal_toml}\n", 1))
         from sails.project import open_project
 
         project = open_project(project.root)

@@ -35,6 +35,7 @@ PLAN_PICKLE = "selfcal_plan.pickle"
 # Options the stage may never pass: they would make the run look somewhere else or break the
 # folder contract.
 _FORBIDDEN = {"vislist", "parallel"}
+NOT_MEASURED = -99.0
 
 
 # --------------------------------------------------------------------------- inputs
@@ -131,11 +132,12 @@ def virtual_display(enabled: bool, warn) -> Iterator[str]:
 
 
 def _num(value: Any) -> float | None:
+    """A finite float, or None (auto-selfcal writes -99.0 for "not measured")."""
     try:
         out = float(value)
     except (TypeError, ValueError):
         return None
-    return out if math.isfinite(out) else None
+    return out if math.isfinite(out) and out != NOT_MEASURED else None
 
 
 def _plain(value: Any) -> Any:
@@ -211,6 +213,8 @@ def band_summary(workdir: Path, target: str, band: str, lib: dict[str, Any],
         reason = "estimated self-cal S/N too low for any solution interval"
     elif stop.startswith("Estimated_SNR_too_low_for_solint"):
         reason = f"too faint: estimated S/N too low for solint {stop.split(' ', 1)[-1]}"
+    elif stop.startswith("Empty model"):
+        reason = f"no emission found to self-calibrate on ({stop.lower()})"
     else:
         reason = f"not beneficial: {stop}" if attempted else stop
     sani = sanitize(target)

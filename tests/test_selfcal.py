@@ -1,0 +1,251 @@
+"""The selfcal stage with real CASA and real auto-selfcal on simulated MOUS.
+
+One session fixture builds a project with two simulated MOUS (kept small so auto-selfcal
+runs in well under a minute each):
+
+* ``corrupted``: one bright target, 60 deg rms residual antenna phase errors;
+* ``clean``: no phase errors, a moderately bright target and a faint one.
+
+A standalone auto_selfcal run on a copy of the corrupted MOUS's split (a child process that
+cds into the copy and calls ``auto_selfcal`` with the same options, as a user would) runs
+in the background meanwhile, for the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sails.casa.steps.selfcal import band_summary, sanitize
+from sails.config import Selfcal
+from sails.stages.execute import run_one
+from selfcal_data import (
+    finish_standalone,
+    ready_project,
+    simulate,
+    start_standalone,
+)
+
+pytestmark = [pytest.mark.casa, pytest.mark.slow]
+
+OPTIONS = Selfcal().auto_selfcal_options()
+CORRUPTED = dict(n_antennas=20, n_cycles=4, scan_s=151.2, integration_s=50.4, timescale_s=300.0)
+
+
+def run_all(project, mous=None) -> dict[tuple[str, str], object]:
+    out = {}
+    while (rep := run_one(project, stages=["selfcal"], mous=mous)) is not None:
+        out[(rep.row.mous_id, rep.row.target)] = rep
+    return out
+
+
+def selfcal_logs(project, mous_id: str) -> list[Path]:
+    return sorted(project.mous_logs(mous_id).glob("selfcal-*auto_selfcal*.casa.log"))
+
+
+@pytest.fixture(scope="session")
+def sc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("selfcal")
+    sim_c = simulate(root / "sim", [("HOPS-56", 0.012)], 60.0, seed=3, **CORRUPTED)
+    sim_u = simulate(root / "sim", [("G34.43+0.24", 0.0012), ("Faint-1", 0.0003)], 0.0,
+                     seed=11, **CORRUPTED)
+    corrupted = ready_project(root / "proj", sim_c)
+    clean = ready_project(root / "proj", sim_u)
+    project = clean.project
+    standalone_dir = root / "standalone"
+    proc = start_standalone(corrupted.splits, standalone_dir, OPTIONS)
+    try:
+        reports = run_all(project)
+    finally:
+        standalone = finish_standalone(proc, standalone_dir)
+    return SimpleNamespace(project=project, corrupted=corrupted, clean=clean,
+                           reports=reports, standalone=standalone, root=root)
+
+
+def summary_product(project, mous_id: str, target: str) -> dict:
+    rows = [p for p in project.catalog.products(mous_id, target=target, stage="selfcal")
+            if p["kind"] == "selfcal_summary"]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_corrupted_target_is_selfcalibrated(sc):
+    m = sc.corrupted
+    rep = sc.reports[(m.mous_id, "HOPS-56")]
+    assert rep.status == "done", rep.message
+    row = m.project.catalog.find_stage(m.mous_id, "selfcal", "HOPS-56")
+    assert row.status == "done"
+    metrics = summary_product(sc.project, m.mous_id, "HOPS-56")["metrics"]
+    assert metrics["success"] is True
+    assert metrics["snr_final"] >= 1.3 * metrics["snr_initial"]
+    assert metrics["rms_final"] < metrics["rms_initial"]
+    assert metrics["band"] == "Band_6"
+    assert metrics["solints_attempted"][0] == "inf_EB"
+    assert set(metrics["solints_accepted"]) <= set(metrics["solints_attempted"])
+    assert metrics["final_solint"] in metrics["solints_accepted"]
+    assert metrics["final_mode"]
+    assert len(metrics["beam_initial"]) == 3 and len(metrics["beam_final"]) == 3
+    assert all(b > 0 for b in metrics["beam_final"][:2])
+    assert metrics["display"] in ("none", "existing") or metrics["display"].startswith("xvfb")
+
+
+def test_recorded_numbers_equal_a_standalone_run(sc):
+    m = sc.corrupted
+    mine = summary_product(sc.project, m.mous_id, "HOPS-56")["metrics"]
+    theirs = sc.standalone["results"]["HOPS-56"]["Band_6"]
+    pairs = {"snr_initial": "SNR_orig", "snr_final": "SNR_final", "rms_initial": "RMS_orig",
+             "rms_final": "RMS_final", "snr_nf_initial": "SNR_NF_orig",
+             "snr_nf_final": "SNR_NF_final", "rms_nf_initial": "RMS_NF_orig",
+             "rms_nf_final": "RMS_NF_final"}
+    for ours, key in pairs.items():
+        assert math.isclose(mine[ours], theirs[key], rel_tol=0.02), (ours, mine[ours],
+                                                                     theirs[key])
+    assert math.isclose(mine["beam_final"][0], theirs["Beam_major_final"], rel_tol=0.02)
+    assert mine["success"] == theirs["SC_success"]
+    assert mine["final_solint"] == theirs["final_solint"]
+
+
+def test_products_recorded_and_present(sc):
+    m = sc.corrupted
+    prods = sc.project.catalog.products(m.mous_id, target="HOPS-56", stage="selfcal")
+    kinds = {p["kind"] for p in prods}
+    assert {"selfcal_summary", "selfcal_ms", "selfcal_image_initial", "selfcal_image_final",
+            "gaintable", "selfcal_weblog"} <= kinds
+    workdir = sc.project.mous_dir(m.mous_id) / "auto_selfcal"
+    for p in prods:
+        path = Path(p["path"])
+        assert path.exists(), p
+        assert path.is_relative_to(workdir)
+        assert p["bytes"] and p["bytes"] > 0
+    images = [Path(p["path"]) for p in prods if p["kind"].startswith("selfcal_image")]
+    assert all(i.suffix == ".fits" for i in images)
+    summary_file = Path(summary_product(sc.project, m.mous_id, "HOPS-56")["path"])
+    summary = json.loads(summary_file.read_text())
+    assert summary["target"] == "HOPS-56"
+    assert summary["solints"][summary["final_solint"]]["pass"] is True
+    # auto-selfcal's own weblog is there, and our per-target page links into it
+    assert (workdir / "weblog" / "index.html").exists()
+    page = next(Path(p["path"]) for p in prods if p["kind"] == "selfcal_weblog")
+    assert "index.html#HOPS-56" in page.read_text()
+    # copies of the split were not kept (nothing applied to them), the split is untouched
+    manifest = json.loads((workdir / "result.json").read_text())
+    assert manifest["ok"] and manifest["steps"]["auto_selfcal"]["target_ms_kept"] == []
+    assert not any(workdir.glob("*_targets.ms"))
+    assert not Path(str(m.splits[0]) + ".flagversions").exists()
+
+
+def test_uncorrupted_data_is_not_made_worse(sc):
+    m = sc.clean
+    rep = sc.reports[(m.mous_id, "G34.43+0.24")]
+    metrics = summary_product(sc.project, m.mous_id, "G34.43+0.24")["metrics"]
+    assert rep.status in ("done", "skipped"), rep.message
+    if rep.status == "done":
+        assert metrics["snr_final"] >= metrics["snr_initial"]
+    else:
+        assert metrics["success"] is False and metrics["reason"]
+
+
+def test_faint_target_is_skipped_with_a_reason(sc):
+    m = sc.clean
+    rep = sc.reports[(m.mous_id, "Faint-1")]
+    assert rep.status == "skipped", rep.message
+    row = sc.project.catalog.find_stage(m.mous_id, "selfcal", "Faint-1")
+    assert row.status == "skipped" and row.error is None
+    assert "too faint" in row.reason or "no emission" in row.reason, row.reason
+    metrics = summary_product(sc.project, m.mous_id, "Faint-1")["metrics"]
+    assert metrics["success"] is False
+    assert metrics["snr_initial"] is not None and metrics["solints_accepted"] == []
+    # the pipeline carries on: imaging of the faint target is runnable
+    runnable = sc.project.catalog.runnable(stages=["image"], mous=[m.mous_id])
+    assert "Faint-1" in {r.target for r in runnable}
+
+
+def test_one_auto_selfcal_run_per_mous_and_reuse(sc):
+    m = sc.clean
+    assert len(selfcal_logs(sc.project, m.mous_id)) == 1
+    before = summary_product(sc.project, m.mous_id, "Faint-1")["metrics"]
+    sc.project.catalog.retry(m.mous_id, "selfcal")
+    again = run_all(sc.project, mous=[m.mous_id])
+    assert {t for _, t in again} == {"Faint-1"}  # only the skipped one was requeued
+    assert again[(m.mous_id, "Faint-1")].status == "skipped"
+    assert len(selfcal_logs(sc.project, m.mous_id)) == 1  # reused, not rerun
+    assert summary_product(sc.project, m.mous_id, "Faint-1")["metrics"] == before
+
+
+def test_crash_ends_failed_with_traceback_and_logs(sc, tmp_path):
+    # Its split replaced by something that is not a measurement set: auto-selfcal crashes
+    bad_root = tmp_path / "bad"
+    sim = simulate(bad_root / "sim", [("Crash-1", 0.001)], 0.0, seed=21, n_antennas=6,
+                   n_cycles=1, scan_s=30.0, integration_s=10.08, timescale_s=60.0)
+    bad = ready_project(bad_root / "proj", sim)
+    for split in bad.splits:
+        shutil.rmtree(split)
+        split.mkdir()
+        (split / "table.dat").write_text("not a table")
+    rep = run_all(bad.project)[(bad.mous_id, "Crash-1")]
+    assert rep.status == "failed"
+    row = bad.project.catalog.find_stage(bad.mous_id, "selfcal", "Crash-1")
+    assert row.status == "failed"
+    assert "auto-selfcal failed" in row.error
+    assert ".casa.log" in row.error and ".stdout.log" in row.error
+    assert "(at File " in row.error
+
+
+def test_unknown_option_is_an_error_not_ignored(sc, tmp_path):
+    sim = simulate(tmp_path / "sim", [("Opt-1", 0.001)], 0.0, seed=31, n_antennas=6,
+                   n_cycles=1, scan_s=30.0, integration_s=10.08, timescale_s=60.0)
+    proj = ready_project(tmp_path / "proj", sim,
+                         selfcal_toml="extra = { do_amp_selfcall = false }")
+    rep = run_all(proj.project)[(proj.mous_id, "Opt-1")]
+    assert rep.status == "failed"
+    assert "do_amp_selfcall" in proj.project.catalog.find_stage(
+        proj.mous_id, "selfcal", "Opt-1").error
+
+
+# ------------------------------------------------------------------ pure read-back logic
+
+
+def test_band_summary_reads_auto_selfcal_decisions(tmp_path):
+    vis = "Target_A_b_Band_6_x_targets.selfcal.ms"
+    (tmp_path / vis).mkdir()
+    (tmp_path / "g1.g").mkdir()
+    lib = {
+        "vislist": [vis], "SC_success": True, "final_solint": "inf", "final_solint_mode": "p",
+        "Stop_Reason": "Estimated_SNR_too_low_for_solint 30s", "SNR_orig": 10.0,
+        "SNR_final": 20.0, "RMS_orig": 2e-4, "RMS_final": 1e-4, "SNR_NF_orig": -99.0,
+        "SNR_NF_final": 19.0, "RMS_NF_orig": 2e-4, "RMS_NF_final": 1e-4,
+        "Beam_major_orig": 1.0, "Beam_minor_orig": 0.8, "Beam_PA_orig": 10.0,
+        "Beam_major_final": 1.01, "Beam_minor_final": 0.8, "Beam_PA_final": 11.0,
+        "original_vislist_map": {vis: "x_targets.ms"},
+        vis: {"gaintable_final": ["g1.g"],
+              "inf_EB": {"Pass": False, "Fail_Reason": " S/N decrease", "final_mode": "x"},
+              "inf": {"Pass": True, "Fail_Reason": "None", "final_mode": "combinespw",
+                      "SNR_post": 20.0}},
+    }
+    plan = {"solints": ["inf_EB", "inf", "30s", "inf_ap"], "solint_snr": {"inf": 5.0}}
+    s = band_summary(tmp_path, "A b", "Band_6", lib, plan)
+    assert s["success"] and s["final_mode"] == "combinespw"
+    assert s["solints_attempted"] == ["inf_EB", "inf"] and s["solints_accepted"] == ["inf"]
+    assert s["snr_nf_initial"] is None  # -99 means "not measured"
+    assert s["beam_final"] == [1.01, 0.8, 11.0]
+    assert s["files"]["gaintables"] == ["g1.g"] and s["files"]["selfcal_ms"] == [vis]
+    assert s["files"]["target_ms"] == []  # not in the folder
+    assert s["solints"]["inf_EB"]["fail_reason"] == " S/N decrease"
+    assert "inf" in s["reason"]
+    lib.update(SC_success=False, final_solint="None",
+               Stop_Reason="Estimated_SNR_too_low_for_solint inf_EB")
+    s = band_summary(tmp_path, "A b", "Band_6", lib, plan)
+    assert not s["success"] and s["reason"].startswith("too faint")
+    assert s["files"]["gaintables"] == [] and s["final_mode"] is None
+
+
+def test_sanitize_matches_auto_selfcal_file_names():
+    # auto-selfcal 2.1 sanitize_string: these characters become "_", then "Target_" prefix
+    assert sanitize("HOPS-56") == "Target_HOPS_56"
+    assert sanitize("G34.43+0.24") == "Target_G34.43_0.24"
+    assert sanitize("a b;c:d[e]{f}*g,h") == "Target_a_b_c_d_e__f__g_h"
