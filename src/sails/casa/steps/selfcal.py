@@ -370,6 +370,7 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
     if not (workdir / LIBRARY_PICKLE).exists():
         raise RuntimeError("auto_selfcal finished without writing selfcal_library.pickle")
 
+    t2 = time.time()
     applied = bool(options.get("apply_to_target_ms") or options.get("uvcontsub_target_ms"))
     if not keep_input_copies and not applied:
         for n in names:  # unchanged copies of the split: not worth their disk space
@@ -406,6 +407,7 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         "weblog": "weblog/index.html" if (workdir / "weblog" / "index.html").exists() else None,
         "copy_s": round(copy_s, 3),
         "auto_selfcal_s": round(selfcal_s, 3),
+        "readback_s": round(time.time() - t2, 3),
         "targets": results,
     }
 
