@@ -92,7 +92,11 @@ class Canfar(_Section):
 class Archive(_Section):
     tap_url: str = "https://almascience.eso.org/tap"
     datalink_url: str = "https://almascience.eso.org/datalink/sync"
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = Field(60.0, gt=0)
+    max_rows: int = Field(200_000, ge=1, description="TAP MAXREC; a longer result is an error")
+    datalink_workers: int = Field(4, ge=1, description="MOUS resolved in parallel")
+    expand_product_listings: bool = Field(
+        True, description="list the files inside the product tarball instead of the tarball")
 
 
 class Download(_Section):
@@ -265,6 +269,8 @@ url = "https://ws-uv.canfar.net/skaha/v1"
 [archive]
 tap_url = "https://almascience.eso.org/tap"   # or the .nrao.edu / .nao.ac.jp mirrors
 datalink_url = "https://almascience.eso.org/datalink/sync"
+timeout_seconds = 60
+max_rows = 200000     # TAP MAXREC: a result longer than this is refused, never cut silently
 
 [download]
 parallel_files = 4

@@ -633,12 +633,35 @@ class Catalog:
                        guard_owner=owner if row.status == "running" else None)
             return self._load(con, stage_id)
 
-    def block(self, stage_id: int, owner: str | None, reason: str) -> StageRow:
-        with self.write() as con:
+    @contextmanager
+    def _tx(self, con: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+        """The caller's open transaction, or a new one of our own."""
+        if con is not None:
+            yield con
+        else:
+            with self.write() as c:
+                yield c
+
+    def block(self, stage_id: int, owner: str | None, reason: str,
+              con: sqlite3.Connection | None = None) -> StageRow:
+        """-> blocked with ``reason``; ``con`` joins the caller's transaction (e.g. ingest)."""
+        with self._tx(con) as con:
             row = self._held(con, stage_id, owner) if owner else self._load(con, stage_id)
             self._move(con, row, "blocked", owner or "sails", reason,
                        self._finish_sets(row) | {"reason": reason},
                        guard_owner=owner if row.status == "running" else None)
+            return self._load(con, stage_id)
+
+    def unblock(self, stage_id: int, reason: str, *, only_reason: str | None = None,
+                actor: str = "sails", con: sqlite3.Connection | None = None) -> StageRow | None:
+        """blocked -> pending (logging ``reason``); None when the stage is not blocked, or
+        (with ``only_reason``) was blocked for another reason, so a person's block stays."""
+        with self._tx(con) as con:
+            row = self._load(con, stage_id)
+            if row.status != "blocked" or (only_reason is not None
+                                           and row.reason != only_reason):
+                return None
+            self._move(con, row, "pending", actor, reason, {"reason": None, "error": None})
             return self._load(con, stage_id)
 
     def release(self, stage_id: int, owner: str, reason: str = "released") -> StageRow:
@@ -717,13 +740,13 @@ class Catalog:
 
     # ------------------------------------------------------------------ MOUS settings
     def set_mous_field(self, mous_id: str, field_name: str, value: Any,
-                       actor: str = "sails") -> None:
+                       actor: str = "sails", con: sqlite3.Connection | None = None) -> None:
         allowed = {"preferred_datacolumn", "spw_remap", "srdp_url", "num_asdms"}
         if field_name not in allowed:
             raise ValueError(field_name)
         mous_id = mous_uri(mous_id)
         self.mous(mous_id)
-        with self.write() as con:
+        with self._tx(con) as con:
             con.execute(f"UPDATE mous SET {field_name} = ?, updated_at = ? WHERE mous_id = ?",
                         (value, time.time(), mous_id))
             self._event(con, mous_id, "", None, actor, None, None,
