@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _WINDOW = re.compile(r"\[([^\[\]]*)\]")
 _RANGE = re.compile(
@@ -89,12 +90,14 @@ def parse_frequency_support(text: str | None) -> list[SpectralWindow]:
     """All windows that parse, in the order given."""
     if not text:
         return []
-    out = []
-    for m in _WINDOW.finditer(str(text)):
-        w = _window(m.group(1))
-        if w is not None:
-            out.append(w)
-    return out
+    return list(_parse(str(text)))
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> tuple[SpectralWindow, ...]:
+    # Every row of a MOUS repeats the same string: parse each distinct one once.
+    return tuple(w for w in (_window(m.group(1)) for m in _WINDOW.finditer(text))
+                 if w is not None)
 
 
 def matching_window(windows: list[SpectralWindow], lo_ghz: float | None,

@@ -74,36 +74,50 @@ def text(v: Any) -> str | None:
     """A clean string or None (masked, NaN, empty; b'...' reprs unwrapped)."""
     if v is None:
         return None
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    if isinstance(v, float) and math.isnan(v):
+    if v.__class__ is not str:
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, float) and math.isnan(v):
+            return None
+        v = str(v)
+    s = v.strip()
+    if not s:
         return None
-    s = str(v).strip()
-    m = _BYTES_REPR.match(s)
-    if m:
-        s = m.group(2).strip()
-    return None if s.lower() in _NULLS else s
+    if s[0] == "b" and len(s) > 2 and s[1] in "'\"":
+        m = _BYTES_REPR.match(s)
+        if m:
+            s = m.group(2).strip()
+    return None if len(s) <= 8 and s.lower() in _NULLS else s
 
 
 def number(v: Any, col: str) -> float | None:
+    """A finite float or None for empty/NaN/masked; anything else is a :class:`RowProblem`."""
     if v is None:
         return None
-    if isinstance(v, bool):
-        raise RowProblem(f"{col} {v!r} is not a number")
-    if isinstance(v, (int, float)):
+    cls = v.__class__
+    if cls is float or cls is int:
         x = float(v)
         return x if math.isfinite(x) else None
-    s = text(v)
-    if s is None:
-        return None
+    if isinstance(v, bool):
+        raise RowProblem(f"{col} {v!r} is not a number")
+    if not isinstance(v, str):
+        if isinstance(v, (int, float)):
+            x = float(v)
+            return x if math.isfinite(x) else None
+        v = text(v)
+        if v is None:
+            return None
     try:
-        x = float(s)
+        x = float(v)
     except ValueError:
+        s = text(v)
+        if s is None:
+            return None
         raise RowProblem(f"{col} {s!r} is not a number") from None
     if math.isnan(x):
         return None
     if not math.isfinite(x):
-        raise RowProblem(f"{col} {s!r} is not finite")
+        raise RowProblem(f"{col} {v.strip()!r} is not finite")
     return x
 
 
@@ -206,6 +220,7 @@ class RowMapper:
             if c is not None:
                 by_lower.setdefault(str(c).strip().lower(), c)
         self.col: dict[str, str] = {}
+        self._has: dict[tuple[str, ...], bool] = {}
         missing = []
         for canon, names in REQUIRED.items():
             found = next((by_lower[n.lower()] for n in names if n.lower() in by_lower), None)
@@ -228,7 +243,10 @@ class RowMapper:
                 self.col["alminer:" + key] = by_lower[name.lower()]
 
     def has(self, *names: str) -> bool:
-        return any(n in self.col for n in names)
+        found = self._has.get(names)
+        if found is None:
+            found = self._has[names] = any(n in self.col for n in names)
+        return found
 
     def map(self, row: Mapping[str, Any], line: int) -> Record:
         col = self.col
@@ -329,15 +347,19 @@ class RowMapper:
             c = col.get("alminer:" + key)
             return number(row.get(c), c) if c else None
 
+        def pick(value: float | None, key: str) -> float | None:
+            """``value``, else ALminer's column ``key`` (read only when needed)."""
+            return value if value is not None else alm(key)
+
         # Angular quantities (arcsec).
         if self.has("spatial_resolution", "s_resolution", "alminer:ang_res"):
-            t["ang_res_arcsec"] = _first(num("spatial_resolution"), num("s_resolution"),
-                                         alm("ang_res"))
+            t["ang_res_arcsec"] = pick(_first(num("spatial_resolution"), num("s_resolution")),
+                                       "ang_res")
         if self.has("spatial_scale_max", "alminer:las"):
-            t["las_arcsec"] = _first(num("spatial_scale_max"), alm("las"))
+            t["las_arcsec"] = pick(num("spatial_scale_max"), "las")
         if self.has("s_fov", "alminer:fov"):
             fov = num("s_fov")
-            t["fov_arcsec"] = _first(fov * 3600.0 if fov is not None else None, alm("fov"))
+            t["fov_arcsec"] = pick(fov * 3600.0 if fov is not None else None, "fov")
 
         # Spectral quantities: this row's window is the em_min..em_max range; the matching
         # entry of frequency_support gives its channel width and sensitivities exactly.
@@ -351,37 +373,34 @@ class RowMapper:
         spectral = self.has("em_min", "em_max", "frequency_support", "alminer:min_freq",
                             "alminer:max_freq")
         if spectral:
-            lo = _first(lo, alm("min_freq"))
-            hi = _first(hi, alm("max_freq"))
+            lo = pick(lo, "min_freq")
+            hi = pick(hi, "max_freq")
             t["min_freq_ghz"] = lo
             t["max_freq_ghz"] = hi
             both = lo is not None and hi is not None
-            t["central_freq_ghz"] = _first(0.5 * (lo + hi) if both else None,
-                                           alm("central_freq"))
+            t["central_freq_ghz"] = pick(0.5 * (lo + hi) if both else None, "central_freq")
             bw = num("bandwidth")
-            t["bandwidth_ghz"] = _first(hi - lo if both else None,
-                                        bw / 1e9 if bw else None, alm("bandwidth_ghz"))
+            t["bandwidth_ghz"] = pick(_first(hi - lo if both else None,
+                                             bw / 1e9 if bw else None), "bandwidth_ghz")
         if spectral or self.has("em_res_power", "alminer:freq_res"):
             res = w.res_khz if w is not None else None
             if res is None and power and hi:
                 res = hi * 1e6 / power
-            t["freq_res_khz"] = _first(res, alm("freq_res"))
+            t["freq_res_khz"] = pick(res, "freq_res")
         if self.has("em_res_power", "alminer:vel_res", "frequency_support"):
             vel = C_KMS / power if power else None
             if vel is None and t.get("freq_res_khz") and t.get("central_freq_ghz"):
                 vel = t["freq_res_khz"] * 1e-6 / t["central_freq_ghz"] * C_KMS
-            t["vel_res_kms"] = _first(vel, alm("vel_res"))
+            t["vel_res_kms"] = pick(vel, "vel_res")
         if self.has("cont_sensitivity_bandwidth", "alminer:cont_sens"):
             c = num("cont_sensitivity_bandwidth")
-            t["cont_sens_bandwidth"] = _first(c * 1000.0 if c is not None else None,
-                                              alm("cont_sens"))
+            t["cont_sens_bandwidth"] = pick(c * 1000.0 if c is not None else None, "cont_sens")
         if self.has("sensitivity_10kms", "frequency_support", "alminer:line_sens_10"):
             s10 = num("sensitivity_10kms")
-            t["line_sens_10kms"] = _first(s10 * 1000.0 if s10 is not None else None,
-                                          w.sens_10kms_ujy if w else None, alm("line_sens_10"))
+            t["line_sens_10kms"] = pick(_first(s10 * 1000.0 if s10 is not None else None,
+                                               w.sens_10kms_ujy if w else None), "line_sens_10")
         if self.has("frequency_support", "alminer:line_sens_native"):
-            t["line_sens_native"] = _first(w.sens_native_ujy if w else None,
-                                           alm("line_sens_native"))
+            t["line_sens_native"] = pick(w.sens_native_ujy if w else None, "line_sens_native")
         return t
 
 

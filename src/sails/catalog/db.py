@@ -153,6 +153,7 @@ class Catalog:
         except OSError as exc:
             raise CatalogError(f"cannot open catalog {self.path}: {exc.strerror}") from None
         self.journal_mode = mode
+        self._columns: dict[str, list[str]] = {}
         self._migrate()
 
     # ------------------------------------------------------------------ plumbing
@@ -240,13 +241,19 @@ class Catalog:
                     MIGRATIONS[version](con)
                     version += 1
                     con.execute(f"PRAGMA user_version = {version}")
+                self._columns.clear()
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
 
     def columns(self, table: str) -> list[str]:
         if table not in {"projects", "mous", "targets", "files", "stages", "products", "events"}:
             raise ValueError(table)
-        return [r["name"] for r in self.con.execute(f"PRAGMA table_info({table})")]
+        # Cached: the schema only changes in _migrate, when the catalog is opened.
+        cols = self._columns.get(table)
+        if cols is None:
+            cols = [r["name"] for r in self.con.execute(f"PRAGMA table_info({table})")]
+            self._columns[table] = cols
+        return list(cols)
 
     def dump_schema(self, path: str | os.PathLike) -> None:
         rows = self.query("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")
