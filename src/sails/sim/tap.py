@@ -24,6 +24,7 @@ server that also serves other things (``sails.sim.serve``) can mount them.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
@@ -579,6 +581,32 @@ def handle_datalink(handler: BaseHTTPRequestHandler, query_params: Mapping[str, 
     else:
         send(handler, 200, datalink_votable(ident, entry, service_url(handler)),
              DATALINK_MIME)
+
+
+# ---------------------------------------------------------------------- recorded answers
+RECORDED_MOUS = "uid://A001/X12a3/Xe9"  # the MOUS of the recorded DataLink answers
+RECORDED_PRODUCT_TAR = "2017.1.01185.S_uid___A001_X12a3_Xe9_001_of_001.tar"
+
+
+def shared_testdata_dir() -> Path:
+    """``$SAILS_SHARED_TESTDATA``, else the nearest ``shared/testdata`` beside an ancestor of
+    this package (the repository sits next to ``shared/`` in development and CI)."""
+    env = os.environ.get("SAILS_SHARED_TESTDATA")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        cand = parent / "shared" / "testdata"
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError("no shared/testdata found beside the repository; set "
+                            "SAILS_SHARED_TESTDATA")
+
+
+def recorded_datalink_index(testdata: Path | None = None) -> dict[str, bytes]:
+    """The recorded ALMA DataLink answers, keyed by the ID each one answers."""
+    d = (testdata or shared_testdata_dir()) / "alma-archive"
+    return {RECORDED_MOUS: (d / "alma-datalink.xml").read_bytes(),
+            RECORDED_PRODUCT_TAR: (d / "alma-datalink-recurse-this.xml").read_bytes()}
 
 
 # ---------------------------------------------------------------------- a standalone fake
