@@ -303,26 +303,31 @@ class Catalog:
     def _upsert(self, con: sqlite3.Connection, table: str, key: tuple[str, ...],
                 row: dict[str, Any]) -> str:
         """Insert or update ``row``; return 'added', 'updated' or 'unchanged'."""
-        cols = set(self.columns(table)) - {"id", "created_at", "updated_at"}
+        all_cols = self.columns(table)
+        # Not every table keeps both stamps (files has created_at only).
+        stamps = [c for c in ("created_at", "updated_at") if c in all_cols]
+        cols = set(all_cols) - {"id", "created_at", "updated_at"}
         data = {k: v for k, v in row.items() if k in cols}
         where = " AND ".join(f"{k} = ?" for k in key)
         old = con.execute(f"SELECT * FROM {table} WHERE {where}",
                           tuple(data[k] for k in key)).fetchone()
         now = time.time()
         if old is None:
-            names = list(data) + ["created_at", "updated_at"]
+            names = list(data) + stamps
             con.execute(
                 f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                (*data.values(), now, now),
+                (*data.values(), *([now] * len(stamps))),
             )
             return "added"
         changed = {k: v for k, v in data.items() if k not in key and old[k] != v}
         if not changed:
             return "unchanged"
+        if "updated_at" in stamps:
+            changed["updated_at"] = now
         sets = ", ".join(f"{k} = ?" for k in changed)
         con.execute(
-            f"UPDATE {table} SET {sets}, updated_at = ? WHERE {where}",
-            (*changed.values(), now, *(data[k] for k in key)),
+            f"UPDATE {table} SET {sets} WHERE {where}",
+            (*changed.values(), *(data[k] for k in key)),
         )
         return "updated"
 
