@@ -18,7 +18,12 @@ from sails.archive.ingest import (
     set_spw_remap,
 )
 from sails.archive.rows import Record, RecordSet, map_rows, spw_from_obs_id
-from sails.archive.service import query_archive, resolve_datalink
+from sails.archive.service import (
+    ingest_query,
+    ingest_recordset,
+    query_archive,
+    resolve_datalink,
+)
 from sails.archive.tables import InputTable, read_csv, read_obscore_file
 
 __all__ = [
@@ -36,6 +41,8 @@ __all__ = [
     "build_query",
     "download_plan",
     "ingest_files",
+    "ingest_query",
+    "ingest_recordset",
     "ingest_records",
     "map_rows",
     "parse_datalink",

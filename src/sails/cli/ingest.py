@@ -138,20 +138,18 @@ def print_summary(summary) -> None:
 
 def _finish(project, recordset, *, datalink: bool, datalink_url: str | None, dry_run: bool,
             skip_bad: bool, as_json: bool) -> None:
-    from sails.archive import ingest_records, resolve_datalink
+    from sails.archive import ingest_recordset
 
     if not skip_bad:
         recordset.raise_if_problems()
     if dry_run and not as_json:
         print_records(recordset)
-    files = None
-    if datalink and not dry_run and recordset.records:
-        mous_ids = list(dict.fromkeys(r.mous["mous_id"] for r in recordset.records))
-        if not as_json:
-            console.print(f"resolving DataLink files of {len(mous_ids)} MOUS ...")
-        files = resolve_datalink(mous_ids, project.settings.archive, datalink_url)
-    summary = ingest_records(project.catalog, recordset, files, dry_run=dry_run,
-                             skip_bad=skip_bad)
+    if datalink and not dry_run and recordset.records and not as_json:
+        n = len({r.mous["mous_id"] for r in recordset.records})
+        console.print(f"resolving DataLink files of {n} MOUS ...")
+    summary = ingest_recordset(project.catalog, recordset, project.settings.archive,
+                               datalink=datalink, datalink_url=datalink_url, dry_run=dry_run,
+                               skip_bad=skip_bad)
     if as_json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
