@@ -269,9 +269,16 @@ def test_cli_query_dry_run_then_ingest_then_srdp(project, capsys):
     assert "50_kms_cloud" in out and "dry run: nothing written" in out
     cat = Catalog(project / "db" / "sails.sqlite")
     assert cat.mous_ids() == []
+    assert run_cli(*p, "ingest", "query", "--project", "2017.1.01185.S", "--no-datalink") == 0
+    out = capsys.readouterr().out
+    assert "nothing resolved yet" in out and cat.files(RECORDED_MOUS) == []
+    assert run_cli(*p, "ingest", "datalink") == 0  # every MOUS without files
+    out = capsys.readouterr().out
+    assert "verify was blocked for 1 MOUS" in out and "raw: 4 ASDMs" in out
+    assert "10.12 GB" in out
     assert run_cli(*p, "ingest", "query", "--project", "2017.1.01185.S") == 0
     out = capsys.readouterr().out
-    assert "verify were blocked" in out and "raw: 4 ASDMs" in out and "10.12 GB" in out
+    assert "verify was blocked" not in out
     assert cat.find_stage(RECORDED_MOUS, "verify").status == "blocked"
     assert run_cli(*p, "ingest", "srdp", RECORDED_MOUS, "https://example.org/restore.tar") == 0
     out = capsys.readouterr().out

@@ -46,6 +46,13 @@ class Counts:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged}
 
 
+def human_bytes(n: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
 @dataclass
 class DownloadPlan:
     """What the download stage of one MOUS will fetch, by the precedence rule."""
@@ -58,13 +65,16 @@ class DownloadPlan:
 
     def describe(self) -> str:
         n = len(self.files)
-        size = f"{self.total_bytes / 1e9:.2f} GB" if self.total_bytes is not None \
+        size = human_bytes(self.total_bytes) if self.total_bytes is not None \
             else "size unknown"
         if self.source == "srdp":
             return f"SRDP restore (calibrated MS): {n} file{'s' if n != 1 else ''}, {size}"
         if self.source == "raw":
             n_raw = sum(1 for f in self.files if f["kind"] == "raw")
-            return (f"raw: {n_raw} ASDM{'s' if n_raw != 1 else ''} + auxiliary/README, {size};"
+            extra = [k for k in ("auxiliary", "readme") if any(f["kind"] == k
+                                                              for f in self.files)]
+            plus = f" + {'/'.join(extra)}" if extra else ""
+            return (f"raw: {n_raw} ASDM{'s' if n_raw != 1 else ''}{plus}, {size};"
                     " needs calibration restore")
         if self.source == "products":
             return f"no raw or SRDP data listed; only archive products ({n} files)"

@@ -73,10 +73,17 @@ def expand_names(values: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- printing
-def _gb(n: int | None, n_files: int = 1) -> str:
+def _size(n: int | None, n_files: int = 1) -> str:
+    from sails.archive.ingest import human_bytes
+
     if not n_files:
         return "-"
-    return "?" if n is None else f"{n / 1e9:.2f} GB"
+    return "?" if n is None else human_bytes(n)
+
+
+def _list(ids: list[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit
+                                     else "")
 
 
 def print_records(recordset) -> None:
@@ -97,7 +104,7 @@ def print_records(recordset) -> None:
 
 
 def print_summary(summary) -> None:
-    verb = "would be" if summary.dry_run else "were"
+    verb = "would be" if summary.dry_run else "was"
     t = Table(title="ingest summary" + (" (dry run: nothing written)" if summary.dry_run
                                         else ""))
     t.add_column("")
@@ -113,11 +120,14 @@ def print_summary(summary) -> None:
         console.print(f"[yellow]{len(summary.skipped)} bad row(s) skipped:[/] "
                       + "; ".join(summary.skipped[:5])
                       + (" ..." if len(summary.skipped) > 5 else ""))
-    for m in summary.blocked:
-        console.print(f"[magenta]{m}: verify {verb} blocked[/] (needs calibration restore:"
-                      " only raw ASDMs are available; register one with `sails ingest srdp`)")
-    for m in summary.unblocked:
-        console.print(f"{m}: verify {verb} unblocked (SRDP restore known)")
+    if summary.blocked:
+        n = len(summary.blocked)
+        console.print(f"[magenta]verify {verb} blocked for {n} MOUS[/] (needs calibration "
+                      "restore: only raw ASDMs are available; register an SRDP restore with "
+                      f"`sails ingest srdp MOUS URL`): {_list(summary.blocked)}")
+    if summary.unblocked:
+        console.print(f"verify {verb} unblocked for {len(summary.unblocked)} MOUS (SRDP "
+                      f"restore known): {_list(summary.unblocked)}")
     for w in summary.warnings[:20]:
         console.print(f"[yellow]warning:[/] {w}")
     if summary.plans:
@@ -129,7 +139,7 @@ def print_summary(summary) -> None:
         p.add_column("plan", overflow="fold")
         for plan in summary.plans[:MAX_ROWS_SHOWN]:
             p.add_row(plan.mous_id, plan.source, str(len(plan.files)),
-                      _gb(plan.total_bytes, len(plan.files)),
+                      _size(plan.total_bytes, len(plan.files)),
                       plan.describe())
         console.print(p)
         if len(summary.plans) > MAX_ROWS_SHOWN:
