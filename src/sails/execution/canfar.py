@@ -116,6 +116,7 @@ class _Record:
     casa_log: str
     output_dir: str
     session_id: str | None = None
+    log_dir: str = ""
     submitted: float = field(default_factory=time.time)
     submissions: int = 0
 
@@ -318,8 +319,8 @@ class CanfarBackend:
         job_file = self._write_job_file(job)
         argv, env = self.command(job, job_file)
         rec = _Record(name=name, job_id=job.job_id, job_file=str(job_file),
-                      casa_log=str(job.casa_log), output_dir=str(job.output_dir),
-                      submissions=submissions + 1)
+                      casa_log=_casa_log(job), output_dir=str(job.output_dir),
+                      log_dir=str(job.log_dir), submissions=submissions + 1)
         self._save_record(rec)  # before create: a crash in between is found by name
         image = self.image_for(job.stage)
         client = self.client()
@@ -379,7 +380,8 @@ class CanfarBackend:
             rec, _ = self._reattach(name, job_ref)
             if rec is not None:
                 if not rec.output_dir:
-                    rec.output_dir, rec.casa_log = str(job.output_dir), str(job.casa_log)
+                    rec.output_dir, rec.casa_log = str(job.output_dir), _casa_log(job)
+                rec.log_dir = rec.log_dir or str(job.log_dir)
                 log.info("reattaching to CANFAR session %s (%s)", rec.session_id, name)
                 if on_started and job_ref != rec.ref:
                     on_started(rec.ref)
@@ -462,7 +464,7 @@ class CanfarBackend:
     # -- outcome ---------------------------------------------------------------------------
     def _save_logs(self, rec: _Record, info: dict[str, Any] | None, suffix: str = "") -> str:
         """Session logs -> <job>.stdout.log, events + final info -> <job>.canfar.log."""
-        log_dir = Path(rec.casa_log).parent if rec.casa_log else None
+        log_dir = Path(rec.log_dir) if rec.log_dir else None
         if log_dir is None or not rec.session_id:
             return ""
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -533,6 +535,10 @@ class CanfarBackend:
             return JobResult(False, manifest, manifest.get("error") or "job failed", casa_log,
                              None, wall, rec.ref)
         return JobResult(True, manifest, None, casa_log, 0, wall, rec.ref)
+
+
+def _casa_log(job: JobSpec) -> str:
+    return str(job.payload.get("log_path") or "")
 
 
 def _status(err: Any) -> int | None:

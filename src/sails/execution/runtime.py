@@ -43,10 +43,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sails.casa.runner import main  # noqa: E402
+import sails.casa.runner as runner  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    print(f"sails job runtime: {os.path.dirname(os.path.abspath(runner.__file__))}", flush=True)
+    sys.exit(runner.main(sys.argv[1:]))
 '''
 
 INIT_TEXT = '''\
