@@ -382,3 +382,53 @@ def test_backend_is_chosen_per_stage(project):
         CanfarBackend(project).command(
             make_job(project, [], stage="image"),
             Path("/somewhere/else/job.json"))
+
+
+@pytest.mark.casa
+def test_stage_context_records_the_session_in_the_catalog(fake, project, canfar_env):
+    """The stage plumbing (run_casa -> backend -> job_ref in stages) with a hostile target."""
+    from sails.stages.base import StageContext
+
+    target = "Serp 15; rm -rf ~"
+    cat = project.catalog
+    cat.upsert_mous({"mous_id": MOUS})
+    cat.upsert_target({"mous_id": MOUS, "alma_source_name": target, "obs_id": "o1"})
+    row = cat.claim(cat.find_stage(MOUS, "image", target).id, "owner-1")
+    ctx = StageContext(project=project, catalog=cat, row=row, owner="owner-1",
+                       backend=CanfarBackend(project))
+    out = project.mous_dir(MOUS) / "image" / safe_name(target)
+    manifest = ctx.run_casa([{"op": "write_text", "name": "w",
+                              "args": {"name": "src.txt", "text": target}}], out)
+    sid = only_session(fake)
+    assert cat.stage(row.id).job_ref == f"canfar:{sid}"
+    assert manifest["ok"] and (out / "src.txt").read_text() == target
+    assert Path(ctx.jobs[0].log_path).exists()  # the CASA log, on this machine's side
+    assert (canfar_env / "sentinel").exists()
+
+
+def test_fake_service_runs_as_a_program_for_the_demo(canfar_env, tmp_path):
+    """``python -m sails.sim.fake_canfar`` serves the real client until SIGTERM."""
+    from canfar.sessions import Session
+
+    vm, plat = tmp_path / "vmproj", tmp_path / "arc" / "projects" / "demo"
+    vm.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sails.sim.fake_canfar", "--token", "demo", "--port", "0",
+         "--vm-prefix", str(vm), "--platform-prefix", str(plat), "--link",
+         "--pending-seconds", "0.05"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("CANFAR_URL=http://127.0.0.1:")
+        assert plat.resolve() == vm.resolve()
+        with Session(url=line.split("=", 1)[1], token="demo", errors="raise") as client:
+            (sid,) = client.create(name="hello", image="images.canfar.net/skaha/terminal:1",
+                                   cmd="python3", args="-c print(6*7)")
+            for _ in range(200):
+                if client.info(sid)[0]["status"] == "Completed":
+                    break
+                time.sleep(0.05)
+            assert client.logs(sid)[sid] == "42\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

@@ -40,7 +40,6 @@ from sails.execution.base import JobResult, JobSpec, read_manifest
 from sails.execution.paths import (
     job_payload_for_platform,
     to_platform_path,
-    to_vm_path,
     tree_to_platform,
     tree_to_vm,
 )
@@ -521,7 +520,7 @@ class CanfarBackend:
                 manifest = self._valid_manifest(rec)
         self._drop_record(rec.name)
         wall = time.time() - t0
-        casa_log = Path(to_vm_path(rec.casa_log, self.platform)) if rec.casa_log else None
+        casa_log = Path(rec.casa_log) if rec.casa_log else None  # already this machine's
         if manifest is None:
             tail = _tail(stdout)
             why = {"timeout": f"timed out after {job.timeout_s} s running",
