@@ -432,3 +432,24 @@ def test_fake_service_runs_as_a_program_for_the_demo(canfar_env, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_cli_check_reports_credentials_runtime_and_sessions(fake, project, monkeypatch,
+                                                            capsys):
+    from sails.cli import main
+
+    job = make_job(project, [{"op": "write_text", "name": "w",
+                              "args": {"name": "a.txt", "text": "a"}}])
+    assert CanfarBackend(project).run(job).ok
+    monkeypatch.setattr(sys, "argv", ["sails", "-p", str(project.root), "canfar", "check",
+                                      "--json"])
+    main()
+    info = json.loads(capsys.readouterr().out)
+    assert info["url"].startswith(fake.url)
+    assert info["runtime_on_platform"].startswith(project.settings.platform.platform_prefix)
+    assert [s["name"] for s in info["sessions"]] == [session_name(job)]
+    monkeypatch.setenv("CANFAR_TOKEN", "nope")
+    monkeypatch.setattr(sys, "argv", ["sails", "-p", str(project.root), "canfar", "check"])
+    with pytest.raises(SystemExit) as ex:
+        main()
+    assert ex.value.code == 2 and "HTTP 401" in capsys.readouterr().out

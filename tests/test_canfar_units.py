@@ -191,3 +191,11 @@ def test_init_ships_the_runtime(tmp_path):
     rt = project.root / ".sails" / "runtime" / runtime_version()
     assert (rt / STAMP_NAME).is_file()
     assert os.access(rt / ENTRY_NAME, os.R_OK)
+
+
+def test_job_side_code_parses_as_python_3_8():
+    """Monolithic CASA 6.6 containers may ship Python 3.8: no newer syntax job-side."""
+    import ast
+
+    for rel, path in runtime_sources().items():
+        ast.parse(path.read_text(), filename=rel, feature_version=(3, 8))

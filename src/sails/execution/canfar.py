@@ -190,7 +190,7 @@ class CanfarBackend:
             raise ConfigError(f"cannot configure the CANFAR client: {what}",
                               hint=AUTH_HINT) from None
         except (ValueError, OSError) as exc:
-            raise CanfarAuthError(f"no usable CANFAR credentials ({type(exc).__name__})",
+            raise CanfarAuthError(f"no usable CANFAR credentials: {_first_line(exc)}",
                                   hint=AUTH_HINT) from None
         self._client = session
         return session
@@ -259,6 +259,23 @@ class CanfarBackend:
             pass
         except SailsError as exc:
             log.warning("could not destroy CANFAR session %s: %s", sid, exc.one_line())
+
+    def check(self) -> dict[str, Any]:
+        """Preflight for people: credentials work, runtime shipped, our sessions listed."""
+        try:
+            rt = ensure_runtime(self.project.root)
+            client = self.client()
+            rows = self._call("fetch", client.fetch, kind="headless") or []
+            return {
+                "url": str(client.client.base_url),
+                "runtime": str(rt),
+                "runtime_on_platform": to_platform_path(rt, self.platform),
+                "images": {stage: self.image_for(stage)
+                           for stage in ("verify", "split", "selfcal", "image")},
+                "sessions": [r for r in rows if str(r.get("name", "")).startswith("sails-")],
+            }
+        finally:
+            self.close()
 
     # -- records ---------------------------------------------------------------------------
     def _record_path(self, name: str) -> Path:
