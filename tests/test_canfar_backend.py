@@ -453,3 +453,21 @@ def test_cli_check_reports_credentials_runtime_and_sessions(fake, project, monke
     with pytest.raises(SystemExit) as ex:
         main()
     assert ex.value.code == 2 and "HTTP 401" in capsys.readouterr().out
+
+
+def test_older_status_names_and_expiry(fake, project):
+    """Succeeded/Error (older skaha) are terminal too; an expired session is a failure."""
+    fake.legacy_statuses = True
+    ok = make_job(project, [{"op": "write_text", "name": "w",
+                             "args": {"name": "a.txt", "text": "a"}}])
+    assert CanfarBackend(project).run(ok).ok
+    bad = make_job(project, [{"op": "fail", "name": "f", "args": {}}])
+    res = CanfarBackend(project).run(bad)
+    assert not res.ok and "requested failure" in res.error
+    fake.lifetime_seconds = 0.5  # the platform kills sessions past their expiry
+    slow = make_job(project, [{"op": "sleep", "name": "s", "args": {"seconds": 30}}])
+    t0 = time.monotonic()
+    res = CanfarBackend(project).run(slow)
+    assert not res.ok and "Error without a result manifest" in res.error
+    assert "DeadlineExceeded" in res.error
+    assert time.monotonic() - t0 < 20

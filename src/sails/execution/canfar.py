@@ -478,11 +478,12 @@ class CanfarBackend:
             raise
 
     # -- outcome ---------------------------------------------------------------------------
-    def _save_logs(self, rec: _Record, info: dict[str, Any] | None, suffix: str = "") -> str:
+    def _save_logs(self, rec: _Record, info: dict[str, Any] | None,
+                   suffix: str = "") -> tuple[str, str]:
         """Session logs -> <job>.stdout.log, events + final info -> <job>.canfar.log."""
         log_dir = Path(rec.log_dir) if rec.log_dir else None
         if log_dir is None or not rec.session_id:
-            return ""
+            return "", ""
         log_dir.mkdir(parents=True, exist_ok=True)
         stem = rec.job_id or rec.name
         tag = f".{suffix}" if suffix else ""
@@ -509,7 +510,7 @@ class CanfarBackend:
             if info is not None:
                 fh.write(json.dumps(info, indent=2) + "\n")
             fh.write(events if events.endswith("\n") or not events else events + "\n")
-        return text
+        return text, events
 
     def _valid_manifest(self, rec: _Record) -> dict[str, Any] | None:
         if not rec.output_dir:
@@ -525,9 +526,9 @@ class CanfarBackend:
 
     def _finish(self, job: JobSpec, rec: _Record, status: str, info: dict[str, Any] | None,
                 t0: float) -> JobResult:
-        stdout = ""
+        stdout, events = "", ""
         if status != "timeout" and status != "expired":
-            stdout = self._save_logs(rec, info)
+            stdout, events = self._save_logs(rec, info)
         manifest = self._valid_manifest(rec)
         if manifest is None and status in SUCCESS + ("gone",):
             # The mount (sshfs, CephFS) may show the file a little later than the platform.
@@ -539,7 +540,7 @@ class CanfarBackend:
         wall = time.time() - t0
         casa_log = Path(rec.casa_log) if rec.casa_log else None  # already this machine's
         if manifest is None:
-            tail = _tail(stdout)
+            tail = _tail(stdout) + (f" [last event: {_tail(events, 1)[2:]}]" if events else "")
             why = {"timeout": f"timed out after {job.timeout_s} s running",
                    "expired": "expired (past its expiry time)",
                    "gone": "vanished (no longer known to the service)"}.get(status, status)

@@ -87,11 +87,14 @@ class FakeSession:
     def event(self, reason: str, message: str) -> None:
         self.events.append(f"{_iso(time.time())}  Normal  {reason}  {message}")
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, legacy: bool = False) -> dict[str, Any]:
+        status = self.status
+        if legacy:
+            status = {"Completed": "Succeeded", "Failed": "Error"}.get(status, status)
         return {
             "id": self.id, "userid": "fakeuser", "runAsUID": "1000", "runAsGID": "1000",
             "supplementalGroups": [], "image": self.image, "type": self.kind,
-            "status": self.status, "name": self.name,
+            "status": status, "name": self.name,
             "startTime": _iso(self.started or self.created),
             "expiryTime": _iso(self.expires),
             "connectURL": "not-applicable",
@@ -110,7 +113,8 @@ class FakeCanfar:
                  hold_pending: int = 0, vanish_when_running: int = 0,
                  lifetime_seconds: float = 4 * 86400.0, ttl_seconds: float = 3600.0,
                  terminate_seconds: float = 0.3, base_env: dict[str, str] | None = None,
-                 image_prefix: str = "images.canfar.net/") -> None:
+                 image_prefix: str = "images.canfar.net/", legacy_statuses: bool = False
+                 ) -> None:
         self.token = token
         self.port = port
         self._own_workdir = workdir is None
@@ -125,6 +129,8 @@ class FakeCanfar:
         self.terminate_seconds = terminate_seconds
         self.base_env = base_env
         self.image_prefix = image_prefix
+        # Older skaha servers said Succeeded/Error where newer ones say Completed/Failed.
+        self.legacy_statuses = legacy_statuses
         self.sessions: dict[str, FakeSession] = {}
         self.requests: list[dict[str, Any]] = []
         self._faults: list[dict[str, Any]] = []
@@ -245,7 +251,7 @@ class FakeCanfar:
                         {"cores": {"requestedCPUCores": 0, "coresAvailable": 64},
                          "ram": {"maxRAM": {"ram": "256Gi", "withCores": 32}}})
                 with self._lock:
-                    rows = [s.as_json() for s in self.sessions.values()
+                    rows = [s.as_json(self.legacy_statuses) for s in self.sessions.values()
                             if q.get("type") in (None, s.kind)
                             and q.get("status") in (None, s.status)]
                 return 200, "application/json", json.dumps(rows)
@@ -262,7 +268,7 @@ class FakeCanfar:
                     return 200, "text/plain", _read(s.log_path)
                 if view == "events":
                     return 200, "text/plain", "\n".join(s.events) + "\n"
-                return 200, "application/json", json.dumps(s.as_json())
+                return 200, "application/json", json.dumps(s.as_json(self.legacy_statuses))
             if method == "DELETE":
                 self._terminate(s)
                 return 200, "text/plain", ""
@@ -362,19 +368,23 @@ class FakeCanfar:
             time.sleep(0.2)
             self.vanish(s.id)
             return
+        expired = False
         while True:
             try:
                 code = s.proc.wait(timeout=0.05)
                 break
             except subprocess.TimeoutExpired:
                 if s.expires is not None and time.time() > s.expires and not s.cancelled:
-                    s.event("DeadlineExceeded", "Job was active longer than specified deadline")
+                    expired = True
                     _kill(s.proc)
         with self._lock:
             s.returncode, s.finished = code, time.time()
             if s.cancelled:
                 return
-            if code == 0:
+            if expired:
+                s.status = "Failed"
+                s.event("DeadlineExceeded", "Job was active longer than specified deadline")
+            elif code == 0:
                 s.status = "Completed"
                 s.event("Completed", "container exited 0")
             else:
