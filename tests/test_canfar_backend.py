@@ -202,6 +202,16 @@ def test_busy_service_is_retried_and_creates_exactly_one_session(fake, project):
     assert sum(r["status"] == 503 for r in fake.requests) == 5
 
 
+def test_lost_create_answer_does_not_make_a_second_session(fake, project):
+    fake.lose_create_answers = 1  # the session is made, the reply is a 504
+    job = make_job(project, [{"op": "write_text", "name": "w",
+                              "args": {"name": "a.txt", "text": "a"}}])
+    res = CanfarBackend(project).run(job)
+    assert res.ok, res.error
+    assert len(fake.creates()) == 1
+    assert [r["status"] for r in fake.requests if r["method"] == "POST"] == [504]
+
+
 def test_service_down_for_good_is_transient(fake, project):
     fake.fail_next(503, count=1000)
     job = make_job(project, [{"op": "write_text", "name": "w",

@@ -200,16 +200,18 @@ class CanfarBackend:
             self._client.__exit__(None, None, None)
             self._client = None
 
-    def _call(self, op: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, op: str, func: Callable[..., Any], *args: Any,
+              retries: int | None = None, **kwargs: Any) -> Any:
         """One service call: retried while busy/unreachable; 404 -> _Gone; 401/403 -> auth."""
         import httpx2
         from canfar.exceptions.context import AuthContextError, AuthExpiredError
         from canfar.exceptions.session import SessionRequestError
         from canfar.hooks.httpx.auth import AuthenticationError
 
+        retries = self.cfg.request_retries if retries is None else retries
         delay = self.cfg.request_backoff_seconds
         last = ""
-        for attempt in range(self.cfg.request_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 return func(*args, **kwargs)
             except (AuthContextError, AuthExpiredError, AuthenticationError) as exc:
@@ -229,7 +231,7 @@ class CanfarBackend:
             if code is not None and code not in (408, 425, 429, 500, 502, 503, 504):
                 raise SailsError(f"CANFAR refused {op}: HTTP {code} {_body(err)}")
             last = f"HTTP {code} {_body(err)}" if code else type(err).__name__
-            if attempt < self.cfg.request_retries:
+            if attempt < retries:
                 log.info("CANFAR %s: %s; retrying in %.1f s", op, last, delay)
                 self._sleep(delay)
                 delay = min(max(delay * 2, 0.01), self.cfg.poll_max_seconds)
@@ -341,21 +343,25 @@ class CanfarBackend:
         image = self.image_for(job.stage)
         client = self.client()
         sid = None
+        delay = self.cfg.request_backoff_seconds
         for attempt in range(self.cfg.request_retries + 1):
             try:
                 ids = self._call("create", client.create, name=name, image=image,
                                  cores=job.cores, ram=job.ram_gb, kind="headless",
-                                 cmd=argv[0], args=" ".join(argv[1:]) or None, env=env)
+                                 cmd=argv[0], args=" ".join(argv[1:]) or None, env=env,
+                                 retries=0)
                 sid = ids[0] if ids else None
                 break
             except TransientError:
-                # The request may have reached the service after all: look before retrying.
+                # A lost answer may hide a session that was made: look before asking again.
                 found = self._find_active(name)
                 if found:
                     sid = found["id"]
                     break
                 if attempt >= self.cfg.request_retries:
                     raise
+                self._sleep(delay)
+                delay = min(delay * 2, self.cfg.poll_max_seconds)
         if not sid:
             raise SailsError(f"CANFAR returned no session id for {name}")
         rec.session_id = sid
@@ -365,18 +371,18 @@ class CanfarBackend:
             on_started(rec.ref)
         return rec
 
-    def _reattach(self, name: str, job_ref: str | None) -> tuple[_Record | None, bool]:
-        """(record to watch, whether its session is known to exist) for a restarted run."""
+    def _reattach(self, name: str, job_ref: str | None) -> _Record | None:
+        """The earlier submission of this job to watch again, if there is one."""
         rec = self._load_record(name)
         ref_id = job_ref[len("canfar:"):] if job_ref and job_ref.startswith("canfar:") else None
         if rec is not None and rec.session_id:
             if ref_id and ref_id != rec.session_id:
                 log.info("job_ref %s differs from the recorded session %s; using the record",
                          ref_id, rec.session_id)
-            return rec, False
+            return rec
         found = self._find_active(name)
         if found is None:
-            return None, False
+            return None
         if rec is None:
             # A session of ours with no record (work/ was cleaned): trust manifests it
             # finishes, i.e. written after it started.
@@ -384,7 +390,7 @@ class CanfarBackend:
                           submitted=_parse_time(found.get("startTime")) or time.time())
         rec.session_id = found["id"]
         self._save_record(rec)
-        return rec, True
+        return rec
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, job: JobSpec, on_started: Callable[[str], None] | None = None,
@@ -393,7 +399,7 @@ class CanfarBackend:
         job.log_dir.mkdir(parents=True, exist_ok=True)
         name = session_name(job)
         try:
-            rec, _ = self._reattach(name, job_ref)
+            rec = self._reattach(name, job_ref)
             if rec is not None:
                 if not rec.output_dir:
                     rec.output_dir, rec.casa_log = str(job.output_dir), _casa_log(job)

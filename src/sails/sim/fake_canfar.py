@@ -124,6 +124,7 @@ class FakeCanfar:
         self.pending_seconds = pending_seconds
         self.hold_pending = hold_pending  # this many new sessions never leave Pending
         self.vanish_when_running = vanish_when_running  # ... disappear once Running
+        self.lose_create_answers = 0  # make the session, then answer 504 (a lost reply)
         self.lifetime_seconds = lifetime_seconds
         self.ttl_seconds = ttl_seconds
         self.terminate_seconds = terminate_seconds
@@ -192,8 +193,9 @@ class FakeCanfar:
             _kill(s.proc)
 
     def creates(self) -> list[dict[str, Any]]:
+        """Create requests that made a session (answered or not)."""
         return [r for r in self.requests if r["method"] == "POST" and r["path"] == "session"
-                and r["status"] == 200]
+                and (r["status"] == 200 or r.get("made"))]
 
     def wait_status(self, session_id: str, statuses: tuple[str, ...],
                     timeout: float = 30.0) -> str | None:
@@ -244,7 +246,7 @@ class FakeCanfar:
         self._reap()
         if rel == "session":
             if method == "POST":
-                return self._create(query)
+                return self._create(query, rec)
             if method == "GET":
                 if q.get("view") == "stats":
                     return 200, "application/json", json.dumps(
@@ -282,7 +284,8 @@ class FakeCanfar:
             return 405, "text/plain", "method not allowed\n"
         return 404, "text/plain", "not found\n"
 
-    def _create(self, query: list[tuple[str, str]]) -> tuple[int, str, str]:
+    def _create(self, query: list[tuple[str, str]],
+                rec: dict[str, Any]) -> tuple[int, str, str]:
         q = dict(query)
         name, image = q.get("name"), q.get("image")
         if not image:
@@ -315,11 +318,16 @@ class FakeCanfar:
                 self.vanish_when_running -= 1
                 s.vanish = True
             self.sessions[sid] = s
+            rec["made"] = True
         s.event("Scheduled", "queued (Kueue)")
         t = threading.Thread(target=self._lifecycle, args=(s,), daemon=True,
                              name=f"fake-canfar-{sid}")
         self._threads.append(t)
         t.start()
+        with self._lock:
+            if self.lose_create_answers > 0:
+                self.lose_create_answers -= 1
+                return 504, "text/plain", "Gateway Timeout\n"
         return 200, "text/plain", sid + "\n"
 
     # -- session life ----------------------------------------------------------------------
