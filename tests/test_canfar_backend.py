@@ -481,3 +481,24 @@ def test_older_status_names_and_expiry(fake, project):
     assert not res.ok and "Error without a result manifest" in res.error
     assert "DeadlineExceeded" in res.error
     assert time.monotonic() - t0 < 20
+
+
+def test_serve_for_project_sets_up_a_demo_run(canfar_env, tmp_path, monkeypatch):
+    """What the demo does for `sails run --backend canfar`: env only, no sails.toml edits."""
+    from sails.sim.fake_canfar import serve_for_project
+
+    root = init_project(tmp_path / "demo").root
+    fake, env = serve_for_project(root, platform_prefix=tmp_path / "arc" / "projects" / "demo")
+    try:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        project = open_project(root)
+        assert project.settings.platform.vm_prefix == str(root)
+        job = make_job(project, [{"op": "write_text", "name": "w",
+                                  "args": {"name": "a.txt", "text": "demo"}}])
+        res = CanfarBackend(project).run(job)
+        assert res.ok, res.error
+        (s,) = fake.sessions.values()
+        assert s.args[1].startswith(env["SAILS_PLATFORM__PLATFORM_PREFIX"] + "/")
+    finally:
+        fake.stop()

@@ -485,6 +485,36 @@ def link_platform(vm_prefix: str | os.PathLike, platform_prefix: str | os.PathLi
     return link
 
 
+def serve_for_project(project_root: str | os.PathLike, token: str = "demo-token",
+                      platform_prefix: str | os.PathLike | None = None,
+                      **options: Any) -> tuple[FakeCanfar, dict[str, str]]:
+    """Start a fake for ``sails run --backend canfar`` on a project; return it and the env.
+
+    The project is seen by jobs under ``platform_prefix`` (default: a symlink in the
+    temporary folder, like /arc/projects/<name>). Set the returned variables (CANFAR_URL,
+    CANFAR_TOKEN and SAILS_* overrides for [platform] and fast polling) for the orchestrator,
+    and call ``fake.stop()`` when done.
+    """
+    root = Path(project_root).resolve()
+    if platform_prefix is None:
+        base = Path(tempfile.gettempdir()) / f"sails-fake-arc-{os.getuid()}" / "projects"
+        platform_prefix = base / root.name
+        if platform_prefix.is_symlink() and platform_prefix.resolve() != root:
+            platform_prefix.unlink()
+    link_platform(root, platform_prefix)
+    fake = FakeCanfar(token, **options).start()
+    env = {
+        "CANFAR_URL": fake.url,
+        "CANFAR_TOKEN": token,
+        "SAILS_PLATFORM__VM_PREFIX": str(root),
+        "SAILS_PLATFORM__PLATFORM_PREFIX": str(Path(platform_prefix)),
+        "SAILS_CANFAR__POLL_INITIAL_SECONDS": "0.2",
+        "SAILS_CANFAR__POLL_MAX_SECONDS": "1",
+        "SAILS_CANFAR__MANIFEST_GRACE_SECONDS": "2",
+    }
+    return fake, env
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--token", default=os.environ.get("CANFAR_TOKEN") or "fake-token")
