@@ -419,7 +419,8 @@ class CanfarBackend:
         if rec is None:
             rec = self._submit(job, name, on_started, 0)
         delay = self.cfg.poll_initial_seconds
-        pending_since = time.monotonic()
+        # The pending clock starts at submission, also across an orchestrator restart.
+        pending_since = time.monotonic() - max(0.0, time.time() - rec.submitted)
         running_since: float | None = None
         last = None
         try:
