@@ -42,10 +42,11 @@ def disk(flux_jy: float, extended: bool = True) -> list[Component]:
 def tiny() -> list[MousSpec]:
     """Seconds to generate: 12 antennas, 1 EB, 2 targets, few channels, bright sky."""
     t1 = TargetSpec("HOPS-56", 83.86542, -5.15972,
-                    [Component(0.0, 0.0, 0.05, 2.3, "point"),
-                     Component(1.5, 1.0, 0.04, 2.0, "gaussian", 1.6, 1.0, 60.0)],
+                    [Component(0.0, 0.0, 0.05, 2.3, "point")],
                     LineSpec(core_flux_jykms=2.0, arc_flux_jykms=1.5))
-    t2 = TargetSpec("G34.43+0.24 MM'1", 83.95, -5.05, [Component(-0.8, 0.5, 0.03, 2.5)])
+    t2 = TargetSpec("G34.43+0.24 MM'1", 83.95, -5.05,
+                    [Component(2.0, -1.5, 0.04, 2.0, "gaussian", 1.0, 0.6, 60.0),
+                     Component(-2.5, 2.0, 0.03, 2.5, "point")])
     return [MousSpec(targets=[t1, t2], band=6, config=1, n_antennas=12, n_ebs=1,
                      continuum_nchan=8, line_nchan=32, line_chan_khz=488.28125,
                      bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=36.0,
