@@ -122,9 +122,11 @@ def customize(specs: list[MousSpec], *, n_mous: int | None = None, n_targets: in
             targets = targets[:n_targets]
         if k >= base_count:
             # a repeated preset MOUS: move it on the sky and rename its targets
-            name, ra, dec = _SKY[sky_i % len(_SKY)]
+            name, ra, dec = _SKY[(3 + sky_i) % len(_SKY)]
+            if sky_i >= len(_SKY) - 3:
+                name = f"{name}-{k}"
             sky_i += 1
-            targets = [replace(t, name=f"{name}-{k}-{j}" if j else f"{name}-{k}",
+            targets = [replace(t, name=f"{name}-{j + 1}" if j else name,
                                ra_deg=(ra + 0.03 * j) % 360, dec_deg=dec + 0.02 * j)
                        for j, t in enumerate(targets)]
         renamed = []
