@@ -9,6 +9,7 @@ schema still renders.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections import defaultdict
@@ -222,3 +223,15 @@ def metric(p: dict | None, name: str, default: Any = None) -> Any:
     if not p:
         return default
     return (p.get("metrics") or {}).get(name, default)
+
+
+LINE_RE = re.compile(r"\.([^./]+)\.(?:cube|mom0|mom1|mom8)(?:\.|$)")
+
+
+def line_name(p: dict) -> str:
+    """The line a cube or moment map is of: its ``line`` metric, else from the file name."""
+    name = metric(p, "line")
+    if name:
+        return str(name)
+    m = LINE_RE.search(Path(p["path"]).name)
+    return m.group(1) if m else "line"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sails.report import images
-from sails.report.data import Mous, Unit, by_kind, metric, overall_state
+from sails.report.data import Mous, Unit, by_kind, line_name, overall_state
 from sails.report.html import (
     Raw,
     badge,
@@ -42,7 +42,6 @@ TARGET_COLS = (("obs_id", "obs_id"), ("spw_id", "spw"), ("band_list", "band"),
                ("fov_arcsec", "FoV (\u2033)"), ("t_exptime", "t_exp (s)"),
                ("cont_sens_bandwidth", "cont sens"), ("line_sens_native", "line sens"),
                ("is_mosaic", "mosaic"), ("pwv", "pwv"))
-LINE_RE = re.compile(r"\.([^./]+)\.(?:cube|mom0|mom1|mom8)(?:\.|$)")
 
 
 def signature(paths: list[Path]) -> str:
@@ -91,14 +90,6 @@ class ImageCache:
 def resolve(root: Path, path: str) -> Path:
     p = Path(path)
     return p if p.is_absolute() else root / p
-
-
-def line_name(p: dict) -> str:
-    name = metric(p, "line")
-    if name:
-        return str(name)
-    m = LINE_RE.search(Path(p["path"]).name)
-    return m.group(1) if m else "line"
 
 
 def _slug(text: str) -> str:

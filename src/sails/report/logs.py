@@ -1,0 +1,148 @@
+"""Find and follow the stage and CASA logs of a MOUS (``logs/<mous_fs>/``).
+
+Log names follow ``<stage>[-<target>]-<timestamp>.casa.log`` / ``.stdout.log``; a "run" is
+the files sharing one ``<stage>[-<target>]-<timestamp>`` stem. By default only the newest
+run of each stage (and target) is shown: that is the one a person asks about.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sails.catalog.db import check_stage
+from sails.errors import NotFoundError
+from sails.ids import parse_uid
+
+SUFFIXES = (".casa.log", ".stdout.log", ".stderr.log", ".log")
+_STAMP = re.compile(r"-(\d{8}T?\d{4,6}(?:\.\d+)?Z?|\d{4}-\d{2}-\d{2}[T_]\d{2}[:\-]?\d{2}"
+                    r"[:\-]?\d{2}(?:\.\d+)?Z?|\d{9,})$")
+
+
+@dataclass(frozen=True)
+class LogFile:
+    path: Path
+    stage: str  # first word of the name ('' when it does not start with a stage)
+    group: str  # '<stage>[-<target>]': runs of the same thing share it
+    run: str  # '<stage>[-<target>]-<timestamp>'
+    kind: str  # 'casa', 'stdout', 'stderr' or 'log'
+    mtime: float
+
+
+def parse_name(path: Path) -> LogFile:
+    name = path.name
+    kind, stem = "log", name
+    for suf in SUFFIXES:
+        if name.endswith(suf):
+            kind = suf.split(".")[1] if suf.count(".") == 2 else "log"
+            stem = name[: -len(suf)]
+            break
+    m = _STAMP.search(stem)
+    group = stem[: m.start()] if m else stem
+    stage = re.split(r"[-.]", stem, maxsplit=1)[0]
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return LogFile(path=path, stage=stage, group=group, run=stem, kind=kind, mtime=mtime)
+
+
+def log_dir(project, mous: str) -> Path:
+    return project.logs / parse_uid(mous, "MOUS uid").fs
+
+
+def find_logs(project, mous: str, stage: str | None = None, target: str | None = None,
+              latest: bool = True) -> list[LogFile]:
+    """Log files of a MOUS, optionally of one stage/target; newest run per group."""
+    if stage:
+        check_stage(stage)
+    d = log_dir(project, mous)
+    if not d.is_dir():
+        raise NotFoundError(
+            f"no logs for {parse_uid(mous, 'MOUS uid').uri} yet ({d} does not exist)",
+            hint="logs appear once a stage has run; see `sails show MOUS` for its stages",
+        )
+    files = [parse_name(d / e.name) for e in os.scandir(d)
+             if e.is_file() and e.name.endswith(".log")]
+    files = select(files, stage, target)
+    if latest:
+        newest: dict[str, tuple[float, str]] = {}
+        for f in files:
+            key = (f.mtime, f.run)
+            if f.group not in newest or key > newest[f.group]:
+                newest[f.group] = key
+        files = [f for f in files if newest[f.group][1] == f.run]
+    # Runs oldest first (the newest ends up next to the prompt); a run's files together.
+    run_time: dict[str, float] = {}
+    for f in files:
+        run_time[f.run] = max(run_time.get(f.run, 0.0), f.mtime)
+    order = {"stdout": 0, "stderr": 1, "casa": 2, "log": 3}
+    return sorted(files, key=lambda f: (run_time[f.run], f.run, order.get(f.kind, 9)))
+
+
+def select(files: list[LogFile], stage: str | None, target: str | None) -> list[LogFile]:
+    out = files
+    if stage:
+        out = [f for f in out if f.stage == stage]
+    if target:
+        want = _norm(target)
+        out = [f for f in out if want in _norm(f.group)]
+    return out
+
+
+def _norm(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def tail_lines(path: Path, n: int | None) -> tuple[list[str], int]:
+    """The last ``n`` lines (all when n is None or 0) and how many lines were left out."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return [f"(cannot read {path.name}: {exc.strerror})"], 0
+    lines = text.splitlines()
+    if n and len(lines) > n:
+        return lines[-n:], len(lines) - n
+    return lines, 0
+
+
+def follow(list_files: Callable[[], list[Path]], start_at_end: bool = True,
+           poll: float = 0.5, should_stop: Callable[[], bool] = lambda: False,
+           ) -> Iterator[tuple[Path, str]]:
+    """Yield ``(path, new text)`` as files grow, like ``tail -f``; new files are followed
+    from their start. Stops when ``should_stop()`` says so (or on Ctrl-C in the caller)."""
+    offsets: dict[Path, int] = {}
+    for p in list_files():
+        try:
+            offsets[p] = p.stat().st_size if start_at_end else 0
+        except OSError:
+            offsets[p] = 0
+    partial: dict[Path, str] = {}
+    while not should_stop():
+        for p in list_files():
+            offsets.setdefault(p, 0)
+        for p, off in list(offsets.items()):
+            try:
+                size = p.stat().st_size
+            except OSError:
+                continue
+            if size < off:  # truncated or replaced: start again
+                off = 0
+            if size > off:
+                with open(p, "rb") as fh:
+                    fh.seek(off)
+                    chunk = fh.read(size - off)
+                offsets[p] = off + len(chunk)
+                text = partial.pop(p, "") + chunk.decode("utf-8", errors="replace")
+                complete, sep, rest = text.rpartition("\n")
+                if rest:
+                    partial[p] = rest
+                if sep:
+                    yield p, complete + "\n"
+            else:
+                offsets[p] = off
+        time.sleep(poll)
