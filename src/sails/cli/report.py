@@ -73,14 +73,16 @@ def logs(
                                     f"target {target}" if target else "") if x)
         console.print(f"no logs{' for ' + what if what else ''} in {log_dir(project, mous)}")
         return
+    shown: dict[Path, int] = {}
     for f in found:
         rel = f.path.relative_to(root) if f.path.is_relative_to(root) else f.path
         if only_list:
+            shown[f.path] = f.path.stat().st_size
             console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(f.mtime))}  "
                           f"{rel}", highlight=False, soft_wrap=True)
             continue
         console.rule(f"[bold]{rel}", align="left")
-        text, skipped = tail_lines(f.path, lines or None)
+        text, skipped, shown[f.path] = tail_lines(f.path, lines or None)
         if skipped:
             console.print(f"[dim]... {skipped} earlier line(s); --lines 0 shows all[/]")
         _print_lines(text)
@@ -98,7 +100,9 @@ def logs(
     console.print(f"[dim]following {d} (Ctrl-C to stop)[/]")
     last: Path | None = None
     try:
-        for path, chunk in follow_logs(current):
+        # Older runs (not printed) continue from their end; new files from their start.
+        start = {p: p.stat().st_size for p in current()} | shown
+        for path, chunk in follow_logs(current, offsets=start):
             if path != last:
                 console.rule(f"[bold]{path.name}", align="left")
                 last = path

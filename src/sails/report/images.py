@@ -181,23 +181,35 @@ def _decorate(ax, plane: Plane) -> None:
                 transform=ax.get_transform("pixel") if plane.wcs else ax.transData)
 
 
-def _axes(fig, plane: Plane, pos):
+PANEL_W = 5.4  # inches per image panel; fixed rectangles, no tight_layout (it draws twice)
+
+
+def _panel_figure(n: int):
+    """A figure for ``n`` image panels side by side, sized so each image box is square."""
+    return plt.figure(figsize=(PANEL_W * n, PANEL_W * 0.56 / 0.78))
+
+
+def _axes(fig, plane: Plane, i: int, n: int):
+    left = i / n
+    rect = [left + 0.23 / n, 0.12, 0.56 / n, 0.78]
     if plane.wcs is not None:
-        ax = fig.add_subplot(*pos, projection=plane.wcs)
+        ax = fig.add_axes(rect, projection=plane.wcs)
         ax.coords[0].set_axislabel("RA")
         ax.coords[1].set_axislabel("Dec")
         ax.coords[0].set_ticklabel(exclude_overlapping=True)
     else:
-        ax = fig.add_subplot(*pos)
+        ax = fig.add_axes(rect)
         ax.set_xlabel("x (pixel)")
         ax.set_ylabel("y (pixel)")
-    return ax
+    cax = fig.add_axes([left + 0.81 / n, 0.12, 0.025 / n, 0.78])
+    return ax, cax
 
 
-def _draw(fig, pos, plane: Plane, title: str, limits=None, cmap="inferno", label=None):
+def _draw(fig, i: int, n: int, plane: Plane, title: str, limits=None, cmap="inferno",
+          label=None):
     from astropy.visualization import AsinhStretch, ImageNormalize
 
-    ax = _axes(fig, plane, pos)
+    ax, cax = _axes(fig, plane, i, n)
     lo, hi = limits or _limits(plane.data)
     norm = ImageNormalize(vmin=lo, vmax=hi, stretch=AsinhStretch(0.1)) if cmap == "inferno" \
         else None
@@ -206,7 +218,7 @@ def _draw(fig, pos, plane: Plane, title: str, limits=None, cmap="inferno", label
     ax.set_facecolor("#202020")
     _decorate(ax, plane)
     ax.set_title(title, fontsize=10)
-    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cb = fig.colorbar(im, cax=cax)
     cb.set_label(label if label is not None else plane.bunit, fontsize=9)
     return ax
 
@@ -214,9 +226,8 @@ def _draw(fig, pos, plane: Plane, title: str, limits=None, cmap="inferno", label
 def continuum_png(fits_path: Path, out: Path, title: str = "") -> dict:
     """Continuum preview; returns what it measured (peak, rms, beam) for the caption."""
     plane = read_plane(fits_path)
-    fig = plt.figure(figsize=(6.2, 5.2))
-    _draw(fig, (1, 1, 1), plane, title or fits_path.name)
-    fig.tight_layout()
+    fig = _panel_figure(1)
+    _draw(fig, 0, 1, plane, title or fits_path.name)
     _save(fig, out)
     finite = plane.data[np.isfinite(plane.data)]
     return {"peak": float(finite.max()), "rms": robust_rms(finite), "beam": plane.beam,
@@ -234,13 +245,12 @@ def pair_png(before: Path | None, after: Path | None, out: Path) -> None:
         raise PreviewError("no self-cal images recorded")
     lo = min(_limits(pl.data)[0] for _, pl in planes)
     hi = max(_limits(pl.data)[1] for _, pl in planes)
-    fig = plt.figure(figsize=(5.6 * len(planes), 5.0))
+    fig = _panel_figure(len(planes))
     for i, (label, pl) in enumerate(planes):
         rms = robust_rms(pl.data)
         peak = float(np.nanmax(pl.data))
         snr = f", S/N {peak / rms:.1f}" if rms > 0 else ""
-        _draw(fig, (1, len(planes), i + 1), pl, f"{label}{snr}", limits=(lo, hi))
-    fig.tight_layout()
+        _draw(fig, i, len(planes), pl, f"{label}{snr}", limits=(lo, hi))
     _save(fig, out)
 
 
@@ -250,7 +260,7 @@ def moments_png(paths: dict[str, Path], out: Path, line: str) -> None:
     if not order:
         raise PreviewError("no moment maps")
     planes = [(k, read_plane(paths[k])) for k in order]
-    fig = plt.figure(figsize=(5.0 * len(planes), 4.6))
+    fig = _panel_figure(len(planes))
     titles = {"mom0": "moment 0 (integrated)", "mom1": "moment 1 (velocity)",
               "mom8": "moment 8 (peak)"}
     for i, (k, pl) in enumerate(planes):
@@ -262,11 +272,10 @@ def moments_png(paths: dict[str, Path], out: Path, line: str) -> None:
                 lo, hi = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98)))
                 if hi <= lo:
                     hi = lo + 1.0
-            _draw(fig, (1, len(planes), i + 1), pl, f"{line}: {titles[k]}", limits=(lo, hi),
+            _draw(fig, i, len(planes), pl, f"{line}: {titles[k]}", limits=(lo, hi),
                   cmap="RdBu_r")
         else:
-            _draw(fig, (1, len(planes), i + 1), pl, f"{line}: {titles[k]}")
-    fig.tight_layout()
+            _draw(fig, i, len(planes), pl, f"{line}: {titles[k]}")
     _save(fig, out)
 
 
@@ -375,6 +384,6 @@ def spectrum_png(cube_path: Path, out: Path, at: tuple[float, float] | None,
     ax.set_ylabel(bunit or "intensity")
     ax.set_title(f"{line + ': ' if line else ''}spectrum at the {where}", fontsize=10)
     ax.grid(alpha=0.25)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.16, top=0.9)
     _save(fig, out)
     return {"x": int(x), "y": int(y), "where": where, "nchan": int(spec.size)}

@@ -98,29 +98,26 @@ def _norm(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalnum())
 
 
-def tail_lines(path: Path, n: int | None) -> tuple[list[str], int]:
-    """The last ``n`` lines (all when n is None or 0) and how many lines were left out."""
+def tail_lines(path: Path, n: int | None) -> tuple[list[str], int, int]:
+    """The last ``n`` lines (all when n is None or 0), how many were left out, and the
+    byte offset read up to (where following should start)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        raw = path.read_bytes()
     except OSError as exc:
-        return [f"(cannot read {path.name}: {exc.strerror})"], 0
-    lines = text.splitlines()
+        return [f"(cannot read {path.name}: {exc.strerror})"], 0, 0
+    lines = raw.decode("utf-8", errors="replace").splitlines()
     if n and len(lines) > n:
-        return lines[-n:], len(lines) - n
-    return lines, 0
+        return lines[-n:], len(lines) - n, len(raw)
+    return lines, 0, len(raw)
 
 
-def follow(list_files: Callable[[], list[Path]], start_at_end: bool = True,
+def follow(list_files: Callable[[], list[Path]], offsets: dict[Path, int] | None = None,
            poll: float = 0.5, should_stop: Callable[[], bool] = lambda: False,
            ) -> Iterator[tuple[Path, str]]:
-    """Yield ``(path, new text)`` as files grow, like ``tail -f``; new files are followed
-    from their start. Stops when ``should_stop()`` says so (or on Ctrl-C in the caller)."""
-    offsets: dict[Path, int] = {}
-    for p in list_files():
-        try:
-            offsets[p] = p.stat().st_size if start_at_end else 0
-        except OSError:
-            offsets[p] = 0
+    """Yield ``(path, new text)`` as files grow, like ``tail -f``. Known files continue from
+    ``offsets`` (bytes already shown); files that appear later are followed from their start.
+    Stops when ``should_stop()`` says so (or on Ctrl-C in the caller)."""
+    offsets = dict(offsets or {})
     partial: dict[Path, str] = {}
     while not should_stop():
         for p in list_files():

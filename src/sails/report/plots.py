@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from sails.report.images import _save  # noqa: E402
 
@@ -39,9 +40,10 @@ def snr_gain(gains: list[float], out: Path) -> bool:
                label=f"median {np.median(g):.2f}")
     ax.set_xlabel("self-cal S/N gain (final / initial peak S/N)")
     ax.set_ylabel("targets")
-    ax.set_title(f"Self-calibration S/N gain ({g.size} targets)", fontsize=10)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Self-calibration S/N gain (n = {g.size})", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.14, top=0.91)
     _save(fig, out)
     return True
 
@@ -66,11 +68,14 @@ def rms_vs_theory(pairs: list[tuple[float, float, str]], out: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("theoretical rms (mJy/beam)")
     ax.set_ylabel("measured rms (mJy/beam)")
-    ax.set_title(f"Image rms against theoretical ({len(pts)} images)", fontsize=10)
+    ax.set_title(f"Image rms against theoretical (n = {len(pts)})", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)
     _save(fig, out)
     return True
 
@@ -83,6 +88,7 @@ def wall_times(durations: dict[str, list[float]], out: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     data = [np.maximum(np.asarray(durations[s], dtype=float), 0.1) for s in stages]
     ax.boxplot(data, whis=(5, 95), showfliers=True, flierprops={"markersize": 3})
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xticks(range(1, len(stages) + 1),
                   [f"{s}\n(n={len(d)})" for s, d in zip(stages, data, strict=True)])
     ax.set_yscale("log")
@@ -90,7 +96,7 @@ def wall_times(durations: dict[str, list[float]], out: Path) -> bool:
     total_h = sum(float(np.sum(d)) for d in data) / 3600.0
     ax.set_title(f"Stage wall times (total {total_h:.2f} h)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.17, top=0.91)
     _save(fig, out)
     return True
 
@@ -115,6 +121,6 @@ def sky_map(points: list[tuple[float, float, str]], out: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.set_title(f"Targets on the sky ({len(points)})", fontsize=10, pad=12)
     ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.12, -0.05))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.04, right=0.88, bottom=0.05, top=0.88)
     _save(fig, out)
     return True

@@ -258,8 +258,9 @@ class TargetPage:
         for i, p in enumerate(conts):
             f = self.file(p)
             out_png, key = self.png(f"cont{i}")
+            title = "continuum" + (f", spw {p['spw']}" if p.get("spw") else "")
             entry = self.cache.make(out_png, key, [f],
-                                    lambda f=f, o=out_png: images.continuum_png(f, o, f.name))
+                                    lambda f=f, o=out_png, t=title: images.continuum_png(f, o, t))
             mets = p.get("metrics") or {}
             cap = f"{esc(f.name)} &middot; beam lower left, scale bar lower right"
             out.append('<div class="grid"><div>')
