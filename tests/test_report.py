@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import pytest
 
 from report_project import (
@@ -233,20 +234,35 @@ def test_missing_catalog_is_a_clear_error(tmp_path):
     assert "sails init" in err.value.one_line()
 
 
-def test_non_fits_and_blank_products_give_notes(tmp_path):
-    project = build_mixed_project(tmp_path / "p")
+def test_unreadable_products_give_notes_not_errors(tmp_path):
+    project = init_project(tmp_path / "p")
     cat = project.catalog
+    mous, name = "uid://A001/X9/X9", "W3(OH)"
+    cat.upsert_mous({"mous_id": mous})
+    cat.upsert_target({"mous_id": mous, "alma_source_name": name, "obs_id": "o"})
     bogus = tmp_path / "not_fits.cont.I.pbcor.fits"
     bogus.write_text("this is not FITS")
     casa_image = tmp_path / "final.image"
     casa_image.mkdir()
-    row = cat.find_stage(MOUS_A, "image", TARGET_A2)
-    cat.complete(row.id, OWNER, [Product("cont_image", str(bogus), target=TARGET_A2),
-                                 Product("cont_image", str(casa_image), target=TARGET_A2)])
-    generate(project)
-    page = target_page(project, MOUS_A, TARGET_A2).read_text(encoding="utf-8")
+    summary = tmp_path / "broken.summary.json"
+    summary.write_text("{not json")
+    row = cat.find_stage(mous, "download")
+    cat.claim(row.id, OWNER)
+    cat.complete(row.id, OWNER, [Product("ms_summary", str(summary), metrics={"n_scans": 7})])
+    row = cat.find_stage(mous, "image", name)
+    cat.claim(row.id, OWNER)
+    cat.complete(row.id, OWNER, [Product("cont_image", str(bogus), target=name),
+                                 Product("cont_image", str(casa_image), target=name),
+                                 Product("cube", str(bogus.with_name("x.CS_5-4.cube.fits")),
+                                         target=name)])
+    result = generate(project)
+    assert result.images_drawn == 0
+    page = target_page(project, mous, name).read_text(encoding="utf-8")
     assert "not_fits.cont.I.pbcor.fits is not a readable FITS file" in page
     assert "final.image is a CASA image, not FITS" in page
+    assert "broken.summary.json: unreadable JSON" in page and ">7<" in page
+    assert "<h3>CS_5-4</h3>" in page, page[page.find("<h2>Lines"):][:800]
+    assert "file not found: x.CS_5-4.cube.fits" in page
 
 
 # ---------------------------------------------------------------------- logs
@@ -269,30 +285,39 @@ def test_log_names_and_newest_run(tmp_path):
     assert len(find_logs(project, MOUS_A)) == 3
 
 
-def sails(*args: str, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               COLUMNS="200")
-    return subprocess.run([sys.executable, "-c", "from sails.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=120, **kw)
+def sails(capsys, *args: str) -> tuple[int, str]:
+    """Run the real entry point in-process (argv, error handling, exit code)."""
+    from sails.cli import main
+    from sails.cli.app import console
+
+    old_argv, old_width = sys.argv, console.width
+    sys.argv, console.width = ["sails", *args], 200
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv, console.width = old_argv, old_width
+    return code, capsys.readouterr().out
 
 
-def test_cli_report_logs_and_show(built, tmp_path):
+def test_cli_report_logs_and_show(built, capsys):
     project, _, _ = built
-    r = sails("-p", str(project.root), "report")
-    assert r.returncode == 0, r.stderr
-    assert "report written" in r.stdout and "index.html" in r.stdout
-    r = sails("-p", str(project.root), "logs", MOUS_A, "--stage", "verify")
-    assert r.returncode == 0, r.stderr
-    assert "verify-20240101T000000.casa.log" in r.stdout and "SEVERE something" in r.stdout
-    assert "selfcal-" not in r.stdout
-    r = sails("-p", str(project.root), "logs", MOUS_B)
-    assert r.returncode == 2
-    assert r.stdout.count("\n") == 1 and "no logs for uid://A001/X1465/X2a0" in r.stdout
-    r = sails("-p", str(project.root), "logs", "not-a-uid")
-    assert r.returncode == 2 and "malformed MOUS uid" in r.stdout
-    r = sails("-p", str(project.root), "show", MOUS_A)
-    assert r.returncode == 0, r.stderr
-    assert "results per target" in r.stdout and "(x1.37)" in r.stdout
+    root = str(project.root)
+    code, out = sails(capsys, "-p", root, "report")
+    assert code == 0 and "report written" in out and "index.html" in out
+    code, out = sails(capsys, "-p", root, "logs", MOUS_A, "--stage", "verify")
+    assert code == 0
+    assert "verify-20240101T000000.casa.log" in out and "SEVERE something" in out
+    assert "selfcal-" not in out
+    code, out = sails(capsys, "-p", root, "logs", MOUS_B)
+    assert code == 2
+    assert out.count("\n") == 1 and "no logs for uid://A001/X1465/X2a0" in out
+    code, out = sails(capsys, "-p", root, "logs", "not-a-uid")
+    assert code == 2 and "malformed MOUS uid" in out
+    code, out = sails(capsys, "-p", root, "show", MOUS_A)
+    assert code == 0 and "results per target" in out and "(x1.37)" in out
 
 
 def test_cli_logs_follow_prints_new_lines_and_stops_cleanly(built):
@@ -413,3 +438,24 @@ def test_names_with_markup_survive_in_the_browser(built):
     dom = browse(target_page(project, "uid://A001/X2d1/X1e", TARGET_D).as_uri(), "--dump-dom")
     assert "Serpens &lt;SMM1&gt; &amp; \"co\"" in dom
     assert body_attr(dom, "data-broken-images") == "0"
+
+
+def test_previews_without_sky_wcs_and_spectrum_fallback(tmp_path):
+    from astropy.io import fits
+
+    from report_project import write_cube
+    from sails.report import images
+
+    cube = write_cube(tmp_path / "c.fits")
+    info = images.spectrum_png(cube, tmp_path / "s.png", None, "CO")
+    assert info["where"] == "brightest pixel"  # no continuum position given
+    assert abs(info["x"] - 28) <= 1 and abs(info["y"] - 26.5) <= 1  # the source, not noise
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.arange(64.0).reshape(8, 8)).writeto(plain)
+    got = images.continuum_png(plain, tmp_path / "p.png")
+    assert got["peak"] == 63.0 and got["beam"] is None
+    assert (tmp_path / "s.png").stat().st_size > 5000 and (tmp_path / "p.png").exists()
+    blank = tmp_path / "blank.fits"
+    fits.PrimaryHDU(np.full((8, 8), np.nan)).writeto(blank)
+    with pytest.raises(images.PreviewError, match="all blank"):
+        images.continuum_png(blank, tmp_path / "b.png")

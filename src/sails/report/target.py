@@ -298,7 +298,10 @@ class TargetPage:
                 srcs = [f] + ([peak_src] if peak_src else [])
 
                 def draw(f=f, o=out_png, ln=line) -> dict:
-                    at = images.peak_world(peak_src) if peak_src else None
+                    try:
+                        at = images.peak_world(peak_src) if peak_src else None
+                    except images.PreviewError:
+                        at = None  # an unreadable continuum: use the cube's brightest pixel
                     return images.spectrum_png(f, o, at, ln)
 
                 entry = self.cache.make(out_png, key, srcs, draw)
