@@ -37,7 +37,7 @@ td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 .st-blocked { background:#e6d6f0; color:#55276f; font-weight:600; }
 .st-none { background:#fafafa; color:#b0b6bd; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; }
-.chips { display:flex; flex-wrap:wrap; gap:8px; margin:10px 0; }
+.chips { display:flex; flex-wrap:wrap; gap:8px; margin:10px 0; align-items:center; }
 .chip { border:1px solid var(--line); border-radius:14px; padding:3px 12px; cursor:pointer;
   font:inherit; }
 .chip b { font-size:15px; margin-left:4px; }

@@ -10,6 +10,7 @@ from sails.report.assets import FILTER_JS
 from sails.report.data import Snapshot, overall_state, stage_duration
 from sails.report.html import (
     STATE_ORDER,
+    badge,
     esc,
     figure,
     fmt_duration,
@@ -52,6 +53,7 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
     projects: set[str] = set()
     rows = []
     n_targets = 0
+    overall_counts: Counter = Counter()
     for m in snap.mous:
         mstages = {s["stage"]: s for s in m.stages}
         for s in m.stages:
@@ -74,6 +76,7 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
             why, kind = _why(all_rows)
             short = why if len(why) <= 160 else why[:157] + "..."
             overall = overall_state(all_rows)
+            overall_counts[overall] += 1
             search = " ".join([m.mous_id, u.target, proj, band]).lower()
             name = (f'<a href="targets/{esc(u.key)}.html">{esc(u.target)}</a>' if u.target else
                     f'<a href="targets/{esc(u.key)}.html" class=muted>(no targets yet)</a>')
@@ -87,7 +90,9 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
                 f'</td><td class="reason{" skip" if kind == "skipped" else ""}" '
                 f'title="{esc(why)}">{esc(short)}</td></tr>')
 
-    chips = "".join(
+    by_overall = " &middot; ".join(
+        f"{badge(st)} {overall_counts[st]}" for st in STATE_ORDER if overall_counts[st])
+    chips = '<span class="muted">stage rows:</span>' + "".join(
         f'<button class="chip st-{st}" data-state="{st}" type="button">{st}<b>{totals[st]}</b>'
         f"</button>" for st in STATE_ORDER)
     matrix = ("<table class=counts><thead><tr><th>stage</th>"
@@ -120,7 +125,8 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
         f"<h1>{esc(project_name)}</h1>"
         f'<p class="sub">{len(snap.mous)} MOUS &middot; {n_targets} targets &middot; '
         f"catalog {esc(root_label)} &middot; snapshot {esc(fmt_time(now))}</p>"
-        f'<div class="chips">{chips}</div>{matrix}{filters}'
+        + (f'<p class="sub">targets by overall state: {by_overall}</p>' if by_overall else "")
+        + f'<div class="chips">{chips}</div>{matrix}{filters}'
         f'<table id="overview" class="sortable"><thead>{head}</thead><tbody>'
         + "".join(rows) + "</tbody></table>"
         + ("" if rows else "<p class=note>the catalog holds no MOUS yet: add some with "
