@@ -41,7 +41,8 @@ from sails.ids import parse_uid
 from sails.project import init_project
 from sails.report import generate
 from sails.report.data import page_stem
-from sails.report.logs import find_logs, parse_name
+from sails.report.logs import find_logs, mentions_target, parse_name
+from sails.stages.base import safe_name
 
 ALL_MOUS = [MOUS_A, MOUS_B, "uid://A001/X2d1/X1c", "uid://A001/X2d1/X1e",
             "uid://A001/X2d1/X20", MOUS_F]
@@ -269,6 +270,13 @@ def test_unreadable_products_give_notes_not_errors(tmp_path):
 def test_log_names_and_newest_run(tmp_path):
     f = parse_name(tmp_path / "selfcal-HOPS_370-20240101T010000.casa.log")
     assert (f.stage, f.group, f.kind) == ("selfcal", "selfcal-HOPS_370", "casa")
+    f = parse_name(tmp_path / "image-W3_OH-cont-20240101T010000.retry1.stdout.log")
+    assert (f.stage, f.group, f.run, f.kind) == (
+        "image", "image-W3_OH-cont", "image-W3_OH-cont-20240101T010000", "retry1.stdout")
+    # Stages cut and sanitise target names in log names (sails.stages.base.safe_name).
+    long = "Serpens Main SMM1-a + 'b' (the long name of a protostellar source)"
+    name = f"selfcal-{safe_name(long, 40)}-20240101T010000.casa.log"
+    assert mentions_target(name, long) and not mentions_target(name, "Serpens South")
     project = init_project(tmp_path / "p")
     d = project.logs / parse_uid(MOUS_A).fs
     d.mkdir(parents=True)

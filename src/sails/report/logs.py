@@ -18,9 +18,10 @@ from sails.catalog.db import check_stage
 from sails.errors import NotFoundError
 from sails.ids import parse_uid
 
-SUFFIXES = (".casa.log", ".stdout.log", ".stderr.log", ".log")
-_STAMP = re.compile(r"-(\d{8}T?\d{4,6}(?:\.\d+)?Z?|\d{4}-\d{2}-\d{2}[T_]\d{2}[:\-]?\d{2}"
-                    r"[:\-]?\d{2}(?:\.\d+)?Z?|\d{9,})$")
+# The run's timestamp (stages write %Y%m%dT%H%M%S), followed by the file's kind.
+_STAMP = re.compile(r"-(\d{8}T\d{4,6}(?:\.\d+)?Z?|\d{4}-\d{2}-\d{2}[T_]\d{2}[:\-]?\d{2}"
+                    r"[:\-]?\d{2}(?:\.\d+)?Z?|\d{9,})(?=\.|$)")
+MATCH_CHARS = 24  # target names are cut in file names; compare this many letters/digits
 
 
 @dataclass(frozen=True)
@@ -29,26 +30,34 @@ class LogFile:
     stage: str  # first word of the name ('' when it does not start with a stage)
     group: str  # '<stage>[-<target>]': runs of the same thing share it
     run: str  # '<stage>[-<target>]-<timestamp>'
-    kind: str  # 'casa', 'stdout', 'stderr' or 'log'
+    kind: str  # 'casa', 'stdout', 'canfar', ... (what follows the timestamp)
     mtime: float
 
 
 def parse_name(path: Path) -> LogFile:
+    """``split-20240101T000000.casa.log`` -> stage split, run ``split-20240101T000000``,
+    kind ``casa``; ``<job>.retry1.stdout.log`` gives kind ``retry1.stdout``."""
     name = path.name
-    kind, stem = "log", name
-    for suf in SUFFIXES:
-        if name.endswith(suf):
-            kind = suf.split(".")[1] if suf.count(".") == 2 else "log"
-            stem = name[: -len(suf)]
-            break
-    m = _STAMP.search(stem)
-    group = stem[: m.start()] if m else stem
-    stage = re.split(r"[-.]", stem, maxsplit=1)[0]
+    found = list(_STAMP.finditer(name))
+    if found:
+        m = found[-1]
+        group, run = name[: m.start()], name[: m.end()]
+        kind = name[m.end():].strip(".").removesuffix("log").strip(".") or "log"
+    else:
+        run = name.removesuffix(".log")
+        group, kind = run, "log"
+    stage = re.split(r"[-.]", name, maxsplit=1)[0]
     try:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
-    return LogFile(path=path, stage=stage, group=group, run=stem, kind=kind, mtime=mtime)
+    return LogFile(path=path, stage=stage, group=group, run=run, kind=kind, mtime=mtime)
+
+
+def mentions_target(name: str, target: str) -> bool:
+    """Whether a log name is about ``target`` (names are sanitised and cut in file names)."""
+    want = _norm(target)[:MATCH_CHARS]
+    return bool(want) and want in _norm(name)
 
 
 def log_dir(project, mous: str) -> Path:
@@ -80,7 +89,7 @@ def find_logs(project, mous: str, stage: str | None = None, target: str | None =
     run_time: dict[str, float] = {}
     for f in files:
         run_time[f.run] = max(run_time.get(f.run, 0.0), f.mtime)
-    order = {"stdout": 0, "stderr": 1, "casa": 2, "log": 3}
+    order = {"stdout": 0, "stderr": 1, "canfar": 2, "casa": 3}
     return sorted(files, key=lambda f: (run_time[f.run], f.run, order.get(f.kind, 9)))
 
 
@@ -89,8 +98,7 @@ def select(files: list[LogFile], stage: str | None, target: str | None) -> list[
     if stage:
         out = [f for f in out if f.stage == stage]
     if target:
-        want = _norm(target)
-        out = [f for f in out if want in _norm(f.group)]
+        out = [f for f in out if mentions_target(f.group, target)]
     return out
 
 

@@ -32,6 +32,7 @@ from sails.report.html import (
     state_cell,
     table,
 )
+from sails.report.logs import mentions_target
 
 MOUS_META = ("project_code", "obs_title", "group_ous_uid", "num_asdms", "antenna_arrays",
              "obs_release_date", "qa2_passed", "pwv", "science_keyword", "scientific_category",
@@ -94,10 +95,6 @@ def resolve(root: Path, path: str) -> Path:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "x"
-
-
-def _norm(text: str) -> str:
-    return "".join(c for c in text.lower() if c.isalnum())
 
 
 @dataclass
@@ -345,10 +342,10 @@ class TargetPage:
                     f"{esc(d.relative_to(self.root) if d.is_relative_to(self.root) else d)}"
                     f"/</p>")
         mine, others = [], 0
-        tnorm = _norm(self.unit.target)
         for n in names:
             stage = re.split(r"[-.]", n, maxsplit=1)[0]
-            if stage in ("download", "verify", "split") or not tnorm or tnorm in _norm(n):
+            if (stage in ("download", "verify", "split") or not self.unit.target
+                    or mentions_target(n, self.unit.target)):
                 mine.append(n)
             else:
                 others += 1
