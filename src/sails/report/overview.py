@@ -152,7 +152,7 @@ def survey_html(snap: Snapshot, project_name: str, plots: dict[str, Path | None]
     for key, (title, empty) in captions.items():
         p = plots.get(key)
         parts.append(f"<div><h3>{esc(title)}</h3>")
-        parts.append(figure(f"plots/{p.name}", esc(title)) if p else
+        parts.append(figure(f"plots/{p.name}", alt=title) if p else
                      f"<p class=note>{esc(empty)}</p>")
         parts.append("</div>")
     parts.append("</div>")

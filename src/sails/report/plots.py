@@ -88,10 +88,10 @@ def wall_times(durations: dict[str, list[float]], out: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     data = [np.maximum(np.asarray(durations[s], dtype=float), 0.1) for s in stages]
     ax.boxplot(data, whis=(5, 95), showfliers=True, flierprops={"markersize": 3})
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xticks(range(1, len(stages) + 1),
                   [f"{s}\n(n={len(d)})" for s, d in zip(stages, data, strict=True)])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_ylabel("wall time (s)")
     total_h = sum(float(np.sum(d)) for d in data) / 3600.0
     ax.set_title(f"Stage wall times (total {total_h:.2f} h)", fontsize=10)
