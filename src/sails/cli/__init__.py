@@ -13,6 +13,7 @@ from sails.cli import canfar  # noqa: E402,F401  isort: skip
 from sails.cli import ingest  # noqa: E402,F401  isort: skip
 from sails.cli import sim  # noqa: E402,F401  isort: skip
 from sails.cli import demo  # noqa: E402,F401  isort: skip
+from sails.cli import report  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
