@@ -89,7 +89,7 @@ def products_for(manifest: dict[str, Any], dec: Decisions) -> list[Product]:
     steps = manifest["steps"]
     out: list[Product] = []
     problems: list[str] = []
-    for eb, d in sorted(dec.ebs.items()):
+    for eb in sorted(dec.ebs):
         sp, su = steps[f"split-{eb}"], steps[f"summary-{eb}"]
         summary = json.loads(Path(su["summary"]).read_text())
         problems += check_split(eb, summary)

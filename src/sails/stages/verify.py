@@ -419,8 +419,8 @@ def run(ctx: StageContext) -> Outcome:
         cat.set_mous_field(ctx.mous_id, "preferred_datacolumn", dec.datacolumn)
     spws = sorted({s for d in dec.ebs.values() for s in d.science_spws})
     how = sorted({m["by"] for d in dec.ebs.values() for m in d.spw_match.values()})
-    summary = (f"{len(dec.ebs)} EB(s), {len({t for d in dec.ebs.values() for t in d.target_fields})}"
-               f" target(s), science spws {spws}"
+    n_targets = len({t for d in dec.ebs.values() for t in d.target_fields})
+    summary = (f"{len(dec.ebs)} EB(s), {n_targets} target(s), science spws {spws}"
                + (f" (matched by {'/'.join(how)})" if how else "")
                + f", calibrated column {dec.datacolumn}")
     if dec.notes:
