@@ -1,6 +1,7 @@
 """Small ALMA-like measurement sets for the verify/split tests (run in a CASA child process).
 
-``python tests/verify_msfactory.py SPEC.json`` builds every MS the spec lists. Each MS entry:
+``python tests/verify_msfactory.py SPEC.json`` builds every MS the spec lists;
+``... compare SPLIT.ms SOURCE.ms`` prints how a split's DATA matches the source columns. Entry:
 ``{"path", "antennas", "fields": [{"name", "ra", "dec", "intent"}], "spws": [{"name", "freq_ghz",
 "nchan", "width_mhz", "bbc", "observe"}], "corrected": bool, "seed": int}``. DATA gets random
 values and CORRECTED_DATA gets DATA + 10 (so a test can tell which one a split copied).
@@ -60,7 +61,7 @@ def build(spec: dict) -> None:
         sm.settimes(integrationtime="10s", usehourangle=True,
                     referencetime=me.epoch("UTC", spec.get("date", "2024/05/01/00:00:00")))
         t = 0
-        for f in spec["fields"]:
+        for f in [] if spec.get("empty") else spec["fields"]:
             for spw in spec["spws"]:
                 if not spw.get("observe", True):
                     continue
@@ -72,14 +73,15 @@ def build(spec: dict) -> None:
     rng = np.random.default_rng(spec.get("seed", 1))
     tb.open(path, nomodify=False)
     try:
-        data = tb.getcol("DATA")
-        data = (rng.normal(size=data.shape) + 1j * rng.normal(size=data.shape)).astype(
-            data.dtype)
-        tb.putcol("DATA", data)
-        if spec.get("corrected", True):
-            tb.putcol("CORRECTED_DATA", data + 10)
-        else:
-            tb.removecols(["CORRECTED_DATA"])
+        if tb.nrows():  # an "empty" MS keeps its header and subtables only
+            data = tb.getcol("DATA")
+            data = (rng.normal(size=data.shape) + 1j * rng.normal(size=data.shape)).astype(
+                data.dtype)
+            tb.putcol("DATA", data)
+            if spec.get("corrected", True):
+                tb.putcol("CORRECTED_DATA", data + 10)
+            else:
+                tb.removecols(["CORRECTED_DATA"])
     finally:
         tb.close()
     tb.open(os.path.join(path, "SPECTRAL_WINDOW"), nomodify=False)
@@ -92,7 +94,56 @@ def build(spec: dict) -> None:
         tb.close()
 
 
+def compare(split_ms: str, source_ms: str) -> dict:
+    """How the split's DATA compares with the source's CORRECTED_DATA and DATA (target rows)."""
+    from casatools import table
+
+    tb = table()
+
+    def col(path: str, name: str) -> list:
+        tb.open(path)
+        try:
+            return list(tb.getcol(name))
+        finally:
+            tb.close()
+
+    out_names = col(f"{split_ms}/SPECTRAL_WINDOW", "NAME")
+    src_names = col(f"{source_ms}/SPECTRAL_WINDOW", "NAME")
+    out_dd = col(f"{split_ms}/DATA_DESCRIPTION", "SPECTRAL_WINDOW_ID")
+    src_dd = col(f"{source_ms}/DATA_DESCRIPTION", "SPECTRAL_WINDOW_ID")
+    out_fields = col(f"{split_ms}/FIELD", "NAME")
+    src_fields = col(f"{source_ms}/FIELD", "NAME")
+    res = {"max_diff_corrected": 0.0, "min_diff_data": None, "rows": 0, "spws": []}
+    for d_out, spw_out in enumerate(out_dd):
+        name = out_names[spw_out]
+        d_src = src_dd.index(src_names.index(name))
+        res["spws"].append(name)
+        tb.open(split_ms)
+        q = tb.query(f"DATA_DESC_ID=={d_out}", sortlist="TIME,ANTENNA1,ANTENNA2")
+        split_data, fids = q.getcol("DATA"), q.getcol("FIELD_ID")
+        q.close()
+        tb.close()
+        wanted = sorted({src_fields.index(out_fields[f]) for f in set(fids.tolist())})
+        tb.open(source_ms)
+        q = tb.query(f"DATA_DESC_ID=={d_src} && FIELD_ID IN {wanted}",
+                     sortlist="TIME,ANTENNA1,ANTENNA2")
+        corr, data = q.getcol("CORRECTED_DATA"), q.getcol("DATA")
+        q.close()
+        tb.close()
+        assert split_data.shape == corr.shape, (split_data.shape, corr.shape)
+        res["rows"] += split_data.shape[-1]
+        res["max_diff_corrected"] = max(res["max_diff_corrected"],
+                                        float(np.max(np.abs(split_data - corr))))
+        dd = float(np.max(np.abs(split_data - data)))
+        res["min_diff_data"] = dd if res["min_diff_data"] is None else min(
+            res["min_diff_data"], dd)
+    return res
+
+
 def main() -> None:
+    if sys.argv[1] == "compare":
+        print(json.dumps(compare(sys.argv[2], sys.argv[3])))
+        return
     for spec in json.loads(Path(sys.argv[1]).read_text()):
         build(spec)
 

@@ -25,6 +25,9 @@ VERIFY_DIR = "verify"
 DECISIONS_NAME = "verify.json"
 TARGET_INTENT = "OBSERVE_TARGET"
 NON_SCIENCE_SPW = ("WVR", "SQLD", "CH_AVG")
+# Archive frequencies and the MS's TOPO frame differ by the observatory's Doppler shift
+# (|v| < 60 km/s): widen catalog ranges by this fraction before testing overlap.
+DOPPLER_TOLERANCE = 2e-4
 # A verify job reads every FLAG cell once: allow generously for big measurement sets.
 TIMEOUT_BASE_S = 600.0
 TIMEOUT_PER_GB_S = 120.0
@@ -146,8 +149,10 @@ def _overlap(spw: dict[str, Any], cat: CatalogSpw) -> float:
     if cat.min_ghz is None or cat.max_ghz is None or spw.get("min_freq_hz") is None:
         return 0.0
     lo, hi = _ghz(spw)
-    inter = min(hi, cat.max_ghz) - max(lo, cat.min_ghz)
-    narrow = min(hi - lo, cat.max_ghz - cat.min_ghz)
+    pad = DOPPLER_TOLERANCE * cat.max_ghz
+    cmin, cmax = cat.min_ghz - pad, cat.max_ghz + pad
+    inter = min(hi, cmax) - max(lo, cmin)
+    narrow = min(hi - lo, cmax - cmin)
     if inter <= 0:
         return 0.0
     return inter / narrow if narrow > 0 else 1.0

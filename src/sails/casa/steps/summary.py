@@ -128,8 +128,11 @@ def _subtable(vis: str, name: str, cols: list[str]) -> dict[str, Any]:
     try:
         tb.open(os.path.join(vis, name))
         have = set(tb.colnames())
-        return {c: (tb.getcol(c).tolist() if c in have and tb.nrows() else [])
-                for c in cols} | {"_nrows": tb.nrows(), "_cols": sorted(have)}
+        out: dict[str, Any] = {"_nrows": tb.nrows(), "_cols": sorted(have)}
+        for c in cols:
+            v = tb.getcol(c) if c in have and tb.nrows() else []
+            out[c] = v.tolist() if hasattr(v, "tolist") else list(v)
+        return out
     finally:
         tb.close()
 
@@ -156,6 +159,8 @@ def summarize_ms(vis: str) -> dict[str, Any]:
     finally:
         tb.close()
 
+    if nrows == 0:  # msmetadata cannot open an MS without observations: facts from tables
+        return _empty_summary(vis, summary)
     spw_table = _subtable(vis, "SPECTRAL_WINDOW",
                           ["NAME", "NUM_CHAN", "REF_FREQUENCY", "TOTAL_BANDWIDTH", "BBC_NO"])
     summary["has_bbc_no"] = "BBC_NO" in spw_table["_cols"]
@@ -250,6 +255,29 @@ def summarize_ms(vis: str) -> dict[str, Any]:
     return summary
 
 
+def _empty_summary(vis: str, summary: dict[str, Any]) -> dict[str, Any]:
+    spw = _subtable(vis, "SPECTRAL_WINDOW", ["NAME", "NUM_CHAN", "REF_FREQUENCY"])
+    fld = _subtable(vis, "FIELD", ["NAME"])
+    ant = _subtable(vis, "ANTENNA", ["NAME", "STATION"])
+    summary.update(
+        has_bbc_no="BBC_NO" in spw["_cols"],
+        fields=[{"id": i, "name": n, "intents": [], "scans": []}
+                for i, n in enumerate(fld["NAME"])],
+        scans=[],
+        spws=[{"id": i, "name": n, "num_chan": int(c), "ref_freq_hz": float(f),
+               "has_data": False, "intents": []}
+              for i, (n, c, f) in enumerate(zip(spw["NAME"], spw["NUM_CHAN"],
+                                                spw["REF_FREQUENCY"], strict=False))],
+        antennas=[{"id": i, "name": n, "station": s}
+                  for i, (n, s) in enumerate(zip(ant["NAME"], ant["STATION"], strict=False))],
+        intents=[], time_range={"begin": None, "end": None, "duration_s": None},
+        has_gain_calibrators=False, history_calibrated_split=False, datacolumn=None,
+        counts={"n_fields": 0, "n_scans": 0, "n_spws": 0, "n_antennas": ant["_nrows"],
+                "n_rows": 0, "n_fields_table": fld["_nrows"], "n_spws_table": spw["_nrows"]},
+    )
+    return summary
+
+
 def run_listobs(vis: str, listfile: Path) -> None:
     from casatasks import listobs
 
@@ -274,7 +302,7 @@ def ms_summary(ctx, vis: str, name: str, listobs: bool = True,
         spath = ctx.out / f"{name}.summary.json"
         spath.write_text(json.dumps(summary, indent=1))
         out["summary"] = ctx.final_path(spath)
-        if listobs:
+        if listobs and summary["n_rows"]:  # listobs has nothing to say about an empty MS
             lpath = ctx.out / f"{name}.listobs.txt"
             run_listobs(str(path), lpath)
             if not Path(vis).is_absolute():  # name the MS where it will live, not staging
