@@ -11,13 +11,14 @@ matching the current decisions are recognised and not redone.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from sails.catalog import Product
 from sails.errors import SailsError
 from sails.stages.base import Outcome, StageContext
-from sails.stages.verify import Decisions, EbDecision, read_decisions
+from sails.stages.verify import Decisions, EbDecision, read_decisions, severe_note
 
 SPLITS_DIR = "splits"
 TARGET_INTENT = "*OBSERVE_TARGET*"
@@ -129,10 +130,18 @@ def _usable(dec: Decisions | None, where: Path) -> Decisions:
     return dec
 
 
+def clean_leftovers(splits: Path) -> None:
+    """Staging folders of killed split jobs (never in place, but they take disk space)."""
+    for stale in splits.parent.glob(f".{splits.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def run(ctx: StageContext) -> Outcome:
     where = ctx.mous_dir / "verify"
     dec = _usable(read_decisions(ctx.mous_dir), where)
     splits = ctx.mous_dir / SPLITS_DIR
+    clean_leftovers(splits)
     manifest = complete_outputs(splits, dec)
     if manifest is not None:
         return Outcome.done(products_for(manifest, dec),
@@ -142,5 +151,6 @@ def run(ctx: StageContext) -> Outcome:
                             timeout_s=TIMEOUT_BASE_S + TIMEOUT_PER_GB_S * size / 1e9)
     products = products_for(manifest, dec)
     rows = sum(p.metrics.get("n_rows", 0) for p in products if p.kind == "split_ms")
+    note = severe_note(manifest)
     return Outcome.done(products, reason=f"split {len(dec.ebs)} EB(s), {rows} rows, "
-                                         f"from {dec.datacolumn}")
+                                         f"from {dec.datacolumn}" + (f"; {note}" if note else ""))

@@ -335,8 +335,20 @@ def _timeout(paths: list[Path]) -> float:
     return TIMEOUT_BASE_S + TIMEOUT_PER_GB_S * sum(Product.measure(p) for p in paths) / 1e9
 
 
+def severe_note(manifest: dict[str, Any]) -> str | None:
+    """One line about the SEVERE lines CASA logged during a job (they are warnings)."""
+    severe = [w for w in manifest.get("warnings") or [] if w.startswith("CASA SEVERE")]
+    if not severe:
+        return None
+    return (f"CASA logged {len(severe)} SEVERE line(s), first: "
+            f"{severe[0].split(chr(9))[-1][:200]} (log: {manifest.get('log_path')})")
+
+
 def _step_results(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
+    note = severe_note(manifest)
+    if note:
+        out["__notes__"] = {"notes": [note]}
     for name, res in (manifest.get("steps") or {}).items():
         if not name.startswith("summary-"):
             continue
@@ -413,8 +425,10 @@ def run(ctx: StageContext) -> Outcome:
     ms_paths = find_measurement_sets(ctx.mous_dir)
     out_dir = ctx.mous_dir / VERIFY_DIR
     results = run_summaries(ctx, ms_paths, out_dir) if ms_paths else {}
+    extra = results.pop("__notes__", {}).get("notes", [])
     dec = check_mous(ctx.mous_id, mous, cat.targets(ctx.mous_id), cat.spw_remap(ctx.mous_id),
                      ms_paths, results)
+    dec.notes.extend(extra)
     where = write_decisions(out_dir, dec)
     if not dec.ok:
         listed = "; ".join(f"({i}) {r}" for i, r in enumerate(dec.reasons, 1))
