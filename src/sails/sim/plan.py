@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,12 @@ def vis_sigma_jy(spec: MousSpec, chan_width_hz: float) -> float:
 def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     spec.validate()
     rng = np.random.default_rng([int(seed), 20240501])
-    # --- identifiers
-    x1 = int(rng.integers(0x1000, 0x1800))
-    x2 = int(rng.integers(0x100, 0xfff))
+    # --- identifiers: from the seed *and* the MOUS's label and target names, so different
+    # presets generated with one seed never share a MOUS uid.
+    key = zlib.crc32("|".join([spec.label, *(t.name for t in spec.targets)]).encode())
+    rng_id = np.random.default_rng([int(seed), key])
+    x1 = int(rng_id.integers(0x1000, 0x1800))
+    x2 = int(rng_id.integers(0x100, 0xfff))
     mous_uid = spec.mous_uid or f"uid://A001/X{x1:x}/X{x2:x}"
     mous = parse_uid(mous_uid, "MOUS uid")
     gous = f"uid://{mous.archive}/X{mous.x1}/X{max(1, int(mous.x2, 16) - 1):x}"
@@ -178,11 +182,11 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     target_scans = [s["scan"] for s in scans if s["intent"].startswith("OBSERVE_TARGET")]
     # --- execution blocks
     ebs = []
-    eb_x1 = int(rng.integers(0xd00000, 0x1000000))
+    eb_x1 = int(rng_id.integers(0xd00000, 0x1000000))
     for e in range(spec.n_ebs):
         date = first + dt.timedelta(days=e * spec.eb_spacing_days + int(rng.integers(0, 2)))
         start = transit_start(date, t0.ra_deg, duration)
-        uid = f"uid://A002/X{eb_x1 + 0x1a3 * e:x}/X{int(rng.integers(0x100, 0xffff)):x}"
+        uid = f"uid://A002/X{eb_x1 + 0x1a3 * e:x}/X{int(rng_id.integers(0x100, 0xffff)):x}"
         flag_ant = int(rng.integers(0, spec.n_antennas)) if spec.flags else None
         flag_scan = int(rng.choice(target_scans)) if spec.flags else None
         ebs.append({"index": e, "uid": uid, "fs": parse_uid(uid).fs,

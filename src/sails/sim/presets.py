@@ -97,6 +97,8 @@ def customize(specs: list[MousSpec], *, n_mous: int | None = None, n_targets: in
               phase_rms_deg: float | None = None, n_antennas: int | None = None,
               names: list[str] | None = None, datacolumn: str | None = None) -> list[MousSpec]:
     """Apply command-line style overrides to a preset's MOUS list (validated later)."""
+    if band is not None and band not in BAND_LINES:
+        raise UserInputError(f"unknown band {band!r}", hint="use band 3, 6 or 7")
     base_count = len(specs)
     if n_mous is not None:
         if not 1 <= n_mous <= 50:
