@@ -405,3 +405,18 @@ def test_cli_verify_and_split(project, sims, factory_ms):
     assert "nothing to split" in r.stdout
     assert f"{good} split: done" in r.stdout and f"{bad} split: pending (waiting for verify)" \
         in r.stdout
+
+
+def test_cli_declaring_data_calibrated_fixes_a_missing_corrected_column(project, sims):
+    truth = load_truth(sims["nocorr"])
+    mous = add_mous(project, sim_ms(sims["nocorr"]), truth_targets(truth))
+    r = sails(project, "verify", mous)
+    assert r.returncode == 1 and "no CORRECTED_DATA column" in r.stdout, r.stdout + r.stderr
+    r = sails(project, "verify", "--datacolumn", "DATA", mous)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "failed -> pending (retry)" in r.stdout and "calibrated column DATA" in r.stdout
+    assert project.catalog.mous(mous)["preferred_datacolumn"] == "DATA"
+    dec = verify_stage.read_decisions(project.mous_dir(mous))
+    assert all("declared calibrated" in d.datacolumn_why for d in dec.ebs.values())
+    r = sails(project, "verify", "--datacolumn", "RAW", mous)
+    assert r.returncode == 2 and "must be DATA or CORRECTED_DATA" in r.stdout

@@ -39,10 +39,11 @@ def _explain_not_runnable(catalog, stage: str, mous_ids: list[str]) -> None:
 
 
 def run_stage_command(stage: str, mous: list[str] | None, *,
-                      backend: str | None = None) -> list:
+                      backend: str | None = None, retry_failed: bool = False) -> list:
     """Claim and run every runnable ``stage`` row (of ``mous`` when given); print progress.
 
-    Returns the stage reports; raises ``typer.Exit(1)`` when any of them failed.
+    ``retry_failed`` first puts failed rows of the stage back to pending. Returns the stage
+    reports; raises ``typer.Exit(1)`` when any of them failed.
     """
     from sails.catalog import new_owner
     from sails.ids import mous_uri
@@ -54,6 +55,12 @@ def run_stage_command(stage: str, mous: list[str] | None, *,
     if mous_ids:
         for m in mous_ids:
             catalog.mous(m)  # unknown MOUS -> a clear error before anything runs
+    if retry_failed:
+        failed_mous = sorted({r.mous_id for r in catalog.stages(stage=stage, status="failed")
+                              if mous_ids is None or r.mous_id in mous_ids})
+        for m in failed_mous:
+            for r in catalog.retry(m, stage):
+                console.print(f"{r.label}: failed -> pending (retry)", soft_wrap=True)
     owner = new_owner(f"cli-{stage}")
     lease = project.settings.execution.lease_seconds
     reports = []
@@ -88,6 +95,8 @@ def _check_backend(backend: str | None) -> str | None:
 
 
 BACKEND_OPT = typer.Option(None, "--backend", help="local or canfar (default: configured).")
+RETRY_OPT = typer.Option(False, "--retry", help="First put failed (blocked, skipped) ones back"
+                         " to pending.")
 
 
 @app.command()
@@ -97,6 +106,7 @@ def verify(
         None, "--datacolumn", help="Declare which column holds calibrated data (DATA or "
         "CORRECTED_DATA) for the MOUS given, before verifying."),
     backend: str | None = BACKEND_OPT,
+    retry: bool = RETRY_OPT,
 ):
     """Describe each measurement set and check it against the catalog."""
     if datacolumn is not None:
@@ -107,22 +117,26 @@ def verify(
         catalog = state.project().catalog
         for m in mous:
             catalog.set_mous_field(m, "preferred_datacolumn", datacolumn, actor="user")
-    run_stage_command("verify", mous, backend=_check_backend(backend))
+        retry = True  # the declaration is the fix for a failed verify: re-run it
+    run_stage_command("verify", mous, backend=_check_backend(backend), retry_failed=retry)
 
 
 @app.command()
-def split(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT):
+def split(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+          retry: bool = RETRY_OPT):
     """Split each EB's science targets and spws into datasets/<mous>/splits/<eb>_targets.ms."""
-    run_stage_command("split", mous, backend=_check_backend(backend))
+    run_stage_command("split", mous, backend=_check_backend(backend), retry_failed=retry)
 
 
 @app.command()
-def selfcal(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT):
+def selfcal(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+            retry: bool = RETRY_OPT):
     """Self-calibrate every pending target (auto-selfcal)."""
-    run_stage_command("selfcal", mous, backend=_check_backend(backend))
+    run_stage_command("selfcal", mous, backend=_check_backend(backend), retry_failed=retry)
 
 
 @app.command()
-def image(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT):
+def image(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+          retry: bool = RETRY_OPT):
     """Image every pending target: continuum, cubes, moments, FITS."""
-    run_stage_command("image", mous, backend=_check_backend(backend))
+    run_stage_command("image", mous, backend=_check_backend(backend), retry_failed=retry)
