@@ -31,6 +31,13 @@ def split_name(eb: str) -> str:
     return f"{eb}_targets"
 
 
+def output_paths(splits: Path, eb: str) -> tuple[Path, Path, Path]:
+    """The split MS, its summary and its listobs, as this machine sees them."""
+    name = split_name(eb)
+    return (splits / f"{name}.ms", splits / f"{name}.summary.json",
+            splits / f"{name}.listobs.txt")
+
+
 def split_steps(dec: Decisions) -> list[dict[str, Any]]:
     """The job: per EB a ``split_targets`` step, then an ``ms_summary`` of its output."""
     steps: list[dict[str, Any]] = []
@@ -61,12 +68,12 @@ def complete_outputs(splits: Path, dec: Decisions) -> dict[str, Any] | None:
         sp, su = steps.get(f"split-{eb}"), steps.get(f"summary-{eb}")
         if not sp or not su or not su.get("ok"):
             return None
-        if (sp.get("vis") != d.ms or sp.get("source_spws") != sorted(d.science_spws)
+        if (Path(sp.get("vis", "")).name != Path(d.ms).name
+                or sp.get("source_spws") != sorted(d.science_spws)
                 or sp.get("datacolumn_in") != d.datacolumn):
             return None
-        if not (Path(sp["outputvis"]) / "table.dat").is_file():
-            return None
-        if not Path(su.get("summary", "")).is_file():
+        ms, summary, _ = output_paths(splits, eb)
+        if not (ms / "table.dat").is_file() or not summary.is_file():
             return None
     return manifest
 
@@ -86,25 +93,26 @@ def check_split(eb: str, summary: dict[str, Any]) -> list[str]:
     return problems
 
 
-def products_for(manifest: dict[str, Any], dec: Decisions) -> list[Product]:
+def products_for(manifest: dict[str, Any], dec: Decisions, splits: Path) -> list[Product]:
     steps = manifest["steps"]
     out: list[Product] = []
     problems: list[str] = []
     for eb in sorted(dec.ebs):
         sp, su = steps[f"split-{eb}"], steps[f"summary-{eb}"]
-        summary = json.loads(Path(su["summary"]).read_text())
+        ms, summary_path, listobs = output_paths(splits, eb)
+        summary = json.loads(summary_path.read_text())
         problems += check_split(eb, summary)
         spw = ",".join(map(str, sp["source_spws"]))
         m = su.get("metrics") or {}
-        out.append(Product("split_ms", sp["outputvis"], spw=spw, metrics={
+        out.append(Product("split_ms", str(ms), spw=spw, metrics={
             "eb": eb, "n_rows": sp["n_rows"], "source_spws": sp["source_spws"],
             "datacolumn_in": sp["datacolumn_in"], "n_fields": m.get("n_fields"),
             "targets": sorted(f["name"] for f in summary["fields"] if f.get("scans")),
             "flagged_fraction": m.get("flagged_fraction")}))
-        if su.get("listobs"):
-            out.append(Product("listobs", su["listobs"]))
+        if listobs.is_file():
+            out.append(Product("listobs", str(listobs)))
         keys = ("n_fields", "n_scans", "n_spws", "n_antennas", "flagged_fraction", "datacolumn")
-        out.append(Product("ms_summary", su["summary"], spw=spw,
+        out.append(Product("ms_summary", str(summary_path), spw=spw,
                            metrics={k: m.get(k) for k in keys}))
     if problems:
         raise SailsError("split output is wrong: " + "; ".join(problems))
@@ -144,12 +152,12 @@ def run(ctx: StageContext) -> Outcome:
     clean_leftovers(splits)
     manifest = complete_outputs(splits, dec)
     if manifest is not None:
-        return Outcome.done(products_for(manifest, dec),
+        return Outcome.done(products_for(manifest, dec, splits),
                             reason=f"already split: {len(dec.ebs)} EB(s) in {splits}")
     size = sum(Product.measure(d.ms) for d in dec.ebs.values())
     manifest = ctx.run_casa(split_steps(dec), splits,
                             timeout_s=TIMEOUT_BASE_S + TIMEOUT_PER_GB_S * size / 1e9)
-    products = products_for(manifest, dec)
+    products = products_for(manifest, dec, splits)
     rows = sum(p.metrics.get("n_rows", 0) for p in products if p.kind == "split_ms")
     note = severe_note(manifest)
     return Outcome.done(products, reason=f"split {len(dec.ebs)} EB(s), {rows} rows, "

@@ -344,7 +344,8 @@ def severe_note(manifest: dict[str, Any]) -> str | None:
             f"{severe[0].split(chr(9))[-1][:200]} (log: {manifest.get('log_path')})")
 
 
-def _step_results(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _step_results(manifest: dict[str, Any], out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Step outputs per EB, with paths as this machine sees them (a remote job's differ)."""
     out: dict[str, dict[str, Any]] = {}
     note = severe_note(manifest)
     if note:
@@ -352,13 +353,17 @@ def _step_results(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, res in (manifest.get("steps") or {}).items():
         if not name.startswith("summary-"):
             continue
+        eb = name[len("summary-"):]
         res = dict(res)
         if res.get("ok"):
+            res["summary"] = str(out_dir / f"{eb}.summary.json")
+            if res.get("listobs"):
+                res["listobs"] = str(out_dir / f"{eb}.listobs.txt")
             try:
                 res["data"] = json.loads(Path(res["summary"]).read_text())
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError) as exc:
                 res = {"ok": False, "error": f"summary file unreadable: {exc}"}
-        out[name[len("summary-"):]] = res
+        out[eb] = res
     return out
 
 
@@ -367,7 +372,7 @@ def run_summaries(ctx: StageContext, ms_paths: list[Path], out_dir: Path
     """One job for every MS; if CASA dies outright, find the MS that kills it, one by one."""
     try:
         manifest = ctx.run_casa(summary_steps(ms_paths), out_dir, timeout_s=_timeout(ms_paths))
-        return _step_results(manifest)
+        return _step_results(manifest, out_dir)
     except CasaJobError as exc:
         if len(ms_paths) == 1 or "without a result manifest" not in str(exc):
             return {eb_name(ms): {"ok": False, "error": exc.one_line()} for ms in ms_paths}
@@ -384,7 +389,7 @@ def run_summaries(ctx: StageContext, ms_paths: list[Path], out_dir: Path
     if good:
         manifest = ctx.run_casa(summary_steps(good), out_dir, suffix="retry",
                                 timeout_s=_timeout(good))
-        results.update(_step_results(manifest))
+        results.update(_step_results(manifest, out_dir))
     return results
 
 
