@@ -320,13 +320,11 @@ def _bad_case(name, project, sims, factory_ms, monkeypatch) -> str:
             monkeypatch.setattr(verify_stage, "summary_steps",
                                 lambda paths: real(paths) + [{"op": "kill_self", "args": {}}])
         return mous
-    if name == "wrong_eb_count":
-        return add_mous(project, good_ms, truth_targets(truth), num_asdms=3)
-    if name == "target_not_observed":
+    if name == "several_problems":  # all of them listed, not just the first
         rows = truth_targets(truth) + [{"alma_source_name": "Orion KL; rm -rf *",
                                         "spw_id": 1, "min_freq_ghz": 216.0,
                                         "max_freq_ghz": 218.0}]
-        return add_mous(project, good_ms, rows)
+        return add_mous(project, good_ms + [factory_ms["empty"]], rows, num_asdms=3)
     raise AssertionError(name)
 
 
@@ -341,8 +339,9 @@ BAD_CASES = {
     "not_an_ms": ["is not a casacore table (no table.dat, table.info)"],
     "plain_file": ["is a file, not a measurement set directory"],
     "casa_crash": ["killed by SIGKILL without a result manifest", "CASA log"],
-    "wrong_eb_count": ["expected 3 execution block(s) (num_asdms) but found 1"],
-    "target_not_observed": ["target 'Orion KL; rm -rf *' is not in any measurement set"],
+    "several_problems": ["3 problem(s)", "(1) expected 3 execution block(s) (num_asdms) but "
+                         "found 2", "(2) uid___A002_Xf00_X2: the measurement set is empty",
+                         "(3) target 'Orion KL; rm -rf *' is not in any measurement set"],
 }
 
 
@@ -361,20 +360,6 @@ def test_bad_measurement_sets_fail_with_a_clear_reason(case, project, sims, fact
     if case != "casa_crash":
         dec = json.loads((project.mous_dir(mous) / "verify" / "verify.json").read_text())
         assert dec["ok"] is False and dec["reasons"]
-
-
-def test_several_problems_are_all_listed(project, sims, factory_ms):
-    truth = load_truth(sims["good"])
-    rows = truth_targets(truth) + [{"alma_source_name": "Ghost", "spw_id": 1}]
-    mous = add_mous(project, [sim_ms(sims["good"])[0], factory_ms["empty"]], rows,
-                    num_asdms=3)
-    report = run_stage(project, "verify", mous)
-    assert report.status == "failed"
-    error = project.catalog.find_stage(mous, "verify").error
-    for needle in ("expected 3 execution block(s)", "the measurement set is empty",
-                   "target 'Ghost' is not in any measurement set"):
-        assert needle in error, error
-    assert "(1)" in error and "(3)" in error
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -420,3 +405,30 @@ def test_cli_declaring_data_calibrated_fixes_a_missing_corrected_column(project,
     assert all("declared calibrated" in d.datacolumn_why for d in dec.ebs.values())
     r = sails(project, "verify", "--datacolumn", "RAW", mous)
     assert r.returncode == 2 and "must be DATA or CORRECTED_DATA" in r.stdout
+
+
+def test_casa_crashing_on_one_ms_is_pinned_to_it(project, sims, monkeypatch):
+    """The one job dies; verify probes each MS alone and names the one that kills CASA."""
+    truth = load_truth(sims["good"])
+    mous = add_mous(project, sim_ms(sims["good"]), truth_targets(truth))
+    ms_paths = verify_stage.find_measurement_sets(project.mous_dir(mous))
+    bad, good = ms_paths[0].resolve(), ms_paths[1]
+    real = verify_stage.summary_steps
+
+    def crash_on_bad(paths):
+        steps = real(paths)
+        if any(p.resolve() == bad for p in paths):
+            steps.append({"op": "kill_self", "args": {}})
+        return steps
+
+    monkeypatch.setattr(verify_stage, "summary_steps", crash_on_bad)
+    report = run_stage(project, "verify", mous)
+    assert report.status == "failed"
+    error = project.catalog.find_stage(mous, "verify").error
+    assert "1 problem(s)" in error, error
+    assert f"{verify_stage.eb_name(bad)}: cannot be read as a measurement set: CASA crashed" \
+        in error
+    assert (project.mous_dir(mous) / "verify" / f"{verify_stage.eb_name(good)}.summary.json"
+            ).is_file()
+    assert not (project.work / "verify-probe").exists() or not any(
+        (project.work / "verify-probe").iterdir())

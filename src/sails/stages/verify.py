@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -386,6 +387,7 @@ def run_summaries(ctx: StageContext, ms_paths: list[Path], out_dir: Path
             good.append(ms)
         except CasaJobError as exc:
             results[eb_name(ms)] = {"ok": False, "error": f"CASA crashed on it: {exc.one_line()}"}
+    shutil.rmtree(probe_root, ignore_errors=True)
     if good:
         manifest = ctx.run_casa(summary_steps(good), out_dir, suffix="retry",
                                 timeout_s=_timeout(good))
