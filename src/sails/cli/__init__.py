@@ -9,6 +9,8 @@ from sails.errors import SailsError
 
 # Command modules register themselves on ``app`` when imported.
 from sails.cli import core  # noqa: E402,F401  isort: skip
+# `sails sim serve` (needs sails.cli.sim, imported first when present).
+from sails.cli import simserve  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
