@@ -145,6 +145,7 @@ def download_file(
     resumed_from = part.stat().st_size if part.exists() else 0
     fetched = requests = failures = restarts = 0
     bad_checksums = 0
+    seen: dict[str, int] = {}  # "announced": the total size an earlier response gave
     last_error = ""
     progress.start(rf.name, rf.size, resumed_from)
     try:
@@ -161,7 +162,7 @@ def download_file(
                     total = rf.size  # complete already: only verification is left
                 else:
                     requests += 1
-                    total, got = _one_request(client, rf, part, offset, progress)
+                    total, got = _one_request(client, rf, part, offset, progress, seen)
                     fetched += got
                 size = part.stat().st_size
                 if total is not None and size != total:
@@ -223,10 +224,12 @@ def download_file(
 
 
 def _one_request(client: httpx.Client, rf: RemoteFile, part: Path, offset: int,
-                 progress: Progress) -> tuple[int | None, int]:
+                 progress: Progress, seen: dict[str, int]) -> tuple[int | None, int]:
     """One GET from ``offset``; append to ``part``. Returns (total size if known, bytes got).
 
-    Raises TransientError with ``got`` recorded on the exception for partial progress.
+    ``seen["announced"]`` is the total an earlier response of this transfer gave: a server
+    that changes its story is not trusted. A transient failure after some bytes arrived is raised
+    as ``_Progressed`` (carrying the count), so the caller resumes without backing off.
     """
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     got = 0
@@ -236,6 +239,7 @@ def _one_request(client: httpx.Client, rf: RemoteFile, part: Path, offset: int,
             if status == 416 and offset:
                 m = _UNSATISFIED_RANGE.match(r.headers.get("Content-Range", ""))
                 if m and int(m.group(1)) == offset:
+                    _check_total(rf, offset, seen, part)
                     return offset, 0  # the .part already holds the whole file
                 part.unlink(missing_ok=True)
                 raise _Restart("server refused to resume (416); restarting from byte 0")
@@ -264,12 +268,8 @@ def _one_request(client: httpx.Client, rf: RemoteFile, part: Path, offset: int,
                 total = int(clen) if clen and clen.isdigit() else None
             else:
                 raise DownloadError(f"unexpected HTTP {status} for {rf.url}")
-            if rf.size is not None and total is not None and total != rf.size:
-                raise DownloadError(
-                    f"size mismatch for {rf.url}: the listing says {rf.size} bytes, "
-                    f"the server says {total}",
-                    hint="the archive listing and the file disagree; report it",
-                )
+            if total is not None:
+                _check_total(rf, total, seen, part)
             try:
                 fh = open(part, "r+b" if part.exists() else "wb", buffering=0)  # noqa: SIM115
             except OSError as exc:
@@ -298,6 +298,24 @@ def _one_request(client: httpx.Client, rf: RemoteFile, part: Path, offset: int,
         if got:
             raise _Progressed(err, got) from None
         raise err from None
+
+
+def _check_total(rf: RemoteFile, total: int, seen: dict[str, int], part: Path) -> None:
+    """The size a response announces must match the listing and any earlier response."""
+    announced = seen.setdefault("announced", total)
+    if rf.size is not None and total != rf.size:
+        raise DownloadError(
+            f"size mismatch for {rf.url}: the listing says {rf.size} bytes, "
+            f"the server says {total}",
+            hint="the archive listing and the file disagree; report it",
+        )
+    if total != announced:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"size mismatch for {rf.url}: the server announced {announced} bytes, then "
+            f"{total}; the partial file was discarded",
+            hint="the file changed on the server or the server misreports sizes; retry later",
+        )
 
 
 class _Progressed(TransientError):
