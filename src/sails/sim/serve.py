@@ -278,11 +278,13 @@ class ArchiveServer:
             spec.files[entry.relative_to(mdir).as_posix()] = entry
 
     def find_tar(self, name: str) -> TarSpec | None:
-        for fs in self.mous_dirs():
-            if fs in name:
-                for spec in self.tar_specs(fs):
-                    if spec.name == name:
-                        return spec
+        """The tarball spec called ``name`` (any MOUS; product tarballs name theirs)."""
+        dirs = list(self.mous_dirs())
+        dirs.sort(key=lambda fs: fs not in name)  # the likely owner first
+        for fs in dirs:
+            for spec in self.tar_specs(fs):
+                if spec.name == name:
+                    return spec
         return None
 
     def readme_text(self, mous_fs: str) -> bytes:

@@ -55,6 +55,17 @@ def check_members(tf: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
         members = tf.getmembers()
     except (tarfile.ReadError, EOFError) as exc:
         raise TruncatedArchiveError(f"{source.name} is truncated or damaged ({exc})") from None
+    # A tarball cut exactly at a member boundary reads as complete: insist on the
+    # end-of-archive marker (a zero block) right after the last member.
+    try:
+        tf.fileobj.seek(tf.offset)
+        marker = tf.fileobj.read(512)
+    except (OSError, EOFError, tarfile.ReadError):
+        marker = b""
+    if len(marker) < 512 or marker.count(0) != 512:
+        raise TruncatedArchiveError(
+            f"{source.name} is truncated (no end-of-archive marker after "
+            f"{len(members)} members)")
     bad = [(m.name, p) for m in members if (p := _member_problem(m))]
     if bad:
         shown = "; ".join(f"{n!r}: {p}" for n, p in bad[:5])
