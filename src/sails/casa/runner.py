@@ -1,0 +1,179 @@
+"""The CASA job runner: steps -> a fresh temporary folder -> ``result.json`` last -> rename.
+
+Job file (JSON)::
+
+    {"job_id": "split-uid___A001_X1_X2-20261125T1500",
+     "output_dir": "/abs/path/where/outputs/land",   # replaced atomically on completion
+     "log_path": "/abs/logs/uid___A001_X1_X2/split-....casa.log",
+     "cwd": null,                                     # default: the staging folder
+     "steps": [{"op": "split", "name": "split-eb1", "args": {...}}, ...]}
+
+The runner creates ``<output_dir>.tmp-<pid>`` beside the destination, runs every step with
+``ctx.out`` pointing at it, writes ``result.json`` (ok, steps' outputs, versions, timings,
+warnings from SEVERE log lines) last, then renames the folder onto ``output_dir`` (an older
+folder there is moved aside first and removed after). A failing step still writes
+``result.json`` with ``ok: false`` and the error; a killed process leaves no manifest, and the
+orchestrator treats that as failure. Unknown step names are an error, never skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+RESULT_NAME = "result.json"
+LEAP_SECOND_HINTS = ("leap second", "Leap second", "TAI_UTC", "leapsecond")
+
+
+class JobContext:
+    """What a step sees: its output folder, the job, and a way to add warnings."""
+
+    def __init__(self, job: dict[str, Any], out: Path, log_path: Path | None) -> None:
+        self.job = job
+        self.out = out
+        self.log_path = log_path
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def final_path(self, staged: str | os.PathLike) -> str:
+        """Where a file under ``ctx.out`` will live after the rename."""
+        rel = Path(staged).resolve().relative_to(self.out.resolve())
+        return str(Path(self.job["output_dir"]) / rel)
+
+
+def load_steps() -> dict[str, Any]:
+    """Collect ``STEPS`` from every module in :mod:`sails.casa.steps`."""
+    import sails.casa.steps as pkg
+
+    registry: dict[str, Any] = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        for name, func in getattr(mod, "STEPS", {}).items():
+            if name in registry:
+                raise RuntimeError(f"step {name!r} defined twice ({info.name})")
+            registry[name] = func
+    return registry
+
+
+def severe_lines(log_path: Path | None, start: int = 0) -> list[str]:
+    """SEVERE lines of a CASA log written after byte ``start`` (leap-second noise removed)."""
+    if not log_path or not log_path.exists():
+        return []
+    with open(log_path, errors="replace") as fh:
+        fh.seek(start)
+        lines = fh.read().splitlines()
+    return [
+        ln.strip() for ln in lines
+        if "SEVERE" in ln and not any(h in ln for h in LEAP_SECOND_HINTS)
+    ]
+
+
+def _setup_casa_log(log_path: Path | None) -> int:
+    if log_path is None:
+        return 0
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = log_path.stat().st_size if log_path.exists() else 0
+    try:
+        from casatasks import casalog
+    except Exception:  # noqa: BLE001 - a job of non-CASA steps still runs
+        return start
+    casalog.setlogfile(str(log_path))
+    casalog.showconsole(False)
+    return start
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    try:
+        import casatools
+
+        out["casatools"] = casatools.version_string()
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _install(staging: Path, dest: Path) -> None:
+    """Rename the finished staging folder onto ``dest``, keeping the swap short."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    dest = Path(job["output_dir"])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a killed earlier attempt (never in place: they are only staging).
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    staging.mkdir()
+    log_path = Path(job["log_path"]) if job.get("log_path") else None
+    ctx = JobContext(job, staging, log_path)
+    result: dict[str, Any] = {
+        "job_id": job.get("job_id"), "ok": False, "steps": {}, "timings": {},
+        "warnings": ctx.warnings, "started": time.time(), "host": platform.node(),
+        "pid": os.getpid(), "log_path": str(log_path) if log_path else None,
+    }
+    t0 = time.time()
+    log_start = 0
+    try:
+        log_start = _setup_casa_log(log_path)
+        result["versions"] = _versions()
+        registry = load_steps()
+        steps = job.get("steps") or []
+        unknown = [s.get("op") for s in steps if s.get("op") not in registry]
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}; known: {sorted(registry)}")
+        os.chdir(job.get("cwd") or staging)
+        for i, step in enumerate(steps):
+            name = step.get("name") or f"{i:02d}-{step['op']}"
+            ts = time.time()
+            result["steps"][name] = registry[step["op"]](ctx, **(step.get("args") or {}))
+            result["timings"][name] = round(time.time() - ts, 3)
+        result["ok"] = True
+    except BaseException as exc:  # noqa: BLE001 - recorded, then reported by exit code
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc(limit=20)
+    finally:
+        os.chdir(dest.parent)
+    severe = severe_lines(log_path, log_start)
+    if severe:
+        ctx.warnings.extend(f"CASA SEVERE: {ln}" for ln in severe[:50])
+    result["wall_s"] = round(time.time() - t0, 3)
+    result["finished"] = time.time()
+    _write_json_atomic(staging / RESULT_NAME, result)
+    _install(staging, dest)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m sails.casa JOB.json", file=sys.stderr)
+        return 64
+    job = json.loads(Path(argv[0]).read_text())
+    result = run_job(job)
+    print(json.dumps({"job_id": result["job_id"], "ok": result["ok"],
+                      "error": result.get("error"), "wall_s": result["wall_s"]}))
+    return 0 if result["ok"] else 1

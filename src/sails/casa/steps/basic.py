@@ -1,0 +1,46 @@
+"""Steps used by tests and diagnostics: they exercise the job contract itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+
+def write_text(ctx, name: str, text: str) -> dict[str, Any]:
+    """Write a file into the job's output folder."""
+    path = ctx.out / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return {"path": str(path)}
+
+
+def sleep(ctx, seconds: float) -> dict[str, Any]:
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+def kill_self(ctx, sig: int = signal.SIGKILL) -> dict[str, Any]:
+    """Simulate CASA crashing hard (segfault/OOM-kill): no manifest is written."""
+    os.kill(os.getpid(), sig)
+    return {}
+
+
+def fail(ctx, message: str = "requested failure") -> dict[str, Any]:
+    raise RuntimeError(message)
+
+
+def casa_versions(ctx) -> dict[str, Any]:
+    import casatools
+
+    return {"casatools": casatools.version_string()}
+
+
+STEPS = {
+    "write_text": write_text,
+    "sleep": sleep,
+    "kill_self": kill_self,
+    "fail": fail,
+    "casa_versions": casa_versions,
+}

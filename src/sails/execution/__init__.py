@@ -1,0 +1,5 @@
+"""Backends that run a job: ``local`` (child process, default) and ``canfar`` (headless)."""
+
+from sails.execution.base import Backend, JobResult, JobSpec, get_backend
+
+__all__ = ["Backend", "JobResult", "JobSpec", "get_backend"]

@@ -1,0 +1,116 @@
+"""What a stage function receives and returns.
+
+Stage code builds jobs and names products; it never changes stage states itself. The caller
+(:mod:`sails.stages.execute`) claims the row, runs the stage, and records the outcome.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sails.catalog import Catalog, Product, StageRow
+from sails.config import Settings
+from sails.errors import CasaJobError
+from sails.execution.base import Backend, JobResult, JobSpec
+from sails.ids import parse_uid
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, limit: int = 60) -> str:
+    """A file/job-name-safe rendering of an archive name (spaces, quotes, ; ...)."""
+    cleaned = _UNSAFE.sub("_", text).strip("._-") or "x"
+    return cleaned[:limit]
+
+
+@dataclass
+class Outcome:
+    status: Literal["done", "skipped", "blocked"]
+    products: list[Product] = field(default_factory=list)
+    reason: str | None = None
+
+    @classmethod
+    def done(cls, products: list[Product] | None = None, reason: str | None = None) -> Outcome:
+        return cls("done", list(products or []), reason)
+
+    @classmethod
+    def skipped(cls, reason: str, products: list[Product] | None = None) -> Outcome:
+        return cls("skipped", list(products or []), reason)
+
+    @classmethod
+    def blocked(cls, reason: str, products: list[Product] | None = None) -> Outcome:
+        return cls("blocked", list(products or []), reason)
+
+
+@dataclass
+class StageContext:
+    project: Any  # sails.project.Project
+    catalog: Catalog
+    row: StageRow
+    owner: str
+    backend: Backend
+    jobs: list[JobResult] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.project.settings
+
+    @property
+    def mous_id(self) -> str:
+        return self.row.mous_id
+
+    @property
+    def mous_fs(self) -> str:
+        return parse_uid(self.row.mous_id).fs
+
+    @property
+    def mous_dir(self) -> Path:
+        return self.project.mous_dir(self.row.mous_id)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.project.mous_logs(self.row.mous_id)
+
+    def job_name(self, suffix: str = "") -> str:
+        parts = [self.row.stage, self.mous_fs]
+        if self.row.target:
+            parts.append(safe_name(self.row.target, 40))
+        if suffix:
+            parts.append(safe_name(suffix, 40))
+        return "-".join(parts)
+
+    def run_casa(self, steps: list[dict[str, Any]], output_dir: Path, *, suffix: str = "",
+                 cwd: Path | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        """Run CASA steps as one child job; return its manifest or raise CasaJobError."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        name = self.job_name(suffix)
+        job_id = f"{name}-{stamp}"
+        log_path = self.log_dir / f"{job_id}.casa.log"
+        payload = {
+            "job_id": job_id,
+            "output_dir": str(output_dir),
+            "log_path": str(log_path),
+            "cwd": str(cwd) if cwd else None,
+            "steps": steps,
+        }
+        res = self.settings.resources_for(self.row.stage)
+        spec = JobSpec(job_id=job_id, mous_id=self.row.mous_id, stage=self.row.stage,
+                       target=self.row.target, payload=payload, output_dir=Path(output_dir),
+                       log_dir=self.log_dir, cores=res.cores, ram_gb=res.ram_gb,
+                       timeout_s=timeout_s)
+        result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref())
+        self.jobs.append(result)
+        if not result.ok:
+            raise CasaJobError(f"{name}: {result.error}",
+                               hint=f"CASA log: {result.log_path}", log_path=str(result.log_path))
+        return result.manifest or {}
+
+    def _record_job_ref(self, ref: str) -> None:
+        self.catalog.set_job_ref(self.row.id, self.owner, ref)
+
+    def _job_ref(self) -> str | None:
+        return self.catalog.stage(self.row.id).job_ref
