@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from astropy.io.votable import parse_single_table
-from transfer_fixtures import make_mous, tree_bytes
 
 from sails.sim.serve import ArchiveServer, human_size
+from transfer_fixtures import make_mous, tree_bytes
 
 REAL = Path("/work/shared/testdata/alma-archive/alma-datalink.xml")
 MOUS = "uid___A001_X1_X2"
@@ -117,8 +117,8 @@ def test_product_tarball_content_and_nested_listing(server, sim_root):
     table = parse_single_table(io.BytesIO(r.content)).array
     tar_url = next(row["access_url"] for row in table if row["semantics"] == "#this"
                    and row["access_url"])
-    tf = tarfile.open(fileobj=io.BytesIO(httpx.get(tar_url).content))
-    names = tf.getnames()
+    with tarfile.open(fileobj=io.BytesIO(httpx.get(tar_url).content)) as tf:
+        names = tf.getnames()
     prefix = "2019.1.00123.S/science_goal.uid___A001_X0_X0/group.uid___A001_X0_X1/" \
              f"member.{MOUS}/"
     assert all(n.startswith(prefix) for n in names)

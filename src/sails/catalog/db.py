@@ -311,26 +311,30 @@ class Catalog:
     def _upsert(self, con: sqlite3.Connection, table: str, key: tuple[str, ...],
                 row: dict[str, Any]) -> str:
         """Insert or update ``row``; return 'added', 'updated' or 'unchanged'."""
-        cols = set(self.columns(table)) - {"id", "created_at", "updated_at"}
+        all_cols = set(self.columns(table))
+        cols = all_cols - {"id", "created_at", "updated_at"}
+        stamps = [c for c in ("created_at", "updated_at") if c in all_cols]  # files: no updated_at
         data = {k: v for k, v in row.items() if k in cols}
         where = " AND ".join(f"{k} = ?" for k in key)
         old = con.execute(f"SELECT * FROM {table} WHERE {where}",
                           tuple(data[k] for k in key)).fetchone()
         now = time.time()
         if old is None:
-            names = list(data) + ["created_at", "updated_at"]
+            names = list(data) + stamps
             con.execute(
                 f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                (*data.values(), now, now),
+                (*data.values(), *([now] * len(stamps))),
             )
             return "added"
         changed = {k: v for k, v in data.items() if k not in key and old[k] != v}
         if not changed:
             return "unchanged"
-        sets = ", ".join(f"{k} = ?" for k in changed)
+        sets = ", ".join([f"{k} = ?" for k in changed] + (
+            ["updated_at = ?"] if "updated_at" in stamps else []))
         con.execute(
-            f"UPDATE {table} SET {sets}, updated_at = ? WHERE {where}",
-            (*changed.values(), now, *(data[k] for k in key)),
+            f"UPDATE {table} SET {sets} WHERE {where}",
+            (*changed.values(), *([now] if "updated_at" in stamps else []),
+             *(data[k] for k in key)),
         )
         return "updated"
 

@@ -10,7 +10,7 @@ It answers in the two ways the real services do:
 
 * ``/srdp/<mous_fs>/...``: an SRDP-restore-like browsable tree (Apache-style autoindex pages
   with relative links, sort links, a parent link and abbreviated sizes; files with
-  ``Content-Length``, ``HEAD`` and ``Range`` -> 206).
+  ``Content-Length``, ``HEAD`` and ``Range`` -> 206). Raw ASDMs are not part of a restore.
 * ``/datalink/sync?ID=<mous uid>``: a DataLink VOTable in the same shape as the real
   ``almascience.org`` responses, whose ``access_url``s point to tarballs under
   ``/dataPortal/`` (built on first use, cached): ``#documentation`` README, ``#this``
@@ -88,7 +88,7 @@ class ArchiveServer:
     """Threaded HTTP server on 127.0.0.1 serving a folder of simulated MOUS.
 
     Use as a context manager; ``url`` is the base URL (``http://127.0.0.1:PORT``).
-    ``bytes_sent`` counts file body bytes sent (for resume benchmarks), ``hits`` counts
+    ``bytes_sent`` counts response body bytes sent (for resume checks), ``hits`` counts
     requests per path.
     """
 
@@ -131,7 +131,7 @@ class ArchiveServer:
             self.cache_dir = Path(tempfile.mkdtemp(prefix="sails-archive-cache-"))
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         handler = type("BoundHandler", (_Handler,), {"archive": self})
-        httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        httpd = _QuietServer((self.host, self.port), handler)
         httpd.daemon_threads = True
         self._httpd = httpd
         self.port = httpd.server_address[1]
@@ -303,10 +303,11 @@ class ArchiveServer:
             if path.is_file():
                 return path
             tmp = path.with_name(f".{spec.name}.{os.getpid()}.tmp")
-            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+            with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tf:
                 for arcname, src in spec.members:
                     info = tf.gettarinfo(str(src), arcname)
                     info.uid = info.gid = 0
+                    info.mtime = int(info.mtime)
                     info.uname = info.gname = "alma"
                     if info.isreg():
                         with open(src, "rb") as fh:
@@ -417,6 +418,16 @@ def _votable(rows: list[dict[str, str]], services: list[tuple[str, str]]) -> byt
     return ("\n".join(out) + "\n").encode()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (a cancelled download) are normal here, not tracebacks."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sails-sim-archive/1.0"
@@ -483,7 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_index(path, entries, parent=None)
             return
         mdir = self.archive.mous_dirs().get(parts[0])
-        if mdir is None or (len(parts) > 1 and self.archive.is_hidden(parts[1])):
+        if mdir is None or (len(parts) > 1 and self._hidden_in_restore(parts[1])):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
         target = mdir.joinpath(*parts[1:])
@@ -499,10 +510,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             entries = [e for e in target.iterdir() if not e.is_symlink()]
             if target == mdir:
-                entries = [e for e in entries if not self.archive.is_hidden(e.name)]
+                entries = [e for e in entries if not self._hidden_in_restore(e.name)]
             self._send_index(path, entries, parent="../")
         else:
             self._send_file(target)
+
+    def _hidden_in_restore(self, name: str) -> bool:
+        """Top-level names a calibrated-data restore does not hold (truth, raw ASDMs)."""
+        return self.archive.is_hidden(name) or name.endswith(".asdm.sdm")
 
     def _send_index(self, path: str, entries: list[Path], parent: str | None) -> None:
         query = dict(parse_qsl(urlsplit(self.path).query.replace(";", "&")))
@@ -583,6 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
+            self.archive.add_bytes(len(body))  # before: the client may be done at once
             self.wfile.write(body)
 
     def _send_file(self, path: Path, ctype: str | None = None) -> None:
@@ -622,10 +638,18 @@ class _Handler(BaseHTTPRequestHandler):
         with open(path, "rb") as fh:
             offset, left = start, length
             while left > 0:
-                sent = self.connection.sendfile(fh, offset, min(left, 64 * _CHUNK))
+                want = min(left, 64 * _CHUNK)
+                # Counted before sending (a client may finish before we return), corrected
+                # afterwards if the client hung up.
+                self.archive.add_bytes(want)
+                try:
+                    sent = self.connection.sendfile(fh, offset, want)
+                except OSError:
+                    self.archive.add_bytes(-want)
+                    raise
+                self.archive.add_bytes(sent - want)
                 if sent == 0:
                     break
-                self.archive.add_bytes(sent)
                 offset += sent
                 left -= sent
 

@@ -119,7 +119,10 @@ def crawl(client: httpx.Client, url: str, policy: Download) -> list[ListedFile]:
                 continue
             if not parts.path.startswith(base_parts.path) or target == page:
                 continue  # parent link or elsewhere on the server
-            rel = safe_relpath(unquote(parts.path[len(base_parts.path):]).rstrip("/"))
+            raw_rel = unquote(parts.path[len(base_parts.path):]).rstrip("/")
+            if not raw_rel:
+                continue  # the start folder itself (a parent link from below)
+            rel = safe_relpath(raw_rel)
             if rel is None:
                 log.warning("event=crawl.skip url=%s reason=unsafe_path", target)
                 continue
