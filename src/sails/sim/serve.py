@@ -638,15 +638,11 @@ class _Handler(BaseHTTPRequestHandler):
         with open(path, "rb") as fh:
             offset, left = start, length
             while left > 0:
-                want = min(left, 64 * _CHUNK)
-                # Counted before sending (a client may finish before we return), corrected
-                # afterwards if the client hung up.
+                want = min(left, _CHUNK)
+                # Counted before sending (a client may finish before we return); a chunk
+                # cut short by a hang-up counts whole (at most 1 MiB too many).
                 self.archive.add_bytes(want)
-                try:
-                    sent = self.connection.sendfile(fh, offset, want)
-                except OSError:
-                    self.archive.add_bytes(-want)
-                    raise
+                sent = self.connection.sendfile(fh, offset, want)
                 self.archive.add_bytes(sent - want)
                 if sent == 0:
                     break

@@ -70,8 +70,26 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
+_READ_BYTES = 256 * 1024
+
+
+def _larger_reads() -> None:
+    """httpcore reads 64 KiB per recv(); 256 KiB cuts our CPU per GB by about a third.
+
+    ``READ_NUM_BYTES`` is a class attribute read as ``self.READ_NUM_BYTES``; raising it is
+    harmless for other users of httpx in the process (small responses read what is there).
+    """
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:  # a future httpcore layout: keep its default
+        return
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", _READ_BYTES) < _READ_BYTES:
+        HTTP11Connection.READ_NUM_BYTES = _READ_BYTES
+
+
 def make_client(policy: Download, *, parallel: int | None = None) -> httpx.Client:
     """An httpx client for downloads: timeouts from the policy, redirects, no compression."""
+    _larger_reads()
     n = max(parallel or policy.parallel_files, 1)
     return httpx.Client(
         timeout=httpx.Timeout(policy.timeout_seconds),
