@@ -21,7 +21,7 @@ from sails.transfer import LogProgress
 from transfer_fixtures import make_mous, tree_bytes
 from transfer_hostile import Behaviour, HostileServer
 
-CAL = "uid___A001_X10_X1"  # calibrated MS + weblog (+ a raw ASDM that must not be fetched)
+CAL = "uid___A001_X10_X1"  # calibrated MS + weblog
 RAW = "uid___A001_X10_X2"  # raw ASDMs only
 BIG = "uid___A001_X10_X3"  # ~3 MB, for the disk-full test
 SEMANTICS = {"#documentation": "readme", "#this": "product", "#auxiliary": "auxiliary",
@@ -31,7 +31,7 @@ SEMANTICS = {"#documentation": "readme", "#this": "product", "#auxiliary": "auxi
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim-archive")
-    make_mous(root, CAL, ebs=("uid___A002_Xc_X1", "uid___A002_Xc_X2"), raw=("uid___A002_Xc_X1",))
+    make_mous(root, CAL, ebs=("uid___A002_Xc_X1", "uid___A002_Xc_X2"))
     make_mous(root, RAW, raw=("uid___A002_Xd_X1", "uid___A002_Xd_X2"), weblog=False, seed=2)
     make_mous(root, BIG, ebs=("uid___A002_Xe_X1",), seed=3, main_bytes=3_000_000)
     with ArchiveServer(root) as srv:
@@ -46,14 +46,25 @@ def project(tmp_path):
     return p
 
 
-def ingest_datalink(catalog, server, mous_fs):
-    """What ingest does with a DataLink response: one files row per access_url."""
+def ingest_datalink(catalog, server, mous_fs, expand: bool = False):
+    """What ingest does with a DataLink response: one files row per access_url; with
+    ``expand``, the product tarball is replaced by the files its own listing names."""
     catalog.upsert_mous({"mous_id": mous_fs})
     table = parse_single_table(io.BytesIO(httpx.get(server.datalink_url(mous_fs)).content))
-    for row in table.array:
+    rows = list(table.array)
+    if expand:
+        nested = [str(r["service_def"]).removeprefix("DataLink.") for r in rows
+                  if r["service_def"] and r["semantics"] == "#this"]
+        rows = [r for r in rows if not (r["semantics"] == "#this" and r["access_url"])]
+        for tar_id in nested:
+            sub = httpx.get(server.url + "/datalink/sync", params={"ID": tar_id}).content
+            rows += list(parse_single_table(io.BytesIO(sub)).array)
+    for row in rows:
         if row["access_url"]:
-            catalog.add_file(mous_fs, str(row["access_url"]), SEMANTICS[row["semantics"]],
-                             size=int(row["content_length"]), semantics=str(row["semantics"]),
+            url = str(row["access_url"])
+            catalog.add_file(mous_fs, url, SEMANTICS[row["semantics"]],
+                             filename=url.rsplit("/", 1)[1], size=int(row["content_length"]),
+                             semantics=str(row["semantics"]),
                              content_type=str(row["content_type"]))
 
 
@@ -92,7 +103,7 @@ def test_datalink_tarballs_and_partial_resume(archive, project):
     product = next(f for f in cat.files(CAL) if f["kind"] == "product")
     # A previous run died halfway through the product tarball.
     name = product["url"].rsplit("/", 1)[1]
-    staged = project.work / "download" / CAL / "files" / name
+    staged = project.work / "download" / CAL / "tars" / name
     staged.parent.mkdir(parents=True)
     full = archive.tarball(archive.find_tar(name)).read_bytes()
     staged.with_name(name + ".part").write_bytes(full[: len(full) // 2])
@@ -100,15 +111,30 @@ def test_datalink_tarballs_and_partial_resume(archive, project):
     products = download_mous(project, cat, CAL, progress=LogProgress())
     sent = archive.bytes_sent - sent_before
     readme = next(f for f in cat.files(CAL) if f["kind"] == "readme")
-    assert sent == len(full) - len(full) // 2 + readme["size"]  # resumed, raw not fetched
+    assert sent == len(full) - len(full) // 2 + readme["size"]  # resumed, not restarted
     kinds = sorted(p.kind for p in products)
     assert kinds == ["file", "ms", "ms", "weblog"]
     assert tree_bytes(project.datasets / CAL / "uid___A002_Xc_X1.ms") == \
         expected_ms(archive, CAL, "uid___A002_Xc_X1")
     assert (project.datasets / CAL / "archive" / f"member.{CAL}.README.txt").is_file()
-    raw_row = next(f for f in cat.files(CAL) if f["kind"] == "raw")
-    assert raw_row["done_at"] is None  # calibrated data arrived: raw ASDMs skipped
     assert cat.find_stage(CAL, "verify").status == "pending"
+
+
+def test_files_listed_inside_the_tarball_are_reassembled(archive, project):
+    """Ingest follows the #this listing: an MS arrives file by file and is rebuilt."""
+    cat = project.catalog
+    ingest_datalink(cat, archive, CAL, expand=True)
+    assert len(cat.files(CAL)) > 30
+    products = download_mous(project, cat, CAL, progress=LogProgress())
+    assert sorted(p.kind for p in products) == ["file", "ms", "ms", "weblog"]
+    for eb in ("uid___A002_Xc_X1", "uid___A002_Xc_X2"):
+        assert tree_bytes(project.datasets / CAL / f"{eb}.ms") == expected_ms(archive, CAL, eb)
+    assert tree_bytes(project.weblogs / CAL) == \
+        tree_bytes(archive.root / CAL / "weblog_restore")
+    before = archive.bytes_sent
+    again = download_mous(project, cat, CAL, progress=LogProgress())
+    assert archive.bytes_sent == before
+    assert sorted(p.path for p in again) == sorted(p.path for p in products)
 
 
 def test_raw_only_mous_blocks_verify(archive, project):
@@ -219,7 +245,7 @@ def test_disk_full_keeps_partial_data_and_catalog_says_why(archive, project, tin
     stage = cat.find_stage(BIG, "download")
     assert stage.status == "failed" and "disk full" in stage.error
     assert any("disk full" in (e["reason"] or "") for e in cat.events(BIG))
-    parts = list((tiny_work / "download" / BIG / "files").glob("*.tar.part"))
+    parts = list((tiny_work / "download" / BIG / "tars").glob("*.tar.part"))
     assert len(parts) == 1 and parts[0].stat().st_size > 500_000  # partial data kept
     kept = parts[0].stat().st_size
     # Space is freed and the stage retried: it resumes rather than starting over.

@@ -101,8 +101,6 @@ class Download(_Section):
     timeout_seconds: float = Field(60.0, gt=0)
     backoff_seconds: float = Field(1.0, ge=0)
     chunk_bytes: int = Field(1 << 20, ge=1024)
-    fetch_raw: Literal["auto", "always", "never"] = Field(
-        "auto", description="raw ASDMs: 'auto' = only when no calibrated data is delivered")
 
 
 class Selfcal(_Section):
@@ -278,7 +276,6 @@ datalink_url = "https://almascience.eso.org/datalink/sync"
 [download]
 parallel_files = 4
 retries = 5
-fetch_raw = "auto"    # raw ASDMs: "auto" (only if no calibrated data comes), "always", "never"
 
 [selfcal]
 do_amp_selfcal = true

@@ -1,18 +1,21 @@
 """The ``download`` stage: fetch what ingest listed for a MOUS, verified, into the layout.
 
-What is fetched (from the catalog's ``files`` rows of the MOUS):
+What is fetched follows the same precedence rule as ingest's download plan (catalog
+``files`` rows of the MOUS):
 
-* ``srdp`` rows (or ``mous.srdp_url``): an SRDP restore URL, crawled recursively below the
-  URL; preferred over everything else.
-* otherwise DataLink files (``product``, ``auxiliary``, ``readme``, ``other``); tarballs are
-  extracted safely. Raw ASDMs (``raw``) follow ``download.fetch_raw``: ``auto`` fetches them
-  only when no calibrated measurement set arrived otherwise.
+1. an SRDP restore (``srdp`` rows or ``mous.srdp_url``), crawled recursively below its URL,
+   plus the README;
+2. else, if raw ASDMs are listed (``raw``): the raw ASDM tarballs, the auxiliary tarball and
+   the README. Raw data needs a calibration restore: the stage ends ``done`` with the
+   ``raw_asdm`` products and blocks the MOUS's ``verify`` stage;
+3. else the archive products (``product``, ``other``): tarballs are extracted safely; files
+   listed inside a tarball (DataLink ``#this`` recursion) keep their path inside it, so a
+   measurement set delivered file by file is put together again.
 
 Bytes land in ``work/download/<mous_fs>/`` (resumable ``.part`` files), are organized into
 ``datasets/``, ``SRDP_weblogs/`` and ``datasets_raw/``, and each finished catalog file is
 marked (``files.done_at``) with its outputs listed in ``datasets/<mous_fs>/.sails-download.json``
 so a re-run never fetches it again. The temporary area is removed only after success.
-A MOUS with only raw ASDMs ends ``done`` and blocks its ``verify`` stage.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from sails.transfer import (
     organize,
     safe_extract,
 )
-from sails.transfer.organize import place
+from sails.transfer.crawl import safe_relpath
+from sails.transfer.organize import product_for
 
 if TYPE_CHECKING:  # the stage framework arrives from main
     from sails.stages.base import Outcome, StageContext
@@ -54,8 +58,7 @@ log = logging.getLogger("sails.stages.download")
 
 RAW_BLOCK_REASON = "needs calibration restore: only raw ASDMs are available"
 MANIFEST_NAME = ".sails-download.json"
-DATALINK_KINDS = ("readme", "product", "auxiliary", "other")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+ -]*$")
 
 
 # ---------------------------------------------------------------------- manifest
@@ -91,7 +94,7 @@ class Manifest:
     def products(self, url: str) -> list[Product] | None:
         """The recorded outputs of ``url`` if every one of them still exists."""
         entries = self.files.get(url)
-        if not entries:
+        if entries is None:
             return None
         out = [Product(kind=e["kind"], path=str(self._abs(e["path"])), bytes=e.get("bytes"),
                        metrics={"url": url}) for e in entries]
@@ -107,6 +110,36 @@ def _file_name(row: dict) -> str:
         if cand and _SAFE_NAME.match(cand) and ".." not in cand:
             return cand
     return f"file-{row['id']}"
+
+
+def _rel_path(row: dict) -> str:
+    """Where a listed file goes in the staging area: its path inside the tarball it was
+    listed from (URL components after a ``*.tar`` component), else its file name."""
+    parts = unquote(urlsplit(row["url"]).path).split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part.endswith(".tar"):
+            rel = safe_relpath("/".join(parts[i + 1:]))
+            if rel is not None:
+                return rel
+    return _file_name(row)
+
+
+def plan_files(catalog: Catalog, mous: str) -> tuple[str, list[dict]]:
+    """(source, files rows) by the ingest precedence: srdp > raw > products."""
+    rows = [r for r in catalog.files(mous) if r["url"]
+            and "content=datalink" not in (r.get("content_type") or "")]
+    srdp_url = (catalog.mous(mous).get("srdp_url") or "").strip()
+    if srdp_url and not any(r["url"] == srdp_url for r in rows):
+        catalog.add_file(mous, srdp_url, "srdp", semantics="#srdp-restore")
+        return plan_files(catalog, mous)
+    readme = [r for r in rows if r["kind"] == "readme"]
+    if srdp := [r for r in rows if r["kind"] == "srdp"]:
+        return "srdp", srdp + readme
+    if raw := [r for r in rows if r["kind"] == "raw"]:
+        return "raw", raw + [r for r in rows if r["kind"] == "auxiliary"] + readme
+    if products := [r for r in rows if r["kind"] in ("product", "other")]:
+        return "products", products + readme
+    return "none", []
 
 
 def _is_tarball(name: str, content_type: str | None) -> bool:
@@ -136,13 +169,16 @@ class _Run:
         self.manifest = Manifest(self.layout.datasets / MANIFEST_NAME, project.root)
 
     def finished(self, row: dict) -> list[Product] | None:
+        """Outputs of a file finished by an earlier run (None: fetch it)."""
         if not row.get("done_at"):
             return None
         return self.manifest.products(row["url"])
 
-    def done(self, row: dict, products: list[Product]) -> None:
-        for p in products:
-            p.metrics = {"url": row["url"]}
+    def done(self, row: dict, products: list[Product], *, tag: bool = True) -> None:
+        """Record a finished catalog file: its outputs in the manifest, done_at in the DB."""
+        if tag:  # the product came from this one URL
+            for p in products:
+                p.metrics = {"url": row["url"]}
         self.manifest.record(row["url"], products)
         self.catalog.mark_file_done(row["id"])
 
@@ -163,20 +199,32 @@ class _Run:
 
     # ---------------------------------------------------------------- DataLink files
     def datalink(self, rows: list[dict]) -> list[Product]:
-        files = [RemoteFile(r["url"], self.work / "files" / _file_name(r), size=r.get("size"),
-                            checksum=r.get("checksum"), label=_label(self.fs, _file_name(r)))
-                 for r in rows]
-        download_many(self.client, files, self.policy, progress=self.progress)
-        products: list[Product] = []
-        for row, rf in zip(rows, files, strict=True):
-            if _is_tarball(rf.dest.name, row.get("content_type")):
-                got = self.unpack(rf)
+        """Fetch listed files; extract tarballs; reassemble files listed inside tarballs."""
+        tars, loose = [], []
+        for r in rows:
+            if _is_tarball(_file_name(r), r.get("content_type")):
+                dest = self.work / "tars" / _file_name(r)
+                tars.append((r, RemoteFile(r["url"], dest, size=r.get("size"),
+                                           checksum=r.get("checksum"),
+                                           label=_label(self.fs, dest.name))))
             else:
-                dst = self.layout.archive / rf.dest.name
-                place(rf.dest, dst)
-                got = [Product(kind="file", path=str(dst), bytes=dst.stat().st_size)]
+                dest = self.work / "files" / _rel_path(r)
+                loose.append((r, RemoteFile(r["url"], dest, size=r.get("size"),
+                                            checksum=r.get("checksum"),
+                                            label=_label(self.fs, _rel_path(r)))))
+        download_many(self.client, [rf for _, rf in tars + loose], self.policy,
+                      progress=self.progress)
+        products: list[Product] = []
+        for row, rf in tars:
+            got = self.unpack(rf)
             self.done(row, got)
             products += got
+        if loose:
+            moved: dict[Path, Product] = {}
+            products += organize(self.work / "files", self.layout, moved)
+            for row, rf in loose:
+                p = product_for(rf.dest, moved)
+                self.done(row, [p] if p else [], tag=False)
         return products
 
     def unpack(self, rf: RemoteFile) -> list[Product]:
@@ -203,47 +251,32 @@ class _Run:
 
     # ---------------------------------------------------------------- plan
     def run(self) -> list[Product]:
-        rows = self.catalog.files(self.mous)
-        srdp_url = (self.catalog.mous(self.mous).get("srdp_url") or "").strip()
-        if srdp_url and not any(r["url"] == srdp_url for r in rows):
-            self.catalog.add_file(self.mous, srdp_url, "srdp")
-            rows = self.catalog.files(self.mous)
-        srdp = [r for r in rows if r["kind"] == "srdp"]
-        datalink = [r for r in rows if r["kind"] in DATALINK_KINDS and r["url"]
-                    and "datalink" not in (r.get("content_type") or "")]
-        raw = [r for r in rows if r["kind"] == "raw" and r["url"]]
-        fetch_raw = self.policy.fetch_raw
-        if not (srdp or datalink or raw):
+        source, rows = plan_files(self.catalog, self.mous)
+        if source == "none":
             raise DownloadError(f"nothing to download for {self.mous}: the catalog lists no files",
                                 hint="run ingest (DataLink) or `sails ingest srdp MOUS URL`")
         products: list[Product] = []
-        if srdp:
-            for row in srdp:
-                products += self.finished(row) or self.srdp(row)
-            return products
-        first = datalink + (raw if fetch_raw == "always" else [])
-        products += self.fetch_rows(first)
-        if (fetch_raw == "auto" and raw and not any(p.kind == "ms" for p in products)):
-            products += self.fetch_rows(raw)
-        if not products:
-            raise DownloadError(
-                f"nothing usable for {self.mous}: only raw ASDMs are listed and "
-                "download.fetch_raw = 'never'",
-                hint="set download.fetch_raw = 'auto' or register an SRDP restore")
-        return products
-
-    def fetch_rows(self, rows: list[dict]) -> list[Product]:
-        products: list[Product] = []
         todo = []
+        # Files listed one by one are put together (e.g. a measurement set) in one batch:
+        # if any of them is unfinished, the whole batch is fetched again, so a folder is
+        # never rebuilt from only part of its files.
+        loose = [r for r in rows if r["kind"] != "srdp"
+                 and not _is_tarball(_file_name(r), r.get("content_type"))]
+        redo_loose = any(self.finished(r) is None for r in loose)
         for row in rows:
-            prior = self.finished(row)
-            if prior is None:
-                todo.append(row)
-            else:
+            prior = None if (redo_loose and row in loose) else self.finished(row)
+            if prior is not None:
                 products += prior
+            elif row["kind"] == "srdp":
+                products += self.srdp(row)
+            else:
+                todo.append(row)
         if todo:
             products += self.datalink(todo)
-        return products
+        unique: dict[str, Product] = {}
+        for p in products:
+            unique.setdefault(p.path, p)
+        return list(unique.values())
 
 
 def _block_verify(catalog: Catalog, mous: str) -> None:

@@ -76,9 +76,15 @@ def _unique(layout: Layout, dst: Path) -> Path:
     return out
 
 
-def organize(staging: Path, layout: Layout) -> list[Product]:
-    """Move the recognised content of ``staging`` into ``layout``; return the products."""
+def organize(staging: Path, layout: Layout,
+             moved: dict[Path, Product] | None = None) -> list[Product]:
+    """Move the recognised content of ``staging`` into ``layout``; return the products.
+
+    ``moved``, if given, receives staged path -> product for everything moved, so a caller
+    can tell which product a staged file ended up in.
+    """
     products: list[Product] = []
+    moved = {} if moved is None else moved
     for root, dirs, files in os.walk(staging, topdown=True):
         rootp = Path(root)
         for d in sorted(dirs):
@@ -94,6 +100,7 @@ def organize(staging: Path, layout: Layout) -> list[Product]:
             dirs.remove(d)
             place(src, dst)
             products.append(Product(kind=kind, path=str(dst), bytes=Product.measure(dst)))
+            moved[src] = products[-1]
         for f in sorted(files):
             src = rootp / f
             if src.is_symlink() or f.endswith(".part"):
@@ -102,4 +109,13 @@ def organize(staging: Path, layout: Layout) -> list[Product]:
             dst = _unique(layout, layout.archive / rel)
             place(src, dst)
             products.append(Product(kind="file", path=str(dst), bytes=dst.stat().st_size))
+            moved[src] = products[-1]
     return products
+
+
+def product_for(staged: Path, moved: dict[Path, Product]) -> Product | None:
+    """The product a staged file was moved into (itself, or the folder holding it)."""
+    for p in (staged, *staged.parents):
+        if p in moved:
+            return moved[p]
+    return None
