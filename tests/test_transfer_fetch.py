@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -219,3 +220,20 @@ def test_disk_full_rlimit(server, tmp_path):
     with make_client(POLICY) as c:
         download_file(c, RemoteFile(url, dest, size=len(body)), POLICY)
     assert dest.read_bytes() == body
+
+
+def test_rich_progress_on_a_terminal_and_concurrent_fallback(server, client, tmp_path):
+    from rich.console import Console
+
+    from sails.transfer import LogProgress, RichProgress
+
+    out = io.StringIO()
+    files = [RemoteFile(server.add(f"/r{i}", payload(50_000, i)), tmp_path / f"r{i}",
+                        size=50_000) for i in range(3)]
+    with RichProgress(Console(file=out, force_terminal=True, width=120)) as bars:
+        assert isinstance(bars, RichProgress)
+        with RichProgress(Console(file=io.StringIO())) as second:
+            assert isinstance(second, LogProgress)  # one live display per process
+        download_many(client, files, POLICY, progress=bars)
+    assert "total (3 files)" in out.getvalue()
+    assert all((tmp_path / f"r{i}").stat().st_size == 50_000 for i in range(3))

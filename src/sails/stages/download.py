@@ -312,8 +312,8 @@ def download_mous(
     client = client or make_client(project.settings.download)
     reporter = progress or make_progress()
     try:
-        with reporter:
-            run = _Run(project, catalog, mous, client, reporter)
+        with reporter as active:
+            run = _Run(project, catalog, mous, client, active)
             try:
                 products = run.run()
             except OSError as exc:

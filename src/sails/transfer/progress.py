@@ -1,7 +1,8 @@
 """Progress reporting for transfers: Rich bars on a terminal, sparse log lines otherwise.
 
 Reporters are called from several download threads at once; both implementations are
-thread-safe. A reporter is a context manager (``with make_progress() as p:``).
+thread-safe. A reporter is a context manager; use the object ``__enter__`` returns
+(``with make_progress() as p:``): a second concurrent Rich display degrades to log lines.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ class LogProgress(Progress):
     fail = finish
 
 
+# Rich allows one live display per process; a second concurrent download (another MOUS in
+# another thread) falls back to log lines instead of failing.
+_LIVE = threading.Lock()
+
+
 class RichProgress(Progress):
     """A bar per file in flight and one for the batch total."""
 
@@ -123,13 +129,18 @@ class RichProgress(Progress):
         self._tasks: dict[str, int] = {}
         self._total = self._bars.add_task("total", total=None, note="")
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> Progress:
+        if not _LIVE.acquire(blocking=False):
+            self._fallback = LogProgress()
+            return self._fallback
         self._bars.start()
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._bars.stop()
+        if getattr(self, "_fallback", None) is None:
+            self._bars.stop()
+            _LIVE.release()
 
     def plan(self, files: int, total_bytes: int | None) -> None:
         self._bars.update(self._total, total=total_bytes, description=f"total ({files} files)")
