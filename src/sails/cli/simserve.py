@@ -24,10 +24,11 @@ def serve_command(
     server = ArchiveServer(directory, port=port, verbose=verbose).start()
     try:
         mous = list(server.mous_dirs())
-        console.print(f"serving {len(mous)} MOUS from [bold]{server.root}[/] at {server.url}")
+        console.print(f"serving {len(mous)} MOUS from [bold]{server.root}[/] at {server.url}",
+                      soft_wrap=True)
         for fs in mous:
-            console.print(f"  SRDP restore: {server.srdp_url(fs)}")
-            console.print(f"  DataLink:     {server.datalink_url(fs)}")
+            console.print(f"  SRDP restore: {server.srdp_url(fs)}", soft_wrap=True)
+            console.print(f"  DataLink:     {server.datalink_url(fs)}", soft_wrap=True)
         console.print("press Ctrl-C to stop")
         server.serve_forever()
     finally:
