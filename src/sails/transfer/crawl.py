@@ -58,8 +58,15 @@ class _Links(HTMLParser):
 
 
 def parse_size(text: str) -> tuple[int | None, int | None]:
-    """(exact, approximate) bytes from a listing's size cell."""
+    """(exact, approximate) bytes from a listing's size cell.
+
+    Apache puts the size in its own cell; nginx writes "date time size" after the link,
+    so the last word is tried too.
+    """
     text = text.strip()
+    words = text.split()
+    if len(words) > 1:
+        text = words[-1]
     if _EXACT.match(text):
         return int(text), int(text)
     m = _ABBREV.match(text)
