@@ -9,6 +9,7 @@ from sails.errors import SailsError
 
 # Command modules register themselves on ``app`` when imported.
 from sails.cli import core, run  # noqa: E402,F401  isort: skip
+from sails.cli import canfar  # noqa: E402,F401  isort: skip
 # `sails sim serve` (needs sails.cli.sim, imported first when present).
 from sails.cli import simserve  # noqa: E402,F401  isort: skip
 
