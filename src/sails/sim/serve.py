@@ -490,6 +490,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST)
             return
         if not parts:
+            if not path.endswith("/"):
+                self._redirect(path + "/")
+                return
             entries = list(self.archive.mous_dirs().values())
             self._send_index(path, entries, parent=None)
             return
@@ -503,10 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if target.is_dir():
             if not path.endswith("/"):
-                self.send_response(HTTPStatus.MOVED_PERMANENTLY)
-                self.send_header("Location", quote(path) + "/")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._redirect(path + "/")
                 return
             entries = [e for e in target.iterdir() if not e.is_symlink()]
             if target == mdir:
@@ -514,6 +514,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_index(path, entries, parent="../")
         else:
             self._send_file(target)
+
+    def _redirect(self, path: str) -> None:
+        self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+        self.send_header("Location", quote(path))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _hidden_in_restore(self, name: str) -> bool:
         """Top-level names a calibrated-data restore does not hold (truth, raw ASDMs)."""
