@@ -82,6 +82,8 @@ def test_files_sizes_ranges_and_head(server, sim_root):
 def test_redirects_hidden_and_traversal(server):
     r = httpx.get(server.srdp_url(MOUS) + "uid___A002_Xa_X1.ms")
     assert r.status_code == 301 and r.headers["location"].endswith(".ms/")
+    r = httpx.get(server.url + "/srdp")
+    assert r.status_code == 301 and r.headers["location"] == "/srdp/"
     assert httpx.get(server.srdp_url(MOUS) + "truth.json").status_code == 404
     for bad in ("/srdp/../../etc/passwd", "/srdp/%2e%2e/%2e%2e/etc/passwd",
                 f"/srdp/{MOUS}/%2e%2e/{RAWMOUS}/truth.json"):
