@@ -11,6 +11,7 @@ that prefix is dropped. An existing destination is replaced (a re-run after a cr
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -53,9 +54,11 @@ def place(src: Path, dst: Path) -> None:
     try:
         os.replace(src, dst)
     except OSError as exc:
-        if exc.errno != 18:  # EXDEV: different file systems
+        if exc.errno != errno.EXDEV:  # different file systems: copy, then rename
             raise
         tmp = dst.with_name(f".{dst.name}.copying")
+        if tmp.exists():  # left by a crash during an earlier copy
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
         if src.is_dir():
             shutil.copytree(src, tmp, symlinks=True)
             os.replace(tmp, dst)
