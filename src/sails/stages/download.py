@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import shutil
+from contextlib import suppress
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -35,6 +36,7 @@ from sails.catalog import Catalog, Product
 from sails.errors import DownloadError, SailsError
 from sails.ids import mous_uri, parse_uid
 from sails.project import Project
+from sails.stages.base import Outcome, StageContext
 from sails.transfer import (
     Layout,
     Progress,
@@ -50,9 +52,6 @@ from sails.transfer import (
 )
 from sails.transfer.crawl import safe_relpath
 from sails.transfer.organize import product_for
-
-if TYPE_CHECKING:  # the stage framework arrives from main
-    from sails.stages.base import Outcome, StageContext
 
 log = logging.getLogger("sails.stages.download")
 
@@ -320,8 +319,9 @@ def download_mous(
                 raise DownloadError(f"file system error while downloading {mous}: {exc}") \
                     from None
     except SailsError as exc:
-        catalog.log_event(mous, f"download failed: {exc.one_line()}", actor="download",
-                          stage="download")
+        with suppress(SailsError):  # a busy catalog must not hide the real error
+            catalog.log_event(mous, f"download failed: {exc.one_line()}", actor="download",
+                              stage="download")
         raise
     finally:
         if own_client:
@@ -336,8 +336,6 @@ def download_mous(
 
 def run(ctx: StageContext) -> Outcome:
     """Stage entry point (see sails.stages.base)."""
-    from sails.stages.base import Outcome
-
     products = download_mous(ctx.project, ctx.catalog, ctx.row.mous_id)
     if is_raw_only(products):
         return Outcome.done(products=products,
