@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -174,6 +175,8 @@ def test_cli_serve_command(sim_root):
     code = ("import typer; from sails.cli.simserve import serve_command; "
             "app = typer.Typer(); app.command()(serve_command); app()")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), COLUMNS="200")
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("sails-archive-cache-*"))
     proc = subprocess.Popen([sys.executable, "-c", code, str(sim_root), "--port", "0"],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -183,6 +186,12 @@ def test_cli_serve_command(sim_root):
         assert "serving 2 MOUS" in first
         r = httpx.get(m.group(1) + f"/srdp/{MOUS}/", timeout=10)
         assert r.status_code == 200
+        r = httpx.get(m.group(1) + f"/datalink/sync?ID={MOUS}", timeout=10)  # builds a tar
+        assert r.status_code == 200
+        ours = set(tmp.glob("sails-archive-cache-*")) - before
+        assert len(ours) == 1
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert not any(p.exists() for p in ours)  # SIGTERM ends cleanly: cache removed

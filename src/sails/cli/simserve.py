@@ -19,8 +19,13 @@ def serve_command(
     verbose: bool = typer.Option(False, "--log-requests", help="Print every request."),
 ) -> None:
     """Serve simulated MOUS as an SRDP restore tree and as DataLink tarballs until Ctrl-C."""
+    import signal
+    import sys
+
     from sails.sim.serve import ArchiveServer
 
+    # SIGTERM (a test harness, `kill`) ends like Ctrl-C: the tarball cache is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = ArchiveServer(directory, port=port, verbose=verbose).start()
     try:
         mous = list(server.mous_dirs())
