@@ -9,14 +9,22 @@ from sails.errors import SailsError
 
 # Command modules register themselves on ``app`` when imported.
 from sails.cli import core, run  # noqa: E402,F401  isort: skip
+from sails.cli import canfar  # noqa: E402,F401  isort: skip
+from sails.cli import ingest  # noqa: E402,F401  isort: skip
 from sails.cli import sim  # noqa: E402,F401  isort: skip
-from sails.cli import selfcal  # noqa: E402,F401  isort: skip
+from sails.cli import demo  # noqa: E402,F401  isort: skip
+from sails.cli import report  # noqa: E402,F401  isort: skip
+from sails.cli import stages  # noqa: E402,F401  isort: skip
+# `sails sim serve` (needs sails.cli.sim, imported first when present).
+from sails.cli import simserve  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
     """Entry point: user errors become one clear line and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) returns n in this mode
+            sys.exit(code)
     except SailsError as exc:
         if state.verbose:
             console.print_exception()
