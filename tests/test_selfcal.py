@@ -249,3 +249,70 @@ def test_sanitize_matches_auto_selfcal_file_names():
     assert sanitize("HOPS-56") == "Target_HOPS_56"
     assert sanitize("G34.43+0.24") == "Target_G34.43_0.24"
     assert sanitize("a b;c:d[e]{f}*g,h") == "Target_a_b_c_d_e__f__g_h"
+
+
+FAKE_XVFB = """#!{python}
+import signal, sys, time
+args = sys.argv[1:]
+fd = int(args[args.index("-displayfd") + 1])
+with open("{pidfile}", "w") as fh:
+    fh.write(str(__import__("os").getpid()))
+import os
+os.write(fd, b"{number}\\n")
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+while True:
+    time.sleep(0.1)
+"""
+
+
+def _fake_xvfb(folder: Path, number: str) -> Path:
+    import sys
+
+    exe = folder / "Xvfb"
+    exe.write_text(FAKE_XVFB.format(python=sys.executable, pidfile=folder / "pid",
+                                    number=number))
+    exe.chmod(0o755)
+    return folder / "pid"
+
+
+def test_virtual_display_starts_and_stops_xvfb(tmp_path, monkeypatch):
+    import os
+
+    from sails.casa.steps.selfcal import virtual_display
+
+    pidfile = _fake_xvfb(tmp_path, "87")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    warnings: list[str] = []
+    with virtual_display(True, warnings.append) as how:
+        assert how == "xvfb:87"
+        assert os.environ["DISPLAY"] == ":87"
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)  # running
+    assert "DISPLAY" not in os.environ and not warnings
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_virtual_display_without_xvfb_or_with_a_display(tmp_path, monkeypatch):
+    import os
+
+    from sails.casa.steps.selfcal import virtual_display
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Xvfb here
+    monkeypatch.delenv("DISPLAY", raising=False)
+    warnings: list[str] = []
+    with virtual_display(True, warnings.append) as how:
+        assert how == "none" and "DISPLAY" not in os.environ
+    assert warnings and "apt-get install xvfb" in warnings[0]
+    with virtual_display(False, warnings.append) as how:
+        assert how == "none"
+    assert len(warnings) == 1  # disabled on purpose: no warning
+    monkeypatch.setenv("DISPLAY", ":5")
+    with virtual_display(True, warnings.append) as how:
+        assert how == "existing" and os.environ["DISPLAY"] == ":5"
+    _fake_xvfb(tmp_path, "oops")  # an Xvfb that answers nonsense
+    monkeypatch.delenv("DISPLAY")
+    with virtual_display(True, warnings.append) as how:
+        assert how == "none"
+    assert "did not start" in warnings[-1]

@@ -77,6 +77,17 @@ def stage_inputs(out: Path, inputs: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- display
 
 
+def _die_with_job() -> None:
+    """Xvfb side, before exec: terminate when the job process dies (Linux), even by SIGKILL."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def virtual_display(enabled: bool, warn) -> Iterator[str]:
     """Yield how plots will be drawn: ``existing`` DISPLAY, ``xvfb:N`` or ``none``."""
@@ -94,7 +105,7 @@ def virtual_display(enabled: bool, warn) -> Iterator[str]:
     proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
         [xvfb, "-displayfd", str(write_fd), "-nolisten", "tcp", "-screen", "0", "1600x1200x24"],
         pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
+        stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_job,
     )
     os.close(write_fd)
     number = b""
