@@ -105,7 +105,9 @@ def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "") -> SelfcalM
     project = init_project(root)
     if selfcal_toml:
         toml = project.root / "sails.toml"
-        text = toml.read_text()
+        keys = {ln.split("=", 1)[0].strip() for ln in selfcal_toml.splitlines() if "=" in ln}
+        text = "\n".join(ln for ln in toml.read_text().splitlines()
+                         if ln.split("=", 1)[0].strip() not in keys) + "\n"
         assert "\n[selfcal]\n" in text
         toml.write_text(text.replace("\n[selfcal]\n", f"\n[selfcal]\n{selfcal_toml}\n", 1))
         from sails.project import open_project

@@ -33,7 +33,8 @@ from selfcal_data import (
 
 pytestmark = [pytest.mark.casa, pytest.mark.slow]
 
-OPTIONS = Selfcal().auto_selfcal_options()
+# The corrupted MOUS's project also writes the solutions back into its *_targets.ms copies.
+OPTIONS = Selfcal(apply_to_target_ms=True).auto_selfcal_options()
 CORRUPTED = dict(n_antennas=20, n_cycles=4, scan_s=151.2, integration_s=50.4, timescale_s=300.0)
 
 
@@ -54,17 +55,18 @@ def sc(tmp_path_factory):
     sim_c = simulate(root / "sim", [("HOPS-56", 0.012)], 60.0, seed=3, **CORRUPTED)
     sim_u = simulate(root / "sim", [("G34.43+0.24", 0.0012), ("Faint-1", 0.0003)], 0.0,
                      seed=11, **CORRUPTED)
-    corrupted = ready_project(root / "proj", sim_c)
-    clean = ready_project(root / "proj", sim_u)
-    project = clean.project
+    corrupted = ready_project(root / "proj_apply", sim_c,
+                              selfcal_toml="apply_to_target_ms = true")
+    clean = ready_project(root / "proj", sim_u)  # default options
     standalone_dir = root / "standalone"
     proc = start_standalone(corrupted.splits, standalone_dir, OPTIONS)
     try:
-        reports = run_all(project)
+        reports = run_all(corrupted.project)
+        reports.update(run_all(clean.project))
     finally:
         standalone = finish_standalone(proc, standalone_dir)
-    return SimpleNamespace(project=project, corrupted=corrupted, clean=clean,
-                           reports=reports, standalone=standalone, root=root)
+    return SimpleNamespace(corrupted=corrupted, clean=clean, reports=reports,
+                           standalone=standalone, root=root)
 
 
 def summary_product(project, mous_id: str, target: str) -> dict:
@@ -80,7 +82,7 @@ def test_corrupted_target_is_selfcalibrated(sc):
     assert rep.status == "done", rep.message
     row = m.project.catalog.find_stage(m.mous_id, "selfcal", "HOPS-56")
     assert row.status == "done"
-    metrics = summary_product(sc.project, m.mous_id, "HOPS-56")["metrics"]
+    metrics = summary_product(m.project, m.mous_id, "HOPS-56")["metrics"]
     assert metrics["success"] is True
     assert metrics["snr_final"] >= 1.3 * metrics["snr_initial"]
     assert metrics["rms_final"] < metrics["rms_initial"]
@@ -96,7 +98,7 @@ def test_corrupted_target_is_selfcalibrated(sc):
 
 def test_recorded_numbers_equal_a_standalone_run(sc):
     m = sc.corrupted
-    mine = summary_product(sc.project, m.mous_id, "HOPS-56")["metrics"]
+    mine = summary_product(m.project, m.mous_id, "HOPS-56")["metrics"]
     theirs = sc.standalone["results"]["HOPS-56"]["Band_6"]
     pairs = {"snr_initial": "SNR_orig", "snr_final": "SNR_final", "rms_initial": "RMS_orig",
              "rms_final": "RMS_final", "snr_nf_initial": "SNR_NF_orig",
@@ -112,11 +114,11 @@ def test_recorded_numbers_equal_a_standalone_run(sc):
 
 def test_products_recorded_and_present(sc):
     m = sc.corrupted
-    prods = sc.project.catalog.products(m.mous_id, target="HOPS-56", stage="selfcal")
+    prods = m.project.catalog.products(m.mous_id, target="HOPS-56", stage="selfcal")
     kinds = {p["kind"] for p in prods}
     assert {"selfcal_summary", "selfcal_ms", "selfcal_image_initial", "selfcal_image_final",
             "gaintable", "selfcal_weblog"} <= kinds
-    workdir = sc.project.mous_dir(m.mous_id) / "auto_selfcal"
+    workdir = m.project.mous_dir(m.mous_id) / "auto_selfcal"
     for p in prods:
         path = Path(p["path"])
         assert path.exists(), p
@@ -124,7 +126,7 @@ def test_products_recorded_and_present(sc):
         assert p["bytes"] and p["bytes"] > 0
     images = [Path(p["path"]) for p in prods if p["kind"].startswith("selfcal_image")]
     assert all(i.suffix == ".fits" for i in images)
-    summary_file = Path(summary_product(sc.project, m.mous_id, "HOPS-56")["path"])
+    summary_file = Path(summary_product(m.project, m.mous_id, "HOPS-56")["path"])
     summary = json.loads(summary_file.read_text())
     assert summary["target"] == "HOPS-56"
     assert summary["solints"][summary["final_solint"]]["pass"] is True
@@ -132,17 +134,32 @@ def test_products_recorded_and_present(sc):
     assert (workdir / "weblog" / "index.html").exists()
     page = next(Path(p["path"]) for p in prods if p["kind"] == "selfcal_weblog")
     assert "index.html#HOPS-56" in page.read_text()
-    # copies of the split were not kept (nothing applied to them), the split is untouched
+    # apply_to_target_ms: the *_targets.ms copy in the working folder holds the solutions,
+    # recorded once; the split itself is untouched (no flag versions written next to it)
+    metrics = summary_product(m.project, m.mous_id, "HOPS-56")["metrics"]
+    applied = [Path(p["path"]) for p in prods if p["kind"] == "selfcal_target_ms"]
+    assert metrics["target_ms_applied"] is True
+    assert [Path(p) for p in metrics["target_ms"]] == applied
+    assert applied == [workdir / m.splits[0].name]
+    assert not Path(str(m.splits[0]) + ".flagversions").exists()
+
+
+def test_unapplied_copies_are_not_kept(sc):
+    m = sc.clean  # default options: nothing is written back, so the copies are dropped
+    workdir = m.project.mous_dir(m.mous_id) / "auto_selfcal"
     manifest = json.loads((workdir / "result.json").read_text())
     assert manifest["ok"] and manifest["steps"]["auto_selfcal"]["target_ms_kept"] == []
     assert not any(workdir.glob("*_targets.ms"))
-    assert not Path(str(m.splits[0]) + ".flagversions").exists()
+    kinds = {p["kind"] for p in m.project.catalog.products(m.mous_id, stage="selfcal")}
+    assert "selfcal_target_ms" not in kinds
+    for t in m.targets:
+        assert summary_product(m.project, m.mous_id, t)["metrics"]["target_ms"] == []
 
 
 def test_uncorrupted_data_is_not_made_worse(sc):
     m = sc.clean
     rep = sc.reports[(m.mous_id, "G34.43+0.24")]
-    metrics = summary_product(sc.project, m.mous_id, "G34.43+0.24")["metrics"]
+    metrics = summary_product(m.project, m.mous_id, "G34.43+0.24")["metrics"]
     assert rep.status in ("done", "skipped"), rep.message
     if rep.status == "done":
         assert metrics["snr_final"] >= metrics["snr_initial"]
@@ -154,27 +171,27 @@ def test_faint_target_is_skipped_with_a_reason(sc):
     m = sc.clean
     rep = sc.reports[(m.mous_id, "Faint-1")]
     assert rep.status == "skipped", rep.message
-    row = sc.project.catalog.find_stage(m.mous_id, "selfcal", "Faint-1")
+    row = m.project.catalog.find_stage(m.mous_id, "selfcal", "Faint-1")
     assert row.status == "skipped" and row.error is None
     assert "too faint" in row.reason or "no emission" in row.reason, row.reason
-    metrics = summary_product(sc.project, m.mous_id, "Faint-1")["metrics"]
+    metrics = summary_product(m.project, m.mous_id, "Faint-1")["metrics"]
     assert metrics["success"] is False
     assert metrics["snr_initial"] is not None and metrics["solints_accepted"] == []
     # the pipeline carries on: imaging of the faint target is runnable
-    runnable = sc.project.catalog.runnable(stages=["image"], mous=[m.mous_id])
+    runnable = m.project.catalog.runnable(stages=["image"], mous=[m.mous_id])
     assert "Faint-1" in {r.target for r in runnable}
 
 
 def test_one_auto_selfcal_run_per_mous_and_reuse(sc):
     m = sc.clean
-    assert len(selfcal_logs(sc.project, m.mous_id)) == 1
-    before = summary_product(sc.project, m.mous_id, "Faint-1")["metrics"]
-    sc.project.catalog.retry(m.mous_id, "selfcal")
-    again = run_all(sc.project, mous=[m.mous_id])
+    assert len(selfcal_logs(m.project, m.mous_id)) == 1
+    before = summary_product(m.project, m.mous_id, "Faint-1")["metrics"]
+    m.project.catalog.retry(m.mous_id, "selfcal")
+    again = run_all(m.project, mous=[m.mous_id])
     assert {t for _, t in again} == {"Faint-1"}  # only the skipped one was requeued
     assert again[(m.mous_id, "Faint-1")].status == "skipped"
-    assert len(selfcal_logs(sc.project, m.mous_id)) == 1  # reused, not rerun
-    assert summary_product(sc.project, m.mous_id, "Faint-1")["metrics"] == before
+    assert len(selfcal_logs(m.project, m.mous_id)) == 1  # reused, not rerun
+    assert summary_product(m.project, m.mous_id, "Faint-1")["metrics"] == before
 
 
 def test_crash_ends_failed_with_traceback_and_logs(sc, tmp_path):
