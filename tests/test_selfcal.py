@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.casa, pytest.mark.slow]
 
 # The corrupted MOUS's project also writes the solutions back into its *_targets.ms copies.
 OPTIONS = Selfcal(apply_to_target_ms=True).auto_selfcal_options()
+# A legal archive name that CASA field selection (and a shell) would choke on.
+FAINT = "Faint 'A',1"
 CORRUPTED = dict(n_antennas=20, n_cycles=4, scan_s=151.2, integration_s=50.4, timescale_s=300.0)
 
 
@@ -53,7 +55,7 @@ def selfcal_logs(project, mous_id: str) -> list[Path]:
 def sc(tmp_path_factory):
     root = tmp_path_factory.mktemp("selfcal")
     sim_c = simulate(root / "sim", [("HOPS-56", 0.012)], 60.0, seed=3, **CORRUPTED)
-    sim_u = simulate(root / "sim", [("G34.43+0.24", 0.0012), ("Faint-1", 0.0003)], 0.0,
+    sim_u = simulate(root / "sim", [("G34.43+0.24", 0.0012), (FAINT, 0.0003)], 0.0,
                      seed=11, **CORRUPTED)
     corrupted = ready_project(root / "proj_apply", sim_c,
                               selfcal_toml="apply_to_target_ms = true")
@@ -169,51 +171,67 @@ def test_uncorrupted_data_is_not_made_worse(sc):
 
 def test_faint_target_is_skipped_with_a_reason(sc):
     m = sc.clean
-    rep = sc.reports[(m.mous_id, "Faint-1")]
+    rep = sc.reports[(m.mous_id, FAINT)]
     assert rep.status == "skipped", rep.message
-    row = m.project.catalog.find_stage(m.mous_id, "selfcal", "Faint-1")
+    row = m.project.catalog.find_stage(m.mous_id, "selfcal", FAINT)
     assert row.status == "skipped" and row.error is None
     assert "too faint" in row.reason or "no emission" in row.reason, row.reason
-    metrics = summary_product(m.project, m.mous_id, "Faint-1")["metrics"]
+    metrics = summary_product(m.project, m.mous_id, FAINT)["metrics"]
     assert metrics["success"] is False
     assert metrics["snr_initial"] is not None and metrics["solints_accepted"] == []
+    # auto-selfcal ran on a renamed copy of the field; what we record uses the archive name
+    summary = summary_product(m.project, m.mous_id, FAINT)
+    assert "'" not in Path(summary["path"]).name and "," not in Path(summary["path"]).name
+    assert json.loads(Path(summary["path"]).read_text())["target"] == FAINT
+    assert json.loads(Path(summary["path"]).read_text())["field_alias"] == "Faint__A__1"
     # the pipeline carries on: imaging of the faint target is runnable
     runnable = m.project.catalog.runnable(stages=["image"], mous=[m.mous_id])
-    assert "Faint-1" in {r.target for r in runnable}
+    assert FAINT in {r.target for r in runnable}
 
 
 def test_one_auto_selfcal_run_per_mous_and_reuse(sc):
     m = sc.clean
     assert len(selfcal_logs(m.project, m.mous_id)) == 1
-    before = summary_product(m.project, m.mous_id, "Faint-1")["metrics"]
+    before = summary_product(m.project, m.mous_id, FAINT)["metrics"]
     m.project.catalog.retry(m.mous_id, "selfcal")
     again = run_all(m.project, mous=[m.mous_id])
-    assert {t for _, t in again} == {"Faint-1"}  # only the skipped one was requeued
-    assert again[(m.mous_id, "Faint-1")].status == "skipped"
+    assert {t for _, t in again} == {FAINT}  # only the skipped one was requeued
+    assert again[(m.mous_id, FAINT)].status == "skipped"
     assert len(selfcal_logs(m.project, m.mous_id)) == 1  # reused, not rerun
-    assert summary_product(m.project, m.mous_id, "Faint-1")["metrics"] == before
+    assert summary_product(m.project, m.mous_id, FAINT)["metrics"] == before
 
 
-def test_crash_ends_failed_with_traceback_and_logs(sc, tmp_path):
+def test_crash_ends_failed_with_traceback_and_logs(tmp_path):
     # Its split replaced by something that is not a measurement set: auto-selfcal crashes
     bad_root = tmp_path / "bad"
-    sim = simulate(bad_root / "sim", [("Crash-1", 0.001)], 0.0, seed=21, n_antennas=6,
-                   n_cycles=1, scan_s=30.0, integration_s=10.08, timescale_s=60.0)
+    sim = simulate(bad_root / "sim", [("Crash-1", 0.001), ("Crash-2", 0.001)], 0.0, seed=21,
+                   n_antennas=6, n_cycles=1, scan_s=30.0, integration_s=10.08,
+                   timescale_s=60.0)
     bad = ready_project(bad_root / "proj", sim)
     for split in bad.splits:
         shutil.rmtree(split)
         split.mkdir()
         (split / "table.dat").write_text("not a table")
-    rep = run_all(bad.project)[(bad.mous_id, "Crash-1")]
-    assert rep.status == "failed"
-    row = bad.project.catalog.find_stage(bad.mous_id, "selfcal", "Crash-1")
-    assert row.status == "failed"
-    assert "auto-selfcal failed" in row.error
-    assert ".casa.log" in row.error and ".stdout.log" in row.error
-    assert "(at File " in row.error
+    reports = run_all(bad.project)
+    assert {r.status for r in reports.values()} == {"failed"}
+    cat = bad.project.catalog
+    first, second = (cat.find_stage(bad.mous_id, "selfcal", t) for t in ("Crash-1", "Crash-2"))
+    for row in (first, second):
+        assert row.status == "failed"
+        assert "auto-selfcal failed" in row.error
+        assert ".casa.log" in row.error and ".stdout.log" in row.error
+        assert "(at File " in row.error
+    # the second target did not crash the same run again
+    assert "another target's stage meanwhile" in second.error
+    assert len(selfcal_logs(bad.project, bad.mous_id)) == 1
+    # a retry runs it again (the data may have been fixed meanwhile)
+    cat.retry(bad.mous_id, "selfcal")
+    again = run_all(bad.project)
+    assert {r.status for r in again.values()} == {"failed"}
+    assert len(selfcal_logs(bad.project, bad.mous_id)) == 2
 
 
-def test_unknown_option_is_an_error_not_ignored(sc, tmp_path):
+def test_unknown_option_is_an_error_not_ignored(tmp_path):
     sim = simulate(tmp_path / "sim", [("Opt-1", 0.001)], 0.0, seed=31, n_antennas=6,
                    n_cycles=1, scan_s=30.0, integration_s=10.08, timescale_s=60.0)
     proj = ready_project(tmp_path / "proj", sim,
@@ -259,6 +277,13 @@ def test_band_summary_reads_auto_selfcal_decisions(tmp_path):
     s = band_summary(tmp_path, "A b", "Band_6", lib, plan)
     assert not s["success"] and s["reason"].startswith("too faint")
     assert s["files"]["gaintables"] == [] and s["final_mode"] is None
+
+
+def test_field_aliases_only_for_unsafe_names():
+    from sails.casa.steps.selfcal import field_aliases
+
+    got = field_aliases(["HOPS-56", "G34.43+0.24", "a'b", "a_b", "x;$(y)"])
+    assert got == {"a'b": "a_b_2", "x;$(y)": "x___y_"}
 
 
 def test_sanitize_matches_auto_selfcal_file_names():

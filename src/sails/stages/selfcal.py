@@ -100,22 +100,44 @@ def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any]
     return step if same_options and step.get("inputs") == current else None
 
 
-def _crash(ctx: StageContext, exc: CasaJobError) -> CasaJobError:
-    """Re-word a failed job: error, where it happened, and both logs."""
-    job = ctx.jobs[-1] if ctx.jobs else None
-    manifest = (job.manifest if job else None) or {}
+def crash_error(mous_id: str, manifest: dict[str, Any], casa_log: str | None,
+                fallback: str, note: str = "") -> CasaJobError:
+    """A failed job as one message: error, where it happened, and both logs."""
     tb_lines = [ln.strip() for ln in (manifest.get("traceback") or "").splitlines()
                 if ln.strip()]
-    where = ""
     frames = [ln for ln in tb_lines if ln.startswith("File ")]
-    if frames:
-        where = f" (at {frames[-1]})"
-    casa_log = str(job.log_path) if job and job.log_path else getattr(exc, "log_path", None)
+    where = f" (at {frames[-1]})" if frames else ""
+    casa_log = casa_log or manifest.get("log_path")
     stdout_log = casa_log.replace(".casa.log", ".stdout.log") if casa_log else None
-    error = manifest.get("error") or str(exc)
-    return CasaJobError(f"auto-selfcal failed for {ctx.mous_id}: {error}{where}",
+    error = manifest.get("error") or fallback
+    return CasaJobError(f"auto-selfcal failed for {mous_id}{note}: {error}{where}",
                         hint=f"CASA log: {casa_log}; auto-selfcal output: {stdout_log}",
                         log_path=casa_log)
+
+
+def _crash(ctx: StageContext, exc: CasaJobError) -> CasaJobError:
+    job = ctx.jobs[-1] if ctx.jobs else None
+    manifest = (job.manifest if job else None) or {}
+    casa_log = str(job.log_path) if job and job.log_path else getattr(exc, "log_path", None)
+    return crash_error(ctx.mous_id, manifest, casa_log, str(exc))
+
+
+def pending_since(ctx: StageContext) -> float | None:
+    """When this target's stage last became pending (created, retried or reset)."""
+    times = [e["at"] for e in ctx.catalog.events(ctx.mous_id)
+             if e["stage"] == ctx.row.stage and e["target"] == ctx.row.target
+             and e["to_status"] == "pending"]
+    return max(times) if times else None
+
+
+def failed_meanwhile(workdir: Path, since: float | None) -> dict[str, Any] | None:
+    """A failed run that finished after this stage became pending: a sibling target's run
+    in the same round. Reused as this target's failure instead of crashing again; a
+    ``sails retry`` makes the stage pending again, so it then reruns."""
+    manifest = read_manifest(workdir)
+    if not manifest or manifest.get("ok") or since is None:
+        return None
+    return manifest if float(manifest.get("finished") or 0) >= since else None
 
 
 def run_or_reuse(ctx: StageContext) -> tuple[dict[str, Any], bool]:
@@ -127,6 +149,10 @@ def run_or_reuse(ctx: StageContext) -> tuple[dict[str, Any], bool]:
         found = reusable_result(workdir, inputs, options)
         if found is not None:
             return found, False
+        failed = failed_meanwhile(workdir, pending_since(ctx))
+        if failed is not None:  # a sibling target's run just crashed: do not crash again
+            raise crash_error(ctx.mous_id, failed, None, "failed",
+                              note=" (run by another target's stage meanwhile)")
         cfg = ctx.settings.selfcal
         step = {"op": "auto_selfcal", "name": STEP_NAME, "args": {
             "inputs": [str(p) for p in inputs], "options": options,

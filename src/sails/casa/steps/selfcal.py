@@ -22,6 +22,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import time
@@ -72,6 +73,66 @@ def stage_inputs(out: Path, inputs: list[str]) -> list[str]:
         shutil.copytree(sp, out / name, symlinks=True)
         names.append(name)
     return names
+
+
+# --------------------------------------------------------------------------- field names
+
+_SAFE_FIELD = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def field_aliases(names: list[str]) -> dict[str, str]:
+    """``{original: alias}`` for names auto-selfcal cannot handle safely.
+
+    auto-selfcal selects fields by name in CASA (a quote or a comma breaks the selection) and
+    builds file names and ``os.system`` commands from them with only some characters
+    replaced; archive names are data. Such fields are renamed in the job's own copies for the
+    run, and every result is mapped back to the archive name.
+    """
+    taken = set(names)
+    out: dict[str, str] = {}
+    for name in names:
+        alias = _SAFE_FIELD.sub("_", name) or "field"
+        if alias == name:
+            continue
+        base, i = alias, 1
+        while alias in taken:
+            i += 1
+            alias = f"{base}_{i}"
+        taken.add(alias)
+        out[name] = alias
+    return out
+
+
+def rename_fields(ms: Path, mapping: dict[str, str]) -> None:
+    """Rename FIELD (and SOURCE) names of one MS in place; a no-op without a match."""
+    from casatools import table
+
+    tb = table()
+    for sub in ("FIELD", "SOURCE"):
+        path = ms / sub
+        if not path.is_dir():
+            continue
+        tb.open(str(path), nomodify=False)
+        try:
+            if tb.nrows() == 0:
+                continue
+            names = list(tb.getcol("NAME"))
+            new = [mapping.get(n, n) for n in names]
+            if new != names:
+                tb.putcol("NAME", new)
+        finally:
+            tb.close()
+
+
+def ms_field_names(ms: Path) -> list[str]:
+    from casatools import table
+
+    tb = table()
+    tb.open(str(ms / "FIELD"))
+    try:
+        return [str(n) for n in tb.getcol("NAME")]
+    finally:
+        tb.close()
 
 
 # --------------------------------------------------------------------------- display
@@ -273,8 +334,13 @@ def band_summary(workdir: Path, target: str, band: str, lib: dict[str, Any],
     }
 
 
-def read_results(workdir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{target: {band: summary}}`` from auto-selfcal's pickles in ``workdir``."""
+def read_results(workdir: Path, aliases: dict[str, str] | None = None
+                 ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{target: {band: summary}}`` from auto-selfcal's pickles in ``workdir``.
+
+    ``aliases`` (``{alias: archive name}``) maps renamed fields back to their names.
+    """
+    aliases = aliases or {}
     with open(workdir / LIBRARY_PICKLE, "rb") as fh:
         library = pickle.load(fh)  # noqa: S301 - our own job's output, read job-side only
     plan_all: dict[str, Any] = {}
@@ -283,11 +349,14 @@ def read_results(workdir: Path) -> dict[str, dict[str, dict[str, Any]]]:
             plan_all = pickle.load(fh)  # noqa: S301
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for target, bands in library.items():
-        out[str(target)] = {}
+        name = aliases.get(str(target), str(target))
+        out[name] = {}
         for band, lib in bands.items():
             plan = (plan_all.get(target) or {}).get(band) or {}
-            out[str(target)][str(band)] = _plain(band_summary(workdir, str(target), str(band),
-                                                              lib, plan))
+            summ = band_summary(workdir, str(target), str(band), lib, plan)
+            summ["target"] = name
+            summ["field_alias"] = str(target) if name != str(target) else None
+            out[name][str(band)] = _plain(summ)
     return out
 
 
@@ -309,7 +378,8 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
 def write_target_page(workdir: Path, summary: dict[str, Any]) -> str:
     """A small per-target weblog page (auto-selfcal's index.html is shared by all targets)."""
     target, band = summary["target"], summary["band"]
-    name = f"weblog/sails_{sanitize(target)}_{band}.html"
+    field = summary.get("field_alias") or target  # the name auto-selfcal used
+    name = f"weblog/sails_{sanitize(field)}_{band}.html"
     rows = [
         ("self-cal succeeded", str(summary["success"])),
         ("reason", summary["reason"]),
@@ -325,11 +395,11 @@ def write_target_page(workdir: Path, summary: dict[str, Any]) -> str:
     ]
     links = "".join(
         f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem)}</a></li>'
-        for p in sorted((workdir / "weblog").glob(f"{glob_escape(target)}_{band}_*.html"))
+        for p in sorted((workdir / "weblog").glob(f"{glob_escape(field)}_{band}_*.html"))
     )
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in rows)
-    anchor = html.escape(target, quote=True)
+    anchor = html.escape(field, quote=True)
     page = (f"<html><head><meta charset='utf-8'><title>{html.escape(target)} {band}</title>"
             f"</head><body><h1>{html.escape(target)} ({band})</h1><table>{body}</table>"
             f'<p><a href="index.html#{anchor}">auto-selfcal weblog entry</a></p>'
@@ -370,6 +440,12 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
     t0 = time.time()
     names = stage_inputs(workdir, inputs)
     fingerprints = [input_fingerprint(p) for p in inputs]
+    fields = sorted({f for n in names for f in ms_field_names(workdir / n)})
+    renames = field_aliases(fields)
+    if renames:
+        for n in names:
+            rename_fields(workdir / n, renames)
+        ctx.warn(f"fields renamed for auto-selfcal (names restored afterwards): {renames}")
     copy_s = time.time() - t0
 
     from auto_selfcal import auto_selfcal
@@ -388,7 +464,11 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
             shutil.rmtree(workdir / n, ignore_errors=True)
             shutil.rmtree(workdir / f"{n}.flagversions", ignore_errors=True)
 
-    results = read_results(workdir)
+    aliases = {alias: name for name, alias in renames.items()}
+    if renames:  # products carry the archive names again
+        for ms in [p for p in workdir.glob("*.ms") if (p / "FIELD").is_dir()]:
+            rename_fields(ms, aliases)
+    results = read_results(workdir, aliases)
     (workdir / SUMMARY_DIR).mkdir(exist_ok=True)
     for target, bands in results.items():
         for band, summ in bands.items():
@@ -401,7 +481,8 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
                                                         for im in files[key]) if f]
             files["weblog_page"] = (write_target_page(workdir, summ)
                                     if (workdir / "weblog").is_dir() else None)
-            name = f"{SUMMARY_DIR}/{sanitize(target)}_{band}.summary.json"
+            field = summ.get("field_alias") or target
+            name = f"{SUMMARY_DIR}/{sanitize(field)}_{band}.summary.json"
             files["summary"] = name
             (workdir / name).write_text(json.dumps(summ, indent=2))
 
@@ -412,6 +493,7 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         "options": options,
         "inputs": fingerprints,
         "input_names": names,
+        "field_aliases": renames,
         "target_ms_kept": [n for n in names if (workdir / n).exists()],
         "contsub_ms": contsub,
         "display": display,
