@@ -47,6 +47,17 @@ def run_all(project, mous=None) -> dict[tuple[str, str], object]:
     return out
 
 
+def run_parallel(project, workers: int = 2) -> dict[tuple[str, str], object]:
+    """Like ``sails run -j 2``: worker threads claiming selfcal rows at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[tuple[str, str], object] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for fut in [pool.submit(run_all, project) for _ in range(workers)]:
+            out.update(fut.result())
+    return out
+
+
 def selfcal_logs(project, mous_id: str) -> list[Path]:
     return sorted(project.mous_logs(mous_id).glob("selfcal-*auto_selfcal*.casa.log"))
 
@@ -64,7 +75,8 @@ def sc(tmp_path_factory):
     proc = start_standalone(corrupted.splits, standalone_dir, OPTIONS)
     try:
         reports = run_all(corrupted.project)
-        reports.update(run_all(clean.project))
+        # both targets of the clean MOUS start at once: one runs auto-selfcal, one waits
+        reports.update(run_parallel(clean.project))
     finally:
         standalone = finish_standalone(proc, standalone_dir)
     return SimpleNamespace(corrupted=corrupted, clean=clean, reports=reports,
@@ -191,6 +203,12 @@ def test_faint_target_is_skipped_with_a_reason(sc):
 
 def test_one_auto_selfcal_run_per_mous_and_reuse(sc):
     m = sc.clean
+    # the two targets' stages ran concurrently, yet auto-selfcal ran once for the MOUS
+    starts = [e for e in m.project.catalog.events(m.mous_id)
+              if e["stage"] == "selfcal" and e["to_status"] == "running"]
+    ends = [e for e in m.project.catalog.events(m.mous_id)
+            if e["stage"] == "selfcal" and e["from_status"] == "running"]
+    assert len(starts) == 2 and max(e["at"] for e in starts) < min(e["at"] for e in ends)
     assert len(selfcal_logs(m.project, m.mous_id)) == 1
     before = summary_product(m.project, m.mous_id, FAINT)["metrics"]
     m.project.catalog.retry(m.mous_id, "selfcal")
