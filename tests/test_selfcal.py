@@ -300,8 +300,8 @@ def test_band_summary_reads_auto_selfcal_decisions(tmp_path):
 def test_field_aliases_only_for_unsafe_names():
     from sails.casa.steps.selfcal import field_aliases
 
-    got = field_aliases(["HOPS-56", "G34.43+0.24", "a'b", "a_b", "x;$(y)"])
-    assert got == {"a'b": "a_b_2", "x;$(y)": "x___y_"}
+    got = field_aliases(["HOPS-56", "G34.43+0.24", "a'b", "a_b", "x;$(y)", "1234"])
+    assert got == {"a'b": "a_b_2", "x;$(y)": "x___y_", "1234": "field_1234"}
 
 
 def test_sanitize_matches_auto_selfcal_file_names():

@@ -92,6 +92,8 @@ def field_aliases(names: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in names:
         alias = _SAFE_FIELD.sub("_", name) or "field"
+        if alias.isdigit():  # CASA would read a bare number as a field id
+            alias = f"field_{alias}"
         if alias == name:
             continue
         base, i = alias, 1
