@@ -77,8 +77,10 @@ for fi, f in enumerate(spec["fields"]):
                             index=c.get("alpha", 0.0))
         cl.rename(clname); cl.close()
         sm.predict(complist=clname, incremental=False)
+    sm.close()
     if line:
-        # the line: a point component with a tabular (Gaussian) spectrum on the spw grid
+        # The line: a point source with a Gaussian spectrum, added to DATA directly
+        # (V = S(nu) PB exp(-2 pi i (u l + v m) nu / c)) so the truth is exact.
         ws = spec["spws"][line["spw"]]
         freqs = ws["f0_ghz"] * 1e9 + np.arange(ws["nchan"]) * ws["df_mhz"] * 1e6
         v = 299792.458 * (1 - freqs / (line["rest_ghz"] * 1e9))
@@ -86,17 +88,21 @@ for fi, f in enumerate(spec["fields"]):
         sig = line["fwhm_kms"] / 2.3548
         prof = np.exp(-0.5 * ((v - line["v_kms"]) / sig) ** 2)
         prof = prof / (prof.sum() * dv) * line["int_flux_jykms"]  # Jy per channel
-        clname = out + f".field{fi}.line.cl"
-        cl.done()
-        cl.addcomponent(flux=1.0, fluxunit="Jy", polarization="Stokes",
-                        dir=me.direction("J2000", line["ra"], line["dec"]), shape="point",
-                        freq=f"{freqs[0]}Hz")
-        cl.setspectrum(which=0, type="tabular", tabularfreqs=freqs.tolist(),
-                       tabularflux=prof.tolist(), tabularframe="LSRK")
-        cl.rename(clname); cl.close()
-        sm.setdata(spwid=[line["spw"]], fieldid=[fi])
-        sm.predict(complist=clname, incremental=bool(comps))
-    sm.close()
+        ra0 = qa.convert(f["ra"], "rad")["value"]; de0 = qa.convert(f["dec"], "rad")["value"]
+        ra1 = qa.convert(line["ra"], "rad")["value"]; de1 = qa.convert(line["dec"], "rad")["value"]
+        l = math.cos(de1) * math.sin(ra1 - ra0)
+        m = math.sin(de1) * math.cos(de0) - math.cos(de1) * math.sin(de0) * math.cos(ra1 - ra0)
+        nn = math.sqrt(max(0.0, 1 - l * l - m * m))
+        r = math.asin(math.sqrt(l * l + m * m))
+        fwhm = 1.13 * (299792458.0 / freqs) / 12.0
+        pb = np.exp(-4 * math.log(2) * r ** 2 / fwhm ** 2)
+        tb = casatools.table(); tb.open(out, nomodify=False)
+        sub = tb.query(f"DATA_DESC_ID=={line['spw']} && FIELD_ID=={fi}")
+        uvw = sub.getcol("UVW"); d = sub.getcol("DATA")
+        ph = (2j * math.pi / 299792458.0) * np.outer(freqs, uvw[0] * l + uvw[1] * m
+                                                       + uvw[2] * (nn - 1))
+        d += (prof * pb)[None, :, None] * np.exp(ph)[None, :, :]
+        sub.putcol("DATA", d); sub.close(); tb.close()
 
 # Thermal noise with WEIGHT/SIGMA as a pipeline restore sets them.
 tb = casatools.table(); tb.open(out, nomodify=False)
@@ -112,6 +118,10 @@ for ddid in sorted(set(ddids.tolist())):
     sub.putcol("SIGMA", np.full((npol, nrow), sigma))
     sub.putcol("WEIGHT", np.full((npol, nrow), 1.0 / sigma ** 2))
     sub.close()
+# a split *_targets.ms holds the calibrated data in DATA only
+extra = [c for c in ("MODEL_DATA", "CORRECTED_DATA") if c in tb.colnames()]
+if extra:
+    tb.removecols(extra)
 tb.close()
 print(json.dumps({"ok": True}))
 '''

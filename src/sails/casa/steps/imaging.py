@@ -364,11 +364,9 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                                          calcres=False, calcpsf=False)))
     thr_ss = cfg["singlescale_threshold_sigma"] * sigma
     if Path(mask).exists() and float(np.nansum(st.read(mask))) > 0:
-        fixed = f"{name}.msmask"
-        shutil.rmtree(fixed, ignore_errors=True)
-        shutil.copytree(mask, fixed)
+        # usemask='user' with mask='' keeps the multiscale stage's mask fixed
         single = dict(base, niter=cfg["niter"], deconvolver="hogbom", threshold=f"{thr_ss}Jy",
-                      calcres=False, calcpsf=False, usemask="user", mask=fixed)
+                      calcres=False, calcpsf=False, usemask="user", mask="")
         for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold", "minbeamfrac",
                   "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
             single.pop(k, None)
