@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sails.errors import ConfigError
@@ -186,7 +186,14 @@ class Settings(BaseSettings):
     selfcal: Selfcal = Field(default_factory=Selfcal)
     imaging: Imaging = Field(default_factory=Imaging)
 
-    _toml_data: dict[str, Any] = {}
+    @field_validator("resources", mode="after")
+    @classmethod
+    def _complete_resources(cls, value: dict[str, Resources]) -> dict[str, Resources]:
+        """A file naming some stages keeps the defaults for the others."""
+        unknown = set(value) - set(STAGE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; known: {list(STAGE_NAMES)}")
+        return {**_default_resources(), **value}
 
     @classmethod
     def settings_customise_sources(

@@ -46,9 +46,9 @@ def parse_uid(text: str, what: str = "uid") -> Uid:
     s = text.strip()
     # Measurement-set names carry the EB uid with a suffix: strip the common ones.
     for suffix in (".ms", ".asdm.sdm", "_targets.ms"):
-        if s.endswith(suffix) and _FILE.match(s[: -len(suffix)]):
+        if s.endswith(suffix) and _FILE.fullmatch(s[: -len(suffix)]):
             s = s[: -len(suffix)]
-    m = _URI.match(s) or _FILE.match(s)
+    m = _URI.fullmatch(s) or _FILE.fullmatch(s)
     if not m:
         raise UserInputError(
             f"malformed {what}: {text!r}",

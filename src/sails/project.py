@@ -7,8 +7,8 @@ nearest ancestor of the current directory holding ``sails.toml``.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from sails.config import CONFIG_NAME, DEFAULT_TOML, Settings, load_settings
@@ -20,6 +20,7 @@ from sails.ids import parse_uid
 class Project:
     root: Path
     settings: Settings = field(repr=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     def _dir(self, name: str) -> Path:
         p = Path(name)
@@ -67,11 +68,15 @@ class Project:
     def mous_logs(self, mous: str) -> Path:
         return self.logs / parse_uid(mous, "MOUS uid").fs
 
-    @cached_property
+    @property
     def catalog(self):  # -> Catalog (import kept local: catalog must not import project)
-        from sails.catalog import Catalog
+        """This thread's connection to the catalog (sqlite connections are not shared)."""
+        cat = getattr(self._local, "catalog", None)
+        if cat is None:
+            from sails.catalog import Catalog
 
-        return Catalog(self.catalog_path)
+            cat = self._local.catalog = Catalog(self.catalog_path)
+        return cat
 
     def layout_dirs(self) -> list[Path]:
         return [

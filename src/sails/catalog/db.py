@@ -62,6 +62,21 @@ def new_owner(role: str = "worker") -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def check_stage(name: str) -> str:
     if name not in STAGES:
         raise UserInputError(
@@ -661,6 +676,45 @@ class Catalog:
                            {"lease_owner": None, "lease_expires": None,
                             "attempts": row.attempts + 1})
         return rows
+
+    def requeue(self, stage_id: int, actor: str, reason: str) -> StageRow:
+        """One failed/blocked/skipped stage back to pending (e.g. a transient-failure retry)."""
+        with self.write() as con:
+            row = self._load(con, stage_id)
+            self._move(con, row, "pending", actor, reason, {"error": None, "reason": None})
+            return self._load(con, stage_id)
+
+    def recover_dead_owners(self, actor: str = "recovery") -> list[StageRow]:
+        """Running stages whose owner was a process on this host that no longer exists.
+
+        Owners look like ``role@host:pid:nonce`` (see :func:`new_owner`); a lease held by a
+        dead local process is recovered at once instead of waiting for it to expire.
+        """
+        host = socket.gethostname()
+        dead = []
+        for row in self.stages(status="running"):
+            owner = row.lease_owner or ""
+            try:
+                o_host, o_pid = owner.split("@", 1)[1].split(":")[:2]
+                pid = int(o_pid)
+            except (IndexError, ValueError):
+                continue
+            if o_host != host or pid == os.getpid() or _pid_alive(pid):
+                continue
+            dead.append(row)
+        out = []
+        with self.write() as con:
+            for row in dead:
+                try:
+                    self._move(con, row, "pending", actor,
+                               f"owner {row.lease_owner} is no longer running; recovered",
+                               {"lease_owner": None, "lease_expires": None,
+                                "attempts": row.attempts + 1},
+                               guard_owner=row.lease_owner)
+                except LeaseLostError:
+                    continue  # someone else recovered or finished it meanwhile
+                out.append(self._load(con, row.id))
+        return out
 
     def retry(self, mous_id: str, stage: str | None = None, actor: str = "user") -> list[StageRow]:
         """failed/blocked (and skipped, when named) stages of a MOUS back to pending."""

@@ -16,6 +16,20 @@ from sails.casaenv import casa_env
 from sails.execution.base import JobResult, JobSpec, read_manifest
 
 
+def _die_with_parent() -> None:
+    """Child side, before exec: get SIGKILL when the orchestrator dies (Linux prctl).
+
+    A CASA job whose orchestrator was killed must not keep writing into the project space
+    while the next run redoes the stage.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -51,7 +65,7 @@ class LocalBackend:
             proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=casa_env(job.env), cwd=str(job.output_dir.parent),
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
             if on_started:
                 on_started(f"local:{proc.pid}")

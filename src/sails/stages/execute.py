@@ -24,6 +24,7 @@ class StageReport:
     status: str
     message: str | None
     transient: bool = False
+    job_wall_s: float = 0.0  # the jobs' own wall times (for overhead measurements)
 
 
 class _Heartbeat:
@@ -59,6 +60,13 @@ class _Heartbeat:
 
 def run_claimed(project, row: StageRow, owner: str, backend_name: str | None = None) -> StageReport:
     """Execute a stage the caller has claimed, and record its outcome."""
+    report, ctx = _run_and_record(project, row, owner, backend_name)
+    report.job_wall_s = sum(j.wall_s for j in ctx.jobs)
+    return report
+
+
+def _run_and_record(project, row: StageRow, owner: str,
+                    backend_name: str | None) -> tuple[StageReport, StageContext]:
     catalog: Catalog = project.catalog
     settings = project.settings
     backend = get_backend(backend_name or settings.backend_for(row.stage), project)
@@ -70,18 +78,18 @@ def run_claimed(project, row: StageRow, owner: str, backend_name: str | None = N
     except TransientError as exc:
         msg = exc.one_line()
         final = catalog.fail(row.id, owner, f"transient: {msg}")
-        return StageReport(final, "failed", msg, transient=True)
+        return StageReport(final, "failed", msg, transient=True), ctx
     except CasaJobError as exc:
         final = catalog.fail(row.id, owner, exc.one_line())
-        return StageReport(final, "failed", exc.one_line())
+        return StageReport(final, "failed", exc.one_line()), ctx
     except SailsError as exc:
         final = catalog.fail(row.id, owner, exc.one_line())
-        return StageReport(final, "failed", exc.one_line())
+        return StageReport(final, "failed", exc.one_line()), ctx
     except Exception as exc:  # noqa: BLE001 - a bug in a stage still ends recorded
         tb = traceback.format_exc(limit=8)
         msg = f"internal error {type(exc).__name__}: {exc}"
         final = catalog.fail(row.id, owner, f"{msg}\n{tb}")
-        return StageReport(final, "failed", msg)
+        return StageReport(final, "failed", msg), ctx
     if outcome.status == "done":
         final = catalog.complete(row.id, owner, outcome.products, outcome.reason)
     elif outcome.status == "skipped":
@@ -92,7 +100,7 @@ def run_claimed(project, row: StageRow, owner: str, backend_name: str | None = N
         if outcome.products:
             catalog.add_products(row.id, owner, outcome.products)
         final = catalog.block(row.id, owner, outcome.reason or "blocked")
-    return StageReport(final, final.status, outcome.reason)
+    return StageReport(final, final.status, outcome.reason), ctx
 
 
 def run_one(project, stages=None, mous=None, owner: str | None = None,

@@ -1,0 +1,122 @@
+"""The dispatch loop behind ``sails run`` and the Prefect flows.
+
+It recovers dead or expired leases, then keeps up to N stages running: each is claimed in
+the catalog first (the claim is the lock, so two engines never run the same stage), run by
+:func:`sails.stages.execute.run_claimed`, and recorded. Transient failures are requeued with
+exponential backoff up to ``execution.max_attempts``; data errors are not retried. The loop
+ends when nothing in scope is runnable and nothing is running.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from sails.catalog import STAGES, StageRow, new_owner
+from sails.catalog.db import check_stage
+from sails.errors import LeaseLostError
+from sails.ids import mous_uri
+from sails.stages.execute import StageReport, run_claimed
+
+
+def stages_until(until: str | None) -> list[str]:
+    if until is None:
+        return [s for s in STAGES if s != "cleanup"]
+    check_stage(until)
+    return list(STAGES[: STAGES.index(until) + 1])
+
+
+@dataclass
+class RunSummary:
+    reports: list[StageReport] = field(default_factory=list)
+    wall_s: float = 0.0
+    job_wall_s: float = 0.0  # sum of the CASA/transfer jobs' own wall times
+    recovered: int = 0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ran(self) -> int:
+        return len(self.reports)
+
+
+def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for row in project.catalog.stages():
+        if mous and row.mous_id not in mous:
+            continue
+        out.setdefault(row.stage, {}).setdefault(row.status, 0)
+        out[row.stage][row.status] += 1
+    return out
+
+
+def run_pipeline(
+    project,
+    *,
+    mous: Iterable[str] | None = None,
+    until: str | None = None,
+    max_parallel: int | None = None,
+    backend: str | None = None,
+    on_event: Callable[[str, StageRow | StageReport], None] | None = None,
+    stop: threading.Event | None = None,
+    run_stage: Callable[..., StageReport] = run_claimed,
+) -> RunSummary:
+    """Process everything runnable in scope; return when idle."""
+    settings = project.settings
+    catalog = project.catalog
+    mous_list = [mous_uri(m) for m in mous] if mous else None
+    if mous_list:
+        for m in mous_list:
+            catalog.mous(m)  # clear error for an unknown MOUS
+    allowed = stages_until(until)
+    slots = max_parallel or settings.execution.effective_slots()
+    owner = new_owner("run")
+    lease = settings.execution.lease_seconds
+    summary = RunSummary()
+    t0 = time.time()
+    summary.recovered = len(catalog.recover_dead_owners()) + len(catalog.recover_expired())
+    retry_at: dict[int, float] = {}
+    running: dict[Future, StageRow] = {}
+    notify = on_event or (lambda kind, obj: None)
+    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="stage") as pool:
+        while True:
+            now = time.time()
+            for stage_id, when in list(retry_at.items()):
+                if when <= now:
+                    del retry_at[stage_id]
+                    catalog.requeue(stage_id, owner, "retrying after a transient failure")
+            while len(running) < slots and not (stop and stop.is_set()):
+                row = catalog.claim_next(owner, lease, stages=allowed, mous=mous_list)
+                if row is None:
+                    break
+                notify("started", row)
+                # Each stage runs in a copy of this context (Prefect's flow-run context rides
+                # along when the engine runs inside a flow).
+                ctx = contextvars.copy_context()
+                fut = pool.submit(ctx.run, run_stage, project, row, owner, backend)
+                running[fut] = row
+            if not running:
+                if retry_at and not (stop and stop.is_set()):
+                    time.sleep(max(0.05, min(retry_at.values()) - time.time()))
+                    continue
+                break
+            done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                row = running.pop(fut)
+                try:
+                    report = fut.result()
+                except LeaseLostError as exc:
+                    report = StageReport(row, "lost", exc.one_line())
+                summary.reports.append(report)
+                summary.job_wall_s += getattr(report, "job_wall_s", 0.0)
+                notify("finished", report)
+                attempts = report.row.attempts
+                if report.transient and attempts < settings.execution.max_attempts:
+                    delay = settings.download.backoff_seconds * (2 ** (attempts - 1))
+                    retry_at[report.row.id] = time.time() + delay
+    summary.wall_s = time.time() - t0
+    summary.counts = _scope_counts(project, mous_list)
+    return summary

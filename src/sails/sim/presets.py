@@ -1,0 +1,151 @@
+"""Ready-made simulations: ``tiny`` (tests, seconds), ``selfcal`` (one demo-sized MOUS with
+strong phase errors), ``demo`` (two MOUS, three targets, for the pipeline demo).
+
+Each preset is a function returning a list of :class:`MousSpec`; ``customize`` applies the
+CLI's overrides (counts, band, names, phase rms) on top of a preset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from sails.errors import UserInputError
+from sails.sim.spec import BAND_LINES, Component, LineSpec, MousSpec, TargetSpec
+
+# Sky positions of made-up but plausible star-forming regions, with names of the kinds ALMA
+# archives hold (hyphens, plus signs, dots).
+_SKY = [
+    ("HOPS-56", 83.86542, -5.15972),
+    ("HOPS-315", 83.88204, -5.09842),
+    ("G34.43+0.24", 283.32771, 1.41917),
+    ("IRAS16293B", 248.09458, -24.47556),
+    ("Elias29", 246.85917, -24.37472),
+    ("L1527", 69.97458, 26.05278),
+]
+
+
+def default_line(band: int, strength: float = 1.0) -> LineSpec:
+    name, rest = BAND_LINES[band]
+    return LineSpec(name=name, rest_freq_ghz=rest, core_flux_jykms=0.6 * strength,
+                    arc_flux_jykms=0.6 * strength)
+
+
+def disk(flux_jy: float, extended: bool = True) -> list[Component]:
+    """A compact source plus (optionally) a resolved envelope, thermal dust spectrum."""
+    comps = [Component(0.0, 0.0, flux_jy, 2.3, "point")]
+    if extended:
+        comps.append(Component(0.6, -0.4, 1.6 * flux_jy, 2.0, "gaussian", 1.2, 0.7, 35.0))
+    return comps
+
+
+def tiny() -> list[MousSpec]:
+    """Seconds to generate: 12 antennas, 1 EB, 2 targets, few channels, bright sky."""
+    t1 = TargetSpec("HOPS-56", 83.86542, -5.15972,
+                    [Component(0.0, 0.0, 0.05, 2.3, "point"),
+                     Component(1.5, 1.0, 0.04, 2.0, "gaussian", 1.6, 1.0, 60.0)],
+                    LineSpec(core_flux_jykms=2.0, arc_flux_jykms=1.5))
+    t2 = TargetSpec("G34.43+0.24 MM'1", 83.95, -5.05, [Component(-0.8, 0.5, 0.03, 2.5)])
+    return [MousSpec(targets=[t1, t2], band=6, config=1, n_antennas=12, n_ebs=1,
+                     continuum_nchan=8, line_nchan=32, line_chan_khz=488.28125,
+                     bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=36.0,
+                     n_cycles=3, label="tiny")]
+
+
+def selfcal_mous(phase_rms_deg: float = 60.0) -> MousSpec:
+    """Demo-sized MOUS (20 antennas, 2 EBs x 2 targets, 4 spws) where self-cal pays off."""
+    t1 = TargetSpec("HOPS-56", 83.86542, -5.15972, disk(0.008), default_line(6))
+    t2 = TargetSpec("HOPS-315", 83.88204, -5.09842, disk(0.005, extended=False))
+    return MousSpec(targets=[t1, t2], band=6, config=2, n_antennas=20, n_ebs=2,
+                    continuum_nchan=16, line_nchan=64, line_chan_khz=244.140625,
+                    integration_s=10.08, bandpass_scan_s=60.0, phasecal_scan_s=30.0,
+                    target_scan_s=90.0, n_cycles=4, phase_rms_deg=phase_rms_deg,
+                    phase_timescale_s=90.0, label="selfcal")
+
+
+def selfcal() -> list[MousSpec]:
+    return [selfcal_mous()]
+
+
+def demo() -> list[MousSpec]:
+    """Two MOUS, three targets: one MOUS with 60 deg phase errors, one nearly clean."""
+    b = MousSpec(targets=[TargetSpec("G34.43+0.24", 283.32771, 1.41917, disk(0.012),
+                                     default_line(6, 1.5))],
+                 band=6, config=2, n_antennas=16, n_ebs=1, continuum_nchan=16,
+                 line_nchan=64, integration_s=10.08, target_scan_s=120.0, n_cycles=3,
+                 phase_rms_deg=10.0, label="demo-b")
+    return [replace(selfcal_mous(), label="demo-a"), b]
+
+
+PRESETS: dict[str, Callable[[], list[MousSpec]]] = {
+    "tiny": tiny,
+    "selfcal": selfcal,
+    "demo": demo,
+}
+
+
+def preset(name: str) -> list[MousSpec]:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise UserInputError(f"unknown preset {name!r}",
+                             hint=f"choose one of {', '.join(PRESETS)}") from None
+
+
+def customize(specs: list[MousSpec], *, n_mous: int | None = None, n_targets: int | None = None,
+              n_ebs: int | None = None, band: int | None = None,
+              phase_rms_deg: float | None = None, n_antennas: int | None = None,
+              names: list[str] | None = None, datacolumn: str | None = None) -> list[MousSpec]:
+    """Apply command-line style overrides to a preset's MOUS list (validated later)."""
+    if band is not None and band not in BAND_LINES:
+        raise UserInputError(f"unknown band {band!r}", hint="use band 3, 6 or 7")
+    base_count = len(specs)
+    if n_mous is not None:
+        if not 1 <= n_mous <= 50:
+            raise UserInputError(f"n_mous must be between 1 and 50, got {n_mous}")
+        specs = [specs[i % base_count] for i in range(n_mous)]
+    out: list[MousSpec] = []
+    sky_i = 0
+    name_iter = iter(names or [])
+    for k, spec in enumerate(specs):
+        targets = list(spec.targets)
+        new_band = band if band is not None else spec.band
+        if n_targets is not None:
+            if not 1 <= n_targets <= 3:
+                raise UserInputError(f"a MOUS has 1 to 3 science targets, got {n_targets}")
+            while len(targets) < n_targets:
+                base = targets[-1]
+                targets.append(replace(base, name=f"{base.name}-{len(targets) + 1}",
+                                       ra_deg=base.ra_deg + 0.05, dec_deg=base.dec_deg + 0.04,
+                                       components=disk(0.006), line=None))
+            targets = targets[:n_targets]
+        if k >= base_count:
+            # a repeated preset MOUS: move it on the sky and rename its targets
+            name, ra, dec = _SKY[sky_i % len(_SKY)]
+            sky_i += 1
+            targets = [replace(t, name=f"{name}-{k}-{j}" if j else f"{name}-{k}",
+                               ra_deg=(ra + 0.03 * j) % 360, dec_deg=dec + 0.02 * j)
+                       for j, t in enumerate(targets)]
+        renamed = []
+        for t in targets:
+            nm = next(name_iter, None)
+            t = replace(t, name=nm) if nm is not None else t
+            if band is not None and t.line is not None:
+                t = replace(t, line=default_line(new_band) if new_band != spec.band else t.line)
+            renamed.append(t)
+        changes: dict = {"targets": renamed, "band": new_band}
+        if band is not None and band != spec.band:
+            changes["spws"] = None
+        if n_ebs is not None:
+            changes["n_ebs"] = n_ebs
+        if phase_rms_deg is not None:
+            changes["phase_rms_deg"] = phase_rms_deg
+        if n_antennas is not None:
+            changes["n_antennas"] = n_antennas
+        if datacolumn is not None:
+            changes["datacolumn"] = datacolumn
+        out.append(replace(spec, **changes))
+    leftover = list(name_iter)
+    if leftover:
+        raise UserInputError(f"{len(leftover)} more target names than targets: {leftover!r}")
+    return out

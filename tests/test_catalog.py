@@ -1,0 +1,174 @@
+"""The catalog and its state machine, on a real SQLite file."""
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sails.catalog import SCHEMA_VERSION, Catalog, Product
+from sails.errors import CatalogError, IllegalTransitionError, LeaseLostError, UserInputError
+
+MOUS = "uid://A001/X1465/X15b"
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def cat(tmp_path):
+    c = Catalog(tmp_path / "db" / "c.sqlite")
+    c.upsert_project({"project_code": "2019.1.00195.L", "pi_name": "Someone"})
+    c.upsert_mous({"mous_id": MOUS, "project_code": "2019.1.00195.L", "num_asdms": 2})
+    for name, spw in [("IRAS 4A", 25), ("IRAS 4A", 27), ("Per-emb 'x' +1", 25)]:
+        c.upsert_target({"mous_id": MOUS, "alma_source_name": name,
+                         "obs_id": f"uid://A001/X1465/X15b.source.{name}.spw.{spw}",
+                         "spw_id": spw})
+    yield c
+    c.close()
+
+
+def test_pragmas_and_rows(cat):
+    assert cat.journal_mode == "wal"
+    assert cat.con.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert cat.schema_version() == SCHEMA_VERSION
+    assert cat.target_names(MOUS) == ["IRAS 4A", "Per-emb 'x' +1"]
+    stages = {(s.stage, s.target) for s in cat.stages(MOUS)}
+    assert stages == {("download", ""), ("verify", ""), ("split", ""),
+                      ("selfcal", "IRAS 4A"), ("image", "IRAS 4A"),
+                      ("selfcal", "Per-emb 'x' +1"), ("image", "Per-emb 'x' +1")}
+
+
+def test_upsert_is_idempotent(cat):
+    assert cat.upsert_mous({"mous_id": MOUS, "project_code": "2019.1.00195.L",
+                            "num_asdms": 2}) == "unchanged"
+    assert cat.upsert_mous({"mous_id": "uid___A001_X1465_X15b", "num_asdms": 3}) == "updated"
+    assert cat.mous(MOUS)["num_asdms"] == 3
+
+
+def test_check_constraints_enforced(cat):
+    with pytest.raises(sqlite3.IntegrityError):
+        cat.con.execute("UPDATE stages SET status = 'in_progress' WHERE id = 1")
+    with pytest.raises(sqlite3.IntegrityError):
+        cat.con.execute("INSERT INTO stages (mous_id, target, stage, updated_at)"
+                        " VALUES (?, '', 'transmogrify', 0)", (MOUS,))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        cat.con.execute("DELETE FROM events")
+
+
+def test_dependency_order_and_lifecycle(cat):
+    owner = "w1"
+    assert [s.stage for s in cat.runnable()] == ["download"]
+    row = cat.claim_next(owner)
+    assert row.status == "running" and row.lease_owner == owner
+    assert cat.claim_next("w2") is None  # nothing else is runnable yet
+    cat.complete(row.id, owner, [Product("ms", "/x/a.ms", bytes=10)])
+    assert [s.stage for s in cat.runnable()] == ["verify"]
+    v = cat.claim_next(owner)
+    cat.fail(v.id, owner, "no OBSERVE_TARGET intent in a.ms")
+    v2 = cat.stage(v.id)
+    assert v2.status == "failed" and v2.attempts == 1 and "OBSERVE_TARGET" in v2.error
+    assert cat.runnable() == []
+    cat.retry(MOUS)
+    v = cat.claim_next(owner)
+    cat.complete(v.id, owner)
+    s = cat.claim_next(owner)
+    cat.complete(s.id, owner, [Product("split_ms", "/x/a_targets.ms", bytes=5)])
+    assert sorted(r.stage + ":" + r.target for r in cat.runnable()) == [
+        "selfcal:IRAS 4A", "selfcal:Per-emb 'x' +1"]
+    sc = cat.claim_next(owner, stages=["selfcal"])
+    cat.skip(sc.id, owner, "source too faint for self-calibration")
+    im = cat.runnable(stages=["image"])
+    assert [r.target for r in im] == [sc.target]  # image proceeds after a skipped selfcal
+    events = cat.events(MOUS)
+    transitions = [(e["stage"], e["from_status"], e["to_status"]) for e in events
+                   if e["from_status"]]
+    assert ("verify", "running", "failed") in transitions
+    assert ("verify", "failed", "pending") in transitions
+    assert all(e["actor"] for e in events)
+    assert [p["kind"] for p in cat.products(MOUS)] == ["ms", "split_ms"]
+
+
+def test_illegal_transitions(cat):
+    d = cat.find_stage(MOUS, "download")
+    with pytest.raises(LeaseLostError):
+        cat.complete(d.id, "nobody")  # pending: no lease to complete with
+    row = cat.claim(d.id, "w1")
+    with pytest.raises(LeaseLostError):
+        cat.complete(d.id, "w2")  # not the lease holder
+    cat.complete(row.id, "w1")
+    with pytest.raises(IllegalTransitionError):
+        cat.skip(d.id, None, "why")  # done -> skipped is not allowed
+    with pytest.raises(IllegalTransitionError):
+        cat.block(d.id, None, "why")
+    assert cat.claim(d.id, "w3") is None  # done is not claimable
+    with pytest.raises(UserInputError, match="unknown stage"):
+        cat.reset(MOUS, "transmogrify")
+
+
+def test_reset_cascades_and_refuses_running(cat):
+    o = "w"
+    for _ in range(3):
+        r = cat.claim_next(o)
+        cat.complete(r.id, o, [Product(r.stage, f"/p/{r.stage}", bytes=1)])
+    sc = cat.claim_next(o, stages=["selfcal"])
+    with pytest.raises(IllegalTransitionError, match="running"):
+        cat.reset(MOUS, "verify")
+    rows = cat.reset(MOUS, "verify", force=True)
+    assert {r.stage for r in rows} == {"verify", "split", "selfcal"}
+    assert cat.find_stage(MOUS, "download").status == "done"
+    assert {p["stage"] for p in cat.products(MOUS)} == {"download"}
+    assert cat.stage(sc.id).status == "pending"
+
+
+def test_lease_expiry_recovery(cat):
+    r = cat.claim_next("dead", lease_seconds=0.0)
+    assert r is not None
+    rec = cat.recover_expired(now=r.lease_expires + 1)
+    assert [x.id for x in rec] == [r.id]
+    row = cat.stage(r.id)
+    assert row.status == "pending" and row.attempts == 1 and row.lease_owner is None
+    with pytest.raises(LeaseLostError):
+        cat.complete(r.id, "dead")  # the dead owner's late completion is refused
+    assert cat.claim_next("alive").id == r.id
+
+
+def test_renew(cat):
+    r = cat.claim_next("w", lease_seconds=10)
+    cat.renew(r.id, "w", 1000)
+    assert cat.stage(r.id).lease_expires > r.lease_expires
+    with pytest.raises(LeaseLostError):
+        cat.renew(r.id, "other", 10)
+
+
+def test_migrates_v1_file_without_losing_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    shutil.copy(DATA / "catalog_v1.sqlite", path)
+    c = Catalog(path)
+    assert c.schema_version() == SCHEMA_VERSION
+    assert c.mous_ids() == ["uid://A001/X1465/X15b"]
+    split = c.find_stage("uid://A001/X1465/X15b", "split")
+    assert split.status == "failed" and split.error == "disk full" and split.job_ref is None
+    assert len(c.events("uid://A001/X1465/X15b")) == 1
+    assert c.products()[0]["bytes"] == 1234
+    c.retry("uid://A001/X1465/X15b")  # and the migrated file works
+    assert c.find_stage("uid://A001/X1465/X15b", "split").status == "pending"
+    c.close()
+    assert Catalog(path).schema_version() == SCHEMA_VERSION  # reopening is a no-op
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "c.sqlite"
+    bad.write_bytes(b"this is not sqlite at all, just some bytes\n" * 100)
+    before = bad.read_bytes()
+    with pytest.raises(CatalogError, match="not a usable SQLite catalog"):
+        Catalog(bad)
+    assert bad.read_bytes() == before
+
+
+def test_newer_schema_refused(tmp_path):
+    p = tmp_path / "c.sqlite"
+    Catalog(p).close()
+    con = sqlite3.connect(p)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(CatalogError, match="newer than this sails"):
+        Catalog(p)
