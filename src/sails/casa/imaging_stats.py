@@ -100,6 +100,19 @@ def _deg(q: dict[str, Any]) -> float:
     return float(casatools.quanta().convert(q, "deg")["value"])
 
 
+def psf_sidelobe(psf: str, beam_arcsec: list[float], cell_arcsec: float) -> float:
+    """Largest |PSF| outside one beam FWHM of the peak (middle plane of a cube)."""
+    data = read(psf)
+    plane = data[:, :, 0, data.shape[-1] // 2]
+    if not np.isfinite(plane).any() or not beam_arcsec:
+        return 0.0
+    x0, y0 = np.unravel_index(np.nanargmax(plane), plane.shape)
+    xx, yy = np.indices(plane.shape)
+    r = np.hypot(xx - x0, yy - y0) * cell_arcsec
+    outside = (r > beam_arcsec[0]) & np.isfinite(plane)
+    return float(np.abs(plane[outside]).max()) if outside.any() else 0.0
+
+
 def beam_area_pixels(beam_arcsec: list[float], cell_arcsec: float) -> float:
     return math.pi * beam_arcsec[0] * beam_arcsec[1] / (4 * math.log(2)) / cell_arcsec**2
 

@@ -96,10 +96,28 @@ def run_tclean(label: str, **kw: Any) -> dict[str, Any]:
             "nmajordone": int(summary.get("nmajordone", 0))}
 
 
-def _check_finite(label: str, image: str) -> None:
+def sidelobe_guard(cfg: dict[str, Any], psf_sidelobe: float, ctx=None, label: str = "") -> float:
+    """auto-multithresh masks nothing when sidelobethreshold x PSF sidelobe level >= 1 (a
+    sparse snapshot PSF); lower the factor so that at least emission above 0.8 x the peak
+    residual can be masked."""
+    slt = float(cfg["sidelobethreshold"])
+    if psf_sidelobe > 0 and slt * psf_sidelobe > 0.8:
+        new = max(1.0, 0.8 / psf_sidelobe)
+        if ctx is not None:
+            ctx.warn(f"{label}: PSF sidelobe level {psf_sidelobe:.2f}; sidelobethreshold "
+                     f"lowered from {slt} to {new:.2f} so auto-masking can find emission")
+        return new
+    return slt
+
+
+def _check_finite(label: str, image: str, cleaned: bool) -> None:
+    """Refuse an image with no finite pixel or absurd values, saying which it is."""
     data = st.read(image)
     if not np.isfinite(data).any():
-        raise ImagingFailed(f"{label}: the image has no finite pixel (all data flagged?)")
+        if cleaned:
+            raise ImagingFailed(f"{label}: deconvolution diverged (the restored image has no "
+                                "finite pixel); try a lower imaging.gain or a higher threshold")
+        raise ImagingFailed(f"{label}: the dirty image has no finite pixel (all data flagged?)")
     peak = float(np.nanmax(np.abs(data)))
     if not math.isfinite(peak) or peak > 1e6:
         raise ImagingFailed(f"{label}: image values are absurd (|peak| {peak:.3g} Jy/beam); "
@@ -190,7 +208,9 @@ def image_continuum(ctx) -> dict[str, Any]:
     runs = [run_tclean(label, **dict(base, niter=0))]
     image, pb, resid, mask = (f"{name}.image{tt}", f"{name}.pb{tt}", f"{name}.residual{tt}",
                               f"{name}.mask")
-    _check_finite(label, resid)
+    sidelobe = st.psf_sidelobe(f"{name}.psf{tt}", st.beam(image), plan["cell_arcsec"])
+    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
+    _check_finite(label, resid, cleaned=False)
     rms_dirty = st.noise(resid, pb, cfg["pblimit"])
     rms = rms_dirty
     thresholds = []
@@ -204,7 +224,7 @@ def image_continuum(ctx) -> dict[str, Any]:
             rms = new
             break
         rms = new
-    _check_finite(label, image)
+    _check_finite(label, image, cleaned=True)
     pbcor = _pbcor(image, pb, f"{name}.pbcor", cfg["pblimit"])
 
     out = ctx.out
@@ -226,6 +246,7 @@ def image_continuum(ctx) -> dict[str, Any]:
         "rms_ratio": (rms_final / theo) if theo else None, "peak": peak,
         "dynamic_range": peak_flat / rms_final if rms_final else None, "beam": bm,
         "flux_imfit": fit.get("flux_jy"), "imfit": fit, "thresholds_jy": thresholds,
+        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
         "cell_arcsec": plan["cell_arcsec"], "imsize": plan["imsize"],
         "robust": cfg["robust"], "weighting": cfg["weighting"],
         "deconvolver": cont["deconvolver"], "tclean": runs,
@@ -339,7 +360,9 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     runs = [run_tclean(label, **dict(base, niter=0, deconvolver="hogbom"))]
     image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
                               f"{name}.mask")
-    _check_finite(label, resid)
+    sidelobe = st.psf_sidelobe(f"{name}.psf", st.beam(image), plan["cell_arcsec"])
+    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
+    _check_finite(label, resid, cleaned=False)
     sigma = st.noise(resid, pb, cfg["pblimit"])
     if not sigma > 0:
         raise ImagingFailed(f"{label}: the dirty cube has zero noise (no data?)")
@@ -371,7 +394,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                   "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
             single.pop(k, None)
         runs.append(run_tclean(label, **single))
-    _check_finite(label, image)
+    _check_finite(label, image, cleaned=True)
     pbcor = _pbcor(image, pb, f"{name}.pbcor", cfg["pblimit"])
 
     # Signal mask for the moments: hysteresis on the flat-noise cube, plus the clean mask.
@@ -421,6 +444,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         "flux_imfit": mom0_fit.get("flux_jy"), "imfit": mom0_fit,
         "line_flux_jykms": line_flux, "velocity_centroid_kms": centroid,
         "thresholds_jy": [thr_ms, thr_ss], "edge_snr": edge_snr,
+        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
         "edge_emission": bool(edge_emission), "tclean": runs, "spectral": spectral,
         "cell_arcsec": cell, "imsize": plan["imsize"],
     }
