@@ -63,18 +63,22 @@ def split_targets(vis: Path, out: Path) -> Path:
     return out
 
 
-def make_mous(project, spec: MousSpec, seed: int) -> dict:
-    """Simulate ``spec`` into the project's datasets, split it, and register it in the
-    catalog with download/verify/split done and self-cal skipped for every target."""
-    sim_root = project.root / "sim"
-    folder = simulate_mous(sim_root, spec, seed=seed)
+def simulate_split(root: Path, spec: MousSpec, seed: int) -> dict:
+    """Simulate ``spec`` under ``root/sim`` and split every EB to ``*_targets.ms``."""
+    folder = simulate_mous(root / "sim", spec, seed=seed)
     truth = json.loads((folder / "truth.json").read_text())
-    mous_id = truth["mous_uid"]
-    mous_dir = project.mous_dir(mous_id)
     splits = []
     for eb in truth["ebs"]:
         ms = folder / Path(eb["ms"]).name
-        splits.append(split_targets(ms, mous_dir / "splits" / f"{eb['fs']}_targets.ms"))
+        splits.append(split_targets(ms, root / "splits" / truth["mous_fs"]
+                                    / f"{eb['fs']}_targets.ms"))
+    return {"truth": truth, "mous_id": truth["mous_uid"], "splits": splits, "folder": folder}
+
+
+def register(project, data: dict) -> str:
+    """Put a simulated MOUS in the project's catalog: download/verify/split done (the split
+    products recorded), self-cal skipped for every target, so ``image`` is runnable."""
+    truth, mous_id = data["truth"], data["mous_id"]
     cat = project.catalog
     cat.upsert_mous({"mous_id": mous_id})
     for t in truth["targets"]:
@@ -83,9 +87,9 @@ def make_mous(project, spec: MousSpec, seed: int) -> dict:
     owner = new_owner("test")
     for stage in ("download", "verify", "split"):
         row = cat.claim(cat.find_stage(mous_id, stage).id, owner)
-        prods = [Product("split_ms", str(p)) for p in splits] if stage == "split" else []
+        prods = [Product("split_ms", str(p)) for p in data["splits"]] if stage == "split" else []
         cat.complete(row.id, owner, prods)
     for t in truth["targets"]:
         cat.skip(cat.find_stage(mous_id, "selfcal", t["name"]).id, None,
                  "self-cal not attempted in this test")
-    return {"truth": truth, "mous_id": mous_id, "splits": splits, "folder": folder}
+    return mous_id

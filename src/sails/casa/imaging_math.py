@@ -58,10 +58,7 @@ def sky_freq(v_kms: float, rest_hz: float) -> float:
 
 def channels_in(freqs: Sequence[float], lo_hz: float, hi_hz: float) -> list[int]:
     """Indices of channels whose centre lies in [lo, hi] (half a channel of slack each side)."""
-    if len(freqs) > 1:
-        half = abs(freqs[1] - freqs[0]) / 2
-    else:
-        half = 0.0
+    half = abs(freqs[1] - freqs[0]) / 2 if len(freqs) > 1 else 0.0
     return [i for i, f in enumerate(freqs) if lo_hz - half <= f <= hi_hz + half]
 
 

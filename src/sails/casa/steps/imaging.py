@@ -26,6 +26,8 @@ from sails.casa import imaging_stats as st
 from sails.casa.imaging_math import C_KMS
 
 PLAN_NAME = "plan.json"
+CALLS_NAME = "casa_calls.json"
+CALLS_SCRIPT = "casa_calls.py"
 DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle",
                   6: "the peak residual grew by more than 3x above its minimum"}
 
@@ -55,6 +57,43 @@ def _casa_dir(ctx) -> Path:
     return d
 
 
+def casa_task(ctx, task: str, **kw: Any) -> Any:
+    """Call a casatasks task and record it (JSON + a paste-ready script beside the products;
+    paths inside the job folder are written as ``{out}``)."""
+    import casatasks
+
+    path = ctx.out / CALLS_NAME
+    calls = json.loads(path.read_text()) if path.exists() else []
+    staged = str(ctx.out)
+
+    def rel(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace(staged, "{out}")
+        if isinstance(v, list):
+            return [rel(x) for x in v]
+        return v
+
+    calls.append({"task": task, "args": {k: rel(v) for k, v in kw.items()}})
+    path.write_text(json.dumps(calls, indent=1))
+    final = str(ctx.final_path(path))[: -len(CALLS_NAME) - 1]
+    lines = ["# CASA calls of this imaging job (OUT = this folder); runs in any CASA 6.",
+             "import casatasks", f"OUT = {final!r}", ""]
+    for c in calls:
+        args = ", ".join(f"{k}={_py(v)}" for k, v in c["args"].items())
+        lines.append(f"casatasks.{c['task']}({args})")
+    (ctx.out / CALLS_SCRIPT).write_text("\n".join(lines) + "\n")
+    return getattr(casatasks, task)(**kw)
+
+
+def _py(v: Any) -> str:
+    """Python source for a recorded argument, with ``{out}`` as ``OUT``."""
+    if isinstance(v, str) and "{out}" in v:
+        return "OUT + " + repr(v.split("{out}", 1)[1]) if v.startswith("{out}") else repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_py(x) for x in v) + "]"
+    return repr(v)
+
+
 def _mask_params(cfg: dict[str, Any], cube: bool) -> dict[str, Any]:
     return {
         "usemask": "auto-multithresh",
@@ -69,12 +108,10 @@ def _mask_params(cfg: dict[str, Any], cube: bool) -> dict[str, Any]:
     }
 
 
-def run_tclean(label: str, **kw: Any) -> dict[str, Any]:
+def run_tclean(ctx, label: str, **kw: Any) -> dict[str, Any]:
     """tclean with a clear error for divergence, memory exhaustion and silent failures."""
-    import casatasks
-
     try:
-        summary = casatasks.tclean(**kw)
+        summary = casa_task(ctx, "tclean", **kw)
     except MemoryError:
         raise ImagingFailed(f"{label}: out of memory in tclean (imsize {kw.get('imsize')}, "
                             f"nchan {kw.get('nchan', 1)}); give the image stage more RAM or "
@@ -126,9 +163,7 @@ def _check_finite(label: str, image: str, cleaned: bool) -> None:
 
 def _export(ctx, image: str, fits: Path, *, velocity: bool = False,
             dropstokes: bool = True) -> str:
-    import casatasks
-
-    casatasks.exportfits(imagename=image, fitsimage=str(fits), velocity=velocity,
+    casa_task(ctx, "exportfits", imagename=image, fitsimage=str(fits), velocity=velocity,
                          optical=False, dropstokes=dropstokes, dropdeg=False, overwrite=True,
                          history=False)
     if not fits.exists():
@@ -136,11 +171,10 @@ def _export(ctx, image: str, fits: Path, *, velocity: bool = False,
     return ctx.final_path(fits)
 
 
-def _pbcor(image: str, pb: str, out: str, pblimit: float) -> str:
-    import casatasks
-
+def _pbcor(ctx, image: str, pb: str, out: str, pblimit: float) -> str:
     shutil.rmtree(out, ignore_errors=True)
-    casatasks.impbcor(imagename=image, pbimage=pb, outfile=out, cutoff=pblimit, overwrite=True)
+    casa_task(ctx, "impbcor", imagename=image, pbimage=pb, outfile=out, cutoff=pblimit,
+              overwrite=True)
     return out
 
 
@@ -205,7 +239,7 @@ def image_continuum(ctx) -> dict[str, Any]:
                 reffreq=f"{cont['reffreq_hz']}Hz" if cont["nterms"] == 2 else "",
                 restoringbeam="", scales=[0] if cont["nterms"] == 2 else [],
                 **_mask_params(cfg, cube=False))
-    runs = [run_tclean(label, **dict(base, niter=0))]
+    runs = [run_tclean(ctx, label, **dict(base, niter=0))]
     image, pb, resid, mask = (f"{name}.image{tt}", f"{name}.pb{tt}", f"{name}.residual{tt}",
                               f"{name}.mask")
     sidelobe = st.psf_sidelobe(f"{name}.psf{tt}", st.beam(image), plan["cell_arcsec"])
@@ -217,7 +251,7 @@ def image_continuum(ctx) -> dict[str, Any]:
     for _ in range(max(1, int(cfg["cont_max_rounds"]))):
         thr = cfg["cont_threshold_sigma"] * rms
         thresholds.append(thr)
-        runs.append(run_tclean(label, **dict(base, niter=cfg["niter"], threshold=f"{thr}Jy",
+        runs.append(run_tclean(ctx, label, **dict(base, niter=cfg["niter"], threshold=f"{thr}Jy",
                                              calcres=False, calcpsf=False)))
         new = st.noise(resid, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
         if not (new < 0.8 * rms) or runs[-1]["iterdone"] == 0:
@@ -225,7 +259,7 @@ def image_continuum(ctx) -> dict[str, Any]:
             break
         rms = new
     _check_finite(label, image, cleaned=True)
-    pbcor = _pbcor(image, pb, f"{name}.pbcor", cfg["pblimit"])
+    pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
 
     out = ctx.out
     stem = cont["imagename"]
@@ -271,7 +305,6 @@ def image_continuum(ctx) -> dict[str, Any]:
 
 def image_contsub(ctx) -> dict[str, Any]:
     """uvcontsub of every (MS, spw) a cube needs, fitting the catalogue's line-free channels."""
-    import casatasks
     import casatools
 
     plan = _load_plan(ctx)
@@ -287,7 +320,7 @@ def image_contsub(ctx) -> dict[str, Any]:
             if key not in done:
                 outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}.contsub.ms"
                 shutil.rmtree(outvis, ignore_errors=True)
-                casatasks.uvcontsub(vis=pm["vis"], outputvis=str(outvis),
+                casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
                                     field=str(pm["field_id"]), spw=str(pm["spw"]),
                                     fitspec=pm["fitspec"], fitorder=order,
                                     datacolumn=pm["datacolumn"])
@@ -343,7 +376,6 @@ def image_cubes(ctx) -> dict[str, Any]:
 
 
 def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
-    import casatasks
 
     cfg = plan["cfg"]
     ln = cube["line"]
@@ -357,7 +389,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                 outframe="LSRK", veltype="radio", restfreq=f"{cube['restfreq_hz']}Hz",
                 interpolation=cfg["interpolation"], perchanweightdensity=True,
                 restoringbeam="common", **_mask_params(cfg, cube=True))
-    runs = [run_tclean(label, **dict(base, niter=0, deconvolver="hogbom"))]
+    runs = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
     image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
                               f"{name}.mask")
     sidelobe = st.psf_sidelobe(f"{name}.psf", st.beam(image), plan["cell_arcsec"])
@@ -382,7 +414,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                  "extend beyond the velocity window (widen imaging.velocity_window_kms)")
 
     thr_ms = cfg["multiscale_threshold_sigma"] * sigma
-    runs.append(run_tclean(label, **dict(base, niter=cfg["niter"], deconvolver="multiscale",
+    runs.append(run_tclean(ctx, label, **dict(base, niter=cfg["niter"], deconvolver="multiscale",
                                          scales=cfg["scales"], threshold=f"{thr_ms}Jy",
                                          calcres=False, calcpsf=False)))
     thr_ss = cfg["singlescale_threshold_sigma"] * sigma
@@ -393,9 +425,9 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold", "minbeamfrac",
                   "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
             single.pop(k, None)
-        runs.append(run_tclean(label, **single))
+        runs.append(run_tclean(ctx, label, **single))
     _check_finite(label, image, cleaned=True)
-    pbcor = _pbcor(image, pb, f"{name}.pbcor", cfg["pblimit"])
+    pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
 
     # Signal mask for the moments: hysteresis on the flat-noise cube, plus the clean mask.
     img = st.read(image)
@@ -410,7 +442,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     for mom, use_mask in ((0, True), (1, True), (8, False)):
         outf = f"{name[: -len('.cube.I')]}.mom{mom}"
         shutil.rmtree(outf, ignore_errors=True)
-        casatasks.immoments(imagename=pbcor, moments=[mom], outfile=outf,
+        casa_task(ctx, "immoments", imagename=pbcor, moments=[mom], outfile=outf,
                             mask=mexpr if use_mask else "")
         moms[mom] = outf
 
