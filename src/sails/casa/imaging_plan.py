@@ -218,10 +218,15 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
         warnings.append(f"{ln['name']}: channel width {width:.3f} km/s is finer than the "
                         f"native {native:.3f} km/s; using native")
         width = native
+    if native > window:
+        warnings.append(f"{ln['name']}: spw {s0['id']} channels are {native:.1f} km/s wide, "
+                        f"coarser than the +-{window:g} km/s window; no cube")
+        return None
     v_lo = max(vsys - window, v_edge[0] + width)
     v_hi = min(vsys + window, v_edge[1] - width)
     if v_hi - v_lo < 2 * width:
-        warnings.append(f"{ln['name']}: spw covers too little of the velocity window; no cube")
+        warnings.append(f"{ln['name']}: spw {s0['id']} covers too little of the velocity "
+                        "window; no cube")
         return None
     if v_lo > vsys - window or v_hi < vsys + window:
         warnings.append(f"{ln['name']}: velocity window clipped to {v_lo:.2f}..{v_hi:.2f} km/s "

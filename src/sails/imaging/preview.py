@@ -23,7 +23,8 @@ def _plt():
 
 
 def fits_preview(fits_path: str | Path, png_path: str | Path, title: str = "",
-                 cmap: str = "inferno", symmetric: bool = False) -> Path:
+                 cmap: str = "inferno", symmetric: bool = False,
+                 percentiles: tuple[float, float] = (1.0, 99.8)) -> Path:
     """Render the first plane of a FITS image; return the PNG path."""
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
@@ -40,10 +41,11 @@ def fits_preview(fits_path: str | Path, png_path: str | Path, title: str = "",
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(hdr).celestial
     finite = data[np.isfinite(data)]
-    fig = plt.figure(figsize=(6.4, 5.4), dpi=100)
-    ax = fig.add_subplot(111, projection=wcs)
+    fig = plt.figure(figsize=(6.4, 5.2), dpi=90)
+    ax = fig.add_axes((0.17, 0.1, 0.62, 0.82), projection=wcs)
+    cax = fig.add_axes((0.81, 0.1, 0.03, 0.82))
     if finite.size:
-        lo, hi = np.percentile(finite, [1.0, 99.8])
+        lo, hi = np.percentile(finite, list(percentiles))
         if symmetric:
             m = max(abs(lo), abs(hi))
             lo, hi = -m, m
@@ -51,7 +53,7 @@ def fits_preview(fits_path: str | Path, png_path: str | Path, title: str = "",
         lo, hi = 0.0, 1.0
     im = ax.imshow(data, origin="lower", cmap=cmap, vmin=lo, vmax=hi)
     unit = str(hdr.get("BUNIT", "")).strip() or "unknown unit"
-    cb = fig.colorbar(im, ax=ax, pad=0.02)
+    cb = fig.colorbar(im, cax=cax)
     cb.set_label(unit)
     ax.set_xlabel("Right ascension (J2000)")
     ax.set_ylabel("Declination (J2000)")
@@ -62,12 +64,11 @@ def fits_preview(fits_path: str | Path, png_path: str | Path, title: str = "",
         x0, y0 = 0.08 * nx + w / 2, 0.08 * ny + w / 2
         # BPA is east of north; matplotlib angles are counter-clockwise from +x (east is -x)
         ax.add_patch(Ellipse((x0, y0), width=h, height=w, angle=float(hdr.get("BPA", 0.0)),
-                             edgecolor="white", facecolor="none", lw=1.5))
-        ax.text(x0 + w, y0, "beam", color="white", fontsize=8, va="center")
+                             edgecolor="black", facecolor="white", lw=1.0, alpha=0.9))
     if title:
         ax.set_title(title, fontsize=9)
     png = Path(png_path)
-    fig.savefig(png, bbox_inches="tight")
+    fig.savefig(png)
     plt.close(fig)
     return png
 
@@ -77,8 +78,8 @@ def spectrum_preview(spectrum_json: str | Path, png_path: str | Path, title: str
     spec = json.loads(Path(spectrum_json).read_text())
     v = np.asarray(spec["velocity_kms"])
     s = np.asarray(spec["flux_jy"])
-    fig = plt.figure(figsize=(6.4, 3.6), dpi=100)
-    ax = fig.add_subplot(111)
+    fig = plt.figure(figsize=(6.4, 3.6), dpi=90)
+    ax = fig.add_axes((0.13, 0.15, 0.83, 0.75))
     ax.step(v, s, where="mid", color="k", lw=1)
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xlabel("LSRK radio velocity (km/s)")
@@ -86,7 +87,7 @@ def spectrum_preview(spectrum_json: str | Path, png_path: str | Path, title: str
     if title:
         ax.set_title(title, fontsize=9)
     png = Path(png_path)
-    fig.savefig(png, bbox_inches="tight")
+    fig.savefig(png)
     plt.close(fig)
     return png
 

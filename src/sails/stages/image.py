@@ -118,7 +118,8 @@ def make_previews(products: list[Product], target: str) -> list[Product]:
                 line = p.metrics.get("line")
                 title = f"{target} {p.kind}" + (f" {line}" if line else "")
                 png = fits_preview(p.path, preview_name(p.path), title,
-                                   cmap=PREVIEW_KINDS[p.kind])
+                                   cmap=PREVIEW_KINDS[p.kind],
+                                   percentiles=(5.0, 95.0) if p.kind == "mom1" else (1.0, 99.8))
             elif p.kind == "spectrum" and p.path.endswith(".json"):
                 png = spectrum_preview(p.path, Path(p.path[: -len(".json")] + ".png"),
                                        f"{target} {p.metrics.get('line', '')}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,8 @@ def casa_task(ctx, task: str, **kw: Any) -> Any:
             return [rel(x) for x in v]
         return v
 
-    calls.append({"task": task, "args": {k: rel(v) for k, v in kw.items()}})
-    path.write_text(json.dumps(calls, indent=1))
+    record = {"task": task, "args": {k: rel(v) for k, v in kw.items()}}
+    calls.append(record)
     final = str(ctx.final_path(path))[: -len(CALLS_NAME) - 1]
     lines = ["# CASA calls of this imaging job (OUT = this folder); runs in any CASA 6.",
              "import casatasks", f"OUT = {final!r}", ""]
@@ -82,13 +83,18 @@ def casa_task(ctx, task: str, **kw: Any) -> Any:
         args = ", ".join(f"{k}={_py(v)}" for k, v in c["args"].items())
         lines.append(f"casatasks.{c['task']}({args})")
     (ctx.out / CALLS_SCRIPT).write_text("\n".join(lines) + "\n")
-    return getattr(casatasks, task)(**kw)
+    t0 = time.perf_counter()
+    try:
+        return getattr(casatasks, task)(**kw)
+    finally:
+        record["wall_s"] = round(time.perf_counter() - t0, 3)
+        path.write_text(json.dumps(calls, indent=1))
 
 
 def _py(v: Any) -> str:
     """Python source for a recorded argument, with ``{out}`` as ``OUT``."""
     if isinstance(v, str) and "{out}" in v:
-        return "OUT + " + repr(v.split("{out}", 1)[1]) if v.startswith("{out}") else repr(v)
+        return repr(v) + ".replace('{out}', OUT)"
     if isinstance(v, list):
         return "[" + ", ".join(_py(x) for x in v) + "]"
     return repr(v)
