@@ -96,11 +96,12 @@ def explain_failure(msg: str, target: str, ram_gb: int) -> str:
     return f"imaging {target!r} failed: {msg}"
 
 
-def products_from(manifest: dict[str, Any], target: str) -> list[Product]:
+def products_from(manifest: dict[str, Any], target: str, folder: Path) -> list[Product]:
+    """Products the job reported, with paths as this machine sees them (``folder``)."""
     out = []
     for step in (manifest.get("steps") or {}).values():
         for p in (step or {}).get("products", []):
-            path = Path(p["path"])
+            path = folder / p.get("name", Path(p["path"]).name)
             out.append(Product(kind=p["kind"], path=str(path), target=target, spw=p.get("spw"),
                                bytes=Product.measure(path) if path.exists() else None,
                                metrics=p.get("metrics") or {}))
@@ -167,7 +168,7 @@ def run(ctx: StageContext) -> Outcome:
         ram = ctx.settings.resources_for("image").ram_gb
         raise CasaJobError(explain_failure(str(exc), target, ram), hint=exc.hint,
                            log_path=exc.log_path) from None
-    products = products_from(manifest, target)
+    products = products_from(manifest, target, out)
     if s.previews:
         products += make_previews(products, target)
     plan = (manifest.get("steps") or {}).get("plan") or {}

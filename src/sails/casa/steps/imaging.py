@@ -185,7 +185,10 @@ def _pbcor(ctx, image: str, pb: str, out: str, pblimit: float) -> str:
 
 
 def _product(kind: str, path: str, spw: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": kind, "path": path, "spw": spw, "metrics": metrics}
+    """``path`` as the job sees it; ``name`` relative to the output folder, so the stage can
+    rebuild the path as its own machine sees it (remote jobs mount the project elsewhere)."""
+    return {"kind": kind, "path": path, "name": Path(path).name, "spw": spw,
+            "metrics": metrics}
 
 
 def _nanmax_in(data: np.ndarray, valid: np.ndarray) -> float:
