@@ -82,17 +82,37 @@ class Platform(_Section):
 
 
 class Canfar(_Section):
-    url: str = "https://ws-uv.canfar.net/skaha/v1"
-    poll_initial_seconds: float = 5.0
-    poll_max_seconds: float = 60.0
-    pending_deadline_seconds: float = 3600.0
-    max_resubmits: int = 2
+    """CANFAR headless sessions (the ``canfar`` backend). Credentials never live here."""
+
+    url: str = Field("", description="skaha API URL incl. version; empty: CANFAR_URL, else "
+                     "the canfar client's active server (`canfar login`)")
+    token_file: str = Field("", description="file holding a bearer token (else CANFAR_TOKEN "
+                            "or the canfar client's saved login)")
+    python: str = Field("python3", description="the CASA Python inside the image")
+    stage_images: dict[str, str] = Field(
+        default_factory=dict,
+        description="stage -> [images] key (casa/pipeline/python) or a full image ref; "
+        "default casa")
+    poll_initial_seconds: float = Field(5.0, gt=0)
+    poll_max_seconds: float = Field(60.0, gt=0)
+    pending_deadline_seconds: float = Field(3600.0, gt=0)
+    max_resubmits: int = Field(2, ge=0)
+    request_retries: int = Field(5, ge=0, description="retries of a busy/unreachable service")
+    request_backoff_seconds: float = Field(2.0, ge=0)
+    http_timeout_seconds: int = Field(30, ge=1, le=300)
+    manifest_grace_seconds: float = Field(
+        60.0, ge=0, description="wait this long for result.json to appear on the mount")
+    env: dict[str, str] = Field(default_factory=dict, description="extra job environment")
 
 
 class Archive(_Section):
     tap_url: str = "https://almascience.eso.org/tap"
     datalink_url: str = "https://almascience.eso.org/datalink/sync"
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = Field(60.0, gt=0)
+    max_rows: int = Field(200_000, ge=1, description="TAP MAXREC; a longer result is an error")
+    datalink_workers: int = Field(4, ge=1, description="MOUS resolved in parallel")
+    expand_product_listings: bool = Field(
+        True, description="list the files inside the product tarball instead of the tarball")
 
 
 class Download(_Section):
@@ -288,11 +308,21 @@ vm_prefix = ""         # e.g. "/mnt/arc/projects/streamers"
 platform_prefix = ""   # e.g. "/arc/projects/streamers"
 
 [canfar]
-url = "https://ws-uv.canfar.net/skaha/v1"
+# url = "https://ws-uv.canfar.net/skaha/v1"  # default: CANFAR_URL, else `canfar login`'s server
+# Credentials: `canfar login cadc` (or srcnet) on this machine, or CANFAR_TOKEN/CANFAR_URL,
+# or token_file = "/path/readable/only/by/you". Never put a token in this file.
+python = "python3"          # the CASA Python inside the image
+# stage_images = { selfcal = "casa", image = "casa" }
+poll_initial_seconds = 5
+poll_max_seconds = 60
+pending_deadline_seconds = 3600  # destroy and resubmit a session Pending for longer
+max_resubmits = 2
 
 [archive]
 tap_url = "https://almascience.eso.org/tap"   # or the .nrao.edu / .nao.ac.jp mirrors
 datalink_url = "https://almascience.eso.org/datalink/sync"
+timeout_seconds = 60
+max_rows = 200000     # TAP MAXREC: a result longer than this is refused, never cut silently
 
 [download]
 parallel_files = 4

@@ -146,4 +146,8 @@ def init_project(root: str | os.PathLike) -> Project:
         raise SailsError(f"cannot create the project space at {root}: {exc.strerror}") from None
     cat = project.catalog
     cat.dump_schema(project.schemas / "catalog.sql")
+    # Job-side code for platform (CANFAR) jobs, which cannot pip-install our package.
+    from sails.execution.runtime import ensure_runtime
+
+    ensure_runtime(project.root)
     return project

@@ -168,6 +168,7 @@ class Catalog:
         except OSError as exc:
             raise CatalogError(f"cannot open catalog {self.path}: {exc.strerror}") from None
         self.journal_mode = mode
+        self._columns: dict[str, list[str]] = {}
         self._migrate()
 
     # ------------------------------------------------------------------ plumbing
@@ -255,13 +256,19 @@ class Catalog:
                     MIGRATIONS[version](con)
                     version += 1
                     con.execute(f"PRAGMA user_version = {version}")
+                self._columns.clear()
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
 
     def columns(self, table: str) -> list[str]:
         if table not in {"projects", "mous", "targets", "files", "stages", "products", "events"}:
             raise ValueError(table)
-        return [r["name"] for r in self.con.execute(f"PRAGMA table_info({table})")]
+        # Cached: the schema only changes in _migrate, when the catalog is opened.
+        cols = self._columns.get(table)
+        if cols is None:
+            cols = [r["name"] for r in self.con.execute(f"PRAGMA table_info({table})")]
+            self._columns[table] = cols
+        return list(cols)
 
     def dump_schema(self, path: str | os.PathLike) -> None:
         rows = self.query("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")
@@ -311,26 +318,31 @@ class Catalog:
     def _upsert(self, con: sqlite3.Connection, table: str, key: tuple[str, ...],
                 row: dict[str, Any]) -> str:
         """Insert or update ``row``; return 'added', 'updated' or 'unchanged'."""
-        cols = set(self.columns(table)) - {"id", "created_at", "updated_at"}
+        all_cols = self.columns(table)
+        # Not every table keeps both stamps (files has created_at only).
+        stamps = [c for c in ("created_at", "updated_at") if c in all_cols]
+        cols = set(all_cols) - {"id", "created_at", "updated_at"}
         data = {k: v for k, v in row.items() if k in cols}
         where = " AND ".join(f"{k} = ?" for k in key)
         old = con.execute(f"SELECT * FROM {table} WHERE {where}",
                           tuple(data[k] for k in key)).fetchone()
         now = time.time()
         if old is None:
-            names = list(data) + ["created_at", "updated_at"]
+            names = list(data) + stamps
             con.execute(
                 f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                (*data.values(), now, now),
+                (*data.values(), *([now] * len(stamps))),
             )
             return "added"
         changed = {k: v for k, v in data.items() if k not in key and old[k] != v}
         if not changed:
             return "unchanged"
+        if "updated_at" in stamps:
+            changed["updated_at"] = now
         sets = ", ".join(f"{k} = ?" for k in changed)
         con.execute(
-            f"UPDATE {table} SET {sets}, updated_at = ? WHERE {where}",
-            (*changed.values(), now, *(data[k] for k in key)),
+            f"UPDATE {table} SET {sets} WHERE {where}",
+            (*changed.values(), *(data[k] for k in key)),
         )
         return "updated"
 
@@ -648,12 +660,35 @@ class Catalog:
                        guard_owner=owner if row.status == "running" else None)
             return self._load(con, stage_id)
 
-    def block(self, stage_id: int, owner: str | None, reason: str) -> StageRow:
-        with self.write() as con:
+    @contextmanager
+    def _tx(self, con: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+        """The caller's open transaction, or a new one of our own."""
+        if con is not None:
+            yield con
+        else:
+            with self.write() as c:
+                yield c
+
+    def block(self, stage_id: int, owner: str | None, reason: str,
+              con: sqlite3.Connection | None = None) -> StageRow:
+        """-> blocked with ``reason``; ``con`` joins the caller's transaction (e.g. ingest)."""
+        with self._tx(con) as con:
             row = self._held(con, stage_id, owner) if owner else self._load(con, stage_id)
             self._move(con, row, "blocked", owner or "sails", reason,
                        self._finish_sets(row) | {"reason": reason},
                        guard_owner=owner if row.status == "running" else None)
+            return self._load(con, stage_id)
+
+    def unblock(self, stage_id: int, reason: str, *, only_reason: str | None = None,
+                actor: str = "sails", con: sqlite3.Connection | None = None) -> StageRow | None:
+        """blocked -> pending (logging ``reason``); None when the stage is not blocked, or
+        (with ``only_reason``) was blocked for another reason, so a person's block stays."""
+        with self._tx(con) as con:
+            row = self._load(con, stage_id)
+            if row.status != "blocked" or (only_reason is not None
+                                           and row.reason != only_reason):
+                return None
+            self._move(con, row, "pending", actor, reason, {"reason": None, "error": None})
             return self._load(con, stage_id)
 
     def release(self, stage_id: int, owner: str, reason: str = "released") -> StageRow:
@@ -771,13 +806,13 @@ class Catalog:
 
     # ------------------------------------------------------------------ MOUS settings
     def set_mous_field(self, mous_id: str, field_name: str, value: Any,
-                       actor: str = "sails") -> None:
+                       actor: str = "sails", con: sqlite3.Connection | None = None) -> None:
         allowed = {"preferred_datacolumn", "spw_remap", "srdp_url", "num_asdms"}
         if field_name not in allowed:
             raise ValueError(field_name)
         mous_id = mous_uri(mous_id)
         self.mous(mous_id)
-        with self.write() as con:
+        with self._tx(con) as con:
             con.execute(f"UPDATE mous SET {field_name} = ?, updated_at = ? WHERE mous_id = ?",
                         (value, time.time(), mous_id))
             self._event(con, mous_id, "", None, actor, None, None,
