@@ -12,6 +12,7 @@ from sails.cli import core, run  # noqa: E402,F401  isort: skip
 from sails.cli import sim  # noqa: E402,F401  isort: skip
 from sails.cli import canfar  # noqa: E402,F401  isort: skip
 from sails.cli import ingest  # noqa: E402,F401  isort: skip
+from sails.cli import imaging  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
