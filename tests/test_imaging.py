@@ -149,7 +149,7 @@ def imaged(tmp_path_factory):
     (bad.root / "sails.toml").write_text(IMAGING_TOML + "gain = 2.5\nmake_cubes = false\n")
     bad = open_project(bad.root)
     register(bad, data_noise)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200", NO_COLOR="1")
     cli = subprocess.run([sys.executable, "-m", "sails.cli.entry", "-p", str(bad.root), "image",
                           data_noise["mous_id"]], env=env, capture_output=True, text=True,
                          timeout=600)

@@ -18,7 +18,9 @@ from sails.cli import imaging  # noqa: E402,F401  isort: skip
 def main() -> None:
     """Entry point: user errors become one clear line and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) returns n in this mode
+            sys.exit(code)
     except SailsError as exc:
         if state.verbose:
             console.print_exception()
