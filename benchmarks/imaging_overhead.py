@@ -54,15 +54,33 @@ print(json.dumps({"calls": len(calls), "wall_s": time.time() - t0}))
 """
 
 
-def run_stage(project, mous_id: str) -> tuple[float, Path]:
+def run_stage(project, mous_id: str) -> tuple[float, Path, dict[str, float]]:
+    """Stage wall time, its output folder, and where the time went."""
     t0 = time.perf_counter()
     rep = run_one(project, stages=["image"], mous=[mous_id])
     wall = time.perf_counter() - t0
     if rep is None or rep.status != "done":
         raise SystemExit(f"stage did not finish: {rep}")
-    cont = [p for p in project.catalog.products(mous_id, stage="image")
-            if p["kind"] == "cont_image"][0]
-    return wall, Path(cont["path"]).parent
+    prods = project.catalog.products(mous_id, stage="image")
+    out = Path([p for p in prods if p["kind"] == "cont_image"][0]["path"]).parent
+    result = json.loads((out / "result.json").read_text())
+    calls = json.loads((out / "casa_calls.json").read_text())
+    casa = sum(c.get("wall_s", 0.0) for c in calls)
+    pngs = [p for p in prods if p["path"].endswith(".png")]
+    t1 = time.perf_counter()
+    if pngs:  # re-render the previews once to see what they cost
+        from sails.catalog import Product
+        from sails.stages.image import make_previews
+
+        make_previews([Product(p["kind"], p["path"], p["target"], p["spw"],
+                               metrics=p["metrics"]) for p in prods
+                       if not p["path"].endswith(".png")], "bench")
+    steps = sum(result["timings"].values())
+    parts = {"casa_tasks": casa, "job_analysis": steps - casa,
+             "job_setup": result["wall_s"] - steps,
+             "previews": time.perf_counter() - t1 if pngs else 0.0}
+    parts["rest"] = wall - result["wall_s"] - parts["previews"]
+    return wall, out, parts
 
 
 def run_bare(calls: Path, stage_out: Path, work: Path) -> float:
@@ -86,14 +104,20 @@ def run_bare(calls: Path, stage_out: Path, work: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cycles", type=int, default=4,
+                    help="target/phase-cal cycles: more data, longer tclean (default 4)")
+    ap.add_argument("--no-previews", action="store_true", help="imaging.previews = false")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sails-imaging-bench-"))
     try:
         t0 = time.perf_counter()
-        data = simulate_split(root, line_mous(), seed=11)
+        spec = line_mous()
+        spec.n_cycles = args.cycles
+        data = simulate_split(root, spec, seed=11)
         print(f"simulated + split one MOUS in {time.perf_counter() - t0:.1f} s")
         proj = init_project(root / "project")
-        (proj.root / "sails.toml").write_text(TOML)
+        (proj.root / "sails.toml").write_text(
+            TOML + ("previews = false\n" if args.no_previews else ""))
         proj = open_project(proj.root)
         mous = register(proj, data)
         stage_t, bare_t = [], []
@@ -101,12 +125,16 @@ def main() -> None:
         for i in range(args.repeats):
             if i:
                 proj.catalog.reset(mous, "image")
-            wall, out = run_stage(proj, mous)
+            wall, out, parts = run_stage(proj, mous)
             stage_t.append(wall)
             shutil.copy(out / "casa_calls.json", calls)
             bare_t.append(run_bare(calls, out, root))
             print(f"run {i + 1}: stage {stage_t[-1]:.2f} s   bare tclean script "
                   f"{bare_t[-1]:.2f} s   ratio {stage_t[-1] / bare_t[-1]:.3f}")
+            print("       stage: CASA tasks {casa_tasks:.2f} s | job-side analysis (plan, noise,"
+                  " apparentsens, imfit, masks) {job_analysis:.2f} s | job set-up incl. CASA "
+                  "import {job_setup:.2f} s | previews {previews:.2f} s | process start, "
+                  "catalog, rest {rest:.2f} s".format(**parts))
         n = len(json.loads(calls.read_text()))
         print(f"CASA task calls replayed by the bare script: {n}")
         print(f"stage  : min {min(stage_t):.2f} s  median {statistics.median(stage_t):.2f} s")
