@@ -161,6 +161,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     severe = severe_lines(log_path, log_start)
     if severe:
         ctx.warnings.extend(f"CASA SEVERE: {ln}" for ln in severe[:50])
+        if not result["ok"]:  # CASA often says why in the log, not in the exception
+            result["error"] += " | CASA SEVERE: " + " | ".join(
+                ln.split("\t")[-1] for ln in severe[-3:])
     result["wall_s"] = round(time.time() - t0, 3)
     result["finished"] = time.time()
     _write_json_atomic(staging / RESULT_NAME, result)

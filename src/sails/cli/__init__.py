@@ -9,10 +9,14 @@ from sails.errors import SailsError
 
 # Command modules register themselves on ``app`` when imported.
 from sails.cli import core, run  # noqa: E402,F401  isort: skip
-from sails.cli import sim  # noqa: E402,F401  isort: skip
 from sails.cli import canfar  # noqa: E402,F401  isort: skip
 from sails.cli import ingest  # noqa: E402,F401  isort: skip
-from sails.cli import imaging  # noqa: E402,F401  isort: skip
+from sails.cli import sim  # noqa: E402,F401  isort: skip
+from sails.cli import demo  # noqa: E402,F401  isort: skip
+from sails.cli import report  # noqa: E402,F401  isort: skip
+from sails.cli import stages  # noqa: E402,F401  isort: skip
+# `sails sim serve` (needs sails.cli.sim, imported first when present).
+from sails.cli import simserve  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:

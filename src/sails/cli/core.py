@@ -131,7 +131,9 @@ def show(
     mous: str = typer.Argument(..., help="MOUS uid, either form."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
-    """Metadata, stage states with times and errors, events and products of one MOUS."""
+    """Metadata, stage states with times and errors, results, events and products of a MOUS."""
+    from sails.report.summary import target_results
+
     project = state.project()
     cat = project.catalog
     meta = cat.mous(mous)
@@ -159,6 +161,15 @@ def show(
         t.add_row(s.stage, s.target, styled(s.status), str(s.attempts), fmt_time(s.started_at),
                   fmt_time(s.finished_at), s.error or s.reason or "")
     console.print(t)
+    results = target_results(products)
+    if results:
+        r = Table(title="results per target")
+        for col in ("target", "self-cal", "continuum", "lines", "products"):
+            r.add_column(col, overflow="fold")
+        for row in results:
+            r.add_row(row["target"], row["selfcal"] or "-", row["continuum"] or "-",
+                      ", ".join(row["lines"]) or "-", str(row["products"]))
+        console.print(r)
     if products:
         p = Table(title="products")
         for col in ("stage", "target", "kind", "path", "MB"):

@@ -54,6 +54,7 @@ class LocalBackend:
     def run(self, job: JobSpec, on_started: Callable[[str], None] | None = None,
             job_ref: str | None = None) -> JobResult:
         job.log_dir.mkdir(parents=True, exist_ok=True)
+        job.output_dir.parent.mkdir(parents=True, exist_ok=True)  # the child's cwd
         path = self.job_file(job)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(job.payload, indent=2))

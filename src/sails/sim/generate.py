@@ -134,8 +134,10 @@ def build_truth(spec: MousSpec, plan: dict[str, Any], result: dict[str, Any]) ->
         "phase_errors": {"rms_deg": plan["phase_rms_deg"],
                          "timescale_s": plan["phase_timescale_s"],
                          "note": "per-antenna, zero-mean, scaled with frequency"},
-        "primary_beam": {"model": "gaussian", "fwhm": "1.13 lambda / 12 m",
-                         "fwhm_arcsec_at_ref": 1.13 * 299792458.0 / ref / 12.0 * 206264.806},
+        "primary_beam": {"model": "blocked airy", "dish_m": plan["pb_dish_m"],
+                         "blockage_m": plan["pb_blockage_m"],
+                         "fwhm_arcsec_at_ref": 1.029 * 299792458.0 / ref / plan["pb_dish_m"]
+                         * 206264.806},
         "flux_convention": "component flux_jy is the sky flux density at ref_freq_ghz; "
                            "S(nu) = flux_jy (nu/ref)^spectral_index; primary-beam attenuation "
                            "is applied in the visibilities",

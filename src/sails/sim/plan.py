@@ -29,6 +29,10 @@ from sails.sim.spec import (
 ALMA_LON_DEG = -67.754929
 ALMA_LAT_DEG = -23.029211
 DISH_M = 12.0
+#: Primary beam: Airy pattern of a 10.7 m effective aperture with a 0.75 m blockage, the
+#: model CASA's imagers use for ALMA 12-m antennas (so pbcor images read true fluxes).
+PB_DISH_M = 10.7
+PB_BLOCKAGE_M = 0.75
 WVR_FREQ_GHZ = 183.31
 K_BOLTZ = 1.380649e-23
 ETA_CORR = 0.96
@@ -218,5 +222,6 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
         "phase_rms_deg": spec.phase_rms_deg, "phase_timescale_s": spec.phase_timescale_s,
         "noise": spec.noise, "noise_scale": spec.noise_scale, "sefd_jy": sefd_jy(spec),
         "datacolumn": spec.datacolumn, "flags": spec.flags, "wvr": spec.wvr,
-        "dish_m": DISH_M, "c_kms": C_KMS,
+        "dish_m": DISH_M, "pb_dish_m": PB_DISH_M, "pb_blockage_m": PB_BLOCKAGE_M,
+        "c_kms": C_KMS,
     }

@@ -42,10 +42,11 @@ def disk(flux_jy: float, extended: bool = True) -> list[Component]:
 def tiny() -> list[MousSpec]:
     """Seconds to generate: 12 antennas, 1 EB, 2 targets, few channels, bright sky."""
     t1 = TargetSpec("HOPS-56", 83.86542, -5.15972,
-                    [Component(0.0, 0.0, 0.05, 2.3, "point"),
-                     Component(1.5, 1.0, 0.04, 2.0, "gaussian", 1.6, 1.0, 60.0)],
+                    [Component(0.0, 0.0, 0.05, 2.3, "point")],
                     LineSpec(core_flux_jykms=2.0, arc_flux_jykms=1.5))
-    t2 = TargetSpec("G34.43+0.24 MM'1", 83.95, -5.05, [Component(-0.8, 0.5, 0.03, 2.5)])
+    t2 = TargetSpec("G34.43+0.24 MM'1", 83.95, -5.05,
+                    [Component(2.0, -1.5, 0.04, 2.0, "gaussian", 1.0, 0.6, 60.0),
+                     Component(-2.5, 2.0, 0.03, 2.5, "point")])
     return [MousSpec(targets=[t1, t2], band=6, config=1, n_antennas=12, n_ebs=1,
                      continuum_nchan=8, line_nchan=32, line_chan_khz=488.28125,
                      bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=36.0,
@@ -121,9 +122,11 @@ def customize(specs: list[MousSpec], *, n_mous: int | None = None, n_targets: in
             targets = targets[:n_targets]
         if k >= base_count:
             # a repeated preset MOUS: move it on the sky and rename its targets
-            name, ra, dec = _SKY[sky_i % len(_SKY)]
+            name, ra, dec = _SKY[(3 + sky_i) % len(_SKY)]
+            if sky_i >= len(_SKY) - 3:
+                name = f"{name}-{k}"
             sky_i += 1
-            targets = [replace(t, name=f"{name}-{k}-{j}" if j else f"{name}-{k}",
+            targets = [replace(t, name=f"{name}-{j + 1}" if j else name,
                                ra_deg=(ra + 0.03 * j) % 360, dec_deg=dec + 0.02 * j)
                        for j, t in enumerate(targets)]
         renamed = []

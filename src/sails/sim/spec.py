@@ -223,10 +223,12 @@ class MousSpec:
         return self.spws if self.spws is not None else band_spws(self)
 
     def reference_freq_ghz(self) -> float:
+        """Bandwidth-weighted mean science frequency: where an MFS image's flux is read."""
         if self.ref_freq_ghz:
             return self.ref_freq_ghz
         spws = self.science_spws()
-        return sum(s.center_ghz for s in spws) / len(spws)
+        bw = sum(s.bandwidth_mhz for s in spws)
+        return sum(s.center_ghz * s.bandwidth_mhz for s in spws) / bw
 
     def line(self) -> LineSpec | None:
         for t in self.targets:

@@ -31,6 +31,14 @@ def fail(ctx, message: str = "requested failure") -> dict[str, Any]:
     raise RuntimeError(message)
 
 
+def casa_log(ctx, message: str, priority: str = "INFO") -> dict[str, Any]:
+    """Post a line to the CASA log (tests of SEVERE-line surfacing use it)."""
+    from casatasks import casalog
+
+    casalog.post(message, priority)
+    return {"posted": priority}
+
+
 def casa_versions(ctx) -> dict[str, Any]:
     import casatools
 
@@ -43,4 +51,5 @@ STEPS = {
     "kill_self": kill_self,
     "fail": fail,
     "casa_versions": casa_versions,
+    "casa_log": casa_log,
 }

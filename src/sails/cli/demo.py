@@ -1,0 +1,40 @@
+"""``sails demo``: the whole pipeline on a built-in simulated survey."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sails.cli.app import app, console
+
+
+@app.command()
+def demo(
+    directory: Path = typer.Option(Path("sails-demo"), "--dir", help="Folder for the demo "
+                                   "(replaced if it holds an earlier demo)."),
+    seed: int = typer.Option(1, help="Simulation seed."),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1),
+    backend: str | None = typer.Option(None, "--backend", help="local (default) or canfar."),
+):
+    """Simulate 2 MOUS, serve them as an archive on 127.0.0.1, ingest, run every stage,
+    write the report, and print where to look."""
+    from sails.cli.run import print_summary, run_with_progress
+    from sails.demo import run_demo
+
+    result = run_demo(directory, seed=seed, max_parallel=max_parallel, backend=backend,
+                      log=lambda m: console.print(m, soft_wrap=True),
+                      run=lambda project, **kw: run_with_progress(project, **kw))
+    print_summary(result.summary)
+    t = result.timings
+    console.print(
+        f"\n[bold]demo finished in {t['total']:.0f} s[/] (simulate {t.get('simulate', 0):.0f} s,"
+        f" ingest {t.get('ingest', 0):.0f} s, pipeline {t.get('pipeline', 0):.0f} s,"
+        f" report {t.get('report', 0):.0f} s)")
+    console.print(f"  project space : {result.project_root}")
+    console.print(f"  status        : sails -p {result.project_root} status")
+    if result.report:
+        console.print(f"  report        : {result.report.resolve().as_uri()}")
+    failed = [r for r in result.summary.reports if r.status in ("failed", "lost")]
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,142 @@
+"""Run one stage directly for pending datasets, no orchestrator: ``sails verify``, ``sails split``,
+``sails selfcal``, ``sails image``.
+
+Every command is the same loop (:func:`run_stage_command`): claim the next runnable row of the
+stage through the catalog (so it is safe next to a running ``sails run``), execute it, print
+what happened. A stage that adds its own command needs one line here (see the bottom).
+"""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from sails.cli.app import app, console, state
+from sails.cli.core import styled
+from sails.errors import SailsError
+
+MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every pending one.")
+
+
+def _explain_not_runnable(catalog, stage: str, mous_ids: list[str]) -> None:
+    """Say why a named MOUS had nothing to run for ``stage``."""
+    from sails.catalog.db import PREREQUISITE
+
+    for m in mous_ids:
+        rows = catalog.stages(m, stage)
+        if not rows:
+            console.print(f"  {m}: no {stage} stage", soft_wrap=True)
+        for r in rows:
+            if r.status == "pending":
+                pre = PREREQUISITE.get(stage)
+                why = f"waiting for {pre[0]}" if pre else "not runnable"
+                console.print(f"  {r.label}: pending ({why})", soft_wrap=True)
+            else:
+                detail = r.error or r.reason or ""
+                console.print(f"  {r.label}: {styled(r.status)}"
+                              + (f" - {detail}" if detail else ""), soft_wrap=True)
+
+
+def run_stage_command(stage: str, mous: list[str] | None, *,
+                      backend: str | None = None, retry_failed: bool = False) -> list:
+    """Claim and run every runnable ``stage`` row (of ``mous`` when given); print progress.
+
+    ``retry_failed`` first puts failed rows of the stage back to pending. Returns the stage
+    reports; raises ``typer.Exit(1)`` when any of them failed.
+    """
+    from sails.catalog import new_owner
+    from sails.ids import mous_uri
+    from sails.stages.execute import run_claimed
+
+    project = state.project()
+    catalog = project.catalog
+    mous_ids = [mous_uri(m) for m in mous] if mous else None
+    if mous_ids:
+        for m in mous_ids:
+            catalog.mous(m)  # unknown MOUS -> a clear error before anything runs
+    if retry_failed:
+        failed_mous = sorted({r.mous_id for r in catalog.stages(stage=stage, status="failed")
+                              if mous_ids is None or r.mous_id in mous_ids})
+        for m in failed_mous:
+            for r in catalog.retry(m, stage):
+                console.print(f"{r.label}: failed -> pending (retry)", soft_wrap=True)
+    owner = new_owner(f"cli-{stage}")
+    lease = project.settings.execution.lease_seconds
+    reports = []
+    while True:
+        row = catalog.claim_next(owner, lease, stages=[stage], mous=mous_ids)
+        if row is None:
+            break
+        console.print(f"[cyan]{stage}[/] {row.label} ...", soft_wrap=True)
+        t0 = time.time()
+        report = run_claimed(project, row, owner, backend)
+        reports.append(report)
+        msg = report.message or ""
+        console.print(f"  {styled(report.status)} in {time.time() - t0:.1f} s"
+                      + (f": {msg}" if msg else ""), soft_wrap=True, highlight=False)
+    if not reports:
+        console.print(f"nothing to {stage}: no runnable {stage} stage"
+                      + (" for the MOUS given" if mous_ids else ""))
+        if mous_ids:
+            _explain_not_runnable(catalog, stage, mous_ids)
+        return reports
+    failed = [r for r in reports if r.status == "failed"]
+    console.print(f"{stage}: {len(reports) - len(failed)} ok, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+    return reports
+
+
+def _check_backend(backend: str | None) -> str | None:
+    if backend not in (None, "local", "canfar"):
+        raise SailsError(f"unknown backend {backend!r}", hint="use local or canfar")
+    return backend
+
+
+BACKEND_OPT = typer.Option(None, "--backend", help="local or canfar (default: configured).")
+RETRY_OPT = typer.Option(False, "--retry", help="First put failed (blocked, skipped) ones back"
+                         " to pending.")
+
+
+@app.command()
+def verify(
+    mous: list[str] = MOUS_ARG,
+    datacolumn: str | None = typer.Option(
+        None, "--datacolumn", help="Declare which column holds calibrated data (DATA or "
+        "CORRECTED_DATA) for the MOUS given, before verifying."),
+    backend: str | None = BACKEND_OPT,
+    retry: bool = RETRY_OPT,
+):
+    """Describe each measurement set and check it against the catalog."""
+    if datacolumn is not None:
+        if datacolumn not in ("DATA", "CORRECTED_DATA"):
+            raise SailsError(f"--datacolumn must be DATA or CORRECTED_DATA, not {datacolumn!r}")
+        if not mous:
+            raise SailsError("--datacolumn needs the MOUS it applies to")
+        catalog = state.project().catalog
+        for m in mous:
+            catalog.set_mous_field(m, "preferred_datacolumn", datacolumn, actor="user")
+        retry = True  # the declaration is the fix for a failed verify: re-run it
+    run_stage_command("verify", mous, backend=_check_backend(backend), retry_failed=retry)
+
+
+@app.command()
+def split(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+          retry: bool = RETRY_OPT):
+    """Split each EB's science targets and spws into datasets/<mous>/splits/<eb>_targets.ms."""
+    run_stage_command("split", mous, backend=_check_backend(backend), retry_failed=retry)
+
+
+@app.command()
+def selfcal(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+            retry: bool = RETRY_OPT):
+    """Self-calibrate every pending target (auto-selfcal)."""
+    run_stage_command("selfcal", mous, backend=_check_backend(backend), retry_failed=retry)
+
+
+@app.command()
+def image(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+          retry: bool = RETRY_OPT):
+    """Image every pending target: continuum, cubes, moments, FITS."""
+    run_stage_command("image", mous, backend=_check_backend(backend), retry_failed=retry)

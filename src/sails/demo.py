@@ -1,0 +1,101 @@
+"""The main job: a whole survey in miniature, through the real code paths.
+
+Simulates two MOUS (three targets, 60 deg phase errors on one), serves them on 127.0.0.1 as
+the archive would (ObsCore TAP, DataLink, SRDP restore trees), ingests them with the real
+ingest path, runs every stage through the orchestration engine, and writes the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sails.errors import UserInputError
+
+MARKER = ".sails-demo"
+
+
+@dataclass
+class DemoResult:
+    project_root: Path
+    report: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: object = None
+    mous: list[str] = field(default_factory=list)
+
+
+def prepare_dir(directory: Path) -> Path:
+    """A fresh demo folder; an earlier demo there is replaced, anything else refused."""
+    root = directory.expanduser().resolve()
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).exists():
+            raise UserInputError(
+                f"{root} exists and is not a sails demo folder",
+                hint="choose an empty or new folder with --dir",
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("created by `sails demo`; safe to delete\n")
+    return root
+
+
+def run_demo(directory: Path, *, preset: str = "demo", seed: int = 1,
+             max_parallel: int | None = None, backend: str | None = None,
+             log: Callable[[str], None] = print,
+             run: Callable | None = None) -> DemoResult:
+    from sails.archive import QueryFilters, ingest_query, register_srdp
+    from sails.flows.engine import run_pipeline
+    from sails.ids import parse_uid
+    from sails.project import init_project
+    from sails.sim import load_truth, simulate_project
+    from sails.sim.serve import ArchiveServer
+    from sails.sim.tap import ObsCoreTable, handle_tap_sync
+
+    timings: dict[str, float] = {}
+    t_all = time.time()
+    root = prepare_dir(directory)
+    archive_dir = root / "archive"  # what the "remote" archive holds
+    project = init_project(root / "project")
+    log(f"project space: {project.root}")
+
+    t = time.time()
+    log(f"simulating the '{preset}' survey (real CASA simulator) ...")
+    paths = simulate_project(archive_dir, preset=preset, seed=seed)
+    timings["simulate"] = time.time() - t
+    truths = [load_truth(p) for p in paths]
+    codes = sorted({tr["proposal_id"] for tr in truths})
+    log(f"  {len(paths)} MOUS, {sum(len(tr['targets']) for tr in truths)} targets "
+        f"in {timings['simulate']:.0f} s")
+
+    table = ObsCoreTable.from_file(archive_dir / "obscore.xml")
+    routes = {"/tap/sync": lambda handler, params: handle_tap_sync(handler, params, table)}
+    with ArchiveServer(archive_dir, extra_routes=routes) as server:
+        log(f"archive served at {server.url} (TAP, DataLink, SRDP restores)")
+        t = time.time()
+        _adql, _records, summary = ingest_query(
+            project.catalog, QueryFilters(projects=codes), project.settings.archive,
+            tap_url=f"{server.url}/tap", datalink_url=f"{server.url}/datalink/sync")
+        mous_ids = project.catalog.mous_ids()
+        for mous in mous_ids:
+            register_srdp(project.catalog, mous, f"{server.url}/srdp/{parse_uid(mous).fs}/",
+                          actor="demo")
+        timings["ingest"] = time.time() - t
+        log(f"ingested {len(mous_ids)} MOUS via TAP + DataLink; SRDP restores registered")
+        t = time.time()
+        runner = run or run_pipeline
+        pipeline = runner(project, max_parallel=max_parallel, backend=backend)
+        timings["pipeline"] = time.time() - t
+    report = None
+    try:
+        from sails.report import build_report
+
+        t = time.time()
+        report = build_report(project)
+        timings["report"] = time.time() - t
+    except ImportError:
+        log("report: not available in this version")
+    timings["total"] = time.time() - t_all
+    return DemoResult(project.root, report, timings, pipeline, mous_ids)

@@ -1,0 +1,99 @@
+"""Shared fixtures: simulated MOUS built once per test session (real CASA, child processes).
+
+Other areas' tests reuse these:
+
+- ``sim_tiny``: 12 antennas, 1 EB, 2 targets ("HOPS-56" with continuum + C18O line,
+  "G34.43+0.24 MM'1" - a legal name with a space, a quote and a plus), no phase errors,
+  bright sky. Seconds to build.
+- ``sim_tiny_phase``: the same sky and seed with 60 deg rms residual phase errors.
+- ``sim_selfcal``: demo-sized MOUS (20 antennas, 2 EBs x 2 targets, 4 science spws,
+  60 deg phase errors) on which self-calibration pays off. About 10 s to build.
+
+Each is a :class:`SimMous` (``.path``, ``.truth``, ``.ms``, ``.mous_uid``, ``.mous_fs``).
+Treat them as read-only: copy an MS before modifying it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHECKS = Path(__file__).with_name("sim_casa_checks.py")
+
+
+@dataclass(frozen=True)
+class SimMous:
+    path: Path
+    truth: dict[str, Any]
+
+    @property
+    def ms(self) -> list[Path]:
+        return [self.path / eb["ms"] for eb in self.truth["ebs"]]
+
+    @property
+    def mous_uid(self) -> str:
+        return self.truth["mous_uid"]
+
+    @property
+    def mous_fs(self) -> str:
+        return self.truth["mous_fs"]
+
+    def target(self, name: str) -> dict[str, Any]:
+        return next(t for t in self.truth["targets"] if t["name"] == name)
+
+
+def _simulate(root: Path, spec, seed: int) -> SimMous:
+    from sails.sim import load_truth, simulate_mous
+
+    path = simulate_mous(root, spec, seed)
+    return SimMous(path, load_truth(path))
+
+
+@pytest.fixture(scope="session")
+def sim_tiny(tmp_path_factory) -> SimMous:
+    from sails.sim.presets import tiny
+
+    return _simulate(tmp_path_factory.mktemp("sim-tiny"), tiny()[0], seed=1)
+
+
+@pytest.fixture(scope="session")
+def sim_tiny_phase(tmp_path_factory) -> SimMous:
+    from sails.sim.presets import tiny
+
+    spec = replace(tiny()[0], phase_rms_deg=60.0)
+    return _simulate(tmp_path_factory.mktemp("sim-tiny-phase"), spec, seed=1)
+
+
+@pytest.fixture(scope="session")
+def sim_selfcal(tmp_path_factory) -> SimMous:
+    from sails.sim.presets import selfcal_mous
+
+    return _simulate(tmp_path_factory.mktemp("sim-selfcal"), selfcal_mous(), seed=1)
+
+
+def run_casa_check(op: str, workdir: Path, timeout: float = 600, **args: Any) -> dict[str, Any]:
+    """Run one op of tests/sim_casa_checks.py in a CASA child process; return its JSON."""
+    from sails.casaenv import casa_env
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    argf, outf = workdir / f"{op}.args.json", workdir / f"{op}.out.json"
+    argf.write_text(json.dumps({"op": op, **args}))
+    proc = subprocess.run([sys.executable, str(CHECKS), str(argf), str(outf)], cwd=workdir,
+                          env=casa_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"CASA check {op} failed:\n{proc.stdout[-2000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return json.loads(outf.read_text())
+
+
+@pytest.fixture(scope="session")
+def casa_check():
+    """``casa_check(op, workdir, **args)``: see tests/sim_casa_checks.py for the ops."""
+    return run_casa_check

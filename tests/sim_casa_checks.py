@@ -1,0 +1,197 @@
+"""Independent CASA checks on simulated data, run as a child process by the tests.
+
+``python tests/sim_casa_checks.py ARGS.json OUT.json``; ARGS holds ``op`` and its arguments.
+Uses listobs/msmetadata/tclean/imfit directly (not the generator's own metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def summary(ms: str, listfile: str) -> dict:
+    import casatasks
+    import casatools
+
+    casatasks.listobs(vis=ms, listfile=listfile, overwrite=True)
+    md = casatools.msmetadata()
+    md.open(ms)
+    scans = [int(s) for s in md.scannumbers()]
+    out = {
+        "scans": scans,
+        "intents_per_scan": {str(s): sorted(md.intentsforscan(s)) for s in scans},
+        "fields_per_scan": {str(s): [int(f) for f in md.fieldsforscan(s)] for s in scans},
+        "field_names": list(md.fieldnames()),
+        "spw_names": list(md.namesforspws()),
+        "nchan": [int(md.nchan(i)) for i in range(md.nspw())],
+        "antennas": list(md.antennanames()),
+        "intents": sorted(md.intents()),
+    }
+    md.close()
+    tb = casatools.table()
+    tb.open(ms + "/SPECTRAL_WINDOW")
+    out["bbc_no"] = [int(x) for x in tb.getcol("BBC_NO")]
+    tb.close()
+    tb.open(ms)
+    out["columns"] = list(tb.colnames())
+    w = tb.getcol("WEIGHT")
+    s = tb.getcol("SIGMA")
+    out["weight_sigma_max_err"] = float(np.max(np.abs(w * s * s - 1.0)))
+    out["flag_fraction"] = float(tb.getcol("FLAG").mean())
+    tb.close()
+    return out
+
+
+def compare(ms_a: str, ms_b: str) -> dict:
+    import casatools
+
+    tb = casatools.table()
+    res = {}
+    tb.open(ms_a)
+    cols = [c for c in ("DATA", "CORRECTED_DATA", "WEIGHT", "SIGMA", "FLAG", "UVW", "TIME")
+            if c in tb.colnames()]
+    n_dd = len(np.unique(tb.getcol("DATA_DESC_ID")))
+    tb.close()
+    tb2 = casatools.table()
+    tb.open(ms_a)
+    tb2.open(ms_b)
+    for c in cols:
+        same = True
+        for dd in range(n_dd):
+            qa_ = tb.query(f"DATA_DESC_ID=={dd}")
+            qb = tb2.query(f"DATA_DESC_ID=={dd}")
+            a, b = qa_.getcol(c), qb.getcol(c)
+            same = same and a.shape == b.shape and a.tobytes() == b.tobytes()
+            qa_.close()
+            qb.close()
+        res[c] = same
+    tb.close()
+    tb2.close()
+    return res
+
+
+def _tclean(**kw) -> None:
+    import casatasks
+
+    for ext in (".image", ".model", ".psf", ".residual", ".pb", ".sumwt", ".mask",
+                ".image.pbcor"):
+        shutil.rmtree(kw["imagename"] + ext, ignore_errors=True)
+    casatasks.tclean(**kw)
+
+
+def _beam(image: str) -> dict:
+    import casatools
+
+    ia = casatools.image()
+    ia.open(image)
+    rb = ia.restoringbeam()
+    ia.close()
+    if "beams" in rb:
+        rb = rb["beams"]["*0"]["*0"]
+    return {"bmaj": rb["major"]["value"], "bmin": rb["minor"]["value"],
+            "bpa": rb["positionangle"]["value"], "unit": rb["major"]["unit"]}
+
+
+def image_cont(ms: str, field: str, spw: str, imagename: str, cell: float, imsize: int,
+               reffreq_ghz: float, components: list[dict], niter: int, threshold: str,
+               mask: list[str], datacolumn: str) -> dict:
+    import casatasks
+
+    _tclean(vis=ms, field=field, spw=spw, imagename=imagename, specmode="mfs",
+            reffreq=f"{reffreq_ghz}GHz", deconvolver="hogbom", weighting="natural",
+            cell=f"{cell}arcsec", imsize=imsize, niter=niter, threshold=threshold,
+            usemask="user", mask=mask, pbcor=True, datacolumn=datacolumn, gridder="standard")
+    img = imagename + ".image.pbcor"
+    beam = _beam(img)
+    stats = casatasks.imstat(imagename=imagename + ".residual")
+    peak = casatasks.imstat(imagename=imagename + ".image")["max"][0]
+    fits = []
+    for c in components:
+        region = (f"centerbox[[{c['ra_deg']}deg, {c['dec_deg']}deg], "
+                  f"[{c['box_arcsec']}arcsec, {c['box_arcsec']}arcsec]]")
+        r = casatasks.imfit(imagename=img, region=region)
+        comp = r["results"]["component0"]
+        d = comp["shape"]["direction"]
+        fits.append({"flux_jy": float(comp["flux"]["value"][0]),
+                     "ra_deg": math.degrees(d["m0"]["value"]),
+                     "dec_deg": math.degrees(d["m1"]["value"]),
+                     "converged": bool(r["converged"][0])})
+    return {"beam": beam, "rms": float(stats["rms"][0]), "peak": float(peak), "fits": fits}
+
+
+def dirty_snr(ms: str, field: str, spw: str, imagename: str, cell: float, imsize: int,
+              datacolumn: str) -> dict:
+    import casatasks
+
+    _tclean(vis=ms, field=field, spw=spw, imagename=imagename, specmode="mfs",
+            weighting="natural", cell=f"{cell}arcsec", imsize=imsize, niter=0,
+            datacolumn=datacolumn)
+    st = casatasks.imstat(imagename=imagename + ".image")
+    # rms from the outer part of the image (away from the sources)
+    n = imsize
+    box = f"0,0,{n - 1},{n // 5}"
+    rms = casatasks.imstat(imagename=imagename + ".image", box=box)["rms"][0]
+    return {"peak": float(st["max"][0]), "rms": float(rms), "snr": float(st["max"][0] / rms)}
+
+
+def image_cube(ms: str, field: str, spw: str, imagename: str, cell: float, imsize: int,
+               rest_ghz: float, center: list[float], radius_arcsec: float,
+               vrange: list[float], niter: int, threshold: str, datacolumn: str) -> dict:
+    import casatools
+
+    mask = f"circle[[{center[0]}deg, {center[1]}deg], {radius_arcsec}arcsec]"
+    _tclean(vis=ms, field=field, spw=spw, imagename=imagename, specmode="cube",
+            outframe="LSRK", restfreq=f"{rest_ghz}GHz", deconvolver="hogbom",
+            weighting="natural", cell=f"{cell}arcsec", imsize=imsize, niter=niter,
+            threshold=threshold, usemask="user", mask=mask, pbcor=True,
+            restoringbeam="common", datacolumn=datacolumn, gridder="standard")
+    img = imagename + ".image.pbcor"
+    ia = casatools.image()
+    ia.open(img)
+    data = ia.getchunk()[:, :, 0, :]  # x, y, chan
+    cs = ia.coordsys()
+    nchan = data.shape[-1]
+    freqs = np.array([cs.toworld([0, 0, 0, k])["numeric"][3] for k in range(nchan)])
+    world = cs.referencevalue()["numeric"]
+    world[0], world[1] = math.radians(center[0]), math.radians(center[1])
+    pix = cs.topixel(world)["numeric"]
+    incr = abs(cs.increment()["numeric"][0])  # rad
+    beam = _beam(img)
+    ia.close()
+    cell_rad = incr
+    bmaj = beam["bmaj"] * (math.pi / 180 / 3600 if beam["unit"] == "arcsec" else 1)
+    bmin = beam["bmin"] * (math.pi / 180 / 3600 if beam["unit"] == "arcsec" else 1)
+    beam_pix = math.pi * bmaj * bmin / (4 * math.log(2)) / cell_rad ** 2
+    yy, xx = np.meshgrid(np.arange(data.shape[1]), np.arange(data.shape[0]))
+    r = np.hypot(xx - pix[0], yy - pix[1]) * cell_rad * 180 / math.pi * 3600
+    sel = r <= radius_arcsec
+    spec = np.array([data[:, :, k][sel].sum() / beam_pix for k in range(nchan)])
+    vel = 299792.458 * (1 - freqs / (rest_ghz * 1e9))
+    free = (vel < vrange[0] - 1.0) | (vel > vrange[1] + 1.0)
+    base = float(np.median(spec[free])) if free.any() else 0.0
+    dv = np.abs(np.gradient(vel))
+    inside = ~free
+    flux = float(np.sum((spec[inside] - base) * dv[inside]))
+    return {"integrated_flux_jykms": flux, "continuum_jy": base, "nchan": nchan,
+            "n_line_free": int(free.sum()), "beam": beam,
+            "spectrum": spec.tolist(), "velocity": vel.tolist()}
+
+
+OPS = {"summary": summary, "compare": compare, "image_cont": image_cont,
+       "dirty_snr": dirty_snr, "image_cube": image_cube}
+
+
+def main() -> None:
+    args = json.loads(Path(sys.argv[1]).read_text())
+    op = args.pop("op")
+    Path(sys.argv[2]).write_text(json.dumps(OPS[op](**args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""End to end through the real stages, CASA and auto-selfcal: orchestration faults included.
+
+Run A: two `sails run` processes at once on one project (a real MOUS plus one whose restore
+URL answers 404): every stage runs exactly once, the bad MOUS fails with its reason, the
+good one finishes. Run B: the same data, `sails run` SIGKILLed during selfcal, then run
+again: the same final products as run A and nothing finished is redone.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from sails.sim.serve import ArchiveServer
+
+from pipeline_helpers import (
+    final_products,
+    ingested_project,
+    sails_cmd,
+    starts_per_stage,
+    tap_routes,
+)
+
+BAD_MOUS = "uid://A001/X9999/X1"
+
+
+@pytest.fixture(scope="module")
+def archive(sim_tiny):
+    with ArchiveServer(sim_tiny.path.parent,
+                       extra_routes=tap_routes(sim_tiny.path / "obscore.xml")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory, archive, sim_tiny):
+    project = ingested_project(tmp_path_factory.mktemp("run-a") / "p", archive, sim_tiny.truth,
+                               extra_bad_mous=BAD_MOUS)
+    procs = [sails_cmd(project.root, "run", "-j", "2") for _ in range(2)]
+    outputs = [p.communicate(timeout=1200)[0] for p in procs]
+    return project, procs, outputs
+
+
+def test_concurrent_runs_each_stage_once(run_a, sim_tiny):
+    project, procs, outputs = run_a
+    cat = project.catalog
+    starts = starts_per_stage(cat)
+    assert starts and set(starts.values()) == {1}, starts
+    good = [s for s in cat.stages(sim_tiny.mous_uid)]
+    assert {s.stage for s in good} == {"download", "verify", "split", "selfcal", "image"}
+    assert all(s.status in ("done", "skipped") for s in good), [
+        (s.label, s.status, s.error) for s in good]
+    images = [p for p in cat.products(sim_tiny.mous_uid) if p["kind"] == "cont_image"]
+    assert {p["target"] for p in images} == set(cat.target_names(sim_tiny.mous_uid))
+    # at least one process exits non-zero because the bad MOUS failed in it
+    assert any(p.returncode == 1 for p in procs), outputs
+
+
+def test_failure_of_one_mous_is_isolated_and_explained(run_a):
+    project, _procs, outputs = run_a
+    bad = project.catalog.find_stage(BAD_MOUS, "download")
+    assert bad.status == "failed"
+    assert "404" in bad.error
+    assert any("404" in o and "failed" in o for o in outputs), outputs
+    show = sails_cmd(project.root, "show", BAD_MOUS)
+    text = show.communicate(timeout=120)[0]
+    assert show.returncode == 0 and "404" in text
+
+
+def test_sigkill_during_selfcal_then_resume(tmp_path, archive, sim_tiny, run_a):
+    project = ingested_project(tmp_path / "p", archive, sim_tiny.truth)
+    cat = project.catalog
+    proc = sails_cmd(project.root, "run", "-j", "1")
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if cat.stages(stage="selfcal", status="running"):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before selfcal started"
+    time.sleep(2.0)  # let the CASA job get going
+    done_before = {s.id for s in cat.stages() if s.status == "done"}
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert cat.stages(stage="selfcal", status="running"), "killed while holding the lease"
+    again = sails_cmd(project.root, "run", "-j", "1")
+    out = again.communicate(timeout=1200)[0]
+    assert again.returncode == 0, out
+    stages = cat.stages()
+    assert all(s.status in ("done", "skipped") for s in stages), [(s.label, s.status, s.error)
+                                                                   for s in stages]
+    done_events = {}
+    for e in cat.events():
+        if e["to_status"] == "done":
+            key = (e["stage"], e["target"])
+            done_events[key] = done_events.get(key, 0) + 1
+    assert set(done_events.values()) == {1}, done_events
+    for s in stages:
+        if s.id in done_before:
+            assert starts_per_stage(cat)[(s.mous_id, s.stage, s.target)] == 1
+    killed = [s for s in stages if s.stage == "selfcal" and s.attempts >= 1]
+    assert killed, "the interrupted selfcal was recovered and redone"
+    # Same final products as the uninterrupted run (same data, same paths).
+    run_a_project = run_a[0]
+    good = {p for p in final_products(run_a_project) if "X9999" not in p[3]}
+    assert final_products(project) == good
