@@ -19,16 +19,16 @@ NOISE_TARGET = "G34.43+0.24 MM'1"  # spaces, '+', a quote: selected by field id
 
 
 def line_mous() -> MousSpec:
-    """Bright continuum (a point source and a Gaussian) and a C18O 2-1 streamer, no phase
-    errors, low noise: the truth-recovery case."""
+    """Bright continuum (two point sources) and a C18O 2-1 streamer, two EBs on different
+    dates, no phase errors, low noise: the truth-recovery case."""
     t = TargetSpec(LINE_TARGET, 83.86542, -5.15972,
                    [Component(0.0, 0.0, 0.08, 2.3, "point"),
                     Component(-4.0, 3.0, 0.05, 2.0, "point")],
                    LineSpec(vsys_kms=6.0, core_flux_jykms=2.0, arc_flux_jykms=1.5))
-    return MousSpec(targets=[t], band=6, config=1, n_antennas=24, n_ebs=1,
+    return MousSpec(targets=[t], band=6, config=1, n_antennas=24, n_ebs=2,
                     continuum_nchan=8, line_nchan=48, line_chan_khz=488.28125,
                     bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=60.0,
-                    n_cycles=4, phase_rms_deg=0.0, noise_scale=0.3, label="img-line")
+                    n_cycles=2, phase_rms_deg=0.0, noise_scale=0.3, label="img-line")
 
 
 def noise_mous() -> MousSpec:
@@ -36,9 +36,9 @@ def noise_mous() -> MousSpec:
     continuum only."""
     t = TargetSpec(NOISE_TARGET, 283.32771, 1.41917, [Component(0.0, 0.0, 0.002, 2.0)])
     spws = [SpwSpec(1, 224.0, 8, 250.0), SpwSpec(2, 226.0, 8, 250.0)]
-    return MousSpec(targets=[t], band=6, config=1, n_antennas=24, n_ebs=1, spws=spws,
+    return MousSpec(targets=[t], band=6, config=1, n_antennas=24, n_ebs=2, spws=spws,
                     bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=60.0,
-                    n_cycles=4, phase_rms_deg=0.0, noise_scale=1.0, label="img-noise")
+                    n_cycles=2, phase_rms_deg=0.0, noise_scale=1.0, label="img-noise")
 
 
 _SPLIT = r"""

@@ -163,10 +163,10 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
     }
 
     # Cubes: every catalogue line whose systemic frequency falls in a science spw.
-    cubes = []
+    cubes, in_band = [], []
     if cfg.get("make_cubes", True):
         for ln in sorted(lines, key=lambda x: x["rest_ghz"]):
-            cube = _plan_cube(ln, line_mss, lines, cfg, stem, spw_labels, warnings)
+            cube = _plan_cube(ln, line_mss, lines, cfg, stem, spw_labels, warnings, in_band)
             if cube:
                 cubes.append(cube)
 
@@ -174,7 +174,7 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "field": field, "stem": stem, "cell_arcsec": cell, "imsize": imsize,
         "pb_fwhm_arcsec": pb_fwhm, "max_baseline_m": bmax, "dish_m": dish,
         "phasecenter_field": ref["field_id"], "continuum": continuum, "cubes": cubes,
-        "ms": mss, "line_ms": line_mss, "warnings": warnings,
+        "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
         "vsys_kms": vsys, "window_kms": window, "linefree_half_kms": excl,
     }
 
@@ -190,7 +190,7 @@ def _common_column(mss: list[dict[str, Any]], warnings: list[str]) -> str:
 
 def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[dict[str, Any]],
                cfg: dict[str, Any], stem: str, spw_labels: dict[str, str],
-               warnings: list[str]) -> dict[str, Any] | None:
+               warnings: list[str], in_band: list[str]) -> dict[str, Any] | None:
     vsys = float(cfg["systemic_velocity_kms"])
     window = float(cfg["velocity_window_kms"])
     excl = window + float(cfg["line_free_margin_kms"])
@@ -212,7 +212,11 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
     m0, s0 = per_ms[0]
     lo_hz, hi_hz = _spw_range(s0)
     v_edge = sorted([im.radio_velocity(lo_hz, rest), im.radio_velocity(hi_hz, rest)])
-    native = im.C_KMS * s0["chan_width_hz"] / rest
+    # Native width in the output frame: LSRK channels are a little wider than TOPO ones, and
+    # tclean refuses a width below the widest input channel (slightly above it is fine).
+    widths = [abs(s["lsrk_hz"][1] - s["lsrk_hz"][0]) if len(s["lsrk_hz"]) > 1
+              else s["chan_width_hz"] for _, s in per_ms]
+    native = im.C_KMS * max(max(widths), s0["chan_width_hz"]) / rest * (1 + 1e-5)
     width = float(cfg["channel_width_kms"] or 0.0) or native
     if width < native * 0.999:
         warnings.append(f"{ln['name']}: channel width {width:.3f} km/s is finer than the "
@@ -222,6 +226,7 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
         warnings.append(f"{ln['name']}: spw {s0['id']} channels are {native:.1f} km/s wide, "
                         f"coarser than the +-{window:g} km/s window; no cube")
         return None
+    in_band.append(ln["name"])  # in a spectral-line window: a cube is expected
     v_lo = max(vsys - window, v_edge[0] + width)
     v_hi = min(vsys + window, v_edge[1] - width)
     if v_hi - v_lo < 2 * width:
@@ -233,21 +238,28 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
                         "by the spw edge")
     start, nchan = im.cube_grid(v_lo, v_hi, width)
     fit = []
+    contsub = True
     for m, s in per_ms:
         free = linefree(s, lines, vsys, excl)
         n = sum(b - a + 1 for a, b in free)
         if n < max(3, float(cfg.get("min_linefree_fraction", 0.1)) * s["nchan"]):
-            warnings.append(f"{ln['name']}: spw {s['id']} of {m['vis']} has {n} line-free "
-                            "channels; too few to fit the continuum, no cube")
-            return None
+            contsub = False
         fit.append({"vis": m["vis"], "field_id": m["field_id"], "spw": s["id"],
                     "fitspec": f"{s['id']}:{im.chan_selection(free)}",
                     "datacolumn": m["datacolumn"], "nchan": s["nchan"],
                     "chan_width_hz": s["chan_width_hz"]})
+    if not contsub:
+        # A line in the band still deserves a cube: image it with its continuum.
+        warnings.append(f"{ln['name']}: too few line-free channels outside +-"
+                        f"{excl:g} km/s to fit the continuum; cube made WITHOUT continuum "
+                        "subtraction (narrow spw, or set imaging.line_free_margin_kms)")
+        for f in fit:
+            f["fitspec"] = None
     label = spw_labels.get(str(s0["id"]), str(s0["id"]))
     return {
         "line": ln, "imagename": f"{stem}.spw{label}.{ln['name']}.cube.I",
-        "spw_label": label, "spw_id": s0["id"], "per_ms": fit, "start_kms": start,
+        "spw_label": label, "spw_id": s0["id"], "per_ms": fit, "contsub": contsub,
+        "start_kms": start,
         "width_kms": width, "nchan": nchan, "native_width_kms": native,
         "restfreq_hz": rest, "chan_factor": max(1, int(round(width / native))),
         "chans_per_sens": max(1, int(math.ceil(width / native - 1e-6))),

@@ -173,8 +173,14 @@ def run(ctx: StageContext) -> Outcome:
         products += make_previews(products, target)
     plan = (manifest.get("steps") or {}).get("plan") or {}
     cubes = plan.get("cubes") or []
-    reason = (f"imaged {source} data: continuum"
-              + (f" + {len(cubes)} cube(s) ({', '.join(cubes)})" if cubes
-                 else " only (no catalogue line in the target's spws)")
-              + (f"; {why}" if why else ""))
+    missed = [ln for ln in plan.get("lines_in_band") or [] if ln not in cubes]
+    if cubes:
+        what = f" + {len(cubes)} cube(s) ({', '.join(cubes)})"
+    elif missed:
+        what = " only"
+    else:
+        what = " only (no catalogue line in the target's spws)"
+    if missed:
+        what += f"; no cube for {', '.join(missed)} (see the job warnings)"
+    reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
     return Outcome.done(products, reason)

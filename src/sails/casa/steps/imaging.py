@@ -223,6 +223,7 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
             "nterms": plan["continuum"]["nterms"],
             "fractional_bw": plan["continuum"]["fractional_bw"],
             "cubes": [c["line"]["name"] for c in plan["cubes"]],
+            "lines_in_band": plan["lines_in_band"],
             "continuum": plan["continuum"]["imagename"], "products": []}
 
 
@@ -325,14 +326,18 @@ def image_contsub(ctx) -> dict[str, Any]:
     order = int(plan["cfg"]["uvcontsub_fitorder"])
     for cube in plan["cubes"]:
         for pm in cube["per_ms"]:
+            if not pm.get("fitspec"):  # planned without continuum subtraction
+                pm["contsub"] = {"vis": pm["vis"], "field_id": pm["field_id"],
+                                 "spw": pm["spw"], "datacolumn": pm["datacolumn"]}
+                continue
             key = f"{pm['vis']}|{pm['spw']}"
             if key not in done:
                 outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}.contsub.ms"
                 shutil.rmtree(outvis, ignore_errors=True)
                 casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
-                                    field=str(pm["field_id"]), spw=str(pm["spw"]),
-                                    fitspec=pm["fitspec"], fitorder=order,
-                                    datacolumn=pm["datacolumn"])
+                          field=str(pm["field_id"]), spw=str(pm["spw"]),
+                          fitspec=pm["fitspec"], fitorder=order,
+                          datacolumn=pm["datacolumn"])
                 if not outvis.exists():
                     raise ImagingFailed(f"uvcontsub wrote no {outvis.name} (see the CASA log)")
                 msmd = casatools.msmetadata()
@@ -342,7 +347,8 @@ def image_contsub(ctx) -> dict[str, Any]:
                     spws = [int(s) for s in msmd.spwsforfield(fid)]
                 finally:
                     msmd.close()
-                done[key] = {"vis": str(outvis), "field_id": fid, "spw": spws[0]}
+                done[key] = {"vis": str(outvis), "field_id": fid, "spw": spws[0],
+                             "datacolumn": "data"}
             pm["contsub"] = done[key]
     _save_plan(ctx, plan)
     return {"products": [], "contsub": [v["vis"] for v in done.values()]}
@@ -391,9 +397,11 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     label = f"{ln['name']} cube of {plan['field']!r}"
     name = str(_casa_dir(ctx) / cube["imagename"])
     cs = [pm["contsub"] for pm in cube["per_ms"]]
+    cols = {c.get("datacolumn", "data") for c in cs}
     base = dict(_common(plan), vis=[c["vis"] for c in cs],
                 field=[str(c["field_id"]) for c in cs], spw=[str(c["spw"]) for c in cs],
-                datacolumn="data", imagename=name, specmode="cube", nchan=cube["nchan"],
+                datacolumn=cols.pop() if len(cols) == 1 else "data", imagename=name,
+                specmode="cube", nchan=cube["nchan"],
                 start=f"{cube['start_kms']}km/s", width=f"{cube['width_kms']}km/s",
                 outframe="LSRK", veltype="radio", restfreq=f"{cube['restfreq_hz']}Hz",
                 interpolation=cfg["interpolation"], perchanweightdensity=True,
@@ -417,7 +425,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                           for i in range(dirty.shape[-1])]) / sigma
     n_edge = max(1, cube["nchan"] // 10)
     edge_snr = float(np.nanmax(np.r_[chan_peak[:n_edge], chan_peak[-n_edge:]]))
-    edge_emission = edge_snr > cfg["edge_clip_sigma"]
+    edge_emission = bool(cube.get("contsub", True)) and edge_snr > cfg["edge_clip_sigma"]
     if edge_emission:
         ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line may "
                  "extend beyond the velocity window (widen imaging.velocity_window_kms)")
@@ -479,6 +487,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                 "spw": cube["spw_label"], "line_channels": int(line_chans.sum())}
     metrics = {
         "line": ln["name"], "species": ln["species"], "transition": ln["transition"],
+        "continuum_subtracted": bool(cube.get("contsub", True)),
         "rms": rms, "rms_dirty": sigma, "theoretical_rms": theo,
         "rms_ratio": rms / theo if theo else None, "peak": _nanmax_in(pbc, inside),
         "dynamic_range": peak_flat / rms if rms else None, "beam": bm,
