@@ -91,6 +91,47 @@ def test_imaging_arithmetic():
     assert im.fractional_bandwidth([(216e9, 218e9), (232e9, 234e9)]) == pytest.approx(0.08)
 
 
+def _spw(sid: int, f0_hz: float, nchan: int, df_hz: float) -> dict:
+    return {"id": sid, "name": "X#ALMA_RB_06#BB_1#SW-01#FULL_RES", "nchan": nchan,
+            "chan_width_hz": df_hz, "lsrk_hz": [f0_hz + i * df_hz for i in range(nchan)]}
+
+
+def test_cube_planning_from_the_catalogue_windows():
+    from sails.casa.imaging_plan import _plan_cube, linefree
+
+    c18o = {"name": "C18O_2-1", "species": "C18O", "transition": "2-1",
+            "rest_ghz": 219.560354}
+    cfg = {"systemic_velocity_kms": 6.0, "velocity_window_kms": 8.0,
+           "line_free_margin_kms": 3.0, "channel_width_kms": None,
+           "min_linefree_fraction": 0.1}
+    f_sys = 219.560354e9 * (1 - 6.0 / 299792.458)
+    # 240 x 122 kHz (~40 km/s) around the line: line-free outside 6 +- 11 km/s
+    wide = _spw(1, f_sys - 120 * 122070.3125, 240, 122070.3125)
+    ms = {"vis": "/data/eb1_targets.ms", "field_id": 3, "spws": [wide], "datacolumn": "data"}
+    free = linefree(wide, [c18o], 6.0, 11.0)
+    v = [299792.458 * (1 - wide["lsrk_hz"][i] / 219.560354e9) for a, b in free
+         for i in (a, b)]
+    assert free[0][0] == 0 and free[-1][1] == 239 and len(free) == 2
+    assert all(abs(x - 6.0) > 11.0 - 0.17 for x in v)  # edges within half a channel
+    warnings, in_band = [], []
+    cube = _plan_cube(c18o, [ms], [c18o], cfg, "member.x.T_sci", {}, warnings, in_band)
+    assert cube["contsub"] and in_band == ["C18O_2-1"]
+    assert cube["imagename"] == "member.x.T_sci.spw1.C18O_2-1.cube.I"
+    assert cube["per_ms"][0]["fitspec"].startswith("1:0~")
+    assert cube["start_kms"] == pytest.approx(6.0 - 8.0, abs=cube["width_kms"])
+    assert cube["nchan"] * cube["width_kms"] == pytest.approx(16.0, abs=2 * cube["width_kms"])
+    # a narrow window: no line-free channels -> cube without continuum subtraction
+    narrow = _spw(1, f_sys - 16 * 488281.25, 32, 488281.25)
+    cube = _plan_cube(c18o, [dict(ms, spws=[narrow])], [c18o], cfg, "s", {}, warnings, [])
+    assert cube is not None and not cube["contsub"] and cube["per_ms"][0]["fitspec"] is None
+    assert "WITHOUT continuum subtraction" in warnings[-1]
+    # TDM continuum channels (250 MHz ~ 340 km/s): no cube
+    tdm = _spw(0, f_sys - 4 * 250e6, 8, 250e6)
+    assert _plan_cube(c18o, [dict(ms, spws=[tdm])], [c18o], cfg, "s", {}, warnings,
+                      []) is None
+    assert "coarser than" in warnings[-1]
+
+
 def test_failure_messages_say_what_happened():
     msg = explain_failure("CASA job image-x killed by SIGKILL without a result manifest",
                           "HOPS 56", 16)
