@@ -171,26 +171,47 @@ class ExtraLine(_Section):
 
 
 class Imaging(_Section):
+    """Continuum and cube imaging (the ``image`` stage)."""
+
+    weighting: Literal["briggs", "natural", "uniform"] = "briggs"
     robust: float = Field(0.5, ge=-2, le=2)
     pixels_per_beam: float = Field(5.0, gt=1)
     pb_factor: float = Field(1.5, gt=0, description="image width in units of the PB FWHM")
+    pblimit: float = Field(0.2, gt=0, lt=1)
     nterms2_fractional_bw: float = Field(0.1, gt=0)
     systemic_velocity_kms: float = 0.0
+    target_velocities_kms: dict[str, float] = Field(
+        default_factory=dict, description="per-target systemic velocity (by source name)")
     velocity_window_kms: float = Field(20.0, gt=0)
-    channel_width_kms: float | None = None
+    channel_width_kms: float | None = Field(None, gt=0)
+    interpolation: Literal["linear", "nearest", "cubic"] = "linear"
     line_free_margin_kms: float = Field(10.0, ge=0)
+    min_linefree_fraction: float = Field(0.1, ge=0, lt=1)
+    uvcontsub_fitorder: int = Field(1, ge=0, le=2)
+    edge_clip_sigma: float = Field(5.0, gt=0, description="dirty-cube edge-emission check")
     multiscale_threshold_sigma: float = Field(4.0, gt=0)
     singlescale_threshold_sigma: float = Field(2.0, gt=0)
     cont_threshold_sigma: float = Field(2.5, gt=0)
+    cont_max_rounds: int = Field(3, ge=1, description="re-clean while the noise estimate drops")
+    moment_mask_hi_sigma: float = Field(4.0, gt=0)
+    moment_mask_lo_sigma: float = Field(2.0, gt=0)
     niter: int = Field(100000, ge=0)
+    gain: float = Field(0.1, gt=0)
+    cyclefactor: float = Field(1.0, gt=0)
     scales: list[int] = Field(default_factory=lambda: [0, 5, 15])
+    # auto-multithresh, ALMA 12-m pipeline values
     sidelobethreshold: float = 2.0
     noisethreshold: float = 4.25
     lownoisethreshold: float = 1.5
     minbeamfrac: float = 0.3
     negativethreshold: float = 0.0
+    cube_negativethreshold: float = 15.0
+    growiterations: int = Field(75, ge=0)
     lines: list[ExtraLine] = Field(default_factory=list)
     make_cubes: bool = True
+    keep_contsub: bool = False
+    previews: bool = True
+    timeout_minutes: float | None = Field(None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -344,11 +365,21 @@ use_xvfb = true              # draw plotms weblog plots under Xvfb when it is in
 # extra = { scale_fov = 1.5 }
 
 [imaging]
+weighting = "briggs"
 robust = 0.5
-pixels_per_beam = 5.0
-pb_factor = 1.5             # image width in PB FWHM
-systemic_velocity_kms = 0.0
+pixels_per_beam = 5.0       # cell = longest-baseline fringe / this
+pb_factor = 1.5             # image width in PB FWHM (rounded to an FFT-friendly size)
+pblimit = 0.2
+nterms2_fractional_bw = 0.1 # mtmfs nterms=2 above this fractional bandwidth
+systemic_velocity_kms = 0.0 # LSRK, radio
 velocity_window_kms = 20.0  # cubes cover systemic +- this
+# channel_width_kms = 0.5   # default: native
+line_free_margin_kms = 10.0 # line-free = outside systemic +- (window + margin)
+cont_threshold_sigma = 2.5
+multiscale_threshold_sigma = 4.0   # cubes: multiscale to this, then
+singlescale_threshold_sigma = 2.0  # single-scale inside the mask to this
+scales = [0, 5, 15]         # pixels
+make_cubes = true
 # Extra lines for cubes, beside the shipped catalogue:
 # [[imaging.lines]]
 # name = "CH3OH_4-3"

@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 RESULT_NAME = "result.json"
-LEAP_SECOND_HINTS = ("leap second", "Leap second", "TAI_UTC", "leapsecond")
+LEAP_SECOND_HINTS = (
+    "leap second", "Leap second", "TAI_UTC", "leapsecond", "MeasTable::dUTC",
+    "Until the table is updated", "wrong by 1s or more",
+)
 
 
 class JobContext:

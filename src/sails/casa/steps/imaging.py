@@ -1,0 +1,557 @@
+"""Imaging steps (job side): plan, continuum, continuum subtraction, line cubes.
+
+One job per target runs ``image_plan`` -> ``image_continuum`` -> ``image_contsub`` ->
+``image_cubes``. The plan is written to ``plan.json`` in the job folder; later steps read it,
+so each step's inputs are on disk for a person to check. CASA images live in ``casa/``, FITS
+products beside ``plan.json``; each step returns ``{"products": [...]}`` with final paths,
+kinds and metrics for the stage to record.
+
+Thresholds come from measured noise: the dirty image (continuum) or the first dirty cube
+(lines). Cubes are deconvolved in two stages, as PHANGS-ALMA does: multiscale with an
+automatic mask to a few sigma, then single-scale inside that mask to a lower threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sails.casa import imaging_plan as planmod
+from sails.casa import imaging_stats as st
+from sails.casa.imaging_math import C_KMS
+
+PLAN_NAME = "plan.json"
+CALLS_NAME = "casa_calls.json"
+CALLS_SCRIPT = "casa_calls.py"
+DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle",
+                  6: "the peak residual grew by more than 3x above its minimum"}
+
+
+class ImagingFailed(RuntimeError):
+    """Deconvolution diverged, ran out of memory, or produced no usable image."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def _plan_path(ctx) -> Path:
+    return ctx.out / PLAN_NAME
+
+
+def _load_plan(ctx) -> dict[str, Any]:
+    return json.loads(_plan_path(ctx).read_text())
+
+
+def _save_plan(ctx, plan: dict[str, Any]) -> None:
+    tmp = _plan_path(ctx).with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan, indent=2))
+    tmp.replace(_plan_path(ctx))
+
+
+def _casa_dir(ctx) -> Path:
+    d = ctx.out / "casa"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def casa_task(ctx, task: str, **kw: Any) -> Any:
+    """Call a casatasks task and record it (JSON + a paste-ready script beside the products;
+    paths inside the job folder are written as ``{out}``)."""
+    import casatasks
+
+    path = ctx.out / CALLS_NAME
+    calls = json.loads(path.read_text()) if path.exists() else []
+    staged = str(ctx.out)
+
+    def rel(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace(staged, "{out}")
+        if isinstance(v, list):
+            return [rel(x) for x in v]
+        return v
+
+    record = {"task": task, "args": {k: rel(v) for k, v in kw.items()}}
+    calls.append(record)
+    final = str(ctx.final_path(path))[: -len(CALLS_NAME) - 1]
+    lines = ["# CASA calls of this imaging job (OUT = this folder); runs in any CASA 6.",
+             "import casatasks", f"OUT = {final!r}", ""]
+    for c in calls:
+        args = ", ".join(f"{k}={_py(v)}" for k, v in c["args"].items())
+        lines.append(f"casatasks.{c['task']}({args})")
+    (ctx.out / CALLS_SCRIPT).write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    try:
+        return getattr(casatasks, task)(**kw)
+    finally:
+        record["wall_s"] = round(time.perf_counter() - t0, 3)
+        path.write_text(json.dumps(calls, indent=1))
+
+
+def _py(v: Any) -> str:
+    """Python source for a recorded argument, with ``{out}`` as ``OUT``."""
+    if isinstance(v, str) and "{out}" in v:
+        return repr(v) + ".replace('{out}', OUT)"
+    if isinstance(v, list):
+        return "[" + ", ".join(_py(x) for x in v) + "]"
+    return repr(v)
+
+
+def _mask_params(cfg: dict[str, Any], cube: bool) -> dict[str, Any]:
+    return {
+        "usemask": "auto-multithresh",
+        "sidelobethreshold": cfg["sidelobethreshold"],
+        "noisethreshold": cfg["noisethreshold"],
+        "lownoisethreshold": cfg["lownoisethreshold"],
+        "minbeamfrac": cfg["minbeamfrac"],
+        "negativethreshold": cfg["cube_negativethreshold"] if cube else cfg["negativethreshold"],
+        "growiterations": cfg["growiterations"],
+        "dogrowprune": True,
+        "fastnoise": True,
+    }
+
+
+def run_tclean(ctx, label: str, **kw: Any) -> dict[str, Any]:
+    """tclean with a clear error for divergence, memory exhaustion and silent failures."""
+    try:
+        summary = casa_task(ctx, "tclean", **kw)
+    except MemoryError:
+        raise ImagingFailed(f"{label}: out of memory in tclean (imsize {kw.get('imsize')}, "
+                            f"nchan {kw.get('nchan', 1)}); give the image stage more RAM or "
+                            "image fewer channels") from None
+    except RuntimeError as exc:
+        if "bad_alloc" in str(exc) or "memory" in str(exc).lower():
+            raise ImagingFailed(f"{label}: out of memory in tclean ({exc})") from None
+        raise
+    if not isinstance(summary, dict) or not summary:
+        raise ImagingFailed(f"{label}: tclean returned no summary (see the CASA log)")
+    code = int(summary.get("stopcode", 0))
+    if code in DIVERGED_CODES and kw.get("niter", 0) > 0:
+        raise ImagingFailed(
+            f"{label}: deconvolution diverged ({DIVERGED_CODES[code]}, tclean stopcode {code}, "
+            f"after {summary.get('iterdone')} iterations); try a lower imaging.gain, another "
+            "robust, or a higher threshold")
+    return {"stopcode": code, "stop": summary.get("stopDescription", ""),
+            "iterdone": int(summary.get("iterdone", 0)),
+            "nmajordone": int(summary.get("nmajordone", 0))}
+
+
+def sidelobe_guard(cfg: dict[str, Any], psf_sidelobe: float, ctx=None, label: str = "") -> float:
+    """auto-multithresh masks nothing when sidelobethreshold x PSF sidelobe level >= 1 (a
+    sparse snapshot PSF); lower the factor so that at least emission above 0.8 x the peak
+    residual can be masked."""
+    slt = float(cfg["sidelobethreshold"])
+    if psf_sidelobe > 0 and slt * psf_sidelobe > 0.8:
+        new = max(1.0, 0.8 / psf_sidelobe)
+        if ctx is not None:
+            ctx.warn(f"{label}: PSF sidelobe level {psf_sidelobe:.2f}; sidelobethreshold "
+                     f"lowered from {slt} to {new:.2f} so auto-masking can find emission")
+        return new
+    return slt
+
+
+def _check_finite(label: str, image: str, cleaned: bool) -> None:
+    """Refuse an image with no finite pixel or absurd values, saying which it is."""
+    data = st.read(image)
+    if not np.isfinite(data).any():
+        if cleaned:
+            raise ImagingFailed(f"{label}: deconvolution diverged (the restored image has no "
+                                "finite pixel); try a lower imaging.gain or a higher threshold")
+        raise ImagingFailed(f"{label}: the dirty image has no finite pixel (all data flagged?)")
+    peak = float(np.nanmax(np.abs(data)))
+    if not math.isfinite(peak) or peak > 1e6:
+        raise ImagingFailed(f"{label}: image values are absurd (|peak| {peak:.3g} Jy/beam); "
+                            "deconvolution diverged")
+
+
+def _export(ctx, image: str, fits: Path, *, velocity: bool = False,
+            dropstokes: bool = True) -> str:
+    casa_task(ctx, "exportfits", imagename=image, fitsimage=str(fits), velocity=velocity,
+                         optical=False, dropstokes=dropstokes, dropdeg=False, overwrite=True,
+                         history=False)
+    if not fits.exists():
+        raise ImagingFailed(f"exportfits wrote no {fits.name}")
+    return ctx.final_path(fits)
+
+
+def _pbcor(ctx, image: str, pb: str, out: str, pblimit: float) -> str:
+    shutil.rmtree(out, ignore_errors=True)
+    casa_task(ctx, "impbcor", imagename=image, pbimage=pb, outfile=out, cutoff=pblimit,
+              overwrite=True)
+    return out
+
+
+def _product(kind: str, path: str, spw: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``path`` as the job sees it; ``name`` relative to the output folder, so the stage can
+    rebuild the path as its own machine sees it (remote jobs mount the project elsewhere)."""
+    return {"kind": kind, "path": path, "name": Path(path).name, "spw": spw,
+            "metrics": metrics}
+
+
+def _nanmax_in(data: np.ndarray, valid: np.ndarray) -> float:
+    v = data[valid & np.isfinite(data)]
+    return float(v.max()) if v.size else float("nan")
+
+
+# ----------------------------------------------------------------------------- steps
+def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str, Any]],
+               cfg: dict[str, Any], stem: str, line_vis: list[dict[str, Any]] | None = None,
+               spw_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Describe the data and fix every imaging parameter; writes ``plan.json``."""
+    mss = [planmod.describe_ms(v["path"], field, v.get("datacolumn", "auto")) for v in vis]
+    line_mss = mss
+    if line_vis:
+        cand = [planmod.describe_ms(v["path"], field, v.get("datacolumn", "auto"))
+                for v in line_vis]
+        # Cubes need full spectral resolution: use the self-calibrated data only when its
+        # channels are as fine as the fallback's (auto-selfcal may have averaged them).
+        fine = min(s["chan_width_hz"] for m in cand for s in m["spws"])
+        have = min(s["chan_width_hz"] for m in mss for s in m["spws"])
+        if have > fine * 1.01:
+            line_mss = cand
+            ctx.warn("cubes use the non-self-calibrated data: the self-calibrated MS is "
+                     "spectrally averaged")
+    plan = planmod.make_plan(mss, line_mss, field, lines, cfg, stem, spw_labels)
+    plan["cfg"] = cfg
+    for w in plan["warnings"]:
+        ctx.warn(w)
+    _save_plan(ctx, plan)
+    return {"cell_arcsec": plan["cell_arcsec"], "imsize": plan["imsize"],
+            "nterms": plan["continuum"]["nterms"],
+            "fractional_bw": plan["continuum"]["fractional_bw"],
+            "cubes": [c["line"]["name"] for c in plan["cubes"]],
+            "lines_in_band": plan["lines_in_band"],
+            "continuum": plan["continuum"]["imagename"], "products": []}
+
+
+def _common(plan: dict[str, Any]) -> dict[str, Any]:
+    cfg = plan["cfg"]
+    return {"imsize": [plan["imsize"], plan["imsize"]], "cell": f"{plan['cell_arcsec']}arcsec",
+            "weighting": cfg["weighting"], "robust": cfg["robust"], "gridder": "standard",
+            "pblimit": cfg["pblimit"], "gain": cfg["gain"], "cyclefactor": cfg["cyclefactor"],
+            "interactive": False, "parallel": False, "pbcor": False}
+
+
+def image_continuum(ctx) -> dict[str, Any]:
+    """Dirty image -> noise -> auto-masked clean to k sigma (repeated while the noise
+    estimate drops) -> pbcor -> FITS, with metrics."""
+    plan = _load_plan(ctx)
+    cfg, cont = plan["cfg"], plan["continuum"]
+    name = str(_casa_dir(ctx) / cont["imagename"])
+    tt = ".tt0" if cont["nterms"] == 2 else ""
+    label = f"continuum of {plan['field']!r}"
+    base = dict(_common(plan), vis=cont["vis"], field=cont["field"], spw=cont["spw"],
+                datacolumn=cont["datacolumn"], imagename=name, specmode="mfs",
+                deconvolver=cont["deconvolver"], nterms=cont["nterms"],
+                reffreq=f"{cont['reffreq_hz']}Hz" if cont["nterms"] == 2 else "",
+                restoringbeam="", scales=[0] if cont["nterms"] == 2 else [],
+                **_mask_params(cfg, cube=False))
+    runs = [run_tclean(ctx, label, **dict(base, niter=0))]
+    image, pb, resid, mask = (f"{name}.image{tt}", f"{name}.pb{tt}", f"{name}.residual{tt}",
+                              f"{name}.mask")
+    sidelobe = st.psf_sidelobe(f"{name}.psf{tt}", st.beam(image), plan["cell_arcsec"])
+    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
+    _check_finite(label, resid, cleaned=False)
+    rms_dirty = st.noise(resid, pb, cfg["pblimit"])
+    rms = rms_dirty
+    thresholds = []
+    for _ in range(max(1, int(cfg["cont_max_rounds"]))):
+        thr = cfg["cont_threshold_sigma"] * rms
+        thresholds.append(thr)
+        runs.append(run_tclean(ctx, label, **dict(base, niter=cfg["niter"], threshold=f"{thr}Jy",
+                                             calcres=False, calcpsf=False)))
+        new = st.noise(resid, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
+        if not (new < 0.8 * rms) or runs[-1]["iterdone"] == 0:
+            rms = new
+            break
+        rms = new
+    _check_finite(label, image, cleaned=True)
+    pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
+
+    out = ctx.out
+    stem = cont["imagename"]
+    spw = ",".join(str(s) for s in cont["spw_ids"])
+    rms_final = st.noise(image, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
+    theo = st.apparent_sensitivity(cont["vis"], [int(f) for f in cont["field"]], cont["spw"],
+                                   plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
+                                   cfg["robust"])
+    img = st.read(image)
+    pbd = st.read(pb)
+    inside = np.isfinite(pbd) & (pbd >= cfg["pblimit"])
+    peak_flat = _nanmax_in(img, inside)
+    peak = _nanmax_in(st.read(pbcor), inside)
+    bm = st.beam(image)
+    fit = st.fit_brightest(pbcor, plan["cell_arcsec"], bm) if bm else {}
+    metrics = {
+        "rms": rms_final, "rms_dirty": rms_dirty, "theoretical_rms": theo,
+        "rms_ratio": (rms_final / theo) if theo else None, "peak": peak,
+        "dynamic_range": peak_flat / rms_final if rms_final else None, "beam": bm,
+        "flux_imfit": fit.get("flux_jy"), "imfit": fit, "thresholds_jy": thresholds,
+        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
+        "cell_arcsec": plan["cell_arcsec"], "imsize": plan["imsize"],
+        "robust": cfg["robust"], "weighting": cfg["weighting"],
+        "deconvolver": cont["deconvolver"], "tclean": runs,
+        "spectral": {"mode": "mfs", "nterms": cont["nterms"],
+                     "reffreq_ghz": cont["reffreq_hz"] / 1e9,
+                     "freq_range_ghz": [f / 1e9 for f in cont["freq_range_hz"]],
+                     "fractional_bw": cont["fractional_bw"],
+                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"]},
+    }
+    prods = [
+        _product("cont_image", _export(ctx, pbcor, out / f"{stem}.pbcor.fits"), spw, metrics),
+        _product("cont_pb", _export(ctx, pb, out / f"{stem}.pb.fits"), spw, {}),
+    ]
+    if Path(mask).exists():
+        prods.append(_product("cont_mask", _export(ctx, mask, out / f"{stem}.mask.fits"), spw,
+                              {}))
+    if cont["nterms"] == 2 and Path(f"{name}.alpha").exists():
+        prods.append(_product("cont_alpha", _export(ctx, f"{name}.alpha",
+                                                    out / f"{stem}.alpha.fits"), spw, {}))
+    return {"products": prods, "rms": rms_final, "theoretical_rms": theo}
+
+
+def image_contsub(ctx) -> dict[str, Any]:
+    """uvcontsub of every (MS, spw) a cube needs, fitting the catalogue's line-free channels."""
+    import casatools
+
+    plan = _load_plan(ctx)
+    if not plan["cubes"]:
+        return {"products": [], "contsub": []}
+    work = ctx.out / "work"
+    work.mkdir(exist_ok=True)
+    done: dict[str, dict[str, Any]] = {}
+    order = int(plan["cfg"]["uvcontsub_fitorder"])
+    for cube in plan["cubes"]:
+        for pm in cube["per_ms"]:
+            if not pm.get("fitspec"):  # planned without continuum subtraction
+                pm["contsub"] = {"vis": pm["vis"], "field_id": pm["field_id"],
+                                 "spw": pm["spw"], "datacolumn": pm["datacolumn"]}
+                continue
+            key = f"{pm['vis']}|{pm['spw']}"
+            if key not in done:
+                outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}.contsub.ms"
+                shutil.rmtree(outvis, ignore_errors=True)
+                casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
+                          field=str(pm["field_id"]), spw=str(pm["spw"]),
+                          fitspec=pm["fitspec"], fitorder=order,
+                          datacolumn=pm["datacolumn"])
+                if not outvis.exists():
+                    raise ImagingFailed(f"uvcontsub wrote no {outvis.name} (see the CASA log)")
+                msmd = casatools.msmetadata()
+                msmd.open(str(outvis))
+                try:
+                    fid = planmod._field_id(msmd, plan["field"], str(outvis))
+                    spws = [int(s) for s in msmd.spwsforfield(fid)]
+                finally:
+                    msmd.close()
+                done[key] = {"vis": str(outvis), "field_id": fid, "spw": spws[0],
+                             "datacolumn": "data"}
+            pm["contsub"] = done[key]
+    _save_plan(ctx, plan)
+    return {"products": [], "contsub": [v["vis"] for v in done.values()]}
+
+
+def _velocities(image: str, rest_hz: float) -> np.ndarray:
+    import casatools
+
+    ia = casatools.image()
+    ia.open(image)
+    try:
+        cs = ia.coordsys()
+        n = ia.shape()[cs.findaxisbyname("spectral")]
+        axis = cs.findaxisbyname("spectral")
+        ref = cs.referencepixel()["numeric"]
+        freqs = []
+        for i in range(n):
+            pix = list(ref)
+            pix[axis] = i
+            freqs.append(cs.toworld(pix)["numeric"][axis])
+        cs.done()
+    finally:
+        ia.close()
+    return C_KMS * (1.0 - np.asarray(freqs) / rest_hz)
+
+
+def image_cubes(ctx) -> dict[str, Any]:
+    """Every planned cube: dirty -> noise -> multiscale (auto-mask) -> single-scale (mask)
+    -> pbcor -> FITS, moments 0/1/8, spectrum, metrics."""
+    plan = _load_plan(ctx)
+    prods: list[dict[str, Any]] = []
+    summary = {}
+    for cube in plan["cubes"]:
+        p, s = _one_cube(ctx, plan, cube)
+        prods.extend(p)
+        summary[cube["line"]["name"]] = s
+    if not plan["cfg"].get("keep_contsub", False):
+        shutil.rmtree(ctx.out / "work", ignore_errors=True)
+    return {"products": prods, "cubes": summary}
+
+
+def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
+
+    cfg = plan["cfg"]
+    ln = cube["line"]
+    label = f"{ln['name']} cube of {plan['field']!r}"
+    name = str(_casa_dir(ctx) / cube["imagename"])
+    cs = [pm["contsub"] for pm in cube["per_ms"]]
+    cols = {c.get("datacolumn", "data") for c in cs}
+    base = dict(_common(plan), vis=[c["vis"] for c in cs],
+                field=[str(c["field_id"]) for c in cs], spw=[str(c["spw"]) for c in cs],
+                datacolumn=cols.pop() if len(cols) == 1 else "data", imagename=name,
+                specmode="cube", nchan=cube["nchan"],
+                start=f"{cube['start_kms']}km/s", width=f"{cube['width_kms']}km/s",
+                outframe="LSRK", veltype="radio", restfreq=f"{cube['restfreq_hz']}Hz",
+                interpolation=cfg["interpolation"], perchanweightdensity=True,
+                restoringbeam="common", **_mask_params(cfg, cube=True))
+    runs = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
+    image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
+                              f"{name}.mask")
+    sidelobe = st.psf_sidelobe(f"{name}.psf", st.beam(image), plan["cell_arcsec"])
+    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
+    _check_finite(label, resid, cleaned=False)
+    sigma = st.noise(resid, pb, cfg["pblimit"])
+    if not sigma > 0:
+        raise ImagingFailed(f"{label}: the dirty cube has zero noise (no data?)")
+
+    # Sigma-clip check of the catalogue windows: emission at the cube edges means the line
+    # is wider than the window, so the 'line-free' channels used by uvcontsub may not be.
+    dirty = st.read(resid)
+    pbd = st.read(pb)
+    inside = np.isfinite(pbd) & (pbd >= cfg["pblimit"])
+    chan_peak = np.array([_nanmax_in(dirty[..., i], inside[..., i])
+                          for i in range(dirty.shape[-1])]) / sigma
+    n_edge = max(1, cube["nchan"] // 10)
+    edge_snr = float(np.nanmax(np.r_[chan_peak[:n_edge], chan_peak[-n_edge:]]))
+    edge_emission = bool(cube.get("contsub", True)) and edge_snr > cfg["edge_clip_sigma"]
+    if edge_emission:
+        ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line may "
+                 "extend beyond the velocity window (widen imaging.velocity_window_kms)")
+
+    thr_ms = cfg["multiscale_threshold_sigma"] * sigma
+    runs.append(run_tclean(ctx, label, **dict(base, niter=cfg["niter"], deconvolver="multiscale",
+                                         scales=cfg["scales"], threshold=f"{thr_ms}Jy",
+                                         calcres=False, calcpsf=False)))
+    thr_ss = cfg["singlescale_threshold_sigma"] * sigma
+    if Path(mask).exists() and float(np.nansum(st.read(mask))) > 0:
+        # usemask='user' with mask='' keeps the multiscale stage's mask fixed
+        single = dict(base, niter=cfg["niter"], deconvolver="hogbom", threshold=f"{thr_ss}Jy",
+                      calcres=False, calcpsf=False, usemask="user", mask="")
+        for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold", "minbeamfrac",
+                  "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
+            single.pop(k, None)
+        runs.append(run_tclean(ctx, label, **single))
+    _check_finite(label, image, cleaned=True)
+    pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
+
+    # Signal mask for the moments: hysteresis on the flat-noise cube, plus the clean mask.
+    img = st.read(image)
+    clean_mask = st.read(mask) > 0.5 if Path(mask).exists() else None
+    sig = st.signal_mask(img, sigma, cfg["moment_mask_hi_sigma"], cfg["moment_mask_lo_sigma"],
+                         clean_mask)
+    sig &= inside
+    sigimg = st.write_like(image, f"{name}.signalmask", sig.astype(float))
+    stem = cube["imagename"][: -len(".cube.I")]
+    mexpr = f'"{sigimg}" > 0.5'
+    moms = {}
+    for mom, use_mask in ((0, True), (1, True), (8, False)):
+        outf = f"{name[: -len('.cube.I')]}.mom{mom}"
+        shutil.rmtree(outf, ignore_errors=True)
+        casa_task(ctx, "immoments", imagename=pbcor, moments=[mom], outfile=outf,
+                            mask=mexpr if use_mask else "")
+        moms[mom] = outf
+
+    # Metrics.
+    vel = _velocities(image, cube["restfreq_hz"])
+    line_chans = sig.any(axis=(0, 1, 2))
+    free = np.flatnonzero(~line_chans)
+    rms = st.noise(image, pb, cfg["pblimit"], mask if clean_mask is not None else None,
+                   channels=free if free.size >= 3 else None)
+    theo = _cube_sensitivity(plan, cube)
+    bm = st.beam(image)
+    cell = plan["cell_arcsec"]
+    pbc = st.read(pbcor)
+    spectrum = (np.where(sig, pbc, 0.0).sum(axis=(0, 1, 2)) / st.beam_area_pixels(bm, cell)
+                if bm else np.zeros(len(vel)))
+    dv = abs(cube["width_kms"])
+    line_flux = float(spectrum.sum() * dv)
+    centroid = float((spectrum * vel).sum() / spectrum.sum()) if spectrum.sum() > 0 else None
+    peak_flat = _nanmax_in(img, inside)
+    mom0_fit = st.fit_brightest(moms[0], cell, bm) if bm and sig.any() else {}
+    spectral = {"restfreq_ghz": cube["restfreq_hz"] / 1e9, "frame": "LSRK",
+                "veltype": "radio", "start_kms": float(vel[0]),
+                "width_kms": float(vel[1] - vel[0]) if len(vel) > 1 else cube["width_kms"],
+                "nchan": int(len(vel)), "native_width_kms": cube["native_width_kms"],
+                "spw": cube["spw_label"], "line_channels": int(line_chans.sum())}
+    metrics = {
+        "line": ln["name"], "species": ln["species"], "transition": ln["transition"],
+        "continuum_subtracted": bool(cube.get("contsub", True)),
+        "rms": rms, "rms_dirty": sigma, "theoretical_rms": theo,
+        "rms_ratio": rms / theo if theo else None, "peak": _nanmax_in(pbc, inside),
+        "dynamic_range": peak_flat / rms if rms else None, "beam": bm,
+        "flux_imfit": mom0_fit.get("flux_jy"), "imfit": mom0_fit,
+        "line_flux_jykms": line_flux, "velocity_centroid_kms": centroid,
+        "thresholds_jy": [thr_ms, thr_ss], "edge_snr": edge_snr,
+        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
+        "edge_emission": bool(edge_emission), "tclean": runs, "spectral": spectral,
+        "cell_arcsec": cell, "imsize": plan["imsize"],
+    }
+    out = ctx.out
+    spw = cube["spw_label"]
+    short = {"line": ln["name"], "beam": bm}
+    prods = [
+        _product("cube", _export(ctx, pbcor, out / f"{cube['imagename']}.pbcor.fits",
+                                 velocity=True), spw, metrics),
+        _product("cube_pb", _export(ctx, pb, out / f"{cube['imagename']}.pb.fits",
+                                    velocity=True), spw, short),
+    ]
+    if clean_mask is not None:
+        prods.append(_product("cube_mask", _export(ctx, mask,
+                                                   out / f"{cube['imagename']}.mask.fits",
+                                                   velocity=True), spw, short))
+    for mom, kind in ((0, "mom0"), (1, "mom1"), (8, "mom8")):
+        m = st.read(moms[mom])
+        mm = {"line": ln["name"], "beam": bm, "peak": float(np.nanmax(m)) if
+              np.isfinite(m).any() else None}
+        if mom == 0:
+            mm.update(line_flux_jykms=line_flux, flux_imfit=mom0_fit.get("flux_jy"))
+        if mom == 1:
+            mm.update(velocity_centroid_kms=centroid)
+        prods.append(_product(kind, _export(ctx, moms[mom], out / f"{stem}.mom{mom}.fits"),
+                              spw, mm))
+    spec_path = out / f"{stem}.spectrum.json"
+    spec_path.write_text(json.dumps({
+        "line": ln, "unit": "Jy", "velocity_kms": vel.tolist(), "flux_jy": spectrum.tolist(),
+        "rms_jy_beam": rms, "mask": "signal mask (hysteresis + clean mask)"}, indent=1))
+    prods.append(_product("spectrum", ctx.final_path(spec_path), spw,
+                          {"line": ln["name"], "line_flux_jykms": line_flux,
+                           "velocity_centroid_kms": centroid}))
+    return prods, {"rms": rms, "theoretical_rms": theo, "line_flux_jykms": line_flux,
+                   "velocity_centroid_kms": centroid}
+
+
+def _cube_sensitivity(plan: dict[str, Any], cube: dict[str, Any]) -> float | None:
+    """apparentsens for one cube channel: a block of native channels at the line centre."""
+    cfg = plan["cfg"]
+    vis, fields, spws = [], [], []
+    k = cube["chans_per_sens"]
+    for pm in cube["per_ms"]:
+        c = pm["contsub"]
+        mid = pm["nchan"] // 2
+        lo = max(0, mid - k // 2)
+        hi = min(pm["nchan"] - 1, lo + k - 1)
+        vis.append(c["vis"])
+        fields.append(c["field_id"])
+        spws.append(f"{c['spw']}:{lo}~{hi}")
+    return st.apparent_sensitivity(vis, fields, spws, plan["imsize"], plan["cell_arcsec"],
+                                   cfg["weighting"], cfg["robust"])
+
+
+STEPS = {
+    "image_plan": image_plan,
+    "image_continuum": image_continuum,
+    "image_contsub": image_contsub,
+    "image_cubes": image_cubes,
+}

@@ -1,0 +1,1 @@
+"""Orchestrator-side imaging helpers: line catalogue, product names, previews."""

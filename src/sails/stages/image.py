@@ -1,0 +1,186 @@
+"""The ``image`` stage (per target): continuum and line cubes, PB-corrected FITS, moments,
+previews and quality metrics.
+
+Images the self-calibrated data when self-cal succeeded for the target, else the split
+``*_targets.ms``. One CASA job per target runs the imaging steps
+(:mod:`sails.casa.steps.imaging`) into ``<mous>/products/<target>/``; previews are drawn here
+from the FITS files. Products are named as the ALMA pipeline names them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sails.catalog import Product
+from sails.errors import CasaJobError, SailsError
+from sails.stages.base import Outcome, StageContext, safe_name
+
+PREVIEW_KINDS = {"cont_image": "inferno", "mom0": "inferno", "mom1": "RdBu_r",
+                 "mom8": "inferno"}
+
+
+class ImagingError(SailsError):
+    """The target cannot be imaged (no data, imaging diverged, out of memory)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+def split_mss(ctx: StageContext) -> list[Path]:
+    """The split ``*_targets.ms`` of this MOUS (recorded products first, then the folder)."""
+    recorded = [Path(p["path"]) for p in ctx.catalog.products(ctx.mous_id, stage="split")
+                if p["kind"] == "split_ms"]
+    found = [p for p in recorded if p.exists()]
+    if not found:
+        found = sorted((ctx.mous_dir / "splits").glob("*_targets.ms"))
+    return found
+
+
+def selfcal_inputs(ctx: StageContext) -> tuple[bool, list[Path], str]:
+    """(self-cal succeeded?, its measurement sets, why not) for this target."""
+    prods = ctx.catalog.products(ctx.mous_id, target=ctx.row.target, stage="selfcal")
+    summary = [p for p in prods if p["kind"] == "selfcal_summary"]
+    if not summary:
+        return False, [], ""
+    metrics = summary[-1]["metrics"] or {}
+    if not metrics.get("success"):
+        return False, [], f"self-cal not applied ({metrics.get('reason') or 'not successful'})"
+    mss = [Path(p["path"]) for p in prods if p["kind"] == "selfcal_ms"]
+    mss = [p for p in mss if p.exists()]
+    if not mss:
+        return False, [], "self-cal succeeded but its measurement set is missing"
+    return True, mss, ""
+
+
+def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
+                line_vis: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The job: plan -> continuum -> continuum subtraction -> cubes."""
+    from sails.imaging.lines import catalogue
+
+    s = ctx.settings.imaging
+    target = ctx.row.target
+    cfg = s.model_dump(exclude={"lines", "target_velocities_kms"})
+    cfg["systemic_velocity_kms"] = s.target_velocities_kms.get(target, s.systemic_velocity_kms)
+    stem = f"member.{ctx.mous_fs}.{safe_name(target)}_sci"
+    plan_args = {"vis": vis, "field": target, "lines": [ln.to_dict() for ln in
+                                                        catalogue(s.lines)],
+                 "cfg": cfg, "stem": stem, "line_vis": line_vis}
+    steps = [{"op": "image_plan", "name": "plan", "args": plan_args},
+             {"op": "image_continuum", "name": "continuum", "args": {}}]
+    if s.make_cubes:
+        steps += [{"op": "image_contsub", "name": "contsub", "args": {}},
+                  {"op": "image_cubes", "name": "cubes", "args": {}}]
+    return steps
+
+
+def output_dir(ctx: StageContext) -> Path:
+    return ctx.mous_dir / "products" / safe_name(ctx.row.target)
+
+
+# ----------------------------------------------------------------------------- results
+def explain_failure(msg: str, target: str, ram_gb: int) -> str:
+    """One clear line for a failed imaging job (its error text from the job runner)."""
+    if "SIGKILL" in msg:
+        return (f"imaging {target!r} was killed (SIGKILL), most likely out of memory "
+                f"(resources.image.ram_gb = {ram_gb}): {msg}")
+    if "MemoryError" in msg or "bad_alloc" in msg:
+        return f"imaging {target!r} ran out of memory (resources.image.ram_gb = {ram_gb}): {msg}"
+    if "timed out" in msg:
+        return f"imaging {target!r} timed out (imaging.timeout_minutes): {msg}"
+    m = re.search(r"ImagingFailed: (.*)", msg)
+    if m:
+        return f"imaging {target!r} failed: {m.group(1)}"
+    m = re.search(r"PlanError: (.*)", msg)
+    if m:
+        return f"imaging {target!r} cannot start: {m.group(1)}"
+    return f"imaging {target!r} failed: {msg}"
+
+
+def products_from(manifest: dict[str, Any], target: str, folder: Path) -> list[Product]:
+    """Products the job reported, with paths as this machine sees them (``folder``)."""
+    out = []
+    for step in (manifest.get("steps") or {}).values():
+        for p in (step or {}).get("products", []):
+            path = folder / p.get("name", Path(p["path"]).name)
+            out.append(Product(kind=p["kind"], path=str(path), target=target, spw=p.get("spw"),
+                               bytes=Product.measure(path) if path.exists() else None,
+                               metrics=p.get("metrics") or {}))
+    return out
+
+
+def make_previews(products: list[Product], target: str) -> list[Product]:
+    """PNG previews of continuum and moment maps, and a plot of each line spectrum."""
+    from sails.imaging.preview import fits_preview, preview_name, spectrum_preview
+
+    out = []
+    for p in products:
+        try:
+            if p.kind in PREVIEW_KINDS:
+                line = p.metrics.get("line")
+                title = f"{target} {p.kind}" + (f" {line}" if line else "")
+                png = fits_preview(p.path, preview_name(p.path), title,
+                                   cmap=PREVIEW_KINDS[p.kind],
+                                   percentiles=(5.0, 95.0) if p.kind == "mom1" else (1.0, 99.8))
+            elif p.kind == "spectrum" and p.path.endswith(".json"):
+                png = spectrum_preview(p.path, Path(p.path[: -len(".json")] + ".png"),
+                                       f"{target} {p.metrics.get('line', '')}")
+            else:
+                continue
+        except (OSError, ValueError) as exc:  # a preview is a convenience, not a product
+            out.append(Product(kind="preview", path=str(preview_name(p.path)), target=target,
+                               spw=p.spw, metrics={"of": p.kind, "error": str(exc)}))
+            continue
+        kind = "spectrum" if p.kind == "spectrum" else "preview"
+        out.append(Product(kind=kind, path=str(png), target=target, spw=p.spw,
+                           bytes=png.stat().st_size,
+                           metrics={"of": p.kind, "source": Path(p.path).name,
+                                    **({"line": p.metrics["line"]} if "line" in p.metrics
+                                       else {})}))
+    return out
+
+
+# ----------------------------------------------------------------------------- stage
+def run(ctx: StageContext) -> Outcome:
+    target = ctx.row.target
+    if not target:
+        raise ImagingError("the image stage runs per target; this row has none")
+    splits = split_mss(ctx)
+    ok, sc_mss, why = selfcal_inputs(ctx)
+    if ok:
+        vis = [{"path": str(p), "datacolumn": "auto"} for p in sc_mss]
+        line_vis = [{"path": str(p), "datacolumn": "data"} for p in splits] or None
+        source = "self-calibrated"
+    else:
+        if not splits:
+            raise ImagingError(f"no split measurement set for {ctx.mous_id}",
+                               hint="run the split stage first (sails split)")
+        vis = [{"path": str(p), "datacolumn": "data"} for p in splits]
+        line_vis = None
+        source = "split"
+    s = ctx.settings.imaging
+    timeout = s.timeout_minutes * 60 if s.timeout_minutes else None
+    out = output_dir(ctx)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = ctx.run_casa(build_steps(ctx, vis, line_vis), out,
+                                timeout_s=timeout)
+    except CasaJobError as exc:
+        ram = ctx.settings.resources_for("image").ram_gb
+        raise CasaJobError(explain_failure(str(exc), target, ram), hint=exc.hint,
+                           log_path=exc.log_path) from None
+    products = products_from(manifest, target, out)
+    if s.previews:
+        products += make_previews(products, target)
+    plan = (manifest.get("steps") or {}).get("plan") or {}
+    cubes = plan.get("cubes") or []
+    missed = [ln for ln in plan.get("lines_in_band") or [] if ln not in cubes]
+    if cubes:
+        what = f" + {len(cubes)} cube(s) ({', '.join(cubes)})"
+    elif missed:
+        what = " only"
+    else:
+        what = " only (no catalogue line in the target's spws)"
+    if missed:
+        what += f"; no cube for {', '.join(missed)} (see the job warnings)"
+    reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
+    return Outcome.done(products, reason)
