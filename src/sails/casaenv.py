@@ -49,6 +49,11 @@ def casa_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # casatools creates ~/.casa; keep it somewhere writable even with a read-only HOME.
     env.setdefault("CASA_NO_TELEMETRY", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
+    # Jobs start in other folders: a relative PYTHONPATH (e.g. "src") would silently
+    # resolve to something else there.
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     if extra:
         env.update(extra)
     return env
