@@ -118,6 +118,8 @@ def test_runtime_is_shipped_once_per_version(tmp_path):
     for rel in runtime_sources():
         assert (rt / rel).is_file(), rel
     assert (rt / ENTRY_NAME).is_file() and (rt / "sails" / "__init__.py").is_file()
+    # auto-selfcal is not in a CASA container: the selfcal step's import is shipped with it.
+    assert (rt / "auto_selfcal" / "__init__.py").is_file()
     mtime = (rt / STAMP_NAME).stat().st_mtime_ns
     assert ensure_runtime(tmp_path) == rt
     assert (rt / STAMP_NAME).stat().st_mtime_ns == mtime  # not rewritten

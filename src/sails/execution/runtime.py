@@ -35,7 +35,10 @@ STAMP_NAME = "RUNTIME.json"
 JOB_PACKAGE = "sails.casa"
 # What job-side code may import besides the standard library and the shipped sails modules:
 # what a CASA container's Python provides.
-JOB_SIDE_ALLOWED = frozenset({"numpy", "casatools", "casatasks"})
+# Pure-Python packages a job needs that a CASA container lacks are shipped whole beside
+# sails/ (auto-selfcal: its own needs, matplotlib and scipy, come with monolithic CASA).
+VENDORED_PACKAGES = ("auto_selfcal",)
+JOB_SIDE_ALLOWED = frozenset({"numpy", "casatools", "casatasks", *VENDORED_PACKAGES})
 
 ENTRY_TEXT = '''\
 """ALMA-SAILS job entry point (shipped copy): python run_job.py JOB.json"""
@@ -134,11 +137,27 @@ def runtime_sources() -> dict[str, Path]:
     return dict(sorted(sources.items()))
 
 
+def vendored_sources() -> dict[str, Path]:
+    """Relative path in the runtime -> installed file, for the vendored packages."""
+    import importlib.util
+
+    out: dict[str, Path] = {}
+    for name in VENDORED_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue  # not installed here: jobs that need it fail with a clear ImportError
+        pkg = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(pkg.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                out[str(Path(name) / path.relative_to(pkg))] = path
+    return out
+
+
 def runtime_version(sources: dict[str, Path] | None = None) -> str:
     sources = runtime_sources() if sources is None else sources
     digest = hashlib.sha256()
     digest.update(ENTRY_TEXT.encode())
-    for rel, path in sources.items():
+    for rel, path in {**sources, **vendored_sources()}.items():
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return f"{sails.__version__}-{digest.hexdigest()[:12]}"
 
@@ -157,7 +176,7 @@ def ensure_runtime(project_root: str | os.PathLike) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    for rel, src in sources.items():
+    for rel, src in {**sources, **vendored_sources()}.items():
         target = tmp / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
