@@ -90,7 +90,9 @@ def download_plan(catalog: Catalog, mous_id: str) -> DownloadPlan:
     """SRDP (with the README) if registered; else raw ASDMs + auxiliary + README."""
     mous_id = mous_uri(mous_id)
     meta = catalog.mous(mous_id)
-    files = catalog.files(mous_id)
+    # DataLink service rows describe listings, not files to fetch.
+    files = [f for f in catalog.files(mous_id) if f["url"]
+             and "content=datalink" not in (f.get("content_type") or "")]
     srdp = [f for f in files if f["kind"] == "srdp"]
     if meta.get("srdp_url") and not any(f["url"] == meta["srdp_url"] for f in srdp):
         srdp.append({"url": meta["srdp_url"], "kind": "srdp", "size": None,
@@ -102,8 +104,8 @@ def download_plan(catalog: Catalog, mous_id: str) -> DownloadPlan:
     elif raw:
         aux = [f for f in files if f["kind"] == "auxiliary"]
         chosen, source, restore = raw + aux + readme, "raw", True
-    elif any(f["kind"] == "product" for f in files):
-        chosen, source, restore = [f for f in files if f["kind"] == "product"], "products", False
+    elif products := [f for f in files if f["kind"] in ("product", "other")]:
+        chosen, source, restore = products + readme, "products", False
     else:
         chosen, source, restore = [], "none", False
     sizes = [f.get("size") for f in chosen]

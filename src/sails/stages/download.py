@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from sails.archive.ingest import download_plan
 from sails.catalog import Catalog, Product
 from sails.errors import DownloadError, SailsError
 from sails.ids import mous_uri, parse_uid
@@ -124,21 +125,13 @@ def _rel_path(row: dict) -> str:
 
 
 def plan_files(catalog: Catalog, mous: str) -> tuple[str, list[dict]]:
-    """(source, files rows) by the ingest precedence: srdp > raw > products."""
-    rows = [r for r in catalog.files(mous) if r["url"]
-            and "content=datalink" not in (r.get("content_type") or "")]
+    """(source, files rows) by ingest's precedence (:func:`download_plan`); a registered SRDP
+    URL gets a files row first, so its completion can be recorded like any file's."""
     srdp_url = (catalog.mous(mous).get("srdp_url") or "").strip()
-    if srdp_url and not any(r["url"] == srdp_url for r in rows):
+    if srdp_url and not any(r["url"] == srdp_url for r in catalog.files(mous)):
         catalog.add_file(mous, srdp_url, "srdp", semantics="#srdp-restore")
-        return plan_files(catalog, mous)
-    readme = [r for r in rows if r["kind"] == "readme"]
-    if srdp := [r for r in rows if r["kind"] == "srdp"]:
-        return "srdp", srdp + readme
-    if raw := [r for r in rows if r["kind"] == "raw"]:
-        return "raw", raw + [r for r in rows if r["kind"] == "auxiliary"] + readme
-    if products := [r for r in rows if r["kind"] in ("product", "other")]:
-        return "products", products + readme
-    return "none", []
+    plan = download_plan(catalog, mous)
+    return plan.source, plan.files
 
 
 def _is_tarball(name: str, content_type: str | None) -> bool:
