@@ -36,9 +36,10 @@ def ingested_project(root: Path, server, truth: dict, extra_bad_mous: str | None
     return project
 
 
-def sails_cmd(project_root: Path, *args: str, **kw) -> subprocess.Popen:
+def sails_cmd(project_root: Path, *args: str, extra_env: dict[str, str] | None = None,
+              **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), NO_COLOR="1",
-               COLUMNS="200")
+               COLUMNS="200", **(extra_env or {}))
     return subprocess.Popen([sys.executable, "-m", "sails.cli.entry", "-p", str(project_root),
                              *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)

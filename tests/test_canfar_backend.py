@@ -387,6 +387,16 @@ def test_backend_is_chosen_per_stage(project):
     project.settings.execution.stage_backends = {"image": "canfar"}
     assert get_backend(project.settings.backend_for("image"), project).name == "canfar"
     assert get_backend(project.settings.backend_for("download"), project).name == "local"
+    # `--backend canfar` moves every CASA stage; the download stays in the orchestrator.
+    from sails.stages.execute import backend_name_for
+
+    assert backend_name_for(project.settings, "selfcal") == "local"
+    assert backend_name_for(project.settings, "image") == "canfar"
+    assert backend_name_for(project.settings, "verify", "canfar") == "canfar"
+    assert backend_name_for(project.settings, "image", "local") == "local"
+    assert backend_name_for(project.settings, "download", "canfar") == "local"
+    project.settings.execution.stage_backends = {"download": "canfar"}
+    assert backend_name_for(project.settings, "download") == "local"
     with pytest.raises(SailsError):
         CanfarBackend(project).command(
             make_job(project, [], stage="image"),

@@ -1,0 +1,111 @@
+"""`sails run --backend canfar` end to end against the fake CANFAR session service.
+
+The tiny simulated MOUS is served as an archive, ingested, and run twice at the same time on
+two projects: once with `--backend canfar` (the CASA stages become headless sessions of the
+fake, which runs them as the shipped runtime would under CANFAR, seeing the project through
+its platform path), once locally. Downloads stay in the orchestrator either way. The canfar
+run must end like the local one: every stage done or skipped, the same products at the same
+relative paths, with the session ids in the catalog and the session logs in logs/<mous>/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline_helpers import final_products, ingested_project, sails_cmd, tap_routes
+from sails.ids import parse_uid
+from sails.sim.fake_canfar import serve_for_project
+from sails.sim.serve import ArchiveServer
+
+CASA_STAGES = ("verify", "split", "selfcal", "image")
+
+pytestmark = pytest.mark.casa
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, sim_tiny):
+    """Both runs at once (2 cores: each mostly waits on its own CASA child)."""
+    base = tmp_path_factory.mktemp("pipeline-canfar")
+    home = base / "home"  # no saved `canfar login` anywhere: the env is all it has
+    home.mkdir()
+    with ArchiveServer(sim_tiny.path.parent,
+                       extra_routes=tap_routes(sim_tiny.path / "obscore.xml")) as server:
+        canfar_project = ingested_project(base / "vm" / "canfar", server, sim_tiny.truth)
+        local_project = ingested_project(base / "vm" / "local", server, sim_tiny.truth)
+        fake, env = serve_for_project(canfar_project.root,
+                                      platform_prefix=base / "arc" / "projects" / "canfar")
+        try:
+            canfar = sails_cmd(canfar_project.root, "run", "--backend", "canfar",
+                               extra_env={**env, "HOME": str(home)})
+            local = sails_cmd(local_project.root, "run", "--backend", "local")
+            out_canfar = canfar.communicate(timeout=900)[0]
+            out_local = local.communicate(timeout=900)[0]
+        finally:
+            fake.stop()
+    return {"canfar": (canfar_project, canfar, out_canfar),
+            "local": (local_project, local, out_local),
+            "fake": fake, "env": env}
+
+
+def test_canfar_run_completes_every_stage(runs, sim_tiny):
+    project, proc, out = runs["canfar"]
+    assert proc.returncode == 0, out
+    stages = project.catalog.stages(sim_tiny.mous_uid)
+    assert {s.stage for s in stages} == {"download", *CASA_STAGES}
+    assert all(s.status in ("done", "skipped") for s in stages), [
+        (s.label, s.status, s.error) for s in stages]
+    assert not list((project.work / "jobs" / "canfar").glob("*.json")), "records left behind"
+
+
+def test_casa_stages_ran_as_sessions_and_downloads_stayed_local(runs, sim_tiny):
+    project, _proc, _out = runs["canfar"]
+    fake = runs["fake"]
+    sessions = {s.id: s for s in fake.sessions.values()}
+    assert sessions and all(s.status == "Completed" for s in sessions.values()), [
+        (s.name, s.status) for s in sessions.values()]
+    assert len(fake.creates()) == len(sessions)  # nothing submitted twice
+    canfar_stages = set()
+    for row in project.catalog.stages(sim_tiny.mous_uid):
+        if row.stage == "download":
+            assert row.job_ref is None, row.job_ref  # fetched by the orchestrator itself
+            continue
+        assert row.job_ref and row.job_ref.startswith("canfar:"), (row.label, row.job_ref)
+        sid = row.job_ref.removeprefix("canfar:")
+        assert sid in sessions, (row.label, sid)
+        assert sessions[sid].name.startswith(f"sails-{row.stage}-"), sessions[sid].name
+        canfar_stages.add(row.stage)
+    assert canfar_stages == set(CASA_STAGES)
+    assert not [s for s in sessions.values() if "download" in s.name]
+    # Jobs saw the project only through the platform path, as on CANFAR.
+    plat = runs["env"]["SAILS_PLATFORM__PLATFORM_PREFIX"]
+    for s in sessions.values():
+        assert s.args[0].startswith(plat + "/") and s.args[1].startswith(plat + "/"), s.args
+
+
+def test_session_logs_are_saved_per_mous(runs, sim_tiny):
+    project, _proc, _out = runs["canfar"]
+    fake = runs["fake"]
+    log_dir = project.logs / parse_uid(sim_tiny.mous_uid).fs
+    canfar_logs = sorted(log_dir.glob("*.canfar.log"))
+    logged = set()
+    for path in canfar_logs:
+        logged.update(re.findall(r"^# CANFAR session (\w+) ", path.read_text(), re.M))
+        stdout = path.with_name(path.name.replace(".canfar.log", ".stdout.log"))
+        assert "sails job runtime:" in stdout.read_text(), stdout  # the shipped entry point
+        casa = path.with_name(path.name.replace(".canfar.log", ".casa.log"))
+        assert casa.exists(), casa
+    assert logged == {s.id for s in fake.sessions.values()}
+
+
+def test_products_match_a_local_run(runs):
+    local_project, local, out_local = runs["local"]
+    assert local.returncode == 0, out_local
+    canfar_project = runs["canfar"][0]
+    local_products = final_products(local_project)
+    canfar_products = final_products(canfar_project)
+    kinds = {p[2] for p in canfar_products}
+    assert {"ms", "ms_summary", "split_ms", "selfcal_summary", "cont_image"} <= kinds, kinds
+    assert all(not p[3].startswith("/") for p in canfar_products), "paths outside the project"
+    assert canfar_products == local_products
