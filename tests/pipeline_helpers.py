@@ -8,25 +8,17 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from sails.archive import QueryFilters, ingest_query, register_srdp
+from sails.archive import register_srdp
+from sails.demo import ingest_from_server, tap_routes  # noqa: F401 (re-exported for tests)
 from sails.ids import parse_uid
 from sails.project import init_project
-from sails.sim.tap import ObsCoreTable, handle_tap_sync
-
-
-def tap_routes(obscore_file: Path) -> dict:
-    table = ObsCoreTable.from_file(obscore_file)
-    return {"/tap/sync": lambda handler, params: handle_tap_sync(handler, params, table)}
 
 
 def ingested_project(root: Path, server, truth: dict, extra_bad_mous: str | None = None):
-    """Init a project and ingest the served MOUS through TAP + DataLink + SRDP URL."""
+    """Init a project and ingest the served MOUS through TAP + DataLink + SRDP URL (as the
+    demo does), plus optionally a MOUS whose restore URL will answer 404."""
     project = init_project(root)
-    ingest_query(project.catalog, QueryFilters(projects=[truth["proposal_id"]]),
-                 project.settings.archive, tap_url=f"{server.url}/tap",
-                 datalink_url=f"{server.url}/datalink/sync")
-    mous = truth["mous_uid"]
-    register_srdp(project.catalog, mous, f"{server.url}/srdp/{parse_uid(mous).fs}/")
+    ingest_from_server(project, server, [truth["proposal_id"]], actor="test")
     if extra_bad_mous:
         project.catalog.upsert_mous({"mous_id": extra_bad_mous, "num_asdms": 1})
         project.catalog.upsert_target({"mous_id": extra_bad_mous, "alma_source_name": "Ghost",
@@ -36,10 +28,10 @@ def ingested_project(root: Path, server, truth: dict, extra_bad_mous: str | None
     return project
 
 
-def sails_cmd(project_root: Path, *args: str, extra_env: dict[str, str] | None = None,
+def sails_cmd(project_root: Path, *args: str, env: dict | None = None,
               **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), NO_COLOR="1",
-               COLUMNS="200", **(extra_env or {}))
+    env = dict(env if env is not None else os.environ,
+               PYTHONPATH=os.pathsep.join(sys.path), NO_COLOR="1", COLUMNS="200")
     return subprocess.Popen([sys.executable, "-m", "sails.cli.entry", "-p", str(project_root),
                              *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)

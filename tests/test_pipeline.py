@@ -12,7 +12,6 @@ import signal
 import time
 
 import pytest
-from sails.sim.serve import ArchiveServer
 
 from pipeline_helpers import (
     final_products,
@@ -21,6 +20,7 @@ from pipeline_helpers import (
     starts_per_stage,
     tap_routes,
 )
+from sails.sim.serve import ArchiveServer
 
 BAD_MOUS = "uid://A001/X9999/X1"
 
@@ -103,3 +103,32 @@ def test_sigkill_during_selfcal_then_resume(tmp_path, archive, sim_tiny, run_a):
     run_a_project = run_a[0]
     good = {p for p in final_products(run_a_project) if "X9999" not in p[3]}
     assert final_products(project) == good
+
+
+def test_run_through_prefect_embedded_api(tmp_path, archive, sim_tiny):
+    """`sails run --prefect`: the flows run on Prefect's temporary local API, whose state is
+    kept inside the project space; the catalog ends the same as with the engine alone."""
+    project = ingested_project(tmp_path / "p", archive, sim_tiny.truth)
+    proc = sails_cmd(project.root, "run", "--prefect", "--until", "split",
+                     env=_without_prefect_api())
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    stages = {s.stage: s.status for s in project.catalog.stages(sim_tiny.mous_uid)}
+    assert stages["download"] == stages["verify"] == stages["split"] == "done", out
+    assert stages["selfcal"] == "pending"
+    db = project.root / ".prefect" / "prefect.db"
+    assert db.is_file()
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    flows = {r[0] for r in con.execute("SELECT name FROM flow")}
+    task_runs = con.execute("SELECT COUNT(*) FROM task_run").fetchone()[0]
+    con.close()
+    assert "monitor" in flows and task_runs >= 3
+
+
+def _without_prefect_api() -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return env

@@ -10,6 +10,7 @@ relative paths, with the session ids in the catalog and the session logs in logs
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -38,7 +39,7 @@ def runs(tmp_path_factory, sim_tiny):
                                       platform_prefix=base / "arc" / "projects" / "canfar")
         try:
             canfar = sails_cmd(canfar_project.root, "run", "--backend", "canfar",
-                               extra_env={**env, "HOME": str(home)})
+                               env=dict(os.environ, **env, HOME=str(home)))
             local = sails_cmd(local_project.root, "run", "--backend", "local")
             out_canfar = canfar.communicate(timeout=900)[0]
             out_local = local.communicate(timeout=900)[0]

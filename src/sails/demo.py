@@ -46,6 +46,30 @@ def prepare_dir(directory: Path) -> Path:
     return root
 
 
+def tap_routes(obscore_file: Path) -> dict:
+    """Mount a TAP sync service over an ObsCore table on an :class:`ArchiveServer`."""
+    from sails.sim.tap import ObsCoreTable, handle_tap_sync
+
+    table = ObsCoreTable.from_file(obscore_file)
+    return {"/tap/sync": lambda handler, params: handle_tap_sync(handler, params, table)}
+
+
+def ingest_from_server(project, server, proposal_ids: list[str], actor: str = "demo") -> list[str]:
+    """Ingest a served archive the way a user would: TAP query by project code, DataLink,
+    then the SRDP restore URL of every MOUS. Returns the MOUS ids ingested."""
+    from sails.archive import QueryFilters, ingest_query, register_srdp
+    from sails.ids import parse_uid
+
+    _adql, records, _summary = ingest_query(
+        project.catalog, QueryFilters(projects=sorted(proposal_ids)), project.settings.archive,
+        tap_url=f"{server.url}/tap", datalink_url=f"{server.url}/datalink/sync")
+    mous_ids = sorted({r.mous["mous_id"] for r in records.records})
+    for mous in mous_ids:
+        register_srdp(project.catalog, mous, f"{server.url}/srdp/{parse_uid(mous).fs}/",
+                      actor=actor)
+    return mous_ids
+
+
 def canfar_configured() -> bool:
     """True when the environment names a CANFAR service or credentials for one.
 
@@ -113,12 +137,9 @@ def run_demo(directory: Path, *, preset: str = "demo", seed: int = 1,
 def _run(project, *, archive_dir: Path, preset: str, seed: int, max_parallel: int | None,
          backend: str | None, log: Callable[[str], None], run: Callable | None,
          t_all: float) -> DemoResult:
-    from sails.archive import QueryFilters, ingest_query, register_srdp
     from sails.flows.engine import run_pipeline
-    from sails.ids import parse_uid
     from sails.sim import load_truth, simulate_project
     from sails.sim.serve import ArchiveServer
-    from sails.sim.tap import ObsCoreTable, handle_tap_sync
 
     timings: dict[str, float] = {}
 
@@ -131,18 +152,10 @@ def _run(project, *, archive_dir: Path, preset: str, seed: int, max_parallel: in
     log(f"  {len(paths)} MOUS, {sum(len(tr['targets']) for tr in truths)} targets "
         f"in {timings['simulate']:.0f} s")
 
-    table = ObsCoreTable.from_file(archive_dir / "obscore.xml")
-    routes = {"/tap/sync": lambda handler, params: handle_tap_sync(handler, params, table)}
-    with ArchiveServer(archive_dir, extra_routes=routes) as server:
+    with ArchiveServer(archive_dir, extra_routes=tap_routes(archive_dir / "obscore.xml")) as server:
         log(f"archive served at {server.url} (TAP, DataLink, SRDP restores)")
         t = time.time()
-        _adql, _records, summary = ingest_query(
-            project.catalog, QueryFilters(projects=codes), project.settings.archive,
-            tap_url=f"{server.url}/tap", datalink_url=f"{server.url}/datalink/sync")
-        mous_ids = project.catalog.mous_ids()
-        for mous in mous_ids:
-            register_srdp(project.catalog, mous, f"{server.url}/srdp/{parse_uid(mous).fs}/",
-                          actor="demo")
+        mous_ids = ingest_from_server(project, server, codes)
         timings["ingest"] = time.time() - t
         log(f"ingested {len(mous_ids)} MOUS via TAP + DataLink; SRDP restores registered")
         t = time.time()

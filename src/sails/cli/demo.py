@@ -17,8 +17,8 @@ def demo(
     max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1),
     backend: str | None = typer.Option(None, "--backend", help="local (default) or canfar."),
 ):
-    """Simulate 2 MOUS, serve them as an archive on 127.0.0.1, ingest, run every stage,
-    write the report, and print where to look."""
+    """The main job: simulate, serve as an archive, ingest, run every stage, report.
+    """
     from sails.cli.run import print_summary, run_with_progress
     from sails.demo import run_demo
 

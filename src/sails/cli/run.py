@@ -104,8 +104,8 @@ def serve(
     interval: float = typer.Option(300.0, help="Seconds between monitor runs."),
     limit: int | None = typer.Option(None, help="Concurrent flow runs (default: CASA slots)."),
 ):
-    """Serve the flows against a persistent Prefect server (PREFECT_API_URL), monitor on a
-    schedule. See docs/operations.md for the server set-up."""
+    """Serve the flows on a persistent Prefect server (PREFECT_API_URL); see docs/operations.md.
+    """
     project = state.project()
     if not os.environ.get("PREFECT_API_URL"):
         raise SailsError(

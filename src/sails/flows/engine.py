@@ -34,7 +34,8 @@ def stages_until(until: str | None) -> list[str]:
 class RunSummary:
     reports: list[StageReport] = field(default_factory=list)
     wall_s: float = 0.0
-    job_wall_s: float = 0.0  # sum of the CASA/transfer jobs' own wall times
+    job_wall_s: float = 0.0  # sum of the CASA job processes' wall times
+    job_inner_s: float = 0.0  # sum of the CASA jobs' self-measured wall times
     recovered: int = 0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -111,7 +112,8 @@ def run_pipeline(
                 except LeaseLostError as exc:
                     report = StageReport(row, "lost", exc.one_line())
                 summary.reports.append(report)
-                summary.job_wall_s += getattr(report, "job_wall_s", 0.0)
+                summary.job_wall_s += report.job_wall_s
+                summary.job_inner_s += report.job_inner_s
                 notify("finished", report)
                 attempts = report.row.attempts
                 if report.transient and attempts < settings.execution.max_attempts:

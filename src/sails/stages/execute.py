@@ -36,7 +36,8 @@ class StageReport:
     status: str
     message: str | None
     transient: bool = False
-    job_wall_s: float = 0.0  # the jobs' own wall times (for overhead measurements)
+    job_wall_s: float = 0.0  # the job processes' wall times (for overhead measurements)
+    job_inner_s: float = 0.0  # the same, as each job measured itself (result.json wall_s)
 
 
 class _Heartbeat:
@@ -74,6 +75,7 @@ def run_claimed(project, row: StageRow, owner: str, backend_name: str | None = N
     """Execute a stage the caller has claimed, and record its outcome."""
     report, ctx = _run_and_record(project, row, owner, backend_name)
     report.job_wall_s = sum(j.wall_s for j in ctx.jobs)
+    report.job_inner_s = sum((j.manifest or {}).get("wall_s", 0.0) for j in ctx.jobs)
     return report
 
 
