@@ -10,6 +10,7 @@ relative paths, with the session ids in the catalog and the session logs in logs
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -60,6 +61,11 @@ def test_canfar_run_completes_every_stage(runs, sim_tiny):
     assert not list((project.work / "jobs" / "canfar").glob("*.json")), "records left behind"
 
 
+def _ran_jobs(project) -> dict[tuple[str, str], str]:
+    """(stage, target) -> job_ref, for the stage rows that ran a job."""
+    return {(r.stage, r.target): r.job_ref for r in project.catalog.stages() if r.job_ref}
+
+
 def test_casa_stages_ran_as_sessions_and_downloads_stayed_local(runs, sim_tiny):
     project, _proc, _out = runs["canfar"]
     fake = runs["fake"]
@@ -67,22 +73,27 @@ def test_casa_stages_ran_as_sessions_and_downloads_stayed_local(runs, sim_tiny):
     assert sessions and all(s.status == "Completed" for s in sessions.values()), [
         (s.name, s.status) for s in sessions.values()]
     assert len(fake.creates()) == len(sessions)  # nothing submitted twice
-    canfar_stages = set()
-    for row in project.catalog.stages(sim_tiny.mous_uid):
-        if row.stage == "download":
-            assert row.job_ref is None, row.job_ref  # fetched by the orchestrator itself
-            continue
-        assert row.job_ref and row.job_ref.startswith("canfar:"), (row.label, row.job_ref)
-        sid = row.job_ref.removeprefix("canfar:")
-        assert sid in sessions, (row.label, sid)
-        assert sessions[sid].name.startswith(f"sails-{row.stage}-"), sessions[sid].name
-        canfar_stages.add(row.stage)
-    assert canfar_stages == set(CASA_STAGES)
+    ran = _ran_jobs(project)
+    for (stage, target), ref in ran.items():
+        assert stage in CASA_STAGES, (stage, target, ref)  # the download ran no job
+        assert ref.startswith("canfar:"), (stage, target, ref)
+        sid = ref.removeprefix("canfar:")
+        assert sid in sessions and sessions[sid].name.startswith(f"sails-{stage}-"), sid
+    assert {stage for stage, _ in ran} == set(CASA_STAGES)
     assert not [s for s in sessions.values() if "download" in s.name]
-    # Jobs saw the project only through the platform path, as on CANFAR.
+    # The same work as locally: the same stages ran jobs (the second target's selfcal
+    # reuses the MOUS's one auto-selfcal run), and as many jobs.
+    local_project = runs["local"][0]
+    assert set(ran) == set(_ran_jobs(local_project))
+    local_jobs = list(local_project.logs.glob("*/*.stdout.log"))
+    assert len(sessions) == len(local_jobs), sorted(p.name for p in local_jobs)
+    # Jobs saw the project only through the platform path, as on CANFAR, and none of
+    # those paths reached the catalog.
     plat = runs["env"]["SAILS_PLATFORM__PLATFORM_PREFIX"]
     for s in sessions.values():
         assert s.args[0].startswith(plat + "/") and s.args[1].startswith(plat + "/"), s.args
+    leaked = [p for p in project.catalog.products() if plat in json.dumps(p, default=str)]
+    assert not leaked, leaked
 
 
 def test_session_logs_are_saved_per_mous(runs, sim_tiny):
