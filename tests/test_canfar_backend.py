@@ -387,6 +387,16 @@ def test_backend_is_chosen_per_stage(project):
     project.settings.execution.stage_backends = {"image": "canfar"}
     assert get_backend(project.settings.backend_for("image"), project).name == "canfar"
     assert get_backend(project.settings.backend_for("download"), project).name == "local"
+    # `--backend canfar` moves every CASA stage; the download stays in the orchestrator.
+    from sails.stages.execute import backend_name_for
+
+    assert backend_name_for(project.settings, "selfcal") == "local"
+    assert backend_name_for(project.settings, "image") == "canfar"
+    assert backend_name_for(project.settings, "verify", "canfar") == "canfar"
+    assert backend_name_for(project.settings, "image", "local") == "local"
+    assert backend_name_for(project.settings, "download", "canfar") == "local"
+    project.settings.execution.stage_backends = {"download": "canfar"}
+    assert backend_name_for(project.settings, "download") == "local"
     with pytest.raises(SailsError):
         CanfarBackend(project).command(
             make_job(project, [], stage="image"),
@@ -499,3 +509,31 @@ def test_serve_for_project_sets_up_a_demo_run(canfar_env, tmp_path, monkeypatch)
         assert s.args[1].startswith(env["SAILS_PLATFORM__PLATFORM_PREFIX"] + "/")
     finally:
         fake.stop()
+
+
+def test_demo_serves_the_fake_only_while_it_runs(canfar_env, tmp_path):
+    """`sails demo --backend canfar` with no CANFAR configured: a local fake, said so,
+    its settings seen by the re-opened project, and everything undone at the end."""
+    import httpx
+
+    from sails.demo import canfar_configured, fake_canfar_for_demo
+
+    assert not canfar_configured()
+    demo = tmp_path / "demo"
+    root = init_project(demo / "project").root
+    said: list[str] = []
+    with fake_canfar_for_demo(demo, root, said.append) as env:
+        assert canfar_configured() and os.environ["CANFAR_URL"] == env["CANFAR_URL"]
+        project = open_project(root)
+        assert project.settings.platform.platform_prefix == str(demo / "arc" / "projects"
+                                                                / "demo")
+        res = CanfarBackend(project).run(make_job(project, [
+            {"op": "write_text", "name": "w", "args": {"name": "a.txt", "text": "demo"}}]))
+        assert res.ok, res.error
+        assert res.job_ref and res.job_ref.startswith("canfar:")
+    assert "LOCAL FAKE" in said[0] and env["CANFAR_URL"] in said[0]
+    assert env["CANFAR_TOKEN"] not in " ".join(said)
+    assert not canfar_configured()
+    assert not any(k in os.environ for k in env)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(env["CANFAR_URL"] + "/session", timeout=2)

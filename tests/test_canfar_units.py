@@ -201,3 +201,28 @@ def test_job_side_code_parses_as_python_3_8():
 
     for rel, path in runtime_sources().items():
         ast.parse(path.read_text(), filename=rel, feature_version=(3, 8))
+
+
+def test_selfcal_result_of_a_platform_job_is_reused(tmp_path):
+    """auto-selfcal run as a platform job named its inputs by platform paths (and the
+    platform's mtimes): the sibling target's stage must still recognise it and not rerun."""
+    from sails.casa.steps.selfcal import input_fingerprint
+    from sails.stages.selfcal import STEP_NAME, reusable_result
+
+    vm, plat = tmp_path / "vm" / "p", "/arc/projects/p"
+    ms = vm / "datasets" / "m" / "splits" / "eb_targets.ms"
+    ms.mkdir(parents=True)
+    (ms / "table.dat").write_bytes(b"x" * 10)
+    platform = Platform(vm_prefix=str(vm), platform_prefix=plat)
+    seen = input_fingerprint(ms)
+    seen["source"] = to_platform_path(ms, platform)
+    seen["table_mtime"] = float(int(seen["table_mtime"])) + 0.5  # another filesystem's clock
+    workdir = vm / "datasets" / "m" / "auto_selfcal"
+    workdir.mkdir(parents=True)
+    step = {"options": {"a": 1}, "inputs": [seen], "targets": {}}
+    (workdir / "result.json").write_text(json.dumps({"ok": True, "steps": {STEP_NAME: step}}))
+    assert reusable_result(workdir, [ms], {"a": 1}, platform) is not None
+    assert reusable_result(workdir, [ms], {"a": 1}) is None  # unmapped: a different path
+    assert reusable_result(workdir, [ms], {"a": 2}, platform) is None
+    (ms / "table.dat").write_bytes(b"y" * 11)  # the split was redone: size differs
+    assert reusable_result(workdir, [ms], {"a": 1}, platform) is None

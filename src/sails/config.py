@@ -311,7 +311,8 @@ work = "work"                  # temporary areas (downloads in flight, job stagi
 
 [execution]
 backend = "local"     # "local" (child processes here) or "canfar" (headless sessions)
-# stage_backends = { download = "local", selfcal = "canfar", image = "canfar" }
+# stage_backends = { selfcal = "canfar", image = "canfar" }  # per CASA stage
+# (download always runs in the orchestrator; `sails run --backend X` sets every CASA stage)
 casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
 lease_seconds = 3600  # a claimed stage whose lease expires is recovered by the next run
 max_attempts = 3      # transient failures retried this many times

@@ -7,15 +7,19 @@ ingest path, runs every stage through the orchestration engine, and writes the r
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sails.errors import UserInputError
 
 MARKER = ".sails-demo"
+# Any of these means "a real CANFAR is configured here": the demo then uses it as is.
+CANFAR_ENV = ("CANFAR_URL", "CANFAR_TOKEN", "CANFAR_CERTIFICATE")
 
 
 @dataclass
@@ -66,21 +70,78 @@ def ingest_from_server(project, server, proposal_ids: list[str], actor: str = "d
     return mous_ids
 
 
+def canfar_configured() -> bool:
+    """True when the environment names a CANFAR service or credentials for one.
+
+    A saved ``canfar login`` alone does not count: the demo folder lives on this machine,
+    so a real platform could only run its jobs with CANFAR_URL and the SAILS_PLATFORM__*
+    path mapping set on purpose.
+    """
+    return any(os.environ.get(k) for k in CANFAR_ENV)
+
+
+@contextlib.contextmanager
+def fake_canfar_for_demo(root: Path, project_root: Path,
+                         log: Callable[[str], None]) -> Iterator[dict[str, str]]:
+    """Serve the local fake CANFAR for the demo project; its env is set for the duration.
+
+    Jobs see the project through a symlink ``<demo>/arc/projects/demo`` (the platform
+    path, as /arc/projects/<name> on CANFAR). The fake and the env go away on exit.
+    """
+    from sails.sim.fake_canfar import serve_for_project
+
+    fake, env = serve_for_project(project_root, token=f"demo-{os.getpid()}",
+                                  platform_prefix=root / "arc" / "projects" / "demo")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    log(f"NOTE: backend canfar with no CANFAR_URL or credentials set: this demo starts a "
+        f"LOCAL FAKE of the CANFAR session service at {fake.url}. Each CASA job becomes a "
+        f"headless session that the fake runs on this machine, seeing the project as "
+        f"{env['SAILS_PLATFORM__PLATFORM_PREFIX']}; downloads stay in this process. "
+        f"Nothing is sent to CANFAR.")
+    try:
+        yield env
+    finally:
+        fake.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        log("local fake CANFAR service stopped")
+
+
 def run_demo(directory: Path, *, preset: str = "demo", seed: int = 1,
              max_parallel: int | None = None, backend: str | None = None,
              log: Callable[[str], None] = print,
              run: Callable | None = None) -> DemoResult:
+    from sails.project import init_project, open_project
+
+    if backend not in (None, "local", "canfar"):
+        raise UserInputError(f"unknown backend {backend!r}", hint="use local or canfar")
+    t_all = time.time()
+    root = prepare_dir(directory)
+    project = init_project(root / "project")
+    log(f"project space: {project.root}")
+    with contextlib.ExitStack() as stack:
+        if backend == "canfar" and not canfar_configured():
+            stack.enter_context(fake_canfar_for_demo(root, project.root, log))
+            project = open_project(project.root)  # settings now see the fake's env
+        elif backend == "canfar":
+            log("CANFAR backend: using the CANFAR service configured in the environment")
+        return _run(project, archive_dir=root / "archive", preset=preset, seed=seed,
+                    max_parallel=max_parallel, backend=backend, log=log, run=run,
+                    t_all=t_all)
+
+
+def _run(project, *, archive_dir: Path, preset: str, seed: int, max_parallel: int | None,
+         backend: str | None, log: Callable[[str], None], run: Callable | None,
+         t_all: float) -> DemoResult:
     from sails.flows.engine import run_pipeline
-    from sails.project import init_project
     from sails.sim import load_truth, simulate_project
     from sails.sim.serve import ArchiveServer
 
     timings: dict[str, float] = {}
-    t_all = time.time()
-    root = prepare_dir(directory)
-    archive_dir = root / "archive"  # what the "remote" archive holds
-    project = init_project(root / "project")
-    log(f"project space: {project.root}")
 
     t = time.time()
     log(f"simulating the '{preset}' survey (real CASA simulator) ...")

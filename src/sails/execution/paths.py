@@ -10,7 +10,7 @@ Prefixes match whole path components (``/mnt/arc2`` is not under ``/mnt/arc``).
 from __future__ import annotations
 
 import os
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sails.config import Platform
@@ -118,3 +118,16 @@ def job_payload_for_platform(payload: dict[str, Any], platform: Platform) -> dic
         if value:
             out[key] = to_platform_path(value, platform)
     return out
+
+
+def read_job_manifest(output_dir: str | os.PathLike, platform: Platform) -> dict[str, Any] | None:
+    """A job's ``result.json`` read straight from the project space, paths as this machine's.
+
+    Backends map the manifest they return; a stage that re-reads an earlier job's manifest
+    from disk (to reuse its result) must map it too, since a platform job wrote platform
+    paths. Paths a local job wrote are left as they are.
+    """
+    from sails.execution.base import read_manifest
+
+    manifest = read_manifest(Path(output_dir))
+    return None if manifest is None else tree_to_vm(manifest, platform)

@@ -17,6 +17,18 @@ from sails.execution import get_backend
 from sails.stages import stage_function
 from sails.stages.base import StageContext
 
+# Stages that run no job: download fetches over HTTP into the project space from the
+# orchestrator itself, whatever backend runs the CASA stages (`--backend canfar` included).
+IN_PROCESS_STAGES = frozenset({"download"})
+
+
+def backend_name_for(settings, stage: str, override: str | None = None) -> str:
+    """The backend for ``stage``: ``override`` (``--backend``) for job-running stages, else
+    ``[execution] stage_backends`` / ``backend``; always local for in-process stages."""
+    if stage in IN_PROCESS_STAGES:
+        return "local"
+    return override or settings.backend_for(stage)
+
 
 @dataclass
 class StageReport:
@@ -71,7 +83,7 @@ def _run_and_record(project, row: StageRow, owner: str,
                     backend_name: str | None) -> tuple[StageReport, StageContext]:
     catalog: Catalog = project.catalog
     settings = project.settings
-    backend = get_backend(backend_name or settings.backend_for(row.stage), project)
+    backend = get_backend(backend_name_for(settings, row.stage, backend_name), project)
     ctx = StageContext(project=project, catalog=catalog, row=row, owner=owner, backend=backend)
     lease_s = settings.execution.lease_seconds
     try:

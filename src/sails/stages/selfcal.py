@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from sails.catalog import Product
+from sails.config import Platform
 from sails.errors import CasaJobError, SailsError
 from sails.execution.base import read_manifest
+from sails.execution.paths import read_job_manifest
 from sails.stages.base import Outcome, StageContext
 
 # Stdlib-only helpers of the job step (its CASA imports are inside its functions).
@@ -83,10 +85,15 @@ def mous_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any]
-                    ) -> dict[str, Any] | None:
-    """The step output of a complete earlier run on the same inputs and options, else None."""
-    manifest = read_manifest(workdir)
+def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any],
+                    platform: Platform | None = None) -> dict[str, Any] | None:
+    """The step output of a complete earlier run on the same inputs and options, else None.
+
+    ``platform``: the run may have been a platform (CANFAR) job that named its inputs by
+    their platform paths; they are compared as this machine names them.
+    """
+    manifest = (read_job_manifest(workdir, platform) if platform is not None
+                else read_manifest(workdir))
     if not manifest or not manifest.get("ok"):
         return None
     step = (manifest.get("steps") or {}).get(STEP_NAME)
@@ -97,7 +104,25 @@ def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any]
     except OSError:
         return None
     same_options = step.get("options") == json.loads(json.dumps(options))
-    return step if same_options and step.get("inputs") == current else None
+    return step if same_options and same_inputs(step.get("inputs"), current) else None
+
+
+def same_inputs(recorded: Any, current: list[dict[str, Any]]) -> bool:
+    """Fingerprints equal, mtimes to within a second: a job on the platform stats the files
+    through its own filesystem, this machine perhaps through sshfs (whole-second times)."""
+    if not isinstance(recorded, list) or len(recorded) != len(current):
+        return False
+    for old, new in zip(recorded, current, strict=True):
+        if not isinstance(old, dict) or set(old) != set(new):
+            return False
+        if any(old[k] != new[k] for k in new if k != "table_mtime"):
+            return False
+        try:
+            if abs(float(old["table_mtime"]) - float(new["table_mtime"])) >= 1.0:
+                return False
+        except (TypeError, ValueError):
+            return False
+    return True
 
 
 def crash_error(mous_id: str, manifest: dict[str, Any], casa_log: str | None,
@@ -146,7 +171,7 @@ def run_or_reuse(ctx: StageContext) -> tuple[dict[str, Any], bool]:
     with mous_lock(ctx.mous_dir / LOCK_NAME):
         inputs = split_inputs(ctx)
         options = options_for(ctx)
-        found = reusable_result(workdir, inputs, options)
+        found = reusable_result(workdir, inputs, options, ctx.settings.platform)
         if found is not None:
             return found, False
         failed = failed_meanwhile(workdir, pending_since(ctx))
