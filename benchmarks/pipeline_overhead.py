@@ -11,6 +11,7 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/pipeline_overhead.py [--skip-a] 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +31,13 @@ def pipeline_once(archive: Path, root: Path, slots: int):
         ingest_from_server(project, server, sorted({t["proposal_id"] for t in truths}),
                            actor="bench")
         t = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         summary = run_pipeline(project, max_parallel=slots)
         wall = time.perf_counter() - t
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        print(f"    [{slots} slot(s)] wall {wall:.1f} s, CASA job CPU {cpu:.1f} s "
+              f"({cpu / wall:.2f} cores busy on average)")
     bad = [r for r in summary.reports if r.status not in ("done", "skipped")]
     if bad:
         raise SystemExit(f"pipeline failed: {[(r.row.label, r.message) for r in bad]}")

@@ -172,3 +172,16 @@ def test_newer_schema_refused(tmp_path):
     con.close()
     with pytest.raises(CatalogError, match="newer than this sails"):
         Catalog(p)
+
+
+def test_sibling_selfcal_waits_for_the_mous_wide_run(cat):
+    o = "w"
+    for _ in range(3):
+        r = cat.claim_next(o)
+        cat.complete(r.id, o)
+    first = cat.claim_next(o, stages=["selfcal"])
+    assert first is not None
+    assert cat.runnable(stages=["selfcal"]) == []  # the sibling would only wait on the run
+    assert cat.claim_next(o, stages=["selfcal"]) is None
+    cat.complete(first.id, o)
+    assert [r.target for r in cat.runnable(stages=["selfcal"])] != []

@@ -48,14 +48,26 @@ def run_all(project, mous=None) -> dict[tuple[str, str], object]:
 
 
 def run_parallel(project, workers: int = 2) -> dict[tuple[str, str], object]:
-    """Like ``sails run -j 2``: worker threads claiming selfcal rows at the same time."""
+    """Every pending selfcal row claimed up front, then run in worker threads at once.
+
+    The engine no longer dispatches a sibling while its MOUS's auto-selfcal job runs (the
+    catalog keeps it unrunnable), but stages claimed by id (two `sails selfcal` shells, an
+    older orchestrator) can still overlap: they must share one auto-selfcal run.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    out: dict[tuple[str, str], object] = {}
+    from sails.catalog import new_owner
+    from sails.stages.execute import run_claimed
+
+    cat = project.catalog
+    claimed = []
+    for row in cat.stages(stage="selfcal", status="pending"):
+        owner = new_owner("test")
+        claimed.append((cat.claim(row.id, owner), owner))
     with ThreadPoolExecutor(workers) as pool:
-        for fut in [pool.submit(run_all, project) for _ in range(workers)]:
-            out.update(fut.result())
-    return out
+        futures = [pool.submit(run_claimed, project, row, owner) for row, owner in claimed]
+        reports = [f.result() for f in futures]
+    return {(r.row.mous_id, r.row.target): r for r in reports}
 
 
 def selfcal_logs(project, mous_id: str) -> list[Path]:

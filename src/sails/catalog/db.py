@@ -490,7 +490,13 @@ class Catalog:
                 WHEN 'cleanup' THEN 'image' END
             AND p.target = CASE WHEN s.stage IN ('image', 'cleanup') THEN s.target ELSE '' END
         WHERE s.status = 'pending' AND (s.stage = 'download' OR p.status IN ('done', 'skipped'))
+          AND NOT (s.stage = 'selfcal' AND EXISTS (
+              SELECT 1 FROM stages r WHERE r.mous_id = s.mous_id AND r.stage = 'selfcal'
+                  AND r.status = 'running'))
     """
+    # selfcal is per target, but auto-selfcal calibrates the whole MOUS in one job that the
+    # first target runs and its siblings reuse: a sibling started meanwhile would only hold a
+    # slot while it waits, so it is not runnable until that job ends.
 
     def _runnable_sql(self, stages: Iterable[str] | None, mous: Iterable[str] | None,
                       limit: int | None) -> tuple[str, list[Any]]:
