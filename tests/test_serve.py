@@ -16,9 +16,10 @@ import pytest
 from astropy.io.votable import parse_single_table
 
 from sails.sim.serve import ArchiveServer, human_size
+from sails.sim.tap import shared_testdata_dir
 from transfer_fixtures import make_mous, tree_bytes
 
-REAL = Path("/work/shared/testdata/alma-archive/alma-datalink.xml")
+REAL = shared_testdata_dir() / "alma-archive" / "alma-datalink.xml"
 MOUS = "uid___A001_X1_X2"
 RAWMOUS = "uid___A001_X1_X3"
 

@@ -589,17 +589,18 @@ RECORDED_PRODUCT_TAR = "2017.1.01185.S_uid___A001_X12a3_Xe9_001_of_001.tar"
 
 
 def shared_testdata_dir() -> Path:
-    """``$SAILS_SHARED_TESTDATA``, else the nearest ``shared/testdata`` beside an ancestor of
-    this package (the repository sits next to ``shared/`` in development and CI)."""
+    """``$SAILS_SHARED_TESTDATA``, else the repository's ``tests/data`` (a copy of the
+    recorded archive responses, with their licence), else a ``shared/testdata`` beside an
+    ancestor of this package (the development workspace)."""
     env = os.environ.get("SAILS_SHARED_TESTDATA")
     if env:
         return Path(env)
     for parent in Path(__file__).resolve().parents:
-        cand = parent / "shared" / "testdata"
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError("no shared/testdata found beside the repository; set "
-                            "SAILS_SHARED_TESTDATA")
+        for cand in (parent / "tests" / "data", parent / "shared" / "testdata"):
+            if (cand / "alma-archive").is_dir():
+                return cand
+    raise FileNotFoundError("no recorded archive responses found (tests/data/alma-archive); "
+                            "set SAILS_SHARED_TESTDATA")
 
 
 def recorded_datalink_index(testdata: Path | None = None) -> dict[str, bytes]:
