@@ -149,7 +149,7 @@ class Selfcal(_Section):
     scale_fov: float | None = None
     weblog: bool = True
     # How the stage runs it
-    use_xvfb: bool = True
+    use_xvfb: bool = False  # plotms under Xvfb crashed here and hung auto-selfcal; opt in
     export_fits: bool = True
     keep_input_copies: bool = False
     timeout_hours: float = Field(48.0, gt=0)
@@ -362,7 +362,7 @@ do_amp_selfcal = true
 apply_to_target_ms = false   # also write the solutions into the split *_targets.ms copies
 uvcontsub_target_ms = false  # needs a cont.dat in datasets/<mous>/auto_selfcal
 spectral_average = true
-use_xvfb = true              # draw plotms weblog plots under Xvfb when it is installed
+use_xvfb = false             # opt in: plotms weblog plots under Xvfb (see docs/selfcal.md)
 # extra = { scale_fov = 1.5 }
 
 [imaging]

@@ -431,7 +431,7 @@ def check_options(options: dict[str, Any]) -> None:
 
 
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
-                     use_xvfb: bool = True, fits: bool = True,
+                     use_xvfb: bool = False, fits: bool = True,
                      keep_input_copies: bool = False) -> dict[str, Any]:
     """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target."""
     import importlib.metadata
