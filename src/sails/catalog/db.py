@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -649,22 +649,26 @@ class Catalog:
                  now),
             )
 
+    def _end(self, con: sqlite3.Connection, stage_id: int, owner: str | None, to: str,
+             why: str, sets: dict[str, Any] | Callable[[StageRow], dict[str, Any]]
+             ) -> StageRow:
+        """Move to a final state: the lease holder (``owner``) from running, or an
+        administrative caller (``owner`` None) from a state that allows it."""
+        row = self._held(con, stage_id, owner) if owner else self._load(con, stage_id)
+        extra = sets(row) if callable(sets) else sets
+        self._move(con, row, to, owner or "sails", why, self._finish_sets(row) | extra,
+                   guard_owner=owner if row.status == "running" else None)
+        return self._load(con, stage_id)
+
     def fail(self, stage_id: int, owner: str | None, error: str) -> StageRow:
         """-> failed with the error text; attempts + 1."""
         with self.write() as con:
-            row = self._held(con, stage_id, owner) if owner else self._load(con, stage_id)
-            sets = self._finish_sets(row) | {"error": error, "attempts": row.attempts + 1}
-            self._move(con, row, "failed", owner or "sails", error, sets,
-                       guard_owner=owner if row.status == "running" else None)
-            return self._load(con, stage_id)
+            return self._end(con, stage_id, owner, "failed", error,
+                             lambda row: {"error": error, "attempts": row.attempts + 1})
 
     def skip(self, stage_id: int, owner: str | None, reason: str) -> StageRow:
         with self.write() as con:
-            row = self._held(con, stage_id, owner) if owner else self._load(con, stage_id)
-            self._move(con, row, "skipped", owner or "sails", reason,
-                       self._finish_sets(row) | {"reason": reason},
-                       guard_owner=owner if row.status == "running" else None)
-            return self._load(con, stage_id)
+            return self._end(con, stage_id, owner, "skipped", reason, {"reason": reason})
 
     @contextmanager
     def _tx(self, con: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
@@ -679,11 +683,7 @@ class Catalog:
               con: sqlite3.Connection | None = None) -> StageRow:
         """-> blocked with ``reason``; ``con`` joins the caller's transaction (e.g. ingest)."""
         with self._tx(con) as con:
-            row = self._held(con, stage_id, owner) if owner else self._load(con, stage_id)
-            self._move(con, row, "blocked", owner or "sails", reason,
-                       self._finish_sets(row) | {"reason": reason},
-                       guard_owner=owner if row.status == "running" else None)
-            return self._load(con, stage_id)
+            return self._end(con, stage_id, owner, "blocked", reason, {"reason": reason})
 
     def unblock(self, stage_id: int, reason: str, *, only_reason: str | None = None,
                 actor: str = "sails", con: sqlite3.Connection | None = None) -> StageRow | None:
