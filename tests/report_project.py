@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from sails.catalog import Catalog, Product, new_owner
+from sails.catalog import Block, Catalog, Product, new_owner
 from sails.ids import parse_uid
 from sails.project import Project, init_project
 
@@ -107,7 +107,7 @@ def _advance(cat: Catalog, mous: str, stage: str, to: str, target: str = "",
              products: list[Product] = (), why: str = "") -> None:
     row = cat.find_stage(mous, stage, target)
     if to == "blocked":
-        cat.block(row.id, None, why)
+        cat.block(row.id, None, Block.USER, why)
         return
     cat.claim(row.id, OWNER)
     if to == "done":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sails.catalog import SCHEMA_VERSION, Catalog, Product
+from sails.catalog import SCHEMA_VERSION, Block, Catalog, Product
 from sails.errors import CatalogError, IllegalTransitionError, LeaseLostError, UserInputError
 
 MOUS = "uid://A001/X1465/X15b"
@@ -32,7 +32,7 @@ def test_pragmas_and_rows(cat):
     assert cat.schema_version() == SCHEMA_VERSION
     assert cat.target_names(MOUS) == ["IRAS 4A", "Per-emb 'x' +1"]
     stages = {(s.stage, s.target) for s in cat.stages(MOUS)}
-    assert stages == {("download", ""), ("verify", ""), ("split", ""),
+    assert stages == {("download", ""), ("verify", ""), ("split", ""), ("auto_selfcal", ""),
                       ("selfcal", "IRAS 4A"), ("image", "IRAS 4A"),
                       ("selfcal", "Per-emb 'x' +1"), ("image", "Per-emb 'x' +1")}
 
@@ -47,9 +47,9 @@ def test_upsert_is_idempotent(cat):
 def test_check_constraints_enforced(cat):
     with pytest.raises(sqlite3.IntegrityError):
         cat.con.execute("UPDATE stages SET status = 'in_progress' WHERE id = 1")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(sqlite3.IntegrityError):  # stage names are identifiers
         cat.con.execute("INSERT INTO stages (mous_id, target, stage, updated_at)"
-                        " VALUES (?, '', 'transmogrify', 0)", (MOUS,))
+                        " VALUES (?, '', 'Trans mogrify', 0)", (MOUS,))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         cat.con.execute("DELETE FROM events")
 
@@ -72,6 +72,10 @@ def test_dependency_order_and_lifecycle(cat):
     cat.complete(v.id, owner)
     s = cat.claim_next(owner)
     cat.complete(s.id, owner, [Product("split_ms", "/x/a_targets.ms", bytes=5)])
+    assert [r.stage for r in cat.runnable()] == ["auto_selfcal"]  # one run for the MOUS
+    a = cat.claim_next(owner)
+    assert cat.runnable() == []  # its targets' results wait for it
+    cat.complete(a.id, owner)
     assert sorted(r.stage + ":" + r.target for r in cat.runnable()) == [
         "selfcal:IRAS 4A", "selfcal:Per-emb 'x' +1"]
     sc = cat.claim_next(owner, stages=["selfcal"])
@@ -98,7 +102,7 @@ def test_illegal_transitions(cat):
     with pytest.raises(IllegalTransitionError):
         cat.skip(d.id, None, "why")  # done -> skipped is not allowed
     with pytest.raises(IllegalTransitionError):
-        cat.block(d.id, None, "why")
+        cat.block(d.id, None, Block.USER, "why")
     assert cat.claim(d.id, "w3") is None  # done is not claimable
     with pytest.raises(UserInputError, match="unknown stage"):
         cat.reset(MOUS, "transmogrify")
@@ -106,14 +110,14 @@ def test_illegal_transitions(cat):
 
 def test_reset_cascades_and_refuses_running(cat):
     o = "w"
-    for _ in range(3):
+    for _ in range(4):
         r = cat.claim_next(o)
         cat.complete(r.id, o, [Product(r.stage, f"/p/{r.stage}", bytes=1)])
     sc = cat.claim_next(o, stages=["selfcal"])
     with pytest.raises(IllegalTransitionError, match="running"):
         cat.reset(MOUS, "verify")
     rows = cat.reset(MOUS, "verify", force=True)
-    assert {r.stage for r in rows} == {"verify", "split", "selfcal"}
+    assert {r.stage for r in rows} == {"verify", "split", "auto_selfcal", "selfcal"}
     assert cat.find_stage(MOUS, "download").status == "done"
     assert {p["stage"] for p in cat.products(MOUS)} == {"download"}
     assert cat.stage(sc.id).status == "pending"
@@ -147,7 +151,8 @@ def test_migrates_v1_file_without_losing_rows(tmp_path):
     assert c.mous_ids() == ["uid://A001/X1465/X15b"]
     split = c.find_stage("uid://A001/X1465/X15b", "split")
     assert split.status == "failed" and split.error == "disk full" and split.job_ref is None
-    assert len(c.events("uid://A001/X1465/X15b")) == 1
+    events = c.events("uid://A001/X1465/X15b")
+    assert len(events) == 2 and events[1]["actor"] == "migration"  # + auto_selfcal's row
     assert c.products()[0]["bytes"] == 1234
     c.retry("uid://A001/X1465/X15b")  # and the migrated file works
     assert c.find_stage("uid://A001/X1465/X15b", "split").status == "pending"
@@ -174,14 +179,53 @@ def test_newer_schema_refused(tmp_path):
         Catalog(p)
 
 
-def test_sibling_selfcal_waits_for_the_mous_wide_run(cat):
-    o = "w"
-    for _ in range(3):
-        r = cat.claim_next(o)
-        cat.complete(r.id, o)
-    first = cat.claim_next(o, stages=["selfcal"])
-    assert first is not None
-    assert cat.runnable(stages=["selfcal"]) == []  # the sibling would only wait on the run
-    assert cat.claim_next(o, stages=["selfcal"]) is None
-    cat.complete(first.id, o)
-    assert [r.target for r in cat.runnable(stages=["selfcal"])] != []
+def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
+    """A catalog written by the v2 code (per-target selfcal rows sharing one MOUS run)."""
+    path = tmp_path / "v2.sqlite"
+    shutil.copy(DATA / "catalog_v2.sqlite", path)
+    raw = sqlite3.connect(path)
+    before = raw.execute("SELECT id, mous_id, target, stage, status, reason, error, attempts"
+                         " FROM stages ORDER BY id").fetchall()
+    n_products = raw.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+    n_events = raw.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    raw.close()
+    c = Catalog(path)
+    assert c.schema_version() == SCHEMA_VERSION
+    after = [(r.id, r.mous_id, r.target, r.stage, r.status, r.reason, r.error, r.attempts)
+             for r in c.stages() if r.stage != "auto_selfcal"]
+    assert sorted(after) == sorted(before)  # every old row kept, unchanged
+    assert len(c.products()) == n_products
+    auto = {r.mous_id: r for r in c.stages(stage="auto_selfcal")}
+    # X1 ran self-cal (one target done, one skipped): done, never redone
+    assert auto["uid://A001/X2/X1"].status == "done"
+    # X2's MOUS run crashed for both targets: failed with its error
+    assert auto["uid://A001/X2/X2"].status == "failed"
+    assert "RuntimeError: boom" in auto["uid://A001/X2/X2"].error
+    # X3 had not self-calibrated yet: pending, and the next thing to run there
+    assert auto["uid://A001/X2/X3"].status == "pending"
+    runnable = {(r.mous_id, r.stage, r.target) for r in c.runnable()}
+    assert runnable == {("uid://A001/X2/X1", "image", "Src+B"),
+                        ("uid://A001/X2/X3", "auto_selfcal", "")}
+    assert len(c.events()) == n_events + 3  # one "created by the migration" each
+    c.retry("uid://A001/X2/X2")  # a failed MOUS run is retried as one
+    assert c.find_stage("uid://A001/X2/X2", "auto_selfcal").status == "pending"
+    assert {r.status for r in c.stages("uid://A001/X2/X2", "selfcal")} == {"pending"}
+    c.close()
+
+
+def test_block_codes(cat):
+    verify = cat.find_stage(MOUS, "verify")
+    cat.block(verify.id, None, Block.NEEDS_RESTORE)
+    row = cat.stage(verify.id)
+    assert row.reason_code == Block.NEEDS_RESTORE and "calibration restore" in row.reason
+    assert cat.unblock(verify.id, "nope", only_code=Block.USER) is None  # another reason
+    assert cat.unblock(verify.id, "restore registered", only_code=Block.NEEDS_RESTORE)
+    row = cat.stage(verify.id)
+    assert row.status == "pending" and row.reason_code is None
+
+
+def test_waiting_for_names_the_unfinished_prerequisites(cat):
+    image = cat.find_stage(MOUS, "image", "IRAS 4A")
+    assert [w.stage for w in cat.waiting_for(image)] == ["selfcal"]
+    auto = cat.find_stage(MOUS, "auto_selfcal")
+    assert [w.stage for w in cat.waiting_for(auto)] == ["split"]

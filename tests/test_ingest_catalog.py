@@ -9,7 +9,6 @@ import json
 import pytest
 
 from sails.archive import (
-    RAW_ONLY_REASON,
     download_plan,
     ingest_records,
     parse_datalink,
@@ -20,7 +19,8 @@ from sails.archive import (
     set_spw_remap,
 )
 from sails.archive.rows import map_rows
-from sails.catalog import Catalog, new_owner
+from sails.catalog import Block, Catalog, new_owner
+from sails.catalog.reasons import message
 from sails.errors import IllegalTransitionError, IngestError, NotFoundError, UserInputError
 from sails.sim.archive_rows import synthetic_rows, write_alminer_csv
 from sails.sim.tap import RECORDED_MOUS, shared_testdata_dir
@@ -79,7 +79,7 @@ def test_m83_row_lands_in_the_catalog(cat):
     assert (p["project_code"], p["pi_name"]) == ("2017.1.00079.S", "Koda, Jin")
     assert {(s.stage, s.target, s.status) for s in cat.stages(M83)} == {
         ("download", "", "pending"), ("verify", "", "pending"), ("split", "", "pending"),
-        ("selfcal", "M83", "pending"), ("image", "M83", "pending")}
+        ("auto_selfcal", "", "pending"), ("selfcal", "M83", "pending"), ("image", "M83", "pending")}
 
 
 def test_reingesting_the_same_rows_changes_nothing(cat):
@@ -171,7 +171,7 @@ def test_fifty_thousand_row_csv(cat, tmp_path):
     assert (rs.rows_read, len(rs.records), rs.problems) == (50_000, 50_000, [])
     s = ingest_records(cat, rs)
     assert (s.mous.added, s.targets.added) == (6250, 50_000)
-    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 3 + 6250 * 2 * 2
+    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 4 + 6250 * 2 * 2
     assert cat.query("SELECT COUNT(DISTINCT spw_id) FROM targets")[0][0] == 4
 
 
@@ -180,7 +180,8 @@ def test_raw_only_mous_blocks_verify_and_keeps_download_pending(cat):
     s = ingest_records(cat, recorded_mous_rows(), {RECORDED_MOUS: recorded_files()})
     assert s.blocked == [RECORDED_MOUS] and s.files.added == 7
     verify = cat.find_stage(RECORDED_MOUS, "verify")
-    assert (verify.status, verify.reason) == ("blocked", RAW_ONLY_REASON)
+    assert (verify.status, verify.reason_code) == ("blocked", Block.NEEDS_RESTORE)
+    assert verify.reason == message(Block.NEEDS_RESTORE)
     assert cat.find_stage(RECORDED_MOUS, "download").status == "pending"
     assert cat.mous(RECORDED_MOUS)["num_asdms"] == 4
     raw = [f for f in cat.files(RECORDED_MOUS) if f["kind"] == "raw"]
@@ -236,7 +237,7 @@ def test_a_block_set_by_a_person_is_not_lifted_by_srdp(cat):
     ingest_records(cat, map_rows(list(rows[0]), rows, "x"))
     mous = rows[0]["member_ous_uid"]
     verify = cat.find_stage(mous, "verify")
-    cat.block(verify.id, None, "QA2 semi-pass: check by hand")
+    cat.block(verify.id, None, Block.USER, "QA2 semi-pass: check by hand")
     res = register_srdp(cat, mous, "https://example.org/r.tar")
     assert not res.unblocked
     assert cat.find_stage(mous, "verify").reason == "QA2 semi-pass: check by hand"

@@ -11,11 +11,12 @@ import httpx
 import pytest
 from astropy.io.votable import parse_single_table
 
-from sails.catalog import Product, new_owner
+from sails.catalog import Block, Product, new_owner
+from sails.catalog.reasons import message
 from sails.errors import DownloadError
 from sails.project import init_project
 from sails.sim.serve import ArchiveServer
-from sails.stages.download import RAW_BLOCK_REASON, download_mous
+from sails.stages.download import download_mous
 from sails.stages.execute import run_one
 from sails.transfer import LogProgress
 from transfer_fixtures import make_mous, tree_bytes
@@ -138,11 +139,11 @@ def test_files_listed_inside_the_tarball_are_reassembled(archive, project):
 
 
 def test_raw_only_mous_blocks_verify(archive, project):
-    """Through the real stage executor: download done with products, verify blocked."""
+    """Through the real stage executor: download done with products, then verify blocked."""
     cat = project.catalog
     ingest_datalink(cat, archive, RAW)
     report = run_one(project, stages=["download"])
-    assert report.status == "done" and RAW_BLOCK_REASON in report.message
+    assert report.status == "done" and message(Block.NEEDS_RESTORE) in report.message
     products = [Product(kind=r["kind"], path=r["path"], bytes=r["bytes"])
                 for r in cat.products(RAW, stage="download")]
     assert all(p.bytes and p.bytes > 0 for p in products)
@@ -151,8 +152,10 @@ def test_raw_only_mous_blocks_verify(archive, project):
     for name in raw:
         assert tree_bytes(project.datasets_raw / RAW / name) == \
             tree_bytes(archive.root / RAW / name)
+    # verify, claimed next, waits for a calibration restore (no CASA job is started)
+    assert run_one(project, stages=["verify"]).status == "blocked"
     verify = cat.find_stage(RAW, "verify")
-    assert verify.status == "blocked" and verify.reason == RAW_BLOCK_REASON
+    assert verify.status == "blocked" and verify.reason_code == Block.NEEDS_RESTORE
     # Running again leaves it blocked and fetches nothing.
     before = archive.bytes_sent
     download_mous(project, cat, RAW, progress=LogProgress())

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sails.errors import ConfigError
+from sails.pipeline import PIPELINE, Runs
 
 CONFIG_NAME = "sails.toml"
-STAGE_NAMES = ("download", "verify", "split", "selfcal", "image", "cleanup")
 
 
 class _Section(BaseModel):
@@ -44,14 +44,23 @@ class Resources(_Section):
 
 
 def _default_resources() -> dict[str, Resources]:
-    return {
-        "download": Resources(cores=1, ram_gb=2),
-        "verify": Resources(cores=1, ram_gb=4),
-        "split": Resources(cores=1, ram_gb=8),
-        "selfcal": Resources(cores=4, ram_gb=16),
-        "image": Resources(cores=4, ram_gb=16),
-        "cleanup": Resources(cores=1, ram_gb=1),
-    }
+    """Each stage's job resources as the stage table declares them."""
+    return {st.name: Resources(cores=st.cores, ram_gb=st.ram_gb) for st in PIPELINE}
+
+
+def _by_stage(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """Keys named by stage (older names accepted, e.g. selfcal for auto_selfcal's job)."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        try:
+            name = PIPELINE.config_key(key)
+        except KeyError:
+            raise ValueError(f"unknown stage {key!r} in {what}; known: "
+                             f"{list(PIPELINE.names)}") from None
+        if name != key and name in value:
+            continue  # the stage's own key wins over an older alias
+        out[name] = item
+    return out
 
 
 class Execution(_Section):
@@ -60,7 +69,22 @@ class Execution(_Section):
     casa_slots: int = Field(0, ge=0, description="parallel CASA jobs; 0 = number of cores")
     lease_seconds: float = Field(3600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
-    use_prefect: bool = True
+    retry_backoff_seconds: float = Field(
+        60.0, ge=0, description="first wait before retrying a transient stage failure; "
+        "doubles with each attempt")
+    retry_backoff_max_seconds: float = Field(3600.0, ge=0, description="longest such wait")
+    use_prefect: bool = Field(False, description="`sails run` runs through Prefect flows "
+                              "(embedded API) unless --no-prefect")
+
+    @field_validator("stage_backends", mode="after")
+    @classmethod
+    def _known_job_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        value = _by_stage(value, "execution.stage_backends")
+        local_only = [k for k in value if PIPELINE.get(k).runs == Runs.ORCHESTRATOR]
+        if local_only:
+            raise ValueError(f"{local_only} run(s) in the orchestrator, not as jobs: "
+                             "no backend to choose")
+        return value
 
     def effective_slots(self) -> int:
         return self.casa_slots or (os.cpu_count() or 1)
@@ -237,10 +261,7 @@ class Settings(BaseSettings):
     @classmethod
     def _complete_resources(cls, value: dict[str, Resources]) -> dict[str, Resources]:
         """A file naming some stages keeps the defaults for the others."""
-        unknown = set(value) - set(STAGE_NAMES)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {sorted(unknown)}; known: {list(STAGE_NAMES)}")
-        return {**_default_resources(), **value}
+        return {**_default_resources(), **_by_stage(value, "resources")}
 
     @classmethod
     def settings_customise_sources(
@@ -311,15 +332,17 @@ work = "work"                  # temporary areas (downloads in flight, job stagi
 
 [execution]
 backend = "local"     # "local" (child processes here) or "canfar" (headless sessions)
-# stage_backends = { selfcal = "canfar", image = "canfar" }  # per CASA stage
+# stage_backends = { auto_selfcal = "canfar", image = "canfar" }  # per CASA stage
 # (download always runs in the orchestrator; `sails run --backend X` sets every CASA stage)
 casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
 lease_seconds = 3600  # a claimed stage whose lease expires is recovered by the next run
 max_attempts = 3      # transient failures retried this many times
-use_prefect = true    # run `sails run` through Prefect flows (embedded, no server)
+retry_backoff_seconds = 60        # wait before a retry, doubled each attempt ...
+retry_backoff_max_seconds = 3600  # ... up to this
+use_prefect = false   # true: `sails run` runs through Prefect flows (embedded, no server)
 
-# Per-stage resources (cores, RAM in GB) for the CANFAR backend.
-[resources.selfcal]
+# Per-stage job resources (cores, RAM in GB) for the CANFAR backend.
+[resources.auto_selfcal]
 cores = 4
 ram_gb = 16
 

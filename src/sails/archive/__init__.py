@@ -7,7 +7,6 @@ from sails.archive.adql import QueryFilters, adql_string, build_query
 from sails.archive.datalink import DatalinkClient, FileLink, parse_datalink
 from sails.archive.fsupport import SpectralWindow, parse_frequency_support
 from sails.archive.ingest import (
-    RAW_ONLY_REASON,
     DownloadPlan,
     IngestSummary,
     download_plan,
@@ -27,7 +26,6 @@ from sails.archive.service import (
 from sails.archive.tables import InputTable, read_csv, read_obscore_file
 
 __all__ = [
-    "RAW_ONLY_REASON",
     "DatalinkClient",
     "DownloadPlan",
     "FileLink",

@@ -6,7 +6,7 @@ module changes is the raw-only policy below.
 
 Raw-only policy: a MOUS whose DataLink lists raw ASDMs but no SRDP restore keeps ``download``
 pending (the raw data will be fetched) and has its ``verify`` stage blocked with
-:data:`RAW_ONLY_REASON` until a calibration restore exists. Registering an SRDP URL
+:attr:`Block.NEEDS_RESTORE` until a calibration restore exists. Registering an SRDP URL
 (:func:`register_srdp`) unblocks it; SRDP data take precedence over raw data.
 """
 
@@ -21,11 +21,10 @@ from urllib.parse import urlparse
 
 from sails.archive.datalink import FileLink, filename_of
 from sails.archive.rows import Record, RecordSet
-from sails.catalog import Catalog
+from sails.catalog import Block, Catalog
 from sails.errors import IllegalTransitionError, UserInputError
 from sails.ids import mous_uri
 
-RAW_ONLY_REASON = "needs calibration restore: only raw ASDMs are available"
 ACTOR = "ingest"
 
 
@@ -159,11 +158,11 @@ def apply_raw_only_policy(catalog: Catalog, con: sqlite3.Connection, mous_id: st
     plan = download_plan(catalog, mous_id)
     verify = catalog.find_stage(mous_id, "verify")
     if plan.source == "srdp":
-        if catalog.unblock(verify.id, "SRDP restore registered", only_reason=RAW_ONLY_REASON,
+        if catalog.unblock(verify.id, "SRDP restore registered", only_code=Block.NEEDS_RESTORE,
                            actor=ACTOR, con=con) and summary is not None:
             summary.unblocked.append(mous_id)
     elif plan.source == "raw" and verify.status == "pending":
-        catalog.block(verify.id, None, RAW_ONLY_REASON, con=con)
+        catalog.block(verify.id, None, Block.NEEDS_RESTORE, con=con)
         if summary is not None:
             summary.blocked.append(mous_id)
 
@@ -281,7 +280,7 @@ def register_srdp(catalog: Catalog, mous_id: str, url: str, actor: str = "user")
                          semantics="#srdp-restore", con=con)
         verify = catalog.find_stage(mous_id, "verify")
         if catalog.unblock(verify.id, f"SRDP restore registered: {url}",
-                           only_reason=RAW_ONLY_REASON, actor=actor, con=con):
+                           only_code=Block.NEEDS_RESTORE, actor=actor, con=con):
             unblocked = True
     reset = False
     note = None

@@ -1,16 +1,17 @@
 """The central SQLite catalog: what exists, where each dataset stands, what was produced."""
 
-from sails.catalog.db import Catalog, Product, StageRow, new_owner
-from sails.catalog.schema import MOUS_STAGES, SCHEMA_VERSION, STAGES, STATUSES, TARGET_STAGES
+from sails.catalog.db import Catalog
+from sails.catalog.model import STATUSES, Product, StageRow, check_stage, new_owner
+from sails.catalog.reasons import Block
+from sails.catalog.schema import SCHEMA_VERSION
 
 __all__ = [
+    "Block",
     "Catalog",
     "Product",
     "StageRow",
+    "check_stage",
     "new_owner",
-    "MOUS_STAGES",
-    "TARGET_STAGES",
-    "STAGES",
     "STATUSES",
     "SCHEMA_VERSION",
 ]

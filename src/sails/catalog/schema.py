@@ -8,12 +8,15 @@ To change the schema: add a migration function to ``MIGRATIONS`` and bump
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 
-MOUS_STAGES = ("download", "verify", "split")
-TARGET_STAGES = ("selfcal", "image", "cleanup")
-STAGES = MOUS_STAGES + TARGET_STAGES
-STATUSES = ("pending", "running", "done", "failed", "skipped", "blocked")
+# The stage names of v1/v2 catalogs, frozen with the migrations that use them. Since v3 the
+# stage table (sails.pipeline) names the stages and the catalog checks names in code, so a new
+# stage needs no migration.
+V1_MOUS_STAGES = ("download", "verify", "split")
+V1_STAGES = V1_MOUS_STAGES + ("selfcal", "image", "cleanup")
+V1_STATUSES = ("pending", "running", "done", "failed", "skipped", "blocked")
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -75,21 +78,21 @@ CREATE TABLE stages (
     id INTEGER PRIMARY KEY,
     mous_id TEXT NOT NULL REFERENCES mous(mous_id) ON DELETE CASCADE,
     target TEXT NOT NULL DEFAULT '',
-    stage TEXT NOT NULL CHECK (stage IN {_in(STAGES)}),
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(STATUSES)}),
+    stage TEXT NOT NULL CHECK (stage IN {_in(V1_STAGES)}),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(V1_STATUSES)}),
     reason TEXT, error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT, lease_expires REAL,
     started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
     UNIQUE (mous_id, target, stage),
-    CHECK ((stage IN {_in(MOUS_STAGES)}) = (target = ''))
+    CHECK ((stage IN {_in(V1_MOUS_STAGES)}) = (target = ''))
 );
 CREATE INDEX stages_by_status ON stages(status, stage);
 CREATE TABLE products (
     id INTEGER PRIMARY KEY,
     mous_id TEXT NOT NULL REFERENCES mous(mous_id) ON DELETE CASCADE,
     target TEXT NOT NULL DEFAULT '',
-    stage TEXT NOT NULL CHECK (stage IN {_in(STAGES)}),
+    stage TEXT NOT NULL CHECK (stage IN {_in(V1_STAGES)}),
     kind TEXT NOT NULL,
     path TEXT NOT NULL,
     spw TEXT, bytes INTEGER, checksum TEXT, metrics TEXT,
@@ -150,9 +153,97 @@ def _create_v1(con: sqlite3.Connection) -> None:
     run_script(con, V1)
 
 
+STAGES_V3 = f"""
+CREATE TABLE stages_v3 (
+    id INTEGER PRIMARY KEY,
+    mous_id TEXT NOT NULL REFERENCES mous(mous_id) ON DELETE CASCADE,
+    target TEXT NOT NULL DEFAULT '',
+    stage TEXT NOT NULL CHECK (stage GLOB '[a-z]*' AND stage NOT GLOB '*[^a-z0-9_]*'),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(V1_STATUSES)}),
+    reason TEXT, reason_code TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT, lease_expires REAL,
+    started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
+    job_ref TEXT, duration_s REAL,
+    UNIQUE (mous_id, target, stage)
+);
+INSERT INTO stages_v3 (id, mous_id, target, stage, status, reason, error, attempts,
+    lease_owner, lease_expires, started_at, finished_at, updated_at, job_ref, duration_s)
+    SELECT id, mous_id, target, stage, status, reason, error, attempts, lease_owner,
+    lease_expires, started_at, finished_at, updated_at, job_ref, duration_s FROM stages;
+DROP TABLE stages;
+ALTER TABLE stages_v3 RENAME TO stages;
+CREATE INDEX stages_by_status ON stages(status, stage);
+CREATE INDEX stages_by_lease ON stages(status, lease_expires);
+CREATE TABLE products_v3 (
+    id INTEGER PRIMARY KEY,
+    mous_id TEXT NOT NULL REFERENCES mous(mous_id) ON DELETE CASCADE,
+    target TEXT NOT NULL DEFAULT '',
+    stage TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    spw TEXT, bytes INTEGER, checksum TEXT, metrics TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (path)
+);
+INSERT INTO products_v3 SELECT id, mous_id, target, stage, kind, path, spw, bytes, checksum,
+    metrics, created_at FROM products;
+DROP TABLE products;
+ALTER TABLE products_v3 RENAME TO products;
+CREATE INDEX products_by_mous ON products(mous_id, target, stage);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+UPDATE stages SET reason_code = 'needs_restore'
+    WHERE status = 'blocked' AND reason = 'needs calibration restore: only raw ASDMs are available';
+UPDATE stages SET reason_code = 'stage' WHERE status = 'blocked' AND reason_code IS NULL;
+"""
+
+# v3 runs auto-selfcal as its own MOUS stage. Its row's state comes from the targets' selfcal
+# rows as v2 left them: any finished target means the MOUS's run happened (done, never
+# redone); else a failed target means it failed (its error kept); else it is still to do.
+AUTO_SELFCAL_V3 = """
+INSERT INTO stages (mous_id, target, stage, status, error, attempts, started_at, finished_at,
+                    updated_at)
+SELECT m.mous_id, '', 'auto_selfcal',
+    CASE WHEN EXISTS (SELECT 1 FROM stages t WHERE t.mous_id = m.mous_id
+                      AND t.stage = 'selfcal' AND t.status IN ('done', 'skipped')) THEN 'done'
+         WHEN EXISTS (SELECT 1 FROM stages t WHERE t.mous_id = m.mous_id
+                      AND t.stage = 'selfcal' AND t.status = 'failed') THEN 'failed'
+         ELSE 'pending' END,
+    (SELECT t.error FROM stages t WHERE t.mous_id = m.mous_id AND t.stage = 'selfcal'
+         AND t.status = 'failed' AND NOT EXISTS (
+             SELECT 1 FROM stages d WHERE d.mous_id = m.mous_id AND d.stage = 'selfcal'
+             AND d.status IN ('done', 'skipped')) ORDER BY t.id LIMIT 1),
+    COALESCE((SELECT MAX(t.attempts) FROM stages t WHERE t.mous_id = m.mous_id
+              AND t.stage = 'selfcal' AND t.status IN ('done', 'skipped', 'failed')), 0),
+    (SELECT MIN(t.started_at) FROM stages t WHERE t.mous_id = m.mous_id
+         AND t.stage = 'selfcal' AND t.status IN ('done', 'skipped', 'failed')),
+    (SELECT MAX(t.finished_at) FROM stages t WHERE t.mous_id = m.mous_id
+         AND t.stage = 'selfcal' AND t.status IN ('done', 'skipped', 'failed')),
+    ?
+FROM mous m WHERE EXISTS (SELECT 1 FROM stages s WHERE s.mous_id = m.mous_id)
+    AND NOT EXISTS (SELECT 1 FROM stages s WHERE s.mous_id = m.mous_id
+                    AND s.stage = 'auto_selfcal');
+"""
+
+
+def _migrate_v2_to_v3(con: sqlite3.Connection) -> None:
+    """v3: stage names checked against the stage table in code (no CHECK list, so adding a
+    stage needs no migration); block reasons carry a code; a ``meta`` table; auto-selfcal
+    as its own MOUS stage (``auto_selfcal``), its state derived from the targets' rows."""
+    run_script(con, STAGES_V3)
+    now = time.time()
+    con.execute(AUTO_SELFCAL_V3, (now,))
+    con.execute(
+        "INSERT INTO events (at, mous_id, target, stage, actor, from_status, to_status, reason)"
+        " SELECT ?, mous_id, '', 'auto_selfcal', 'migration', NULL, status,"
+        " 'created by the v3 migration (state taken from the targets'' selfcal rows)'"
+        " FROM stages WHERE stage = 'auto_selfcal'", (now,))
+
+
 # MIGRATIONS[n] brings a version-n catalog to version n+1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
     1: _migrate_v1_to_v2,
+    2: _migrate_v2_to_v3,
 }
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3

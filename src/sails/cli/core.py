@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sails.catalog.db import check_stage
+from sails.catalog import check_stage
 from sails.cli.app import app, console, state
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -92,7 +92,7 @@ def summarize_target_stages(stages, stage: str) -> str:
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Counts per stage and state, then one row per MOUS."""
-    from sails.catalog import STAGES, STATUSES
+    from sails.catalog import STATUSES
 
     project = state.project()
     if as_json:
@@ -104,14 +104,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     t.add_column("stage")
     for st in STATUSES:
         t.add_column(st, justify="right", style=STATUS_STYLE[st])
-    for stage in STAGES:
-        if stage in counts:
-            t.add_row(stage, *(str(counts[stage][st] or "") for st in STATUSES))
+    for stage, row in counts.items():  # table order
+        t.add_row(stage, *(str(row[st] or "") for st in STATUSES))
     console.print(t)
     m = Table(title="MOUS")
     m.add_column("MOUS")
     m.add_column("targets", justify="right")
-    present = [s for s in STAGES if s in counts]
+    present = list(counts)
     for stage in present:
         m.add_column(stage)
     m.add_column("why", overflow="fold")
@@ -211,7 +210,10 @@ def reset(
     stage: str = typer.Option(..., "--stage", "-s", help="Stage to redo (downstream follows)."),
     force: bool = typer.Option(False, "--force", help="Also reset a running stage."),
 ):
-    """Send a stage and every later stage of a MOUS back to pending."""
+    """Send a stage and every stage that depends on it (of a MOUS) back to pending.
+
+    To redo self-calibration itself, reset auto_selfcal (selfcal only re-reads its result).
+    """
     check_stage(stage)
     rows = state.project().catalog.reset(mous, stage, force=force)
     if not rows:

@@ -61,8 +61,9 @@ def run(
     max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1,
                                             help="Stages at once (default: CASA slots)."),
     backend: str | None = typer.Option(None, "--backend", help="local or canfar."),
-    use_prefect: bool = typer.Option(False, "--prefect/--no-prefect",
-                                     help="Run through Prefect's embedded local API."),
+    use_prefect: bool | None = typer.Option(
+        None, "--prefect/--no-prefect",
+        help="Run through Prefect's embedded local API (default: execution.use_prefect)."),
 ):
     """Process everything runnable now (no server needed), then print a summary."""
     from sails.ids import mous_uri
@@ -72,30 +73,38 @@ def run(
         raise SailsError(f"unknown backend {backend!r}", hint="use local or canfar")
     mous_ids = [mous_uri(m) for m in mous] if mous else None
     if until:
-        from sails.catalog.db import check_stage
+        from sails.catalog import check_stage
 
         check_stage(until)
+    if use_prefect is None:
+        use_prefect = project.settings.execution.use_prefect
     if use_prefect:
         from sails.flows.prefect_env import configure
 
         configure(project.root)
         from sails.flows.prefect_flows import monitor, process_mous
 
+        failed = 0
         if mous_ids:
             for m in mous_ids:
                 out = process_mous(m, str(project.root), until, max_parallel, backend)
-                console.print(f"{m}: {out['ran']} stage(s) run")
+                failed += out["failed"]
+                console.print(f"{m}: {out['ran']} stage(s) run, {out['failed']} failed")
         else:
             out = monitor(str(project.root), max_parallel, until, backend)
-            console.print(f"{out['ran']} stage(s) run, {out['recovered']} lease(s) recovered")
+            failed = out["failed"]
+            console.print(f"{out['ran']} stage(s) run, {out['failed']} failed, "
+                          f"{out['recovered']} lease(s) recovered")
         from sails.cli.core import status as status_cmd
 
         status_cmd(as_json=False)
+        if failed:
+            raise typer.Exit(1)
         return
     summary = run_with_progress(project, mous=mous_ids, until=until,
                                 max_parallel=max_parallel, backend=backend)
     print_summary(summary)
-    if any(r.status in ("failed", "lost") for r in summary.reports):
+    if summary.failed:
         raise typer.Exit(1)
 
 

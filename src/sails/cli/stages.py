@@ -1,9 +1,10 @@
-"""Run one stage directly for pending datasets, no orchestrator: ``sails verify``, ``sails split``,
-``sails selfcal``, ``sails image``.
+"""Run stages directly for pending datasets, no orchestrator: one command per stage-table
+command (``sails download``, ``sails verify``, ``sails split``, ``sails selfcal``,
+``sails image``; :mod:`sails.pipeline` says which stages each runs).
 
-Every command is the same loop (:func:`run_stage_command`): claim the next runnable row of the
-stage through the catalog (so it is safe next to a running ``sails run``), execute it, print
-what happened. A stage that adds its own command needs one line here (see the bottom).
+Every command is the same loop (:func:`run_stage_command`): claim the next runnable row of its
+stages through the catalog (so it is safe next to a running ``sails run``), execute it, print
+what happened. A new stage in the table gets its command here with no edit.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ import typer
 from sails.cli.app import app, console, state
 from sails.cli.core import styled
 from sails.errors import SailsError
+from sails.pipeline import PIPELINE
 
 MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every pending one.")
 
 
-def _explain_not_runnable(catalog, stage: str, mous_ids: list[str]) -> None:
-    """Say why a named MOUS had nothing to run for ``stage``."""
-    from sails.catalog.db import PREREQUISITE
-
+def _explain_not_runnable(catalog, stages: list[str], mous_ids: list[str]) -> None:
+    """Say why a named MOUS had nothing to run for ``stages`` (what the catalog waits on)."""
     for m in mous_ids:
-        rows = catalog.stages(m, stage)
+        rows = [r for st in stages for r in catalog.stages(m, st)]
         if not rows:
-            console.print(f"  {m}: no {stage} stage", soft_wrap=True)
+            console.print(f"  {m}: no {'/'.join(stages)} stage", soft_wrap=True)
         for r in rows:
             if r.status == "pending":
-                pre = PREREQUISITE.get(stage)
-                why = f"waiting for {pre[0]}" if pre else "not runnable"
+                waits = catalog.waiting_for(r)
+                why = ("waiting for " + ", ".join(f"{w.label} ({w.status})" for w in waits)
+                       if waits else "runnable")
                 console.print(f"  {r.label}: pending ({why})", soft_wrap=True)
             else:
                 detail = r.error or r.reason or ""
@@ -38,17 +39,19 @@ def _explain_not_runnable(catalog, stage: str, mous_ids: list[str]) -> None:
                               + (f" - {detail}" if detail else ""), soft_wrap=True)
 
 
-def run_stage_command(stage: str, mous: list[str] | None, *,
+def run_stage_command(command: str, mous: list[str] | None, *,
                       backend: str | None = None, retry_failed: bool = False) -> list:
-    """Claim and run every runnable ``stage`` row (of ``mous`` when given); print progress.
+    """Claim and run every runnable row of ``command``'s stages (of ``mous`` when given);
+    print progress.
 
-    ``retry_failed`` first puts failed rows of the stage back to pending. Returns the stage
+    ``retry_failed`` first puts failed rows of those stages back to pending. Returns the stage
     reports; raises ``typer.Exit(1)`` when any of them failed.
     """
     from sails.catalog import new_owner
     from sails.ids import mous_uri
     from sails.stages.execute import run_claimed
 
+    stages = [st.name for st in PIPELINE.commands()[command]]
     project = state.project()
     catalog = project.catalog
     mous_ids = [mous_uri(m) for m in mous] if mous else None
@@ -56,19 +59,20 @@ def run_stage_command(stage: str, mous: list[str] | None, *,
         for m in mous_ids:
             catalog.mous(m)  # unknown MOUS -> a clear error before anything runs
     if retry_failed:
-        failed_mous = sorted({r.mous_id for r in catalog.stages(stage=stage, status="failed")
-                              if mous_ids is None or r.mous_id in mous_ids})
-        for m in failed_mous:
-            for r in catalog.retry(m, stage):
-                console.print(f"{r.label}: failed -> pending (retry)", soft_wrap=True)
-    owner = new_owner(f"cli-{stage}")
+        for stage in stages:
+            failed_mous = sorted({r.mous_id for r in catalog.stages(stage=stage, status="failed")
+                                  if mous_ids is None or r.mous_id in mous_ids})
+            for m in failed_mous:
+                for r in catalog.retry(m, stage):
+                    console.print(f"{r.label}: failed -> pending (retry)", soft_wrap=True)
+    owner = new_owner(f"cli-{command}")
     lease = project.settings.execution.lease_seconds
     reports = []
     while True:
-        row = catalog.claim_next(owner, lease, stages=[stage], mous=mous_ids)
+        row = catalog.claim_next(owner, lease, stages=stages, mous=mous_ids)
         if row is None:
             break
-        console.print(f"[cyan]{stage}[/] {row.label} ...", soft_wrap=True)
+        console.print(f"[cyan]{row.stage}[/] {row.label} ...", soft_wrap=True)
         t0 = time.time()
         report = run_claimed(project, row, owner, backend)
         reports.append(report)
@@ -76,13 +80,13 @@ def run_stage_command(stage: str, mous: list[str] | None, *,
         console.print(f"  {styled(report.status)} in {time.time() - t0:.1f} s"
                       + (f": {msg}" if msg else ""), soft_wrap=True, highlight=False)
     if not reports:
-        console.print(f"nothing to {stage}: no runnable {stage} stage"
+        console.print(f"nothing to {command}: no runnable {'/'.join(stages)} stage"
                       + (" for the MOUS given" if mous_ids else ""))
         if mous_ids:
-            _explain_not_runnable(catalog, stage, mous_ids)
+            _explain_not_runnable(catalog, stages, mous_ids)
         return reports
-    failed = [r for r in reports if r.status == "failed"]
-    console.print(f"{stage}: {len(reports) - len(failed)} ok, {len(failed)} failed")
+    failed = [r for r in reports if r.status in ("failed", "lost")]
+    console.print(f"{command}: {len(reports) - len(failed)} ok, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
     return reports
@@ -95,11 +99,12 @@ def _check_backend(backend: str | None) -> str | None:
 
 
 BACKEND_OPT = typer.Option(None, "--backend", help="local or canfar (default: configured).")
+CUSTOM_COMMANDS = {"verify"}  # defined above with options of their own
 RETRY_OPT = typer.Option(False, "--retry", help="First put failed (blocked, skipped) ones back"
                          " to pending.")
 
 
-@app.command()
+@app.command(help=" ".join(st.help for st in PIPELINE.commands()["verify"]))
 def verify(
     mous: list[str] = MOUS_ARG,
     datacolumn: str | None = typer.Option(
@@ -108,7 +113,6 @@ def verify(
     backend: str | None = BACKEND_OPT,
     retry: bool = RETRY_OPT,
 ):
-    """Describe each measurement set and check it against the catalog."""
     if datacolumn is not None:
         if datacolumn not in ("DATA", "CORRECTED_DATA"):
             raise SailsError(f"--datacolumn must be DATA or CORRECTED_DATA, not {datacolumn!r}")
@@ -121,22 +125,17 @@ def verify(
     run_stage_command("verify", mous, backend=_check_backend(backend), retry_failed=retry)
 
 
-@app.command()
-def split(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
-          retry: bool = RETRY_OPT):
-    """Split each EB's science targets and spws into datasets/<mous>/splits/<eb>_targets.ms."""
-    run_stage_command("split", mous, backend=_check_backend(backend), retry_failed=retry)
+def _stage_command(command: str):
+    """A ``sails <command>`` that runs the stage-table rows of ``command``."""
+
+    def cmd(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
+            retry: bool = RETRY_OPT) -> None:
+        run_stage_command(command, mous, backend=_check_backend(backend), retry_failed=retry)
+
+    cmd.__name__ = command
+    return cmd
 
 
-@app.command()
-def selfcal(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
-            retry: bool = RETRY_OPT):
-    """Self-calibrate every pending target (auto-selfcal)."""
-    run_stage_command("selfcal", mous, backend=_check_backend(backend), retry_failed=retry)
-
-
-@app.command()
-def image(mous: list[str] = MOUS_ARG, backend: str | None = BACKEND_OPT,
-          retry: bool = RETRY_OPT):
-    """Image every pending target: continuum, cubes, moments, FITS."""
-    run_stage_command("image", mous, backend=_check_backend(backend), retry_failed=retry)
+for _command, _stages in PIPELINE.commands().items():
+    if _command not in CUSTOM_COMMANDS:
+        app.command(_command, help=" ".join(st.help for st in _stages))(_stage_command(_command))

@@ -16,18 +16,25 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from sails.catalog import STAGES, StageRow, new_owner
-from sails.catalog.db import check_stage
+from sails.catalog import StageRow, check_stage, new_owner
 from sails.errors import LeaseLostError
 from sails.ids import mous_uri
+from sails.pipeline import PIPELINE
 from sails.stages.execute import StageReport, run_claimed
 
 
 def stages_until(until: str | None) -> list[str]:
+    """The stages a run may start: all of the table's, or those up to ``until``."""
     if until is None:
-        return [s for s in STAGES if s != "cleanup"]
-    check_stage(until)
-    return list(STAGES[: STAGES.index(until) + 1])
+        return list(PIPELINE.names)
+    return list(PIPELINE.until(check_stage(until)))
+
+
+def retry_delay(settings, attempts: int) -> float:
+    """Exponential backoff before retrying a transient failure, capped."""
+    ex = settings.execution
+    return min(ex.retry_backoff_max_seconds,
+               ex.retry_backoff_seconds * (2 ** max(0, attempts - 1)))
 
 
 @dataclass
@@ -42,6 +49,11 @@ class RunSummary:
     @property
     def ran(self) -> int:
         return len(self.reports)
+
+    @property
+    def failed(self) -> int:
+        """Stages that ended failed (or lost their lease) in this run: a non-zero exit."""
+        return sum(r.status in ("failed", "lost") for r in self.reports)
 
 
 def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
@@ -117,8 +129,7 @@ def run_pipeline(
                 notify("finished", report)
                 attempts = report.row.attempts
                 if report.transient and attempts < settings.execution.max_attempts:
-                    delay = settings.download.backoff_seconds * (2 ** (attempts - 1))
-                    retry_at[report.row.id] = time.time() + delay
+                    retry_at[report.row.id] = time.time() + retry_delay(settings, attempts)
     summary.wall_s = time.time() - t0
     summary.counts = _scope_counts(project, mous_list)
     return summary

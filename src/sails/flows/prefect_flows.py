@@ -38,7 +38,8 @@ def _as_task(project, row, owner, backend) -> StageReport:
 
 
 def _summary_dict(summary: RunSummary) -> dict:
-    return {"ran": summary.ran, "wall_s": summary.wall_s, "job_wall_s": summary.job_wall_s,
+    return {"ran": summary.ran, "failed": summary.failed, "wall_s": summary.wall_s,
+            "job_wall_s": summary.job_wall_s,
             "recovered": summary.recovered, "counts": summary.counts}
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sails.pipeline import PIPELINE
 from sails.report import plots
 from sails.report.data import Snapshot, load_snapshot, metric, overall_state, stage_duration
 from sails.report.html import write_atomic
@@ -167,8 +168,7 @@ def _plot_data(snap: Snapshot) -> dict[str, Any]:
                 d = stage_duration(s, snap.taken_at)
                 if d is not None:
                     durations.setdefault(s["stage"], []).append(d)
-    order = ("download", "verify", "split", "selfcal", "image", "cleanup")
-    durations = {k: durations[k] for k in order if k in durations}
+    durations = {k: durations[k] for k in PIPELINE.names if k in durations}
     return {"gains": gains, "rms": rms_pairs, "points": points, "durations": durations}
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sails.catalog.db import check_stage
+from sails.catalog import check_stage
 from sails.errors import NotFoundError
 from sails.ids import parse_uid
 

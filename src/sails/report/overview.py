@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from sails.pipeline import PIPELINE, Scope
 from sails.report.assets import FILTER_JS
 from sails.report.data import Snapshot, overall_state, stage_duration
 from sails.report.html import (
@@ -20,9 +21,6 @@ from sails.report.html import (
     state_cell,
 )
 
-MOUS_STAGES = ("download", "verify", "split")
-TARGET_STAGES = ("selfcal", "image", "cleanup")
-
 
 def _stage_columns(snap: Snapshot) -> list[str]:
     seen = set()
@@ -30,8 +28,8 @@ def _stage_columns(snap: Snapshot) -> list[str]:
         seen.update(s["stage"] for s in m.stages)
         for u in m.units:
             seen.update(s["stage"] for s in u.stages)
-    cols = [s for s in MOUS_STAGES + TARGET_STAGES if s in seen]
-    return cols or list(MOUS_STAGES)
+    cols = [s for s in PIPELINE.names if s in seen]  # the stage table's order
+    return cols or [s.name for s in PIPELINE.at_scope(Scope.MOUS)]
 
 
 def _why(stage_rows: list[dict]) -> tuple[str, str]:

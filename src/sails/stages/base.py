@@ -7,12 +7,13 @@ Stage code builds jobs and names products; it never changes stage states itself.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sails.catalog import Catalog, Product, StageRow
+from sails.catalog import Block, Catalog, Product, StageRow
 from sails.config import Settings
 from sails.errors import CasaJobError
 from sails.execution.base import Backend, JobResult, JobSpec
@@ -32,6 +33,7 @@ class Outcome:
     status: Literal["done", "skipped", "blocked"]
     products: list[Product] = field(default_factory=list)
     reason: str | None = None
+    code: Block | None = None  # why a blocked stage waits (its message unless ``reason``)
 
     @classmethod
     def done(cls, products: list[Product] | None = None, reason: str | None = None) -> Outcome:
@@ -42,8 +44,9 @@ class Outcome:
         return cls("skipped", list(products or []), reason)
 
     @classmethod
-    def blocked(cls, reason: str, products: list[Product] | None = None) -> Outcome:
-        return cls("blocked", list(products or []), reason)
+    def blocked(cls, reason: str | None = None, products: list[Product] | None = None,
+                code: Block = Block.STAGE) -> Outcome:
+        return cls("blocked", list(products or []), reason, code)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class StageContext:
     row: StageRow
     owner: str
     backend: Backend
+    cancel: threading.Event | None = None  # set when the lease is lost: stop the job now
     jobs: list[JobResult] = field(default_factory=list)
 
     @property

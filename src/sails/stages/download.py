@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,7 +34,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from sails.archive.ingest import download_plan
-from sails.catalog import Catalog, Product
+from sails.catalog import Block, Catalog, Product
+from sails.catalog.reasons import message
 from sails.errors import DownloadError, SailsError
 from sails.ids import mous_uri, parse_uid
 from sails.project import Project
@@ -56,7 +58,6 @@ from sails.transfer.organize import product_for
 
 log = logging.getLogger("sails.stages.download")
 
-RAW_BLOCK_REASON = "needs calibration restore: only raw ASDMs are available"
 MANIFEST_NAME = ".sails-download.json"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+ -]*$")
 
@@ -271,15 +272,9 @@ class _Run:
         return list(unique.values())
 
 
-def _block_verify(catalog: Catalog, mous: str) -> None:
-    """Raw ASDMs only: the verify stage cannot run until a calibration restore exists."""
-    row = catalog.find_stage(mous, "verify")
-    if row.status == "pending":
-        catalog.block(row.id, None, RAW_BLOCK_REASON)
-
-
-def is_raw_only(products: list[Product]) -> bool:
-    kinds = {p.kind for p in products}
+def is_raw_only(kinds: Iterable[str]) -> bool:
+    """Raw ASDMs and no measurement set: verify waits for a calibration restore."""
+    kinds = set(kinds)
     return "raw_asdm" in kinds and "ms" not in kinds
 
 
@@ -319,8 +314,6 @@ def download_mous(
     finally:
         if own_client:
             client.close()
-    if is_raw_only(products):
-        _block_verify(catalog, mous)
     shutil.rmtree(run.work, ignore_errors=True)
     total = sum(p.bytes or 0 for p in products)
     log.info("event=download.mous_done mous=%s products=%d bytes=%d", mous, len(products), total)
@@ -330,7 +323,7 @@ def download_mous(
 def run(ctx: StageContext) -> Outcome:
     """Stage entry point (see sails.stages.base)."""
     products = download_mous(ctx.project, ctx.catalog, ctx.row.mous_id)
-    if is_raw_only(products):
-        return Outcome.done(products=products,
-                            reason=f"raw ASDMs downloaded; verify blocked ({RAW_BLOCK_REASON})")
+    if is_raw_only(p.kind for p in products):
+        return Outcome.done(products=products, reason="raw ASDMs downloaded; verify will wait: "
+                            + message(Block.NEEDS_RESTORE))
     return Outcome.done(products=products)

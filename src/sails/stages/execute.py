@@ -1,31 +1,33 @@
-"""Run one claimed stage: heartbeat the lease, call the stage, record what happened.
+"""Run one claimed stage: keep its lease, call the stage, record what happened.
 
 Failures become ``failed`` with the message (and the log path); a :class:`TransientError`
-is marked so the orchestrator may retry it with backoff. Nothing here swallows an error
-silently: every path ends in a recorded state.
+is marked so the orchestrator may retry it with backoff. A lease that cannot be kept (taken
+over by another worker after it lapsed, or not renewable before it would lapse) cancels the
+stage's job at once and the stage is put back to pending if still ours: two jobs never work
+on one output folder. Nothing here swallows an error silently: every path ends in a
+recorded state, or in ``lost`` when the row is no longer ours to record.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 
-from sails.catalog import Catalog, StageRow
-from sails.errors import CasaJobError, LeaseLostError, SailsError, TransientError
+from sails.catalog import Catalog, StageRow, new_owner
+from sails.errors import LeaseLostError, SailsError, TransientError
 from sails.execution import get_backend
+from sails.pipeline import PIPELINE, Runs
 from sails.stages import stage_function
 from sails.stages.base import StageContext
-
-# Stages that run no job: download fetches over HTTP into the project space from the
-# orchestrator itself, whatever backend runs the CASA stages (`--backend canfar` included).
-IN_PROCESS_STAGES = frozenset({"download"})
 
 
 def backend_name_for(settings, stage: str, override: str | None = None) -> str:
     """The backend for ``stage``: ``override`` (``--backend``) for job-running stages, else
-    ``[execution] stage_backends`` / ``backend``; always local for in-process stages."""
-    if stage in IN_PROCESS_STAGES:
+    ``[execution] stage_backends`` / ``backend``; always local for orchestrator stages
+    (download fetches over HTTP into the project space from the orchestrator itself)."""
+    if PIPELINE.get(stage).runs == Runs.ORCHESTRATOR:
         return "local"
     return override or settings.backend_for(stage)
 
@@ -33,36 +35,58 @@ def backend_name_for(settings, stage: str, override: str | None = None) -> str:
 @dataclass
 class StageReport:
     row: StageRow
-    status: str
+    status: str  # the row's final status, or "lost" when the lease was lost
     message: str | None
     transient: bool = False
     job_wall_s: float = 0.0  # the job processes' wall times (for overhead measurements)
     job_inner_s: float = 0.0  # the same, as each job measured itself (result.json wall_s)
 
 
-class _Heartbeat:
-    """Renews the lease while the stage runs, so only dead owners lose it."""
+class LeaseKeeper:
+    """Renews the lease while the stage runs. When it cannot, it sets ``cancel`` (which the
+    stage's backend watches) and says why in ``lost``.
+
+    Renewal failures other than a takeover (catalog locked past its timeout, disk full) are
+    retried until the next try would come after the lease lapses: then the job is stopped,
+    since another worker may claim the row from that moment on.
+    """
 
     def __init__(self, catalog_path, stage_id: int, owner: str, lease_s: float) -> None:
         self.catalog_path = catalog_path
         self.stage_id, self.owner, self.lease_s = stage_id, owner, lease_s
+        self.interval = max(0.2, min(60.0, lease_s / 4))
         self.stop = threading.Event()
-        self.lost = False
-        self.thread = threading.Thread(target=self._loop, daemon=True, name="lease-heartbeat")
+        self.cancel = threading.Event()
+        self.lost: str | None = None
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="lease-keeper")
+
+    def _lose(self, why: str) -> None:
+        self.lost = why
+        self.cancel.set()
 
     def _loop(self) -> None:
-        cat = Catalog(self.catalog_path)
+        deadline = time.monotonic() + self.lease_s
+        cat: Catalog | None = None
         try:
-            while not self.stop.wait(max(1.0, self.lease_s / 3)):
+            while not self.stop.wait(self.interval):
+                tried = time.monotonic()
                 try:
+                    if cat is None:
+                        cat = Catalog(self.catalog_path, timeout=self.interval)
                     cat.renew(self.stage_id, self.owner, self.lease_s)
-                except LeaseLostError:
-                    self.lost = True
+                    deadline = tried + self.lease_s
+                except LeaseLostError as exc:
+                    self._lose(f"lease lost: {exc.one_line()}")
                     return
+                except Exception as exc:  # noqa: BLE001 - any catalog trouble: retry, then stop
+                    if time.monotonic() + self.interval >= deadline:
+                        self._lose(f"lease could not be renewed before it lapsed ({exc})")
+                        return
         finally:
-            cat.close()
+            if cat is not None:
+                cat.close()
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> LeaseKeeper:
         self.thread.start()
         return self
 
@@ -79,49 +103,48 @@ def run_claimed(project, row: StageRow, owner: str, backend_name: str | None = N
     return report
 
 
+def _lost(catalog: Catalog, row: StageRow, owner: str, why: str) -> StageReport:
+    """The job was stopped because the lease went: requeue the row if it is still ours."""
+    try:
+        final = catalog.release(row.id, owner, f"{why}; job cancelled, requeued")
+    except SailsError:
+        final = row  # taken over, or the catalog is unreachable: recovery requeues it
+    return StageReport(final, "lost", f"{why}; job cancelled")
+
+
 def _run_and_record(project, row: StageRow, owner: str,
                     backend_name: str | None) -> tuple[StageReport, StageContext]:
     catalog: Catalog = project.catalog
     settings = project.settings
     backend = get_backend(backend_name_for(settings, row.stage, backend_name), project)
-    ctx = StageContext(project=project, catalog=catalog, row=row, owner=owner, backend=backend)
-    lease_s = settings.execution.lease_seconds
+    keeper = LeaseKeeper(project.catalog_path, row.id, owner, settings.execution.lease_seconds)
+    ctx = StageContext(project=project, catalog=catalog, row=row, owner=owner, backend=backend,
+                       cancel=keeper.cancel)
+    error: str | None = None
+    transient = False
     try:
-        with _Heartbeat(project.catalog_path, row.id, owner, lease_s):
+        with keeper:
             outcome = stage_function(row.stage)(ctx)
     except TransientError as exc:
-        msg = exc.one_line()
-        final = catalog.fail(row.id, owner, f"transient: {msg}")
-        return StageReport(final, "failed", msg, transient=True), ctx
-    except CasaJobError as exc:
-        final = catalog.fail(row.id, owner, exc.one_line())
-        return StageReport(final, "failed", exc.one_line()), ctx
-    except SailsError as exc:
-        final = catalog.fail(row.id, owner, exc.one_line())
-        return StageReport(final, "failed", exc.one_line()), ctx
+        error, transient = exc.one_line(), True
+    except SailsError as exc:  # CasaJobError included
+        error = exc.one_line()
     except Exception as exc:  # noqa: BLE001 - a bug in a stage still ends recorded
-        tb = traceback.format_exc(limit=8)
-        msg = f"internal error {type(exc).__name__}: {exc}"
-        final = catalog.fail(row.id, owner, f"{msg}\n{tb}")
-        return StageReport(final, "failed", msg), ctx
-    if outcome.status == "done":
-        final = catalog.complete(row.id, owner, outcome.products, outcome.reason)
-    elif outcome.status == "skipped":
-        if outcome.products:
-            catalog.add_products(row.id, owner, outcome.products)
-        final = catalog.skip(row.id, owner, outcome.reason or "skipped")
-    else:
-        if outcome.products:
-            catalog.add_products(row.id, owner, outcome.products)
-        final = catalog.block(row.id, owner, outcome.reason or "blocked")
+        error = (f"internal error {type(exc).__name__}: {exc}\n"
+                 f"{traceback.format_exc(limit=8)}")
+    if keeper.lost:
+        return _lost(catalog, row, owner, keeper.lost), ctx
+    if error is not None:
+        final = catalog.fail(row.id, owner, f"transient: {error}" if transient else error)
+        return StageReport(final, "failed", error.split("\n", 1)[0], transient=transient), ctx
+    final = catalog.record_outcome(row.id, owner, outcome.status, outcome.products,
+                                   outcome.reason, outcome.code)
     return StageReport(final, final.status, outcome.reason), ctx
 
 
 def run_one(project, stages=None, mous=None, owner: str | None = None,
             backend_name: str | None = None) -> StageReport | None:
     """Claim the next runnable stage (optionally filtered) and run it; None when idle."""
-    from sails.catalog import new_owner
-
     owner = owner or new_owner()
     row = project.catalog.claim_next(owner, project.settings.execution.lease_seconds,
                                      stages=stages, mous=mous)

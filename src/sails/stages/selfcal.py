@@ -1,48 +1,27 @@
-"""The ``selfcal`` stage (per target): auto-selfcal once per MOUS, results read per target.
+"""The ``selfcal`` stage (per target): this target's result of its MOUS's auto-selfcal run.
 
-auto-selfcal processes every target of the ``*_targets.ms`` it finds in one run, sharing
-the per-EB work (averaging, per-MS bookkeeping, the weblog), so running it once per target
-would repeat that work and give results that differ from what a user running it by hand
-gets. So:
-
-* the first ``selfcal`` stage of a MOUS to run builds one CASA job (step ``auto_selfcal``)
-  whose output folder is ``datasets/<mous>/auto_selfcal/`` (staged, renamed into place by
-  the job runner, ``result.json`` last);
-* a file lock on ``datasets/<mous>/.auto_selfcal.lock`` makes a second target's stage that
-  starts meanwhile wait for that run instead of starting its own (the lease heartbeat keeps
-  running while it waits);
-* every target's stage then reads its own entry from that folder's ``result.json``. A
-  complete result is reused when it was made from the same split MSs (name, size and
-  mtime of their main table) with the same options; otherwise the run is redone.
-
-Outcome per target: ``done`` when auto-selfcal kept at least one solution interval in some
-band; ``skipped`` with auto-selfcal's reason when it did not (too faint, or not beneficial):
-imaging then proceeds on the unselfcalibrated data; a crash raises :class:`CasaJobError`
-(the stage ends ``failed``) with the error, the last traceback lines and the log paths.
+The ``auto_selfcal`` stage (:mod:`sails.stages.auto_selfcal`) runs auto-selfcal once per
+MOUS; the stage table makes this stage wait for it. Here, in the orchestrator, the run's
+manifest (``datasets/<mous>/auto_selfcal/result.json``, path-mapped when a platform job
+wrote it) is read and this target's entry becomes its products and outcome: ``done`` when
+auto-selfcal kept at least one solution interval in some band; ``skipped`` with
+auto-selfcal's reason when it did not (too faint, or not beneficial): imaging then proceeds
+on the unselfcalibrated data.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sails.catalog import Product
-from sails.config import Platform
-from sails.errors import CasaJobError, SailsError
-from sails.execution.base import read_manifest
+from sails.errors import SailsError
 from sails.execution.paths import read_job_manifest
 from sails.stages.base import Outcome, StageContext
 
-# Stdlib-only helpers of the job step (its CASA imports are inside its functions).
-from sails.casa.steps.selfcal import input_fingerprint  # isort: skip
-
 WORKDIR_NAME = "auto_selfcal"
 STEP_NAME = "auto_selfcal"
-LOCK_NAME = ".auto_selfcal.lock"
 
 # Metrics (shared vocabulary) copied from the per-band summary onto selfcal_summary.
 SUMMARY_METRICS = (
@@ -53,58 +32,9 @@ SUMMARY_METRICS = (
 )
 
 
-def workdir_for(ctx: StageContext) -> Path:
-    return ctx.mous_dir / WORKDIR_NAME
-
-
-def split_inputs(ctx: StageContext) -> list[Path]:
-    """The split ``*_targets.ms`` of the MOUS: recorded split products, else the splits folder."""
-    recorded = [Path(r["path"]) for r in ctx.catalog.products(ctx.mous_id, stage="split")
-                if r["kind"] == "split_ms"]
-    paths = recorded or sorted((ctx.mous_dir / "splits").glob("*_targets.ms"))
-    paths = sorted({p for p in paths if p.is_dir()})
-    if not paths:
-        raise SailsError(f"no split *_targets.ms found for {ctx.mous_id}",
-                         hint="run the split stage first (sails split)")
-    return paths
-
-
-def options_for(ctx: StageContext) -> dict[str, Any]:
-    return ctx.settings.selfcal.auto_selfcal_options()
-
-
-@contextlib.contextmanager
-def mous_lock(path: Path) -> Iterator[None]:
-    """One auto-selfcal run per MOUS at a time (others wait, then reuse its result)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any],
-                    platform: Platform | None = None) -> dict[str, Any] | None:
-    """The step output of a complete earlier run on the same inputs and options, else None.
-
-    ``platform``: the run may have been a platform (CANFAR) job that named its inputs by
-    their platform paths; they are compared as this machine names them.
-    """
-    manifest = (read_job_manifest(workdir, platform) if platform is not None
-                else read_manifest(workdir))
-    if not manifest or not manifest.get("ok"):
-        return None
-    step = (manifest.get("steps") or {}).get(STEP_NAME)
-    if not isinstance(step, dict):
-        return None
-    try:
-        current = [input_fingerprint(p) for p in inputs]
-    except OSError:
-        return None
-    same_options = step.get("options") == json.loads(json.dumps(options))
-    return step if same_options and same_inputs(step.get("inputs"), current) else None
+def workdir_for(mous_dir: Path) -> Path:
+    """Where the MOUS's auto-selfcal run lives."""
+    return mous_dir / WORKDIR_NAME
 
 
 def same_inputs(recorded: Any, current: list[dict[str, Any]]) -> bool:
@@ -125,71 +55,33 @@ def same_inputs(recorded: Any, current: list[dict[str, Any]]) -> bool:
     return True
 
 
-def crash_error(mous_id: str, manifest: dict[str, Any], casa_log: str | None,
-                fallback: str, note: str = "") -> CasaJobError:
-    """A failed job as one message: error, where it happened, and both logs."""
-    tb_lines = [ln.strip() for ln in (manifest.get("traceback") or "").splitlines()
-                if ln.strip()]
-    frames = [ln for ln in tb_lines if ln.startswith("File ")]
-    where = f" (at {frames[-1]})" if frames else ""
-    casa_log = casa_log or manifest.get("log_path")
-    stdout_log = casa_log.replace(".casa.log", ".stdout.log") if casa_log else None
-    error = manifest.get("error") or fallback
-    return CasaJobError(f"auto-selfcal failed for {mous_id}{note}: {error}{where}",
-                        hint=f"CASA log: {casa_log}; auto-selfcal output: {stdout_log}",
-                        log_path=casa_log)
+def _fmt(value: Any) -> str:
+    return "?" if value is None else f"{value:.1f}"
 
 
-def _crash(ctx: StageContext, exc: CasaJobError) -> CasaJobError:
-    job = ctx.jobs[-1] if ctx.jobs else None
-    manifest = (job.manifest if job else None) or {}
-    casa_log = str(job.log_path) if job and job.log_path else getattr(exc, "log_path", None)
-    return crash_error(ctx.mous_id, manifest, casa_log, str(exc))
+def band_text(bands: dict[str, dict[str, Any]]) -> str:
+    """One target's result per band, as a person reads it."""
+    good = {b: s for b, s in bands.items() if s.get("success")}
+    if good:
+        return "; ".join(
+            f"{b}: S/N {_fmt(s.get('snr_initial'))} -> {_fmt(s.get('snr_final'))}, "
+            f"final solint {s.get('final_solint')} ({s.get('final_mode')})"
+            for b, s in good.items())
+    return "; ".join(f"{b}: {s.get('reason')} (S/N {_fmt(s.get('snr_initial'))})"
+                     for b, s in bands.items())
 
 
-def pending_since(ctx: StageContext) -> float | None:
-    """When this target's stage last became pending (created, retried or reset)."""
-    times = [e["at"] for e in ctx.catalog.events(ctx.mous_id)
-             if e["stage"] == ctx.row.stage and e["target"] == ctx.row.target
-             and e["to_status"] == "pending"]
-    return max(times) if times else None
-
-
-def failed_meanwhile(workdir: Path, since: float | None) -> dict[str, Any] | None:
-    """A failed run that finished after this stage became pending: a sibling target's run
-    in the same round. Reused as this target's failure instead of crashing again; a
-    ``sails retry`` makes the stage pending again, so it then reruns."""
-    manifest = read_manifest(workdir)
-    if not manifest or manifest.get("ok") or since is None:
-        return None
-    return manifest if float(manifest.get("finished") or 0) >= since else None
-
-
-def run_or_reuse(ctx: StageContext) -> tuple[dict[str, Any], bool]:
-    """The ``auto_selfcal`` step output for this MOUS, and whether this call ran the job."""
-    workdir = workdir_for(ctx)
-    with mous_lock(ctx.mous_dir / LOCK_NAME):
-        inputs = split_inputs(ctx)
-        options = options_for(ctx)
-        found = reusable_result(workdir, inputs, options, ctx.settings.platform)
-        if found is not None:
-            return found, False
-        failed = failed_meanwhile(workdir, pending_since(ctx))
-        if failed is not None:  # a sibling target's run just crashed: do not crash again
-            raise crash_error(ctx.mous_id, failed, None, "failed",
-                              note=" (run by another target's stage meanwhile)")
-        cfg = ctx.settings.selfcal
-        step = {"op": "auto_selfcal", "name": STEP_NAME, "args": {
-            "inputs": [str(p) for p in inputs], "options": options,
-            "use_xvfb": cfg.use_xvfb, "fits": cfg.export_fits,
-            "keep_input_copies": cfg.keep_input_copies,
-        }}
-        try:
-            manifest = ctx.run_casa([step], workdir, suffix="auto_selfcal",
-                                    timeout_s=cfg.timeout_hours * 3600)
-        except CasaJobError as exc:
-            raise _crash(ctx, exc) from None
-        return manifest["steps"][STEP_NAME], True
+def target_ms_paths(workdir: Path, results: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(band, path) of the updated ``*_targets.ms`` (they hold every target: one per MOUS)."""
+    seen = set()
+    for bands in results.values():
+        for band, s in bands.items():
+            if not s.get("target_ms_applied"):
+                continue
+            for name in (s.get("files") or {}).get("target_ms", []):
+                if name not in seen:
+                    seen.add(name)
+                    yield band, str(workdir / name)
 
 
 def _abs(workdir: Path, rel: str) -> str:
@@ -197,7 +89,7 @@ def _abs(workdir: Path, rel: str) -> str:
 
 
 def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str, Any]],
-                 step: dict[str, Any], ran_job: bool) -> list[Product]:
+                 step: dict[str, Any]) -> list[Product]:
     out: list[Product] = []
     for band, s in band_summaries.items():
         files = s.get("files") or {}
@@ -226,38 +118,32 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
         if files.get("weblog_page"):
             out.append(Product("selfcal_weblog", _abs(workdir, files["weblog_page"]), target,
                                metrics=small))
-        if ran_job and s.get("target_ms_applied"):
-            # The updated *_targets.ms hold every target: recorded once, by the run's stage.
-            for name in files.get("target_ms", []):
-                out.append(Product("selfcal_target_ms", _abs(workdir, name), target,
-                                   metrics={"band": band, "datacolumn": "corrected"}))
     return out
 
 
-def _fmt(value: Any) -> str:
-    return "?" if value is None else f"{value:.1f}"
+def run_step(ctx: StageContext) -> dict[str, Any]:
+    """The ``auto_selfcal`` step output of the MOUS's finished run."""
+    workdir = workdir_for(ctx.mous_dir)
+    manifest = read_job_manifest(workdir, ctx.settings.platform)
+    step = ((manifest or {}).get("steps") or {}).get(STEP_NAME)
+    if not manifest or not manifest.get("ok") or not isinstance(step, dict):
+        raise SailsError(f"no complete auto-selfcal run in {workdir}",
+                         hint=f"redo it: sails reset {ctx.mous_id} --stage auto_selfcal")
+    return step
 
 
 def run(ctx: StageContext) -> Outcome:
     target = ctx.row.target
     if not target:
         raise SailsError("the selfcal stage runs per target; this row has none")
-    step, ran_job = run_or_reuse(ctx)
-    workdir = workdir_for(ctx)
+    step = run_step(ctx)
     results = step.get("targets") or {}
     bands = results.get(target)
     if not bands:
         known = ", ".join(sorted(results)) or "none"
         return Outcome.skipped(f"auto-selfcal did not process target {target!r} "
                                f"(targets it found: {known})")
-    products = products_for(workdir, target, bands, step, ran_job)
-    good = {b: s for b, s in bands.items() if s.get("success")}
-    if good:
-        reason = "; ".join(
-            f"{b}: S/N {_fmt(s.get('snr_initial'))} -> {_fmt(s.get('snr_final'))}, "
-            f"final solint {s.get('final_solint')} ({s.get('final_mode')})"
-            for b, s in good.items())
-        return Outcome.done(products, reason=f"self-calibrated ({reason})")
-    reason = "; ".join(f"{b}: {s.get('reason')} (S/N {_fmt(s.get('snr_initial'))})"
-                       for b, s in bands.items())
-    return Outcome.skipped(f"self-cal not applied: {reason}", products)
+    products = products_for(workdir_for(ctx.mous_dir), target, bands, step)
+    if any(s.get("success") for s in bands.values()):
+        return Outcome.done(products, reason=f"self-calibrated ({band_text(bands)})")
+    return Outcome.skipped(f"self-cal not applied: {band_text(bands)}", products)

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sails.catalog import Product
+from sails.catalog import Block, Product
 from sails.errors import CasaJobError, SailsError
 from sails.stages.base import Outcome, StageContext, safe_name
+from sails.stages.download import is_raw_only
 
 VERIFY_DIR = "verify"
 DECISIONS_NAME = "verify.json"
@@ -429,6 +430,8 @@ def products_for(dec: Decisions) -> list[Product]:
 def run(ctx: StageContext) -> Outcome:
     cat = ctx.catalog
     mous = cat.mous(ctx.mous_id)
+    if is_raw_only(p["kind"] for p in cat.products(ctx.mous_id, stage="download")):
+        return Outcome.blocked(code=Block.NEEDS_RESTORE)
     ms_paths = find_measurement_sets(ctx.mous_dir)
     out_dir = ctx.mous_dir / VERIFY_DIR
     results = run_summaries(ctx, ms_paths, out_dir) if ms_paths else {}

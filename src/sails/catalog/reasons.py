@@ -1,0 +1,31 @@
+"""Why a stage waits: block reasons as codes with a human message.
+
+A stage row stores both (``reason_code`` and ``reason``): code paths match the code (e.g.
+ingest unblocks only what it blocked), people read the message. Add a code here, never a
+free-text comparison elsewhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Block(StrEnum):
+    NEEDS_RESTORE = "needs_restore"  # only raw ASDMs: a calibration restore must come first
+    STAGE = "stage"  # the stage itself returned blocked (its reason says why)
+    USER = "user"  # a person blocked it
+
+
+MESSAGES: dict[Block, str] = {
+    Block.NEEDS_RESTORE: "needs calibration restore: only raw ASDMs are available",
+    Block.STAGE: "blocked",
+    Block.USER: "blocked by a user",
+}
+
+
+def message(code: Block, detail: str | None = None) -> str:
+    """The reason text stored for ``code`` (``detail`` replaces the generic text of
+    STAGE/USER blocks, and is appended to the others)."""
+    if detail and code in (Block.STAGE, Block.USER):
+        return detail
+    return MESSAGES[code] + (f" ({detail})" if detail else "")

@@ -1,0 +1,154 @@
+"""The stage table: every stage of the pipeline, declared once.
+
+Each row says what the stage is called, at which scope it runs (one row per MOUS, or per
+target inside a MOUS; a ``source`` scope grouping targets across MOUS is reserved for the
+source-level stages to come), which stages must be finished (done or skipped) before it may
+start, whether it runs CASA jobs through a backend or runs in the orchestrator itself, its
+default job resources, the module that implements it and the CLI command that runs it.
+
+The catalog builds its runnable query and its stage rows from this table; the config
+(resources, per-stage backends), the engine (``--until``), the CLI (stage commands, help),
+the report and ``sails status`` read it. Adding a stage is one row here plus one module
+exposing ``run(ctx) -> Outcome``.
+
+Nothing here imports the rest of the package: it is pure data, safe to import anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    MOUS = "mous"  # one row per MOUS (target '')
+    TARGET = "target"  # one row per source name inside a MOUS
+    SOURCE = "source"  # reserved: targets of several MOUS observing the same sky
+
+
+class Runs(StrEnum):
+    JOB = "job"  # builds CASA jobs, run by the configured backend (local, canfar)
+    ORCHESTRATOR = "orchestrator"  # runs in the orchestrator process (HTTP, manifests)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    scope: Scope
+    after: tuple[str, ...]  # prerequisites: each must be done or skipped
+    runs: Runs
+    module: str  # exposes run(ctx: StageContext) -> Outcome
+    help: str
+    cores: int = 1  # default job resources ([resources.<name>] overrides)
+    ram_gb: int = 4
+    command: str | None = None  # CLI command that runs it; None: the stage's name
+    config_aliases: tuple[str, ...] = ()  # older config keys that meant this stage
+
+    @property
+    def cli_command(self) -> str:
+        return self.command or self.name
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class StageTable:
+    """The ordered stages, with the lookups everything else needs."""
+
+    def __init__(self, stages: tuple[Stage, ...]) -> None:
+        self.stages = stages
+        self._check()
+
+    def _check(self) -> None:
+        seen: dict[str, Stage] = {}
+        for st in self.stages:
+            if not _NAME.match(st.name):
+                raise ValueError(f"stage name {st.name!r} must match {_NAME.pattern}")
+            if st.name in seen:
+                raise ValueError(f"stage {st.name!r} declared twice")
+            for pre in st.after:
+                if pre not in seen:
+                    raise ValueError(f"stage {st.name!r}: prerequisite {pre!r} must come "
+                                     "earlier in the table")
+            if st.scope == Scope.SOURCE:
+                raise ValueError(f"stage {st.name!r}: the source scope is not available yet")
+            seen[st.name] = st
+
+    # ---------------------------------------------------------------- lookups
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def __iter__(self):
+        return iter(self.stages)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def get(self, name: str) -> Stage:
+        for st in self.stages:
+            if st.name == name:
+                return st
+        raise KeyError(name)
+
+    def at_scope(self, scope: Scope) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if s.scope == scope)
+
+    def until(self, name: str) -> tuple[str, ...]:
+        """Stage names up to and including ``name``, in table order."""
+        return self.names[: self.names.index(name) + 1]
+
+    def downstream(self, name: str) -> tuple[str, ...]:
+        """``name`` and every stage that depends on it, directly or not (table order)."""
+        out = [name]
+        for st in self.stages:
+            if st.name not in out and any(p in out for p in st.after):
+                out.append(st.name)
+        return tuple(s for s in self.names if s in out)
+
+    def commands(self) -> dict[str, tuple[Stage, ...]]:
+        """CLI command -> the stages it runs, in table order."""
+        out: dict[str, list[Stage]] = {}
+        for st in self.stages:
+            out.setdefault(st.cli_command, []).append(st)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def config_key(self, key: str) -> str:
+        """The stage a config key (``[resources.X]``, ``stage_backends``) names."""
+        for st in self.stages:
+            if key == st.name or key in st.config_aliases:
+                return st.name
+        raise KeyError(key)
+
+    def fingerprint(self) -> str:
+        """Changes when a stage is added or its scope changes (the catalog then adds rows)."""
+        return ";".join(f"{s.name}:{s.scope}" for s in self.stages)
+
+
+PIPELINE = StageTable((
+    Stage("download", Scope.MOUS, (), Runs.ORCHESTRATOR, "sails.stages.download",
+          "Fetch the MOUS's data (SRDP restore or archive delivery), verified and resumable.",
+          cores=1, ram_gb=2),
+    Stage("verify", Scope.MOUS, ("download",), Runs.JOB, "sails.stages.verify",
+          "Describe each measurement set and check it against the catalog.",
+          cores=1, ram_gb=4),
+    Stage("split", Scope.MOUS, ("verify",), Runs.JOB, "sails.stages.split",
+          "Split each EB's science targets and spws into datasets/<mous>/splits/.",
+          cores=1, ram_gb=8),
+    Stage("auto_selfcal", Scope.MOUS, ("split",), Runs.JOB, "sails.stages.auto_selfcal",
+          "Run auto-selfcal once on all of the MOUS's split data.",
+          cores=4, ram_gb=16, command="selfcal", config_aliases=("selfcal",)),
+    Stage("selfcal", Scope.TARGET, ("auto_selfcal",), Runs.ORCHESTRATOR,
+          "sails.stages.selfcal",
+          "Record each target's self-calibration result from the auto-selfcal run.",
+          cores=1, ram_gb=1),
+    Stage("image", Scope.TARGET, ("selfcal",), Runs.JOB, "sails.stages.image",
+          "Image every target: continuum, cubes, moments, FITS.",
+          cores=4, ram_gb=16),
+))
+
+
+def stage(name: str) -> Stage:
+    """The row of ``name`` (KeyError for an unknown one; see catalog.check_stage)."""
+    return PIPELINE.get(name)
