@@ -2,7 +2,7 @@
 
 Run A: two `sails run` processes at once on one project (a real MOUS plus one whose restore
 URL answers 404): every stage runs exactly once, the bad MOUS fails with its reason, the
-good one finishes. Run B: the same data, `sails run` SIGKILLed during selfcal, then run
+good one finishes. Run B: the same data, `sails run` SIGKILLed during auto-selfcal, then run
 again: the same final products as run A and nothing finished is redone.
 """
 
@@ -47,7 +47,8 @@ def test_concurrent_runs_each_stage_once(run_a, sim_tiny):
     starts = starts_per_stage(cat)
     assert starts and set(starts.values()) == {1}, starts
     good = [s for s in cat.stages(sim_tiny.mous_uid)]
-    assert {s.stage for s in good} == {"download", "verify", "split", "selfcal", "image"}
+    assert {s.stage for s in good} == {"download", "verify", "split", "auto_selfcal", "selfcal",
+                                       "image"}
     assert all(s.status in ("done", "skipped") for s in good), [
         (s.label, s.status, s.error) for s in good]
     images = [p for p in cat.products(sim_tiny.mous_uid) if p["kind"] == "cont_image"]
@@ -67,21 +68,21 @@ def test_failure_of_one_mous_is_isolated_and_explained(run_a):
     assert show.returncode == 0 and "404" in text
 
 
-def test_sigkill_during_selfcal_then_resume(tmp_path, archive, sim_tiny, run_a):
+def test_sigkill_during_auto_selfcal_then_resume(tmp_path, archive, sim_tiny, run_a):
     project = ingested_project(tmp_path / "p", archive, sim_tiny.truth)
     cat = project.catalog
     proc = sails_cmd(project.root, "run", "-j", "1")
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if cat.stages(stage="selfcal", status="running"):
+        if cat.stages(stage="auto_selfcal", status="running"):
             break
         time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before selfcal started"
+    assert proc.poll() is None, "the run ended before auto-selfcal started"
     time.sleep(2.0)  # let the CASA job get going
     done_before = {s.id for s in cat.stages() if s.status == "done"}
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert cat.stages(stage="selfcal", status="running"), "killed while holding the lease"
+    assert cat.stages(stage="auto_selfcal", status="running"), "killed while holding the lease"
     again = sails_cmd(project.root, "run", "-j", "1")
     out = again.communicate(timeout=1200)[0]
     assert again.returncode == 0, out
@@ -97,8 +98,8 @@ def test_sigkill_during_selfcal_then_resume(tmp_path, archive, sim_tiny, run_a):
     for s in stages:
         if s.id in done_before:
             assert starts_per_stage(cat)[(s.mous_id, s.stage, s.target)] == 1
-    killed = [s for s in stages if s.stage == "selfcal" and s.attempts >= 1]
-    assert killed, "the interrupted selfcal was recovered and redone"
+    killed = [s for s in stages if s.stage == "auto_selfcal" and s.attempts >= 1]
+    assert killed, "the interrupted auto-selfcal was recovered and redone"
     # Same final products as the uninterrupted run (same data, same paths).
     run_a_project = run_a[0]
     good = {p for p in final_products(run_a_project) if "X9999" not in p[3]}
@@ -107,12 +108,16 @@ def test_sigkill_during_selfcal_then_resume(tmp_path, archive, sim_tiny, run_a):
 
 def test_run_through_prefect_embedded_api(tmp_path, archive, sim_tiny):
     """`sails run --prefect`: the flows run on Prefect's temporary local API, whose state is
-    kept inside the project space; the catalog ends the same as with the engine alone."""
-    project = ingested_project(tmp_path / "p", archive, sim_tiny.truth)
+    kept inside the project space; the catalog ends the same as with the engine alone, and
+    a failed stage (the 404 MOUS) makes the exit code non-zero, as without Prefect."""
+    project = ingested_project(tmp_path / "p", archive, sim_tiny.truth,
+                               extra_bad_mous=BAD_MOUS)
     proc = sails_cmd(project.root, "run", "--prefect", "--until", "split",
                      env=_without_prefect_api())
     out = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, out
+    assert proc.returncode == 1, out
+    assert "1 failed" in out, out
+    assert project.catalog.find_stage(BAD_MOUS, "download").status == "failed"
     stages = {s.stage: s.status for s in project.catalog.stages(sim_tiny.mous_uid)}
     assert stages["download"] == stages["verify"] == stages["split"] == "done", out
     assert stages["selfcal"] == "pending"
@@ -132,3 +137,17 @@ def _without_prefect_api() -> dict:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     return env
+
+
+def test_use_prefect_setting_is_honoured(tmp_path, archive, sim_tiny):
+    """`execution.use_prefect = true` makes a plain `sails run` go through Prefect."""
+    project = ingested_project(tmp_path / "p", archive, sim_tiny.truth)
+    env = _without_prefect_api() | {"SAILS_EXECUTION__USE_PREFECT": "true"}
+    proc = sails_cmd(project.root, "run", "--until", "download", env=env)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    assert (project.root / ".prefect" / "prefect.db").is_file(), out
+    assert project.catalog.find_stage(sim_tiny.mous_uid, "download").status == "done"
+    proc = sails_cmd(project.root, "run", "--no-prefect", "--until", "verify", env=env)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0 and "run summary" in out, out

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
+from cli_run import sails
 from report_project import (
     BLOCK_REASON,
     FAIL_REASON,
@@ -291,23 +292,6 @@ def test_log_names_and_newest_run(tmp_path):
                                              "verify-20240102T000000.casa.log"]
     assert len(find_logs(project, MOUS_A, stage="verify", latest=False)) == 4
     assert len(find_logs(project, MOUS_A)) == 3
-
-
-def sails(capsys, *args: str) -> tuple[int, str]:
-    """Run the real entry point in-process (argv, error handling, exit code)."""
-    from sails.cli import main
-    from sails.cli.app import console
-
-    old_argv, old_width = sys.argv, console.width
-    sys.argv, console.width = ["sails", *args], 200
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv, console.width = old_argv, old_width
-    return code, capsys.readouterr().out
 
 
 def test_cli_report_logs_and_show(built, capsys):

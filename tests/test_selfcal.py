@@ -1,4 +1,5 @@
-"""The selfcal stage with real CASA and real auto-selfcal on simulated MOUS.
+"""The auto_selfcal (per MOUS) and selfcal (per target) stages with real CASA and real
+auto-selfcal on simulated MOUS.
 
 One session fixture builds a project with two simulated MOUS (kept small so auto-selfcal
 runs in well under a minute each):
@@ -40,38 +41,24 @@ FAINT = "Faint 'A',1"
 CORRUPTED = dict(n_antennas=20, n_cycles=4, scan_s=151.2, integration_s=50.4, timescale_s=300.0)
 
 
+SELFCAL_STAGES = ["auto_selfcal", "selfcal"]
+
+
 def run_all(project, mous=None) -> dict[tuple[str, str], object]:
+    """Every runnable self-cal row, as the engine runs them: the MOUS's auto_selfcal, then
+    its targets' selfcal rows (keys: (mous, '') for the former, (mous, target) for these)."""
     out = {}
-    while (rep := run_one(project, stages=["selfcal"], mous=mous)) is not None:
+    while (rep := run_one(project, stages=SELFCAL_STAGES, mous=mous)) is not None:
         out[(rep.row.mous_id, rep.row.target)] = rep
     return out
 
 
-def run_parallel(project, workers: int = 2) -> dict[tuple[str, str], object]:
-    """Every pending selfcal row claimed up front, then run in worker threads at once.
-
-    The engine no longer dispatches a sibling while its MOUS's auto-selfcal job runs (the
-    catalog keeps it unrunnable), but stages claimed by id (two `sails selfcal` shells, an
-    older orchestrator) can still overlap: they must share one auto-selfcal run.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from sails.catalog import new_owner
-    from sails.stages.execute import run_claimed
-
-    cat = project.catalog
-    claimed = []
-    for row in cat.stages(stage="selfcal", status="pending"):
-        owner = new_owner("test")
-        claimed.append((cat.claim(row.id, owner), owner))
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(run_claimed, project, row, owner) for row, owner in claimed]
-        reports = [f.result() for f in futures]
-    return {(r.row.mous_id, r.row.target): r for r in reports}
-
-
 def selfcal_logs(project, mous_id: str) -> list[Path]:
-    return sorted(project.mous_logs(mous_id).glob("selfcal-*auto_selfcal*.casa.log"))
+    return sorted(project.mous_logs(mous_id).glob("auto_selfcal-*.casa.log"))
+
+
+def auto_products(project, mous_id: str) -> list[dict]:
+    return project.catalog.products(mous_id, target="", stage="auto_selfcal")
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +74,7 @@ def sc(tmp_path_factory):
     proc = start_standalone(corrupted.splits, standalone_dir, OPTIONS)
     try:
         reports = run_all(corrupted.project)
-        # both targets of the clean MOUS start at once: one runs auto-selfcal, one waits
-        reports.update(run_parallel(clean.project))
+        reports.update(run_all(clean.project))
     finally:
         standalone = finish_standalone(proc, standalone_dir)
     return SimpleNamespace(corrupted=corrupted, clean=clean, reports=reports,
@@ -161,9 +147,12 @@ def test_products_recorded_and_present(sc):
     page = next(Path(p["path"]) for p in prods if p["kind"] == "selfcal_weblog")
     assert "index.html#HOPS-56" in page.read_text()
     # apply_to_target_ms: the *_targets.ms copy in the working folder holds the solutions,
-    # recorded once; the split itself is untouched (no flag versions written next to it)
+    # recorded once, by the MOUS's auto_selfcal row; the split itself is untouched (no flag
+    # versions written next to it)
     metrics = summary_product(m.project, m.mous_id, "HOPS-56")["metrics"]
-    applied = [Path(p["path"]) for p in prods if p["kind"] == "selfcal_target_ms"]
+    assert not [p for p in prods if p["kind"] == "selfcal_target_ms"]
+    applied = [Path(p["path"]) for p in auto_products(m.project, m.mous_id)
+               if p["kind"] == "selfcal_target_ms"]
     assert metrics["target_ms_applied"] is True
     assert [Path(p) for p in metrics["target_ms"]] == applied
     assert applied == [workdir / m.splits[0].name]
@@ -176,7 +165,7 @@ def test_unapplied_copies_are_not_kept(sc):
     manifest = json.loads((workdir / "result.json").read_text())
     assert manifest["ok"] and manifest["steps"]["auto_selfcal"]["target_ms_kept"] == []
     assert not any(workdir.glob("*_targets.ms"))
-    kinds = {p["kind"] for p in m.project.catalog.products(m.mous_id, stage="selfcal")}
+    kinds = {p["kind"] for p in m.project.catalog.products(m.mous_id)}
     assert "selfcal_target_ms" not in kinds
     for t in m.targets:
         assert summary_product(m.project, m.mous_id, t)["metrics"]["target_ms"] == []
@@ -215,19 +204,27 @@ def test_faint_target_is_skipped_with_a_reason(sc):
 
 def test_one_auto_selfcal_run_per_mous_and_reuse(sc):
     m = sc.clean
-    # the two targets' stages ran concurrently, yet auto-selfcal ran once for the MOUS
-    starts = [e for e in m.project.catalog.events(m.mous_id)
-              if e["stage"] == "selfcal" and e["to_status"] == "running"]
-    ends = [e for e in m.project.catalog.events(m.mous_id)
-            if e["stage"] == "selfcal" and e["from_status"] == "running"]
-    assert len(starts) == 2 and max(e["at"] for e in starts) < min(e["at"] for e in ends)
+    cat = m.project.catalog
+    # one auto-selfcal job for the MOUS; each target's row read its result afterwards
+    auto = cat.find_stage(m.mous_id, "auto_selfcal")
+    assert auto.status == "done"
+    assert "ran on 1 split MS(s)" in sc.reports[(m.mous_id, "")].message
     assert len(selfcal_logs(m.project, m.mous_id)) == 1
+    for t in m.targets:
+        assert cat.find_stage(m.mous_id, "selfcal", t).started_at >= auto.finished_at
     before = summary_product(m.project, m.mous_id, FAINT)["metrics"]
-    m.project.catalog.retry(m.mous_id, "selfcal")
+    cat.retry(m.mous_id, "selfcal")
     again = run_all(m.project, mous=[m.mous_id])
     assert {t for _, t in again} == {FAINT}  # only the skipped one was requeued
     assert again[(m.mous_id, FAINT)].status == "skipped"
-    assert len(selfcal_logs(m.project, m.mous_id)) == 1  # reused, not rerun
+    assert len(selfcal_logs(m.project, m.mous_id)) == 1  # read again, not rerun
+    assert summary_product(m.project, m.mous_id, FAINT)["metrics"] == before
+    # redoing the MOUS stage on the same splits and options reuses the finished run
+    cat.reset(m.mous_id, "auto_selfcal")
+    again = run_all(m.project, mous=[m.mous_id])
+    assert again[(m.mous_id, "")].status == "done"
+    assert "reused the earlier run" in again[(m.mous_id, "")].message
+    assert len(selfcal_logs(m.project, m.mous_id)) == 1
     assert summary_product(m.project, m.mous_id, FAINT)["metrics"] == before
 
 
@@ -243,19 +240,22 @@ def test_crash_ends_failed_with_traceback_and_logs(tmp_path):
         split.mkdir()
         (split / "table.dat").write_text("not a table")
     reports = run_all(bad.project)
-    assert {r.status for r in reports.values()} == {"failed"}
+    assert list(reports) == [(bad.mous_id, "")]  # the MOUS run failed; nothing else ran
+    assert reports[(bad.mous_id, "")].status == "failed"
     cat = bad.project.catalog
-    first, second = (cat.find_stage(bad.mous_id, "selfcal", t) for t in ("Crash-1", "Crash-2"))
-    for row in (first, second):
-        assert row.status == "failed"
-        assert "auto-selfcal failed" in row.error
-        assert ".casa.log" in row.error and ".stdout.log" in row.error
-        assert "(at File " in row.error
-    # the second target did not crash the same run again
-    assert "another target's stage meanwhile" in second.error
+    row = cat.find_stage(bad.mous_id, "auto_selfcal")
+    assert row.status == "failed"
+    assert "auto-selfcal failed" in row.error
+    assert ".casa.log" in row.error and ".stdout.log" in row.error
+    assert "(at File " in row.error
+    # the targets' rows wait for it, and say so
+    for t in ("Crash-1", "Crash-2"):
+        target_row = cat.find_stage(bad.mous_id, "selfcal", t)
+        assert target_row.status == "pending"
+        assert [w.stage for w in cat.waiting_for(target_row)] == ["auto_selfcal"]
     assert len(selfcal_logs(bad.project, bad.mous_id)) == 1
     # a retry runs it again (the data may have been fixed meanwhile)
-    cat.retry(bad.mous_id, "selfcal")
+    cat.retry(bad.mous_id, "auto_selfcal")
     again = run_all(bad.project)
     assert {r.status for r in again.values()} == {"failed"}
     assert len(selfcal_logs(bad.project, bad.mous_id)) == 2
@@ -266,10 +266,10 @@ def test_unknown_option_is_an_error_not_ignored(tmp_path):
                    n_cycles=1, scan_s=30.0, integration_s=10.08, timescale_s=60.0)
     proj = ready_project(tmp_path / "proj", sim,
                          selfcal_toml="extra = { do_amp_selfcall = false }")
-    rep = run_all(proj.project)[(proj.mous_id, "Opt-1")]
+    rep = run_all(proj.project)[(proj.mous_id, "")]
     assert rep.status == "failed"
     assert "do_amp_selfcall" in proj.project.catalog.find_stage(
-        proj.mous_id, "selfcal", "Opt-1").error
+        proj.mous_id, "auto_selfcal").error
 
 
 # ------------------------------------------------------------------ pure read-back logic
