@@ -219,3 +219,10 @@ def test_stage_table_rejects_what_it_cannot_run():
     assert PIPELINE.downstream("split") == ("split", "auto_selfcal", "selfcal", "image")
     assert PIPELINE.commands()["selfcal"] == (PIPELINE.get("auto_selfcal"),
                                               PIPELINE.get("selfcal"))
+
+
+def test_docs_show_the_stage_table_as_declared():
+    from sails.pipeline import markdown_table
+
+    doc = (Path(__file__).parents[1] / "docs" / "pipeline.md").read_text()
+    assert markdown_table() in doc

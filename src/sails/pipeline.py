@@ -152,3 +152,18 @@ PIPELINE = StageTable((
 def stage(name: str) -> Stage:
     """The row of ``name`` (KeyError for an unknown one; see catalog.check_stage)."""
     return PIPELINE.get(name)
+
+
+def markdown_table(table: StageTable = PIPELINE) -> str:
+    """The stage table as docs/pipeline.md shows it (a test keeps the two equal)."""
+    lines = ["| stage | scope | after | runs | cores | RAM GB | command | module |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for st in table:
+        lines.append(f"| `{st.name}` | {st.scope} | {', '.join(st.after) or '-'} | {st.runs} "
+                     f"| {st.cores} | {st.ram_gb} | `sails {st.cli_command}` | "
+                     f"`{st.module}` |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
