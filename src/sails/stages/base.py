@@ -7,6 +7,7 @@ Stage code builds jobs and names products; it never changes stage states itself.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class StageContext:
     owner: str
     backend: Backend
     jobs: list[JobResult] = field(default_factory=list)
+    # Set (e.g. by the lease heartbeat when the lease is lost) to stop the running job.
+    cancel: threading.Event | None = None
 
     @property
     def settings(self) -> Settings:
@@ -102,11 +105,13 @@ class StageContext:
                        target=self.row.target, payload=payload, output_dir=Path(output_dir),
                        log_dir=self.log_dir, cores=res.cores, ram_gb=res.ram_gb,
                        timeout_s=timeout_s)
-        result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref())
+        result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref(),
+                                  cancel=self.cancel)
         self.jobs.append(result)
         if not result.ok:
             raise CasaJobError(f"{name}: {result.error}",
-                               hint=f"CASA log: {result.log_path}", log_path=str(result.log_path))
+                               hint=f"CASA log: {result.log_path}", log_path=str(result.log_path),
+                               error_kind=result.error_kind)
         return result.manifest or {}
 
     def _record_job_ref(self, ref: str) -> None:
