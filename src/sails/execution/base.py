@@ -34,8 +34,10 @@ class JobSpec:
     argv: list[str] | None = None  # None: python -m sails.casa <job file>
 
     @property
-    def casa_log(self) -> Path:
-        return Path(self.payload["log_path"])
+    def casa_log(self) -> Path | None:
+        """None for a job of non-CASA steps run without a CASA log."""
+        log_path = self.payload.get("log_path")
+        return Path(log_path) if log_path else None
 
 
 @dataclass
