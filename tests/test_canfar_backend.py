@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -175,6 +176,7 @@ def test_crash_without_manifest_is_a_failure_whatever_the_status(fake, project):
     res = CanfarBackend(project).run(job)
     assert not res.ok and res.manifest is None
     assert "Failed without a result manifest" in res.error
+    assert res.error_kind == "no_manifest"
     # A stale manifest from an earlier job in the same folder is not taken as this one's.
     (job.output_dir).mkdir(parents=True, exist_ok=True)
     (job.output_dir / "result.json").write_text(json.dumps({"job_id": "old", "ok": True}))
@@ -186,7 +188,7 @@ def test_session_that_vanishes_is_reported(fake, project):
     fake.vanish_when_running = 1
     job = make_job(project, [{"op": "sleep", "name": "long", "args": {"seconds": 20}}])
     res = CanfarBackend(project).run(job)
-    assert not res.ok and "vanished" in res.error
+    assert not res.ok and "vanished" in res.error and res.error_kind == "lost"
     assert len(fake.creates()) == 1
 
 
@@ -271,6 +273,26 @@ def test_cancel_destroys_the_session(fake, project):
         CanfarBackend(project, sleep=sleep_then_interrupt).run(job)
     deletes = [r for r in fake.requests if r["method"] == "DELETE"]
     assert len(deletes) == 1
+    s = next(iter(fake.sessions.values()), None)
+    assert s is None or s.status == "Terminating"
+    assert not list((project.work / "jobs" / "canfar").glob("*.json"))
+
+
+def test_cancel_event_deletes_the_session_and_reports_cancelled(fake, project):
+    from sails.casa import contract
+
+    cancel = threading.Event()
+
+    def sleep_then_cancel(seconds: float) -> None:
+        if any(s.status == "Running" for s in fake.sessions.values()):
+            cancel.set()
+        time.sleep(seconds)
+
+    job = make_job(project, [{"op": "sleep", "name": "long", "args": {"seconds": 30}}])
+    res = CanfarBackend(project, sleep=sleep_then_cancel).run(job, cancel=cancel)
+    assert not res.ok and res.manifest is None and res.error_kind == contract.CANCELLED
+    assert "cancelled" in res.error
+    assert len([r for r in fake.requests if r["method"] == "DELETE"]) == 1
     s = next(iter(fake.sessions.values()), None)
     assert s is None or s.status == "Terminating"
     assert not list((project.work / "jobs" / "canfar").glob("*.json"))

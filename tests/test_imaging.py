@@ -133,11 +133,25 @@ def test_cube_planning_from_the_catalogue_windows():
 
 
 def test_failure_messages_say_what_happened():
+    from sails.casa import contract
+
     msg = explain_failure("CASA job image-x killed by SIGKILL without a result manifest",
-                          "HOPS 56", 16)
-    assert "out of memory" in msg and "HOPS 56" in msg and "ram_gb = 16" in msg
-    msg = explain_failure("ImagingFailed: continuum: deconvolution diverged (x)", "T", 8)
+                          "HOPS 56", 16, contract.OOM)
+    assert "most likely out of memory" in msg and "HOPS 56" in msg and "ram_gb = 16" in msg
+    msg = explain_failure("image-x: MemoryError: ", "T", 8, contract.OOM, "MemoryError: ")
+    assert msg.startswith("imaging 'T' ran out of memory (resources.image.ram_gb = 8)")
+    err = "ImagingFailed: continuum: deconvolution diverged (x)"
+    msg = explain_failure(f"image-x: {err}", "T", 8, contract.DIVERGED, err)
     assert msg.startswith("imaging 'T' failed: continuum: deconvolution diverged")
+    err = "PlanError: field 'T' has no scans in a.ms"
+    msg = explain_failure(f"image-x: {err}", "T", 8, contract.BAD_INPUT, err)
+    assert msg == "imaging 'T' cannot start: field 'T' has no scans in a.ms"
+    msg = explain_failure("image-x: job image-x timed out after 60 s", "T", 8, contract.TIMEOUT)
+    assert msg.startswith("imaging 'T' timed out (imaging.timeout_minutes)")
+    # the kind decides, not the words: a crash that mentions memory is still a crash
+    msg = explain_failure("image-x: RuntimeError: MemoryError in a name", "T", 8, contract.CRASH,
+                          "RuntimeError: MemoryError in a name")
+    assert msg == "imaging 'T' failed: image-x: RuntimeError: MemoryError in a name"
 
 
 def test_selfcal_products_decide_which_data_is_imaged(tmp_path):

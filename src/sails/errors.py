@@ -47,11 +47,14 @@ class NotFoundError(SailsError):
 
 
 class CasaJobError(SailsError):
-    """A CASA child job failed; ``log_path`` says where to read more."""
+    """A CASA child job failed; ``log_path`` says where to read more, ``error_kind`` why
+    (one of ``sails.casa.contract.ERROR_KINDS``; None when not known)."""
 
-    def __init__(self, message: str, hint: str | None = None, log_path: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, log_path: str | None = None,
+                 error_kind: str | None = None):
         super().__init__(message, hint)
         self.log_path = log_path
+        self.error_kind = error_kind
 
 
 class DownloadError(SailsError):

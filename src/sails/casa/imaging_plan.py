@@ -11,11 +11,12 @@ import math
 from typing import Any
 
 from sails.casa import imaging_math as im
+from sails.casa.contract import BadInput
 
 EXCLUDED_SPW_TAGS = ("WVR", "SQLD", "CH_AVG")
 
 
-class PlanError(RuntimeError):
+class PlanError(BadInput):
     """The data cannot be imaged as asked (no such field, no science spw ...)."""
 
 

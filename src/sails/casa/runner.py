@@ -1,5 +1,7 @@
 """The CASA job runner: steps -> a fresh temporary folder -> ``result.json`` last -> rename.
 
+What the manifest holds and how it is read is :mod:`sails.casa.contract`.
+
 Job file (JSON)::
 
     {"job_id": "split-uid___A001_X1_X2-20261125T1500",
@@ -12,8 +14,10 @@ The runner creates ``<output_dir>.tmp-<pid>`` beside the destination, runs every
 ``ctx.out`` pointing at it, writes ``result.json`` (ok, steps' outputs, versions, timings,
 warnings from SEVERE log lines) last, then renames the folder onto ``output_dir`` (an older
 folder there is moved aside first and removed after). A failing step still writes
-``result.json`` with ``ok: false`` and the error; a killed process leaves no manifest, and the
-orchestrator treats that as failure. Unknown step names are an error, never skipped.
+``result.json`` with ``ok: false``, the error and its ``error_kind`` (MemoryError -> ``oom``,
+a step's :class:`~sails.casa.contract.JobFailure` -> its kind, anything else -> ``crash``);
+a killed process leaves no manifest, and the orchestrator treats that as failure. Unknown
+step names are an error, never skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-RESULT_NAME = "result.json"
+from sails.casa.contract import Manifest, error_kind_of, format_error, write_manifest
+
 LEAP_SECOND_HINTS = (
     "leap second", "Leap second", "TAI_UTC", "leapsecond", "MeasTable::dUTC",
     "Until the table is updated", "wrong by 1s or more",
@@ -107,12 +112,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _install(staging: Path, dest: Path) -> None:
     """Rename the finished staging folder onto ``dest``, keeping the swap short."""
     old = None
@@ -134,16 +133,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     staging.mkdir()
     log_path = Path(job["log_path"]) if job.get("log_path") else None
     ctx = JobContext(job, staging, log_path)
-    result: dict[str, Any] = {
-        "job_id": job.get("job_id"), "ok": False, "steps": {}, "timings": {},
-        "warnings": ctx.warnings, "started": time.time(), "host": platform.node(),
-        "pid": os.getpid(), "log_path": str(log_path) if log_path else None,
-    }
+    result = Manifest(job_id=job.get("job_id"), warnings=ctx.warnings, started=time.time(),
+                      host=platform.node(), pid=os.getpid(),
+                      log_path=str(log_path) if log_path else None)
     t0 = time.time()
     log_start = 0
     try:
         log_start = _setup_casa_log(log_path)
-        result["versions"] = _versions()
+        result.versions = _versions()
         registry = load_steps()
         steps = job.get("steps") or []
         unknown = [s.get("op") for s in steps if s.get("op") not in registry]
@@ -153,25 +150,26 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         for i, step in enumerate(steps):
             name = step.get("name") or f"{i:02d}-{step['op']}"
             ts = time.time()
-            result["steps"][name] = registry[step["op"]](ctx, **(step.get("args") or {}))
-            result["timings"][name] = round(time.time() - ts, 3)
-        result["ok"] = True
+            result.steps[name] = registry[step["op"]](ctx, **(step.get("args") or {}))
+            result.timings[name] = round(time.time() - ts, 3)
+        result.ok = True
     except BaseException as exc:  # noqa: BLE001 - recorded, then reported by exit code
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        result["traceback"] = traceback.format_exc(limit=20)
+        result.error = format_error(exc)
+        result.error_kind = error_kind_of(exc)
+        result.traceback = traceback.format_exc(limit=20)
     finally:
         os.chdir(dest.parent)
     severe = severe_lines(log_path, log_start)
     if severe:
         ctx.warnings.extend(f"CASA SEVERE: {ln}" for ln in severe[:50])
-        if not result["ok"]:  # CASA often says why in the log, not in the exception
-            result["error"] += " | CASA SEVERE: " + " | ".join(
+        if not result.ok:  # CASA often says why in the log, not in the exception
+            result.error = (result.error or "") + " | CASA SEVERE: " + " | ".join(
                 ln.split("\t")[-1] for ln in severe[-3:])
-    result["wall_s"] = round(time.time() - t0, 3)
-    result["finished"] = time.time()
-    _write_json_atomic(staging / RESULT_NAME, result)
+    result.wall_s = round(time.time() - t0, 3)
+    result.finished = time.time()
+    write_manifest(staging, result)
     _install(staging, dest)
-    return result
+    return result.to_dict()
 
 
 def main(argv: list[str]) -> int:

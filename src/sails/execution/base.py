@@ -1,21 +1,21 @@
-"""The job contract shared by every backend.
+"""What every backend takes and returns.
 
 A backend takes a :class:`JobSpec` (a JSON payload for ``python -m sails.casa``, where its
 outputs land, where its logs go) and returns a :class:`JobResult` built from the job's own
-``result.json``. No manifest, no success. Backends never touch the catalog.
+manifest (:mod:`sails.casa.contract`). No manifest, no success; ``error_kind`` says why a job
+failed. Backends never touch the catalog. :func:`sails.execution.get_backend` picks one.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sails.errors import ConfigError
-
-RESULT_NAME = "result.json"
+from sails.casa import contract
 
 
 @dataclass
@@ -34,8 +34,10 @@ class JobSpec:
     argv: list[str] | None = None  # None: python -m sails.casa <job file>
 
     @property
-    def casa_log(self) -> Path:
-        return Path(self.payload["log_path"])
+    def casa_log(self) -> Path | None:
+        """None for a job of non-CASA steps run without a CASA log."""
+        log_path = self.payload.get("log_path")
+        return Path(log_path) if log_path else None
 
 
 @dataclass
@@ -47,34 +49,20 @@ class JobResult:
     returncode: int | None = None
     wall_s: float = 0.0
     job_ref: str | None = None
+    error_kind: str | None = None  # one of sails.casa.contract.ERROR_KINDS when not ok
 
 
-def read_manifest(output_dir: Path) -> dict[str, Any] | None:
-    path = output_dir / RESULT_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Deprecated: use :func:`sails.casa.contract.read_manifest` (kept for old callers)."""
+    manifest = contract.read_manifest(output_dir)
+    return None if manifest is None else manifest.to_dict()
 
 
 class Backend(Protocol):
     name: str
 
     def run(self, job: JobSpec, on_started: Callable[[str], None] | None = None,
-            job_ref: str | None = None) -> JobResult:
-        """Run ``job`` to completion. ``job_ref`` reattaches to a job started earlier."""
+            job_ref: str | None = None, cancel: threading.Event | None = None) -> JobResult:
+        """Run ``job`` to completion. ``job_ref`` reattaches to a job started earlier;
+        ``cancel`` set stops the job at once (JobResult with error_kind ``cancelled``)."""
         ...
-
-
-def get_backend(name: str, project: Any) -> Backend:
-    if name == "local":
-        from sails.execution.local import LocalBackend
-
-        return LocalBackend(project)
-    if name == "canfar":
-        try:
-            from sails.execution.canfar import CanfarBackend
-        except ImportError as exc:
-            raise ConfigError(f"the canfar backend is not available: {exc}") from None
-        return CanfarBackend(project)
-    raise ConfigError(f"unknown backend {name!r}", hint="use 'local' or 'canfar'")

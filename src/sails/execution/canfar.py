@@ -16,8 +16,10 @@ Life of one job::
              Completed/Succeeded/Failed/Error -> save logs + events at once; 404 -> gone
     result:  result.json (job id checked, paths mapped back to this machine)
 
-A KeyboardInterrupt or any error of ours destroys the session; the service being busy or
-unreachable, or credentials failing, leave it running so the next run reattaches.
+A KeyboardInterrupt, the ``cancel`` event or any error of ours destroys the session; the
+service being busy or unreachable, or credentials failing, leave it running so the next run
+reattaches. Without a manifest: timeout/expiry -> ``timeout``, vanished -> ``lost``
+(transient), cancelled -> ``cancelled``, anything else -> ``no_manifest``.
 Nothing here logs or prints a token.
 """
 
@@ -28,6 +30,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,13 +38,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sails.casa import contract
 from sails.errors import ConfigError, SailsError, TransientError
-from sails.execution.base import JobResult, JobSpec, read_manifest
+from sails.execution.base import JobResult, JobSpec
 from sails.execution.paths import (
     job_payload_for_platform,
     to_platform_path,
     tree_to_platform,
-    tree_to_vm,
+    vm_mapper,
 )
 from sails.execution.runtime import ENTRY_NAME, ensure_runtime
 
@@ -59,12 +63,19 @@ _STAMP = re.compile(r"-\d{8}T\d{6}$")
 _WIRE_SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]+$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_VALUE = re.compile(r'^[^"\\=\n\r\x00]*$')
+# Outcomes without a manifest, as error kinds (the rest: no_manifest).
+_NO_MANIFEST_KINDS = {"timeout": contract.TIMEOUT, "expired": contract.TIMEOUT,
+                      "gone": contract.LOST, "cancelled": contract.CANCELLED}
 AUTH_HINT = ("run `canfar login cadc` (or `canfar login srcnet`) on this machine, or set "
              "CANFAR_TOKEN and CANFAR_URL, or [canfar] token_file in sails.toml")
 
 
 class CanfarAuthError(SailsError):
     """No usable CANFAR credentials, or the service rejected them."""
+
+
+class _Cancelled(Exception):
+    """The caller set the cancel event: destroy the session and report ``cancelled``."""
 
 
 class _Gone(Exception):
@@ -394,7 +405,7 @@ class CanfarBackend:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, job: JobSpec, on_started: Callable[[str], None] | None = None,
-            job_ref: str | None = None) -> JobResult:
+            job_ref: str | None = None, cancel: threading.Event | None = None) -> JobResult:
         t0 = time.time()
         job.log_dir.mkdir(parents=True, exist_ok=True)
         name = session_name(job)
@@ -407,13 +418,14 @@ class CanfarBackend:
                 log.info("reattaching to CANFAR session %s (%s)", rec.session_id, name)
                 if on_started and job_ref != rec.ref:
                     on_started(rec.ref)
-            status, info, rec = self._watch(job, name, rec, on_started)
+            status, info, rec = self._watch(job, name, rec, on_started, cancel)
             return self._finish(job, rec, status, info, t0)
         finally:
             self.close()
 
     def _watch(self, job: JobSpec, name: str, rec: _Record | None,
-               on_started: Callable[[str], None] | None
+               on_started: Callable[[str], None] | None,
+               cancel: threading.Event | None = None
                ) -> tuple[str, dict[str, Any] | None, _Record]:
         reattached = rec is not None
         if rec is None:
@@ -425,6 +437,8 @@ class CanfarBackend:
         last = None
         try:
             while True:
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled
                 info = self._info(rec.session_id)
                 if info is None:
                     if reattached and last is None and not self._valid_manifest(rec):
@@ -470,19 +484,28 @@ class CanfarBackend:
                         self._save_logs(rec, info)
                         self._destroy(rec.session_id)
                         return "expired", info, rec
-                self._sleep(delay)
+                self._pause(delay, cancel)
                 delay = min(delay * 1.5, self.cfg.poll_max_seconds)
         except (TransientError, CanfarAuthError):
             raise  # the service, not the job: leave the session for the next run
-        except BaseException:
-            # Cancelled (Ctrl-C, SIGTERM turned into an exception) or our own bug.
+        except BaseException as exc:
+            # Cancelled (the event, Ctrl-C, SIGTERM turned into an exception) or our own bug.
             log.warning("cancelling CANFAR session %s (%s)", rec.session_id, name)
             try:
                 self._save_logs(rec, None)
             finally:
                 self._destroy(rec.session_id)
                 self._drop_record(name)
+            if isinstance(exc, _Cancelled):
+                return "cancelled", None, rec
             raise
+
+    def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
+        """Sleep between polls; the real sleep wakes early on cancel (a test's is kept)."""
+        if cancel is not None and self._sleep is time.sleep:
+            cancel.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     # -- outcome ---------------------------------------------------------------------------
     def _save_logs(self, rec: _Record, info: dict[str, Any] | None,
@@ -519,24 +542,25 @@ class CanfarBackend:
             fh.write(events if events.endswith("\n") or not events else events + "\n")
         return text, events
 
-    def _valid_manifest(self, rec: _Record) -> dict[str, Any] | None:
+    def _valid_manifest(self, rec: _Record) -> contract.Manifest | None:
+        """This submission's manifest (paths as this machine's), not an earlier job's."""
         if not rec.output_dir:
             return None
-        manifest = read_manifest(Path(rec.output_dir))
+        manifest = contract.read_manifest(rec.output_dir, vm_mapper(self.platform))
         if manifest is None:
             return None
         if rec.job_id:
-            return manifest if manifest.get("job_id") == rec.job_id else None
-        started = manifest.get("started")
+            return manifest if manifest.job_id == rec.job_id else None
+        started = manifest.started
         ok_time = isinstance(started, int | float) and started >= rec.submitted - 120
         return manifest if ok_time else None
 
     def _finish(self, job: JobSpec, rec: _Record, status: str, info: dict[str, Any] | None,
                 t0: float) -> JobResult:
         stdout, events = "", ""
-        if status != "timeout" and status != "expired":
+        if status not in ("timeout", "expired", "cancelled"):
             stdout, events = self._save_logs(rec, info)
-        manifest = self._valid_manifest(rec)
+        manifest = None if status == "cancelled" else self._valid_manifest(rec)
         if manifest is None and status in SUCCESS + ("gone",):
             # The mount (sshfs, CephFS) may show the file a little later than the platform.
             end = time.monotonic() + self.cfg.manifest_grace_seconds
@@ -550,15 +574,16 @@ class CanfarBackend:
             tail = _tail(stdout) + (f" [last event: {_tail(events, 1)[2:]}]" if events else "")
             why = {"timeout": f"timed out after {job.timeout_s} s running",
                    "expired": "expired (past its expiry time)",
-                   "gone": "vanished (no longer known to the service)"}.get(status, status)
+                   "gone": "vanished (no longer known to the service)",
+                   "cancelled": "was cancelled"}.get(status, status)
             return JobResult(False, None,
                              f"CANFAR session {rec.session_id} ({rec.name}) {why} without a "
-                             f"result manifest{tail}", casa_log, None, wall, rec.ref)
-        manifest = tree_to_vm(manifest, self.platform)
-        if not manifest.get("ok"):
-            return JobResult(False, manifest, manifest.get("error") or "job failed", casa_log,
-                             None, wall, rec.ref)
-        return JobResult(True, manifest, None, casa_log, 0, wall, rec.ref)
+                             f"result manifest{tail}", casa_log, None, wall, rec.ref,
+                             error_kind=_NO_MANIFEST_KINDS.get(status, contract.NO_MANIFEST))
+        if not manifest.ok:
+            return JobResult(False, manifest.to_dict(), manifest.error or "job failed",
+                             casa_log, None, wall, rec.ref, error_kind=manifest.error_kind)
+        return JobResult(True, manifest.to_dict(), None, casa_log, 0, wall, rec.ref)
 
 
 def _casa_log(job: JobSpec) -> str:

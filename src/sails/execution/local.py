@@ -1,19 +1,30 @@
-"""Run a CASA job as a child process on this machine."""
+"""Run a CASA job as a child process on this machine.
+
+Without a manifest the exit decides ``error_kind``: SIGKILL (the OOM killer's signal) ->
+``oom``, any other exit -> ``no_manifest``; our own time limit -> ``timeout``; ``cancel``
+set -> ``cancelled``. Timeout and cancel both kill the job's whole process group.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sails.casa import contract
 from sails.casaenv import casa_env
-from sails.execution.base import JobResult, JobSpec, read_manifest
+from sails.execution.base import JobResult, JobSpec
+
+# How often a job that may be cancelled checks its event (the wait itself is the process).
+CANCEL_POLL_S = 0.2
 
 
 def _die_with_parent() -> None:
@@ -40,6 +51,12 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal the job's whole process group (CASA starts helpers); tolerate it being gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
 class LocalBackend:
     name = "local"
 
@@ -52,7 +69,7 @@ class LocalBackend:
         return d / f"{job.job_id}.json"
 
     def run(self, job: JobSpec, on_started: Callable[[str], None] | None = None,
-            job_ref: str | None = None) -> JobResult:
+            job_ref: str | None = None, cancel: threading.Event | None = None) -> JobResult:
         job.log_dir.mkdir(parents=True, exist_ok=True)
         job.output_dir.parent.mkdir(parents=True, exist_ok=True)  # the child's cwd
         path = self.job_file(job)
@@ -71,30 +88,53 @@ class LocalBackend:
             if on_started:
                 on_started(f"local:{proc.pid}")
             try:
-                code = proc.wait(timeout=job.timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return JobResult(False, None, f"job {job.job_id} timed out after "
-                                 f"{job.timeout_s:.0f} s", job.casa_log, None,
-                                 time.time() - t0)
+                stopped = _wait(proc, job.timeout_s, cancel)
             except BaseException:
                 # The orchestrator is going down: take the CASA child with it.
-                os.killpg(proc.pid, signal.SIGTERM)
+                _kill_group(proc, signal.SIGTERM)
                 raise
+            if stopped is not None:
+                _kill_group(proc)
+                proc.wait()
+                why = (f"timed out after {job.timeout_s:.0f} s" if stopped == contract.TIMEOUT
+                       else "was cancelled")
+                return JobResult(False, None, f"job {job.job_id} {why}", job.casa_log, None,
+                                 time.time() - t0, error_kind=stopped)
+            code = proc.returncode
         wall = time.time() - t0
-        manifest = read_manifest(job.output_dir)
+        manifest = contract.read_manifest(job.output_dir)
         # A manifest from an earlier run could be lying there: trust only this job's.
-        if manifest is not None and manifest.get("pid") != proc.pid:
+        if manifest is not None and manifest.pid != proc.pid:
             manifest = None
         if manifest is None:
             tail = _tail(stdout_path)
+            kind = contract.OOM if code == -signal.SIGKILL else contract.NO_MANIFEST
             return JobResult(False, None, f"CASA job {job.job_id} {describe_exit(code)} "
-                             f"without a result manifest{tail}", job.casa_log, code, wall)
-        if not manifest.get("ok"):
-            return JobResult(False, manifest, manifest.get("error") or "job failed",
-                             job.casa_log, code, wall)
-        return JobResult(True, manifest, None, job.casa_log, code, wall)
+                             f"without a result manifest{tail}", job.casa_log, code, wall,
+                             error_kind=kind)
+        if not manifest.ok:
+            return JobResult(False, manifest.to_dict(), manifest.error or "job failed",
+                             job.casa_log, code, wall, error_kind=manifest.error_kind)
+        return JobResult(True, manifest.to_dict(), None, job.casa_log, code, wall)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float | None,
+          cancel: threading.Event | None) -> str | None:
+    """Wait for ``proc`` to exit; the kind (timeout/cancelled) if it must be stopped instead."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        step = left if cancel is None else min(left if left is not None else CANCEL_POLL_S,
+                                              CANCEL_POLL_S)
+        try:
+            proc.wait(timeout=step)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            return contract.CANCELLED
+        if deadline is not None and time.monotonic() >= deadline:
+            return contract.TIMEOUT
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -10,9 +10,11 @@ Prefixes match whole path components (``/mnt/arc2`` is not under ``/mnt/arc``).
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any
 
+from sails.casa.contract import map_paths, read_manifest
 from sails.config import Platform
 from sails.errors import ConfigError
 
@@ -77,14 +79,7 @@ def to_vm_path(path: str | os.PathLike, platform: Platform) -> str:
 
 
 def _map_tree(obj: Any, src: str, dst: str) -> Any:
-    if isinstance(obj, str):
-        swapped = _swap(obj, src, dst) if obj.startswith("/") else None
-        return obj if swapped is None else swapped
-    if isinstance(obj, dict):
-        return {k: _map_tree(v, src, dst) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_map_tree(v, src, dst) for v in obj]
-    return obj
+    return map_paths(obj, lambda path: _swap(path, src, dst) or path)
 
 
 def tree_to_platform(obj: Any, platform: Platform) -> Any:
@@ -120,14 +115,21 @@ def job_payload_for_platform(payload: dict[str, Any], platform: Platform) -> dic
     return out
 
 
+def vm_mapper(platform: Platform) -> Callable[[str], str] | None:
+    """``map_path`` for :func:`sails.casa.contract.read_manifest`: platform -> this machine."""
+    if not _mapped(platform):
+        return None
+    _check(platform)
+    return lambda path: to_vm_path(path, platform)
+
+
 def read_job_manifest(output_dir: str | os.PathLike, platform: Platform) -> dict[str, Any] | None:
-    """A job's ``result.json`` read straight from the project space, paths as this machine's.
+    """A job's manifest read straight from the project space, paths as this machine's.
 
     Backends map the manifest they return; a stage that re-reads an earlier job's manifest
     from disk (to reuse its result) must map it too, since a platform job wrote platform
-    paths. Paths a local job wrote are left as they are.
+    paths. Paths a local job wrote are left as they are. Deprecated: call
+    ``contract.read_manifest(output_dir, vm_mapper(platform))``.
     """
-    from sails.execution.base import read_manifest
-
-    manifest = read_manifest(Path(output_dir))
-    return None if manifest is None else tree_to_vm(manifest, platform)
+    manifest = read_manifest(output_dir, vm_mapper(platform))
+    return None if manifest is None else manifest.to_dict()

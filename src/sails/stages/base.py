@@ -58,6 +58,8 @@ class StageContext:
     backend: Backend
     cancel: threading.Event | None = None  # set when the lease is lost: stop the job now
     jobs: list[JobResult] = field(default_factory=list)
+    # Set (e.g. by the lease heartbeat when the lease is lost) to stop the running job.
+    cancel: threading.Event | None = None
 
     @property
     def settings(self) -> Settings:
@@ -106,11 +108,13 @@ class StageContext:
                        target=self.row.target, payload=payload, output_dir=Path(output_dir),
                        log_dir=self.log_dir, cores=res.cores, ram_gb=res.ram_gb,
                        timeout_s=timeout_s)
-        result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref())
+        result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref(),
+                                  cancel=self.cancel)
         self.jobs.append(result)
         if not result.ok:
             raise CasaJobError(f"{name}: {result.error}",
-                               hint=f"CASA log: {result.log_path}", log_path=str(result.log_path))
+                               hint=f"CASA log: {result.log_path}", log_path=str(result.log_path),
+                               error_kind=result.error_kind)
         return result.manifest or {}
 
     def _record_job_ref(self, ref: str) -> None:

@@ -9,10 +9,10 @@ from the FITS files. Products are named as the ALMA pipeline names them.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
 from sails.stages.base import Outcome, StageContext, safe_name
@@ -78,21 +78,24 @@ def output_dir(ctx: StageContext) -> Path:
 
 
 # ----------------------------------------------------------------------------- results
-def explain_failure(msg: str, target: str, ram_gb: int) -> str:
-    """One clear line for a failed imaging job (its error text from the job runner)."""
-    if "SIGKILL" in msg:
+def explain_failure(msg: str, target: str, ram_gb: int, kind: str | None,
+                    job_error: str | None = None) -> str:
+    """One clear line for a failed imaging job, decided by its ``error_kind``.
+
+    ``msg`` is the failure as raised; ``job_error`` the error the job recorded in its
+    manifest (None when the job died without one).
+    """
+    if kind == contract.OOM and job_error is None:
         return (f"imaging {target!r} was killed (SIGKILL), most likely out of memory "
                 f"(resources.image.ram_gb = {ram_gb}): {msg}")
-    if "MemoryError" in msg or "bad_alloc" in msg:
+    if kind == contract.OOM:
         return f"imaging {target!r} ran out of memory (resources.image.ram_gb = {ram_gb}): {msg}"
-    if "timed out" in msg:
+    if kind == contract.TIMEOUT:
         return f"imaging {target!r} timed out (imaging.timeout_minutes): {msg}"
-    m = re.search(r"ImagingFailed: (.*)", msg)
-    if m:
-        return f"imaging {target!r} failed: {m.group(1)}"
-    m = re.search(r"PlanError: (.*)", msg)
-    if m:
-        return f"imaging {target!r} cannot start: {m.group(1)}"
+    if kind == contract.DIVERGED and job_error:
+        return f"imaging {target!r} failed: {contract.error_message(job_error)}"
+    if kind == contract.BAD_INPUT and job_error:
+        return f"imaging {target!r} cannot start: {contract.error_message(job_error)}"
     return f"imaging {target!r} failed: {msg}"
 
 
@@ -101,7 +104,7 @@ def products_from(manifest: dict[str, Any], target: str, folder: Path) -> list[P
     out = []
     for step in (manifest.get("steps") or {}).values():
         for p in (step or {}).get("products", []):
-            path = folder / p.get("name", Path(p["path"]).name)
+            path = contract.output_path(folder, p.get("name") or p["path"])
             out.append(Product(kind=p["kind"], path=str(path), target=target, spw=p.get("spw"),
                                bytes=Product.measure(path) if path.exists() else None,
                                metrics=p.get("metrics") or {}))
@@ -166,12 +169,15 @@ def run(ctx: StageContext) -> Outcome:
                                 timeout_s=timeout)
     except CasaJobError as exc:
         ram = ctx.settings.resources_for("image").ram_gb
-        raise CasaJobError(explain_failure(str(exc), target, ram), hint=exc.hint,
-                           log_path=exc.log_path) from None
+        job_manifest = ctx.jobs[-1].manifest if ctx.jobs else None
+        job_error = (job_manifest.get("error") or "") if job_manifest is not None else None
+        raise CasaJobError(explain_failure(str(exc), target, ram, exc.error_kind, job_error),
+                           hint=exc.hint, log_path=exc.log_path,
+                           error_kind=exc.error_kind) from None
     products = products_from(manifest, target, out)
     if s.previews:
         products += make_previews(products, target)
-    plan = (manifest.get("steps") or {}).get("plan") or {}
+    plan = contract.step_output(manifest, "plan") or {}
     cubes = plan.get("cubes") or []
     missed = [ln for ln in plan.get("lines_in_band") or [] if ln not in cubes]
     if cubes:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import SailsError
 from sails.stages.base import Outcome, StageContext
@@ -22,7 +23,6 @@ from sails.stages.verify import Decisions, EbDecision, read_decisions, severe_no
 
 SPLITS_DIR = "splits"
 TARGET_INTENT = "*OBSERVE_TARGET*"
-RESULT_NAME = "result.json"
 TIMEOUT_BASE_S = 900.0
 TIMEOUT_PER_GB_S = 300.0
 
@@ -51,21 +51,13 @@ def split_steps(dec: Decisions) -> list[dict[str, Any]]:
     return steps
 
 
-def _load_manifest(splits: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((splits / RESULT_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def complete_outputs(splits: Path, dec: Decisions) -> dict[str, Any] | None:
     """The manifest of an earlier finished split that matches ``dec``, else None."""
-    manifest = _load_manifest(splits)
-    if not manifest or not manifest.get("ok"):
+    manifest = contract.read_manifest(splits)
+    if manifest is None or not manifest.ok:
         return None
-    steps = manifest.get("steps") or {}
     for eb, d in dec.ebs.items():
-        sp, su = steps.get(f"split-{eb}"), steps.get(f"summary-{eb}")
+        sp, su = manifest.step(f"split-{eb}"), manifest.step(f"summary-{eb}")
         if not sp or not su or not su.get("ok"):
             return None
         if (Path(sp.get("vis", "")).name != Path(d.ms).name
@@ -75,7 +67,7 @@ def complete_outputs(splits: Path, dec: Decisions) -> dict[str, Any] | None:
         ms, summary, _ = output_paths(splits, eb)
         if not (ms / "table.dat").is_file() or not summary.is_file():
             return None
-    return manifest
+    return manifest.to_dict()
 
 
 def check_split(eb: str, summary: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sails.casa import contract
 from sails.catalog import Block, Product
 from sails.errors import CasaJobError, SailsError
 from sails.stages.base import Outcome, StageContext, safe_name
@@ -376,7 +377,10 @@ def run_summaries(ctx: StageContext, ms_paths: list[Path], out_dir: Path
         manifest = ctx.run_casa(summary_steps(ms_paths), out_dir, timeout_s=_timeout(ms_paths))
         return _step_results(manifest, out_dir)
     except CasaJobError as exc:
-        if len(ms_paths) == 1 or "without a result manifest" not in str(exc):
+        job = ctx.jobs[-1] if ctx.jobs else None
+        died = (exc.error_kind in (contract.OOM, contract.NO_MANIFEST)
+                and (job is None or job.manifest is None))
+        if len(ms_paths) == 1 or not died:
             return {eb_name(ms): {"ok": False, "error": exc.one_line()} for ms in ms_paths}
     results: dict[str, dict[str, Any]] = {}
     good = []

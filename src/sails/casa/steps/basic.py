@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import time
 from typing import Any
+
+from sails.casa import contract
 
 
 def write_text(ctx, name: str, text: str) -> dict[str, Any]:
@@ -27,8 +30,10 @@ def kill_self(ctx, sig: int = signal.SIGKILL) -> dict[str, Any]:
     return {}
 
 
-def fail(ctx, message: str = "requested failure") -> dict[str, Any]:
-    raise RuntimeError(message)
+def fail(ctx, message: str = "requested failure", error: str = "RuntimeError") -> dict[str, Any]:
+    """Raise ``error`` (a builtin or a :mod:`sails.casa.contract` failure class by name)."""
+    exc = getattr(contract, error, None) or getattr(builtins, error)
+    raise exc(message)
 
 
 def casa_log(ctx, message: str, priority: str = "INFO") -> dict[str, Any]:

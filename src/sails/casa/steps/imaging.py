@@ -24,6 +24,7 @@ import numpy as np
 
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
+from sails.casa.contract import OOM, Diverged
 from sails.casa.imaging_math import C_KMS
 
 PLAN_NAME = "plan.json"
@@ -33,8 +34,8 @@ DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle"
                   6: "the peak residual grew by more than 3x above its minimum"}
 
 
-class ImagingFailed(RuntimeError):
-    """Deconvolution diverged, ran out of memory, or produced no usable image."""
+class ImagingFailed(Diverged):
+    """Deconvolution diverged or produced no usable image (kind ``oom`` when out of memory)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -121,10 +122,10 @@ def run_tclean(ctx, label: str, **kw: Any) -> dict[str, Any]:
     except MemoryError:
         raise ImagingFailed(f"{label}: out of memory in tclean (imsize {kw.get('imsize')}, "
                             f"nchan {kw.get('nchan', 1)}); give the image stage more RAM or "
-                            "image fewer channels") from None
+                            "image fewer channels", kind=OOM) from None
     except RuntimeError as exc:
         if "bad_alloc" in str(exc) or "memory" in str(exc).lower():
-            raise ImagingFailed(f"{label}: out of memory in tclean ({exc})") from None
+            raise ImagingFailed(f"{label}: out of memory in tclean ({exc})", kind=OOM) from None
         raise
     if not isinstance(summary, dict) or not summary:
         raise ImagingFailed(f"{label}: tclean returned no summary (see the CASA log)")

@@ -30,6 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Re-exported: the fingerprint is part of the job contract, older callers import it here.
+from sails.casa.contract import input_fingerprint
+
 SUMMARY_DIR = "sails"
 LIBRARY_PICKLE = "selfcal_library.pickle"
 PLAN_PICKLE = "selfcal_plan.pickle"
@@ -40,15 +43,6 @@ NOT_MEASURED = -99.0
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """Cheap identity of an input MS (name, main table size and mtime): no full walk."""
-    p = Path(path)
-    table = p / "table.f0" if (p / "table.f0").exists() else p / "table.dat"
-    st = table.stat()
-    return {"name": p.name, "source": str(p), "table_bytes": st.st_size,
-            "table_mtime": round(st.st_mtime, 3)}
 
 
 def target_ms_name(path: Path) -> str:
