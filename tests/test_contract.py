@@ -6,7 +6,6 @@ Jobs run as real child processes through the local backend; none of these steps 
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ from sails.casa import contract
 from sails.config import Platform
 from sails.execution.base import JobSpec
 from sails.execution.local import LocalBackend
-from sails.execution.paths import read_job_manifest, vm_mapper
+from sails.execution.paths import vm_mapper
 from sails.project import init_project
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sails"
@@ -80,7 +79,6 @@ def test_platform_paths_are_mapped_to_this_machine(tmp_path):
     step = m.step("s")
     assert step["inputs"][0] == {"source": "/mnt/arc/projects/x/a.ms", "name": "a.ms"}
     assert step["elsewhere"] == "/arc/projects/x2/b" and step["rel"] == "c.fits"
-    assert read_job_manifest(tmp_path, plat) == m.to_dict()
     assert vm_mapper(Platform()) is None  # not mapped: the reader leaves paths alone
 
 
@@ -180,38 +178,3 @@ def test_cancel_kills_a_local_job_at_once(project, tmp_path):
     with pytest.raises(ProcessLookupError):
         os.killpg(pids[0], 0)  # the whole process group is gone
     assert not (tmp_path / "c").exists()
-
-
-# ----------------------------------------------------------------------------- boundaries
-def _imports(path: Path) -> set[str]:
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names)
-    return out
-
-
-# stages/selfcal.py is being rewritten elsewhere; it moves to sails.casa.contract then.
-PENDING_STAGE_IMPORTS = {"selfcal.py"}
-
-
-def test_import_boundaries():
-    for path in sorted((SRC / "stages").glob("*.py")):
-        if path.name in PENDING_STAGE_IMPORTS:
-            continue
-        bad = {n for n in _imports(path) if n.startswith("sails.casa.steps")}
-        assert not bad, f"{path.name} imports {bad}"
-    forbidden = ("sails.catalog", "sails.stages", "sails.flows", "sails.cli", "sails.execution")
-    for path in sorted((SRC / "casa").rglob("*.py")):
-        bad = {n for n in _imports(path) if n.startswith(forbidden)}
-        assert not bad, f"{path.relative_to(SRC)} imports {bad}"
-    contract_imports = {n.split(".")[0] for n in _imports(SRC / "casa" / "contract.py")}
-    import sys
-
-    assert contract_imports <= set(sys.stdlib_module_names) | {"__future__"}
-    base = {n for n in _imports(SRC / "execution" / "base.py") if n.startswith("sails.")}
-    assert not {n for n in base if n.startswith(("sails.execution.local",
-                                                 "sails.execution.canfar"))}

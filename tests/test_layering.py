@@ -47,3 +47,15 @@ def _offenders(part: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
 ])
 def test_layering(folder, forbidden):
     assert _offenders(folder, forbidden) == {}
+
+
+def test_the_job_contract_is_standard_library_only():
+    import sys
+
+    top = {m.split(".")[0] for m in imports_of(SRC / "casa" / "contract.py")}
+    assert top <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_backends_import_the_contract_not_each_other():
+    assert _offenders("execution/base.py", ("sails.execution.local",
+                                            "sails.execution.canfar")) == {}

@@ -117,6 +117,12 @@ class Canfar(_Section):
         default_factory=dict,
         description="stage -> [images] key (casa/pipeline/python) or a full image ref; "
         "default casa")
+
+    @field_validator("stage_images", mode="after")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        return _by_stage(value, "canfar.stage_images")
+
     poll_initial_seconds: float = Field(5.0, gt=0)
     poll_max_seconds: float = Field(60.0, gt=0)
     pending_deadline_seconds: float = Field(3600.0, gt=0)
@@ -363,7 +369,7 @@ platform_prefix = ""   # e.g. "/arc/projects/streamers"
 # Credentials: `canfar login cadc` (or srcnet) on this machine, or CANFAR_TOKEN/CANFAR_URL,
 # or token_file = "/path/readable/only/by/you". Never put a token in this file.
 python = "python3"          # the CASA Python inside the image
-# stage_images = { selfcal = "casa", image = "casa" }
+# stage_images = { auto_selfcal = "casa", image = "casa" }
 poll_initial_seconds = 5
 poll_max_seconds = 60
 pending_deadline_seconds = 3600  # destroy and resubmit a session Pending for longer

@@ -8,14 +8,11 @@ failed. Backends never touch the catalog. :func:`sails.execution.get_backend` pi
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-
-from sails.casa import contract
 
 
 @dataclass
@@ -50,12 +47,6 @@ class JobResult:
     wall_s: float = 0.0
     job_ref: str | None = None
     error_kind: str | None = None  # one of sails.casa.contract.ERROR_KINDS when not ok
-
-
-def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """Deprecated: use :func:`sails.casa.contract.read_manifest` (kept for old callers)."""
-    manifest = contract.read_manifest(output_dir)
-    return None if manifest is None else manifest.to_dict()
 
 
 class Backend(Protocol):

@@ -48,6 +48,7 @@ from sails.execution.paths import (
     vm_mapper,
 )
 from sails.execution.runtime import ENTRY_NAME, ensure_runtime
+from sails.pipeline import PIPELINE, Runs
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +284,8 @@ class CanfarBackend:
                 "url": str(client.client.base_url),
                 "runtime": str(rt),
                 "runtime_on_platform": to_platform_path(rt, self.platform),
-                "images": {stage: self.image_for(stage)
-                           for stage in ("verify", "split", "selfcal", "image")},
+                "images": {st.name: self.image_for(st.name)
+                           for st in PIPELINE if st.runs == Runs.JOB},
                 "sessions": [r for r in rows if str(r.get("name", "")).startswith("sails-")],
             }
         finally:

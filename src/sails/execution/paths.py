@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
-from sails.casa.contract import map_paths, read_manifest
+from sails.casa.contract import map_paths
 from sails.config import Platform
 from sails.errors import ConfigError
 
@@ -123,13 +123,3 @@ def vm_mapper(platform: Platform) -> Callable[[str], str] | None:
     return lambda path: to_vm_path(path, platform)
 
 
-def read_job_manifest(output_dir: str | os.PathLike, platform: Platform) -> dict[str, Any] | None:
-    """A job's manifest read straight from the project space, paths as this machine's.
-
-    Backends map the manifest they return; a stage that re-reads an earlier job's manifest
-    from disk (to reuse its result) must map it too, since a platform job wrote platform
-    paths. Paths a local job wrote are left as they are. Deprecated: call
-    ``contract.read_manifest(output_dir, vm_mapper(platform))``.
-    """
-    manifest = read_manifest(output_dir, vm_mapper(platform))
-    return None if manifest is None else manifest.to_dict()

@@ -19,22 +19,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sails.casa.contract import input_fingerprint, read_manifest, same_inputs, step_output
 from sails.catalog import Product
 from sails.config import Platform
 from sails.errors import CasaJobError, SailsError
-from sails.execution.base import read_manifest
-from sails.execution.paths import read_job_manifest
+from sails.execution.paths import vm_mapper
 from sails.stages.base import Outcome, StageContext
-from sails.stages.selfcal import (
-    STEP_NAME,
-    band_text,
-    same_inputs,
-    target_ms_paths,
-    workdir_for,
-)
-
-# Stdlib-only helpers of the job step (its CASA imports are inside its functions).
-from sails.casa.steps.selfcal import input_fingerprint  # isort: skip
+from sails.stages.selfcal import STEP_NAME, band_text, target_ms_paths, workdir_for
 
 
 def split_inputs(ctx: StageContext) -> list[Path]:
@@ -50,17 +41,16 @@ def split_inputs(ctx: StageContext) -> list[Path]:
 
 
 def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any],
-                    platform: Platform | None = None) -> dict[str, Any] | None:
+                    platform: Platform) -> dict[str, Any] | None:
     """The step output of a complete earlier run on the same inputs and options, else None.
 
     ``platform``: the run may have been a platform (CANFAR) job that named its inputs by
     their platform paths; they are compared as this machine names them.
     """
-    manifest = (read_job_manifest(workdir, platform) if platform is not None
-                else read_manifest(workdir))
-    if not manifest or not manifest.get("ok"):
+    manifest = read_manifest(workdir, vm_mapper(platform))
+    if manifest is None or not manifest.ok:
         return None
-    step = (manifest.get("steps") or {}).get(STEP_NAME)
+    step = step_output(manifest, STEP_NAME)
     if not isinstance(step, dict):
         return None
     try:

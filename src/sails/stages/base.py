@@ -58,8 +58,6 @@ class StageContext:
     backend: Backend
     cancel: threading.Event | None = None  # set when the lease is lost: stop the job now
     jobs: list[JobResult] = field(default_factory=list)
-    # Set (e.g. by the lease heartbeat when the lease is lost) to stop the running job.
-    cancel: threading.Event | None = None
 
     @property
     def settings(self) -> Settings:

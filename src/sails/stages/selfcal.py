@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sails.casa.contract import read_manifest, step_output
 from sails.catalog import Product
 from sails.errors import SailsError
-from sails.execution.paths import read_job_manifest
+from sails.execution.paths import vm_mapper
 from sails.stages.base import Outcome, StageContext
 
 WORKDIR_NAME = "auto_selfcal"
@@ -35,24 +36,6 @@ SUMMARY_METRICS = (
 def workdir_for(mous_dir: Path) -> Path:
     """Where the MOUS's auto-selfcal run lives."""
     return mous_dir / WORKDIR_NAME
-
-
-def same_inputs(recorded: Any, current: list[dict[str, Any]]) -> bool:
-    """Fingerprints equal, mtimes to within a second: a job on the platform stats the files
-    through its own filesystem, this machine perhaps through sshfs (whole-second times)."""
-    if not isinstance(recorded, list) or len(recorded) != len(current):
-        return False
-    for old, new in zip(recorded, current, strict=True):
-        if not isinstance(old, dict) or set(old) != set(new):
-            return False
-        if any(old[k] != new[k] for k in new if k != "table_mtime"):
-            return False
-        try:
-            if abs(float(old["table_mtime"]) - float(new["table_mtime"])) >= 1.0:
-                return False
-        except (TypeError, ValueError):
-            return False
-    return True
 
 
 def _fmt(value: Any) -> str:
@@ -124,9 +107,9 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
 def run_step(ctx: StageContext) -> dict[str, Any]:
     """The ``auto_selfcal`` step output of the MOUS's finished run."""
     workdir = workdir_for(ctx.mous_dir)
-    manifest = read_job_manifest(workdir, ctx.settings.platform)
-    step = ((manifest or {}).get("steps") or {}).get(STEP_NAME)
-    if not manifest or not manifest.get("ok") or not isinstance(step, dict):
+    manifest = read_manifest(workdir, vm_mapper(ctx.settings.platform))
+    step = step_output(manifest, STEP_NAME)
+    if manifest is None or not manifest.ok or not isinstance(step, dict):
         raise SailsError(f"no complete auto-selfcal run in {workdir}",
                          hint=f"redo it: sails reset {ctx.mous_id} --stage auto_selfcal")
     return step
