@@ -205,9 +205,10 @@ def test_job_side_code_parses_as_python_3_8():
 
 def test_selfcal_result_of_a_platform_job_is_reused(tmp_path):
     """auto-selfcal run as a platform job named its inputs by platform paths (and the
-    platform's mtimes): the sibling target's stage must still recognise it and not rerun."""
-    from sails.casa.steps.selfcal import input_fingerprint
-    from sails.stages.selfcal import STEP_NAME, reusable_result
+    platform's mtimes): a re-run of the MOUS stage must still recognise it and not rerun."""
+    from sails.casa.contract import input_fingerprint
+    from sails.stages.auto_selfcal import reusable_result
+    from sails.stages.selfcal import STEP_NAME
 
     vm, plat = tmp_path / "vm" / "p", "/arc/projects/p"
     ms = vm / "datasets" / "m" / "splits" / "eb_targets.ms"
@@ -222,7 +223,7 @@ def test_selfcal_result_of_a_platform_job_is_reused(tmp_path):
     step = {"options": {"a": 1}, "inputs": [seen], "targets": {}}
     (workdir / "result.json").write_text(json.dumps({"ok": True, "steps": {STEP_NAME: step}}))
     assert reusable_result(workdir, [ms], {"a": 1}, platform) is not None
-    assert reusable_result(workdir, [ms], {"a": 1}) is None  # unmapped: a different path
+    assert reusable_result(workdir, [ms], {"a": 1}, Platform()) is None  # unmapped: other path
     assert reusable_result(workdir, [ms], {"a": 2}, platform) is None
     (ms / "table.dat").write_bytes(b"y" * 11)  # the split was redone: size differs
     assert reusable_result(workdir, [ms], {"a": 1}, platform) is None
