@@ -20,7 +20,7 @@ from pipeline_helpers import (
     starts_per_stage,
     tap_routes,
 )
-from sails.sim.serve import ArchiveServer
+from sails.fakes.archive import ArchiveServer
 
 BAD_MOUS = "uid://A001/X9999/X1"
 

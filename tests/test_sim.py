@@ -14,11 +14,11 @@ import pytest
 
 from conftest import SimMous, run_casa_check
 from sails.errors import UserInputError
+from sails.fakes.tap import shared_testdata_dir
 from sails.sim import MousSpec, TargetSpec, customize, preset, simulate_mous
 from sails.sim.archive import ALMINER_COLUMNS, OBSCORE_COLUMNS, read_obscore
 from sails.sim.plan import make_plan
 from sails.sim.presets import tiny
-from sails.sim.tap import shared_testdata_dir
 
 TESTDATA = shared_testdata_dir() / "alma-archive"
 REAL_HEADER = TESTDATA / "alma-onerow.txt"
