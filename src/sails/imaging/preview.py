@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sails.atomic import replacing
 
 MAX_PIXELS = 600  # report panels are subsampled to at most this many pixels a side
 PNG_DPI = 90
@@ -58,10 +59,11 @@ def save_png(fig: Any, out: str | Path) -> Path:
     """Write ``fig`` to ``out`` atomically (a reader never sees half a PNG) and close it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=PNG_DPI)
-    _plt().close(fig)
-    os.replace(tmp, out)
+    try:
+        with replacing(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=PNG_DPI)
+    finally:
+        _plt().close(fig)
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sails.atomic import write_json_atomic
 from sails.casa.tools import opened, released
 
 C_MS = 299792458.0
@@ -383,9 +384,7 @@ def run(job_path: Path) -> dict[str, Any]:
         os.replace(tmp, final)
         result["ebs"].append(dict(stats, uid=eb["uid"], ms=final.name, checksum=checksum,
                                   seconds=round(time.time() - t_start, 2)))
-    tmp_result = out_dir / ".result.json.partial"
-    tmp_result.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_result, Path(job["result"]))
+    write_json_atomic(job["result"], result, indent=1)
     return result
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from contextlib import suppress
@@ -33,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from sails.archive.ingest import download_plan
+from sails.atomic import write_json_atomic
 from sails.catalog import Catalog, Product
 from sails.errors import DownloadError, SailsError
 from sails.ids import mous_uri, parse_uid
@@ -87,9 +87,7 @@ class Manifest:
         self.files[url] = [{"kind": p.kind, "path": self._rel(p.path), "bytes": p.bytes}
                            for p in products]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "files": self.files}, indent=1))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"version": 1, "files": self.files}, indent=1)
 
     def products(self, url: str) -> list[Product] | None:
         """The recorded outputs of ``url`` if every one of them still exists."""

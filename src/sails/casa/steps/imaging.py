@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa.imaging_math import C_KMS
@@ -48,9 +49,7 @@ def _load_plan(ctx) -> dict[str, Any]:
 
 
 def _save_plan(ctx, plan: dict[str, Any]) -> None:
-    tmp = _plan_path(ctx).with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan, indent=2))
-    tmp.replace(_plan_path(ctx))
+    write_json_atomic(_plan_path(ctx), plan, indent=2)
 
 
 def _casa_dir(ctx) -> Path:
