@@ -12,6 +12,7 @@ from typing import Any
 
 from sails.casa import imaging_math as im
 from sails.casa.tools import opened
+from sails.constants import C_KMS
 
 EXCLUDED_SPW_TAGS = ("WVR", "SQLD", "CH_AVG")
 
@@ -196,7 +197,7 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
     # tclean refuses a width below the widest input channel (slightly above it is fine).
     widths = [abs(s["lsrk_hz"][1] - s["lsrk_hz"][0]) if len(s["lsrk_hz"]) > 1
               else s["chan_width_hz"] for _, s in per_ms]
-    native = im.C_KMS * max(max(widths), s0["chan_width_hz"]) / rest * (1 + 1e-5)
+    native = C_KMS * max(max(widths), s0["chan_width_hz"]) / rest * (1 + 1e-5)
     width = float(cfg["channel_width_kms"] or 0.0) or native
     if width < native * 0.999:
         warnings.append(f"{ln['name']}: channel width {width:.3f} km/s is finer than the "

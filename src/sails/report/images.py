@@ -13,6 +13,8 @@ from pathlib import Path
 
 import matplotlib
 
+from sails.constants import C_KMS
+
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,8 +34,6 @@ from sails.imaging.preview import (  # noqa: E402
 
 __all__ = ["PreviewError", "continuum_png", "moments_png", "pair_png", "peak_world",
            "spectrum_png"]
-
-C_KMS = 299792.458
 
 
 def continuum_png(fits_path: Path, out: Path, title: str = "") -> dict:

@@ -25,8 +25,8 @@ import numpy as np
 
 from sails.atomic import write_json_atomic
 from sails.casa.tools import opened, released
+from sails.constants import C_M_S
 
-C_MS = 299792458.0
 LN2 = math.log(2.0)
 ARCSEC = math.pi / 180.0 / 3600.0
 
@@ -154,7 +154,7 @@ class EBBuilder:
         if rho == 0.0:
             return np.ones_like(freqs)
         d, eps = self.plan["pb_dish_m"], self.plan["pb_blockage_m"] / self.plan["pb_dish_m"]
-        x = math.pi * d * rho * freqs / C_MS
+        x = math.pi * d * rho * freqs / C_M_S
         amp = (2 * j1(x) / x - eps * eps * 2 * j1(eps * x) / (eps * x)) / (1 - eps * eps)
         return amp * amp
 
@@ -162,7 +162,7 @@ class EBBuilder:
                  obj: dict[str, Any]) -> np.ndarray:
         """Unit-flux visibility (nchan, nrow) of a point/Gaussian at an offset, PB applied."""
         lval, mval, nm1 = self._lm(field, obj["dx_arcsec"], obj["dy_arcsec"])
-        scale = freqs[:, None] / C_MS
+        scale = freqs[:, None] / C_M_S
         u, v, w = (uvw[i][None, :] * scale for i in range(3))
         vis = np.exp(2j * math.pi * (u * lval + v * mval + w * nm1))
         major = obj.get("major_arcsec", 0.0)

@@ -25,8 +25,8 @@ import numpy as np
 from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
-from sails.casa.imaging_math import C_KMS
 from sails.casa.tools import opened, released
+from sails.constants import C_KMS
 
 PLAN_NAME = "plan.json"
 CALLS_NAME = "casa_calls.json"
