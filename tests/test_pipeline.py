@@ -22,6 +22,8 @@ from pipeline_helpers import (
 )
 from sails.fakes.archive import ArchiveServer
 
+pytestmark = pytest.mark.casa  # every test runs the stages on a simulated (CASA) MOUS
+
 BAD_MOUS = "uid://A001/X9999/X1"
 
 
