@@ -1,7 +1,7 @@
 """Download throughput against curl, and the cost of an interrupted-then-resumed transfer.
 
 Serves a generated 2 GiB file (sparse, with random blocks; in a temporary folder that is
-deleted afterwards) from ``sails.sim.serve.ArchiveServer`` on 127.0.0.1 (in a child process),
+deleted afterwards) from ``sails.fakes.archive.ArchiveServer`` on 127.0.0.1 (in a child process),
 then in one run:
 
 1. throughput: ``curl -o`` vs ``sails.transfer.download_file`` of the same file, alternated,
@@ -42,7 +42,7 @@ MOUS = "uid___A001_Xbe_X1"
 # a Python interpreter with it; /_stats reports the body bytes it has sent.
 SERVER = """
 import json, sys
-from sails.sim.serve import ArchiveServer
+from sails.fakes.archive import ArchiveServer
 
 def stats(handler, params):
     body = json.dumps({"bytes_sent": server.bytes_sent}).encode()
@@ -226,7 +226,7 @@ def main() -> None:
             mb = size / 1e6
             med = statistics.median
             print(f"file: {size} bytes ({args.size_mb} MiB), {args.rounds} rounds each,"
-                  f" served by sails.sim.serve.ArchiveServer (own process) on 127.0.0.1,"
+                  f" served by sails.fakes.archive.ArchiveServer (own process) on 127.0.0.1,"
                   f" written to {out_dir.parent}; load average {os.getloadavg()[0]:.1f}"
                   f" on {os.cpu_count()} cores")
             for name, walls, cpus in (("curl -o", curl_s, curl_cpu),

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from sails.demo import ingest_from_server, tap_routes
+from sails.fakes.archive import ArchiveServer
 from sails.flows.engine import run_pipeline
 from sails.project import init_project
 from sails.sim import load_truth, simulate_project
 from sails.sim.presets import customize, preset
-from sails.sim.serve import ArchiveServer
 
 
 def pipeline_once(archive: Path, root: Path, slots: int):

@@ -1,6 +1,6 @@
 """The CANFAR backend against a local fake of the session service, through the real client.
 
-The fake (sails.sim.fake_canfar) speaks skaha's HTTP API on 127.0.0.1 and runs each
+The fake (sails.fakes.canfar) speaks skaha's HTTP API on 127.0.0.1 and runs each
 session's command here; the project lives under a "VM" path and jobs see it through a
 "platform" path (a symlink), as on CANFAR with an sshfs mount.
 """
@@ -25,9 +25,9 @@ import pytest
 from sails.errors import SailsError, TransientError
 from sails.execution.base import JobSpec
 from sails.execution.canfar import CanfarAuthError, CanfarBackend, session_name
+from sails.fakes.canfar import FakeCanfar, link_platform
 from sails.ids import parse_uid
 from sails.project import init_project, open_project
-from sails.sim.fake_canfar import FakeCanfar, link_platform
 from sails.stages.base import safe_name
 
 TOKEN = "tok-3f9a1c-SECRET-never-logged"
@@ -448,13 +448,13 @@ def test_stage_context_records_the_session_in_the_catalog(fake, project, canfar_
 
 
 def test_fake_service_runs_as_a_program_for_the_demo(canfar_env, tmp_path):
-    """``python -m sails.sim.fake_canfar`` serves the real client until SIGTERM."""
+    """``python -m sails.fakes.canfar`` serves the real client until SIGTERM."""
     from canfar.sessions import Session
 
     vm, plat = tmp_path / "vmproj", tmp_path / "arc" / "projects" / "demo"
     vm.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sails.sim.fake_canfar", "--token", "demo", "--port", "0",
+        [sys.executable, "-m", "sails.fakes.canfar", "--token", "demo", "--port", "0",
          "--vm-prefix", str(vm), "--platform-prefix", str(plat), "--link",
          "--pending-seconds", "0.05"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
@@ -514,7 +514,7 @@ def test_older_status_names_and_expiry(fake, project):
 
 def test_serve_for_project_sets_up_a_demo_run(canfar_env, tmp_path, monkeypatch):
     """What the demo does for `sails run --backend canfar`: env only, no sails.toml edits."""
-    from sails.sim.fake_canfar import serve_for_project
+    from sails.fakes.canfar import serve_for_project
 
     root = init_project(tmp_path / "demo").root
     fake, env = serve_for_project(root, platform_prefix=tmp_path / "arc" / "projects" / "demo")

@@ -22,8 +22,8 @@ from sails.archive.rows import map_rows
 from sails.catalog import Block, Catalog, new_owner
 from sails.catalog.reasons import message
 from sails.errors import IllegalTransitionError, IngestError, NotFoundError, UserInputError
+from sails.fakes.tap import RECORDED_MOUS, shared_testdata_dir
 from sails.sim.archive_rows import synthetic_rows, write_alminer_csv
-from sails.sim.tap import RECORDED_MOUS, shared_testdata_dir
 
 ARCHIVE = shared_testdata_dir() / "alma-archive"
 M83 = "uid://A001/X1295/X35"

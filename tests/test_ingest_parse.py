@@ -20,8 +20,8 @@ from sails.archive import (
 from sails.archive.fsupport import matching_window
 from sails.archive.rows import map_rows
 from sails.errors import IngestError, UserInputError
+from sails.fakes.tap import AdqlError, ObsCoreTable, shared_testdata_dir, translate
 from sails.sim.archive_rows import synthetic_rows, write_alminer_csv
-from sails.sim.tap import AdqlError, ObsCoreTable, shared_testdata_dir, translate
 
 ARCHIVE = shared_testdata_dir() / "alma-archive"
 M83_FSUPPORT = (
@@ -322,7 +322,7 @@ def test_obscore_file_formats(tmp_path):
 
 
 def test_saved_tap_error_document_is_reported(tmp_path):
-    from sails.sim.tap import error_votable
+    from sails.fakes.tap import error_votable
 
     (tmp_path / "err.xml").write_bytes(error_votable("Query timeout after 600 s"))
     with pytest.raises(IngestError, match="failed TAP query: Query timeout after 600 s"):

@@ -16,8 +16,7 @@ from sails.archive.tables import read_obscore_file
 from sails.catalog import Catalog
 from sails.config import Archive
 from sails.errors import IngestError
-from sails.sim.archive_rows import mous_uid, synthetic_rows
-from sails.sim.tap import (
+from sails.fakes.tap import (
     RECORDED_MOUS,
     Link,
     ObsCoreTable,
@@ -25,6 +24,7 @@ from sails.sim.tap import (
     serve_fake_archive,
     shared_testdata_dir,
 )
+from sails.sim.archive_rows import mous_uid, synthetic_rows
 
 ARCHIVE_DIR = shared_testdata_dir() / "alma-archive"
 M83 = "uid://A001/X1295/X35"

@@ -20,7 +20,9 @@ from pipeline_helpers import (
     starts_per_stage,
     tap_routes,
 )
-from sails.sim.serve import ArchiveServer
+from sails.fakes.archive import ArchiveServer
+
+pytestmark = pytest.mark.casa  # every test runs the stages on a simulated (CASA) MOUS
 
 BAD_MOUS = "uid://A001/X9999/X1"
 

@@ -17,9 +17,9 @@ import re
 import pytest
 
 from pipeline_helpers import final_products, ingested_project, sails_cmd, tap_routes
+from sails.fakes.archive import ArchiveServer
+from sails.fakes.canfar import serve_for_project
 from sails.ids import parse_uid
-from sails.sim.fake_canfar import serve_for_project
-from sails.sim.serve import ArchiveServer
 
 CASA_STAGES = ("verify", "split", "selfcal", "image")
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from astropy.io.votable import parse_single_table
 
-from sails.sim.serve import ArchiveServer, human_size
-from sails.sim.tap import shared_testdata_dir
+from sails.fakes.archive import ArchiveServer, human_size
+from sails.fakes.tap import shared_testdata_dir
 from transfer_fixtures import make_mous, tree_bytes
 
 REAL = shared_testdata_dir() / "alma-archive" / "alma-datalink.xml"

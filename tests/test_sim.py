@@ -14,11 +14,11 @@ import pytest
 
 from conftest import SimMous, run_casa_check
 from sails.errors import UserInputError
+from sails.fakes.tap import shared_testdata_dir
 from sails.sim import MousSpec, TargetSpec, customize, preset, simulate_mous
 from sails.sim.archive import ALMINER_COLUMNS, OBSCORE_COLUMNS, read_obscore
 from sails.sim.plan import make_plan
 from sails.sim.presets import tiny
-from sails.sim.tap import shared_testdata_dir
 
 TESTDATA = shared_testdata_dir() / "alma-archive"
 REAL_HEADER = TESTDATA / "alma-onerow.txt"
@@ -38,6 +38,7 @@ def tiny_summary(sim_tiny: SimMous, tmp_path_factory) -> dict:
 
 
 # ----------------------------------------------------------------------------- realism
+@pytest.mark.casa
 def test_listobs_shows_scans_intents_fields_spws_antennas(sim_tiny, tiny_summary):
     truth, s = sim_tiny.truth, tiny_summary
     eb = truth["ebs"][0]
@@ -73,6 +74,7 @@ def test_listobs_shows_scans_intents_fields_spws_antennas(sim_tiny, tiny_summary
     assert 0.0 < s["flag_fraction"] < 0.3
 
 
+@pytest.mark.casa
 def test_mous_folder_layout(sim_tiny):
     p = sim_tiny.path
     assert p.name == sim_tiny.mous_fs and re.fullmatch(r"uid___A001_X[0-9a-f]+_X[0-9a-f]+",
@@ -86,6 +88,7 @@ def test_mous_folder_layout(sim_tiny):
 
 
 # ----------------------------------------------------------------------------- determinism
+@pytest.mark.casa
 def test_same_seed_same_visibilities_other_seed_differs(sim_tiny, tmp_path):
     again = simulate_mous(tmp_path / "a", tiny()[0], seed=1)
     other = simulate_mous(tmp_path / "b", tiny()[0], seed=2)
@@ -101,6 +104,7 @@ def test_same_seed_same_visibilities_other_seed_differs(sim_tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------------- honest truth
+@pytest.mark.casa
 def test_tclean_recovers_continuum_fluxes_and_positions(sim_tiny, tiny_summary, tmp_path):
     truth = sim_tiny.truth
     spw = ",".join(str(i) for i in truth["science_spw_ids"])
@@ -124,6 +128,7 @@ def test_tclean_recovers_continuum_fluxes_and_positions(sim_tiny, tiny_summary, 
             assert math.hypot(dra, ddec) < 0.1 * beam, (tgt["name"], c, fit, beam)
 
 
+@pytest.mark.casa
 def test_tclean_recovers_line_integrated_flux(sim_tiny, tiny_summary, tmp_path):
     truth = sim_tiny.truth
     tgt = next(t for t in truth["targets"] if t["line"])
@@ -140,6 +145,7 @@ def test_tclean_recovers_line_integrated_flux(sim_tiny, tiny_summary, tmp_path):
     assert res["integrated_flux_jykms"] == pytest.approx(line["integrated_flux_jykms"], rel=0.1)
 
 
+@pytest.mark.casa
 def test_phase_errors_lower_peak_snr(sim_tiny, sim_tiny_phase, tiny_summary, tmp_path):
     assert sim_tiny_phase.truth["phase_errors"]["rms_deg"] == 60.0
     tgt = sim_tiny.truth["targets"][0]["name"]
@@ -154,6 +160,7 @@ def test_phase_errors_lower_peak_snr(sim_tiny, sim_tiny_phase, tiny_summary, tmp
     assert snr["phase"]["snr"] < 0.8 * snr["clean"]["snr"]
 
 
+@pytest.mark.casa
 def test_selfcal_fixture_is_demo_sized(sim_selfcal):
     t = sim_selfcal.truth
     assert len(t["ebs"]) == 2 and len(t["targets"]) == 2 and len(t["antennas"]) == 20
@@ -164,6 +171,7 @@ def test_selfcal_fixture_is_demo_sized(sim_selfcal):
 
 
 # ----------------------------------------------------------------------------- archive view
+@pytest.mark.casa
 def test_obscore_rows_match_real_archive_columns(sim_tiny):
     real_cols = REAL_HEADER.read_text().splitlines()[0].split()
     assert list(OBSCORE_COLUMNS) == real_cols
@@ -189,6 +197,7 @@ def test_obscore_rows_match_real_archive_columns(sim_tiny):
     assert row["s_ra"] == pytest.approx(t["ra_deg"]) and row["s_dec"] == pytest.approx(t["dec_deg"])
 
 
+@pytest.mark.casa
 def test_alminer_csv_has_alminer_and_obscore_columns(sim_tiny):
     from astropy.table import Table
 
@@ -278,6 +287,7 @@ def test_cli_unwritable_output(tmp_path):
     assert proc.returncode == 2 and "cannot write to output folder" in proc.stdout
 
 
+@pytest.mark.casa
 def test_cli_generates_tiny_with_odd_names(tmp_path):
     proc = _sails("sim", "-P", "tiny", "--seed", "3", "--name", "Src 'A' +1", "--name",
                   'B"2;*', str(tmp_path / "out"), cwd=tmp_path)

@@ -14,8 +14,8 @@ from astropy.io.votable import parse_single_table
 from sails.catalog import Block, Product, new_owner
 from sails.catalog.reasons import message
 from sails.errors import DownloadError
+from sails.fakes.archive import ArchiveServer
 from sails.project import init_project
-from sails.sim.serve import ArchiveServer
 from sails.stages.download import download_mous
 from sails.stages.execute import run_one
 from sails.transfer import LogProgress

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from sails.atomic import write_text_atomic
+
 SITECONFIG_TEXT = """\
 # Written by ALMA-SAILS: offline CASA, measures from the casadata wheel.
 import casadata
@@ -36,9 +38,7 @@ def ensure_siteconfig() -> Path:
         current = None
     if current != SITECONFIG_TEXT:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(SITECONFIG_TEXT)
-        os.replace(tmp, path)
+        write_text_atomic(path, SITECONFIG_TEXT)
     return path
 
 

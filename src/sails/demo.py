@@ -48,7 +48,7 @@ def prepare_dir(directory: Path) -> Path:
 
 def tap_routes(obscore_file: Path) -> dict:
     """Mount a TAP sync service over an ObsCore table on an :class:`ArchiveServer`."""
-    from sails.sim.tap import ObsCoreTable, handle_tap_sync
+    from sails.fakes.tap import ObsCoreTable, handle_tap_sync
 
     table = ObsCoreTable.from_file(obscore_file)
     return {"/tap/sync": lambda handler, params: handle_tap_sync(handler, params, table)}
@@ -88,7 +88,7 @@ def fake_canfar_for_demo(root: Path, project_root: Path,
     Jobs see the project through a symlink ``<demo>/arc/projects/demo`` (the platform
     path, as /arc/projects/<name> on CANFAR). The fake and the env go away on exit.
     """
-    from sails.sim.fake_canfar import serve_for_project
+    from sails.fakes.canfar import serve_for_project
 
     fake, env = serve_for_project(project_root, token=f"demo-{os.getpid()}",
                                   platform_prefix=root / "arc" / "projects" / "demo")
@@ -137,9 +137,9 @@ def run_demo(directory: Path, *, preset: str = "demo", seed: int = 1,
 def _run(project, *, archive_dir: Path, preset: str, seed: int, max_parallel: int | None,
          backend: str | None, log: Callable[[str], None], run: Callable | None,
          t_all: float) -> DemoResult:
+    from sails.fakes.archive import ArchiveServer
     from sails.flows.engine import run_pipeline
     from sails.sim import load_truth, simulate_project
-    from sails.sim.serve import ArchiveServer
 
     timings: dict[str, float] = {}
 

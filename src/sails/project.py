@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sails.atomic import write_text_atomic
 from sails.config import CONFIG_NAME, DEFAULT_TOML, Settings, load_settings
 from sails.errors import ProjectNotFoundError, SailsError
 from sails.ids import parse_uid
@@ -131,9 +132,7 @@ def init_project(root: str | os.PathLike) -> Project:
         root.mkdir(parents=True, exist_ok=True)
         cfg = root / CONFIG_NAME
         if not cfg.exists():
-            tmp = cfg.with_suffix(".toml.tmp")
-            tmp.write_text(DEFAULT_TOML, encoding="utf-8")
-            os.replace(tmp, cfg)
+            write_text_atomic(cfg, DEFAULT_TOML)
         project = Project(root=root, settings=load_settings(cfg))
         for d in project.layout_dirs():
             d.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sails.archive.fsupport import matching_window, parse_frequency_support
+from sails.constants import C_KMS, C_M_S
 from sails.errors import IngestError
 from sails.ids import parse_uid
-
-C_M_S = 299_792_458.0
-C_KMS = C_M_S / 1000.0
 
 # canonical name -> accepted column names (first match wins, case-insensitive)
 REQUIRED: dict[str, tuple[str, ...]] = {

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-C_M_S = 299792458.0
-C_KMS = 299792.458
-RAD_ARCSEC = 206264.80624709636
+from sails.constants import C_KMS, C_M_S, RAD_ARCSEC
+
 PB_FWHM_FACTOR = 1.13  # ALMA 12-m: PB FWHM ~ 1.13 lambda / D
 
 

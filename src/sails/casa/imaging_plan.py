@@ -12,6 +12,8 @@ from typing import Any
 
 from sails.casa import imaging_math as im
 from sails.casa.contract import BadInput
+from sails.casa.tools import opened
+from sails.constants import C_KMS
 
 EXCLUDED_SPW_TAGS = ("WVR", "SQLD", "CH_AVG")
 
@@ -33,24 +35,13 @@ def _field_id(msmd, name: str, vis: str) -> int:
 
 
 def _has_column(vis: str, column: str) -> bool:
-    import casatools
-
-    tb = casatools.table()
-    try:
-        tb.open(vis)
+    with opened("table", vis) as tb:
         return column in tb.colnames()
-    finally:
-        tb.close()
 
 
 def describe_ms(vis: str, field: str, datacolumn: str = "auto") -> dict[str, Any]:
     """Field id, science spws with LSRK channel frequencies, longest baseline, dish size."""
-    import casatools
-
-    msmd = casatools.msmetadata()
-    ms = casatools.ms()
-    msmd.open(vis)
-    try:
+    with opened("msmetadata", vis) as msmd:
         fid = _field_id(msmd, field, vis)
         names = list(msmd.namesforspws())
         spws = []
@@ -61,20 +52,15 @@ def describe_ms(vis: str, field: str, datacolumn: str = "auto") -> dict[str, Any
             spws.append({"id": s, "name": name, "nchan": int(msmd.nchan(s)),
                          "chan_width_hz": float(abs(msmd.chanwidths(s)[0]))})
         dish = min(float(msmd.antennadiameter(a)["value"]) for a in range(msmd.nantennas()))
-    finally:
-        msmd.close()
     if not spws:
         raise PlanError(f"no science spectral window for field {field!r} in {vis}")
-    ms.open(vis)
-    try:
+    with opened("ms", vis) as ms:
         for spw in spws:
             freqs = ms.cvelfreqs(spwids=[spw["id"]], fieldids=[fid], mode="channel",
                                  outframe="LSRK")
             spw["lsrk_hz"] = [float(f) for f in freqs]
         ms.msselect({"field": str(fid)})
         uvmax = float(ms.range(["uvdist"])["uvdist"][1])
-    finally:
-        ms.close()
     if datacolumn == "auto":
         datacolumn = "corrected" if _has_column(vis, "CORRECTED_DATA") else "data"
     return {"vis": vis, "field_id": fid, "spws": spws, "max_baseline_m": uvmax,
@@ -104,8 +90,6 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
               lines: list[dict[str, Any]], cfg: dict[str, Any], stem: str,
               spw_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything tclean needs for the continuum and each cube of one target."""
-    import casatools
-
     spw_labels = spw_labels or {}
     vsys = float(cfg["systemic_velocity_kms"])
     window = float(cfg["velocity_window_kms"])
@@ -121,11 +105,8 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
     dish = min(m["dish_m"] for m in mss + line_mss)
     cell = im.cell_arcsec(fmax, bmax, float(cfg["pixels_per_beam"]))
     pb_fwhm = im.pb_fwhm_arcsec(fmin, dish)
-    su = casatools.synthesisutils()
-    try:
+    with opened("synthesisutils") as su:
         imsize = int(su.getOptimumSize(im.raw_imsize(pb_fwhm, float(cfg["pb_factor"]), cell)))
-    finally:
-        su.done()
 
     # Continuum: line-free channels of every science spw, per measurement set.
     cont_sel, cont_ranges, nfree, ntot, cont_spw_ids = [], [], 0, 0, set()
@@ -217,7 +198,7 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
     # tclean refuses a width below the widest input channel (slightly above it is fine).
     widths = [abs(s["lsrk_hz"][1] - s["lsrk_hz"][0]) if len(s["lsrk_hz"]) > 1
               else s["chan_width_hz"] for _, s in per_ms]
-    native = im.C_KMS * max(max(widths), s0["chan_width_hz"]) / rest * (1 + 1e-5)
+    native = C_KMS * max(max(widths), s0["chan_width_hz"]) / rest * (1 + 1e-5)
     width = float(cfg["channel_width_kms"] or 0.0) or native
     if width < native * 0.999:
         warnings.append(f"{ln['name']}: channel width {width:.3f} km/s is finer than the "

@@ -12,15 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from sails.casa.tools import opened
+
 MAD_TO_SIGMA = 1.4826
 
 
 def read(imagename: str) -> np.ndarray:
-    import casatools
-
-    ia = casatools.image()
-    ia.open(imagename)
-    try:
+    with opened("image", imagename) as ia:
         data = ia.getchunk(dropdeg=False)
         try:
             pmask = ia.getchunk(getmask=True, dropdeg=False)
@@ -28,8 +26,6 @@ def read(imagename: str) -> np.ndarray:
         except Exception:  # noqa: BLE001 - images without a pixel mask
             pass
         return np.asarray(data, dtype=float)
-    finally:
-        ia.close()
 
 
 def robust_sigma(values: np.ndarray, clip: float = 4.0, rounds: int = 5) -> float:
@@ -69,14 +65,8 @@ def noise(image: str, pb: str | None, pblimit: float, mask: str | None = None,
 
 def beam(image: str) -> list[float]:
     """[bmaj_arcsec, bmin_arcsec, bpa_deg] (the median of per-plane beams for a cube)."""
-    import casatools
-
-    ia = casatools.image()
-    ia.open(image)
-    try:
+    with opened("image", image) as ia:
         rb = ia.restoringbeam()
-    finally:
-        ia.close()
     if "beams" in rb:
         planes = [b for ch in rb["beams"].values() for b in ch.values()]
         maj = float(np.median([_arcsec(b["major"]) for b in planes]))
@@ -157,30 +147,20 @@ def signal_mask(cube: np.ndarray, sigma: float, hi: float, lo: float,
 
 def write_like(template: str, outfile: str, pixels: np.ndarray, unit: str = "") -> str:
     """A CASA image with ``template``'s coordinates and ``pixels``."""
-    import casatools
-
-    ia = casatools.image()
-    ia.open(template)
-    try:
+    with opened("image", template) as ia:
         csys = ia.coordsys().torecord()
-    finally:
-        ia.close()
-    out = casatools.image()
-    out.fromarray(outfile=outfile, pixels=np.asarray(pixels, dtype=float), csys=csys,
-                  overwrite=True)
-    if unit:
-        out.setbrightnessunit(unit)
-    out.close()
+    with opened("image") as out:
+        out.fromarray(outfile=outfile, pixels=np.asarray(pixels, dtype=float), csys=csys,
+                      overwrite=True)
+        if unit:
+            out.setbrightnessunit(unit)
     return outfile
 
 
 def apparent_sensitivity(vis: list[str], fields: list[int], spws: list[str], imsize: int,
                          cell_arcsec: float, weighting: str, robust: float) -> float | None:
     """imager.apparentsens for the same data selection and weighting as the image (Jy/beam)."""
-    import casatools
-
-    imt = casatools.imager()
-    try:
+    with opened("imager") as imt:
         for v, f, s in zip(vis, fields, spws, strict=True):
             imt.selectvis(vis=v, field=[int(f)], spw=s)
         imt.defineimage(nx=imsize, ny=imsize, cellx=f"{cell_arcsec}arcsec",
@@ -190,8 +170,6 @@ def apparent_sensitivity(vis: list[str], fields: list[int], spws: list[str], ims
         else:
             imt.weight(type=weighting)
         res = imt.apparentsens()
-    finally:
-        imt.close()
     ok, sens = bool(res[0]), float(res[1])
     return sens if ok and sens > 0 else None
 

@@ -22,7 +22,7 @@ def serve_command(
     import signal
     import sys
 
-    from sails.sim.serve import ArchiveServer
+    from sails.fakes.archive import ArchiveServer
 
     # SIGTERM (a test harness, `kill`) ends like Ctrl-C: the tarball cache is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

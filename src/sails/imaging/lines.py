@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
+from sails.constants import C_KMS
 from sails.errors import ConfigError
 
-C_KMS = 299792.458
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from sails.atomic import write_text_atomic
 from sails.report.assets import CHECK_IMAGES_JS, CSS, SORT_JS
 
 STATE_ORDER = ("pending", "running", "done", "failed", "skipped", "blocked")
@@ -149,6 +150,4 @@ def page(title: str, body: str, root: str, active: str = "", extra_js: str = "")
 def write_atomic(path: Path, text: str) -> None:
     """Readers (a browser open on the report) never see a half-written page."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
-from sails.report.images import _save  # noqa: E402
+from sails.imaging.preview import save_png  # noqa: E402
 
 STATE_COLOURS = {
     "pending": "#9e9e9e",
@@ -44,7 +44,7 @@ def snr_gain(gains: list[float], out: Path) -> bool:
     ax.set_title(f"Self-calibration S/N gain (n = {g.size})", fontsize=10)
     ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.14, top=0.91)
-    _save(fig, out)
+    save_png(fig, out)
     return True
 
 
@@ -76,7 +76,7 @@ def rms_vs_theory(pairs: list[tuple[float, float, str]], out: Path) -> bool:
     ax.set_title(f"Image rms against theoretical (n = {len(pts)})", fontsize=10)
     ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)
-    _save(fig, out)
+    save_png(fig, out)
     return True
 
 
@@ -97,7 +97,7 @@ def wall_times(durations: dict[str, list[float]], out: Path) -> bool:
     ax.set_title(f"Stage wall times (total {total_h:.2f} h)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.17, top=0.91)
-    _save(fig, out)
+    save_png(fig, out)
     return True
 
 
@@ -122,5 +122,5 @@ def sky_map(points: list[tuple[float, float, str]], out: Path) -> bool:
     ax.set_title(f"Targets on the sky ({len(points)})", fontsize=10, pad=12)
     ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.12, -0.05))
     fig.subplots_adjust(left=0.04, right=0.88, bottom=0.05, top=0.88)
-    _save(fig, out)
+    save_png(fig, out)
     return True

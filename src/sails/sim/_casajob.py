@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
-C_MS = 299792458.0
+from sails.atomic import write_json_atomic
+from sails.casa.tools import opened, released
+from sails.constants import C_M_S
+
 LN2 = math.log(2.0)
 ARCSEC = math.pi / 180.0 / 3600.0
 
@@ -50,7 +53,6 @@ class EBBuilder:
     def __init__(self, plan: dict[str, Any], eb: dict[str, Any], ms: Path) -> None:
         import casatools
 
-        self.ct = casatools
         self.plan, self.eb, self.ms = plan, eb, ms
         self.me = casatools.measures()
         self.qa = casatools.quanta()
@@ -73,73 +75,68 @@ class EBBuilder:
 
     def build_skeleton(self) -> None:
         plan, eb = self.plan, self.eb
-        sm = self.ct.simulator()
         ants = plan["antennas"]
-        sm.open(str(self.ms))
-        sm.setconfig(telescopename="ALMA", x=[a["x"] for a in ants], y=[a["y"] for a in ants],
-                     z=[a["z"] for a in ants], dishdiameter=[a["diam"] for a in ants],
-                     mount=["alt-az"], antname=[a["name"] for a in ants],
-                     padname=[a["station"] for a in ants], coordsystem="local",
-                     referencelocation=self.me.observatory("ALMA"))
-        # ALMA tunes the windows at the start of each EB so the LSRK sky frequencies land
-        # where the proposal asked: the TOPO frequencies differ from EB to EB.
-        ratio = self._topo_ratio(eb["start_utc"], plan["targets"][0])
-        self.topo_ratio = ratio
-        for s in plan["spws"]:
-            width = s["chan_width_mhz"] * 1e6
-            center = s["center_ghz"] * 1e9 * (ratio if s["kind"] != "WVR" else 1.0)
-            first = center - (s["nchan"] - 1) / 2.0 * width
-            sm.setspwindow(spwname=s["name"], freq=f"{first!r}Hz", deltafreq=f"{width!r}Hz",
-                           freqresolution=f"{width!r}Hz", nchannels=s["nchan"],
-                           stokes="XX YY", refcode="TOPO")
-        sm.setfeed(mode="perfect X Y")
-        for f in self.fields:
-            sm.setfield(sourcename=f["name"], sourcedirection=self._direction(f))
-        sm.setlimits(shadowlimit=0.001, elevationlimit="3deg")
-        sm.setauto(autocorrwt=0.0)
-        sm.settimes(integrationtime=f"{plan['integration_s']}s", usehourangle=False,
-                    referencetime=self.me.epoch("UTC", eb["start_utc"]))
-        for sc in eb["scans"]:
+        with opened("simulator", str(self.ms)) as sm:
+            sm.setconfig(telescopename="ALMA", x=[a["x"] for a in ants], y=[a["y"] for a in ants],
+                         z=[a["z"] for a in ants], dishdiameter=[a["diam"] for a in ants],
+                         mount=["alt-az"], antname=[a["name"] for a in ants],
+                         padname=[a["station"] for a in ants], coordsystem="local",
+                         referencelocation=self.me.observatory("ALMA"))
+            # ALMA tunes the windows at the start of each EB so the LSRK sky frequencies land
+            # where the proposal asked: the TOPO frequencies differ from EB to EB.
+            ratio = self._topo_ratio(eb["start_utc"], plan["targets"][0])
+            self.topo_ratio = ratio
             for s in plan["spws"]:
-                sm.observe(sourcename=sc["field"], spwname=s["name"],
-                           starttime=f"{sc['start_s']}s", stoptime=f"{sc['stop_s']}s",
-                           state_obs_mode=sc["intent"])
-        sm.close()
+                width = s["chan_width_mhz"] * 1e6
+                center = s["center_ghz"] * 1e9 * (ratio if s["kind"] != "WVR" else 1.0)
+                first = center - (s["nchan"] - 1) / 2.0 * width
+                sm.setspwindow(spwname=s["name"], freq=f"{first!r}Hz", deltafreq=f"{width!r}Hz",
+                               freqresolution=f"{width!r}Hz", nchannels=s["nchan"],
+                               stokes="XX YY", refcode="TOPO")
+            sm.setfeed(mode="perfect X Y")
+            for f in self.fields:
+                sm.setfield(sourcename=f["name"], sourcedirection=self._direction(f))
+            sm.setlimits(shadowlimit=0.001, elevationlimit="3deg")
+            sm.setauto(autocorrwt=0.0)
+            sm.settimes(integrationtime=f"{plan['integration_s']}s", usehourangle=False,
+                        referencetime=self.me.epoch("UTC", eb["start_utc"]))
+            for sc in eb["scans"]:
+                for s in plan["spws"]:
+                    sm.observe(sourcename=sc["field"], spwname=s["name"],
+                               starttime=f"{sc['start_s']}s", stoptime=f"{sc['stop_s']}s",
+                               state_obs_mode=sc["intent"])
 
     def fix_metadata(self) -> None:
         """Scan numbers as ALMA writes them, BBC_NO, project/EB ids, drop MODEL_DATA."""
-        tb = self.ct.table()
         plan, eb = self.plan, self.eb
-        tb.open(str(self.ms), nomodify=False)
-        sim_scan = tb.getcol("SCAN_NUMBER")
-        times = tb.getcol("TIME")
-        starts = {}
-        for s in np.unique(sim_scan):
-            starts[int(s)] = float(times[sim_scan == s].min())
-        order = sorted(set(round(v, 3) for v in starts.values()))
-        if len(order) != len(eb["scans"]):
-            raise RuntimeError(f"expected {len(eb['scans'])} scans, simulator made {len(order)}")
-        remap = {s: order.index(round(t, 3)) + 1 for s, t in starts.items()}
-        tb.putcol("SCAN_NUMBER", np.array([remap[int(s)] for s in sim_scan], dtype=np.int32))
-        drop = ["MODEL_DATA"] + (["CORRECTED_DATA"] if plan["datacolumn"] == "data" else [])
-        tb.removecols([c for c in drop if c in tb.colnames()])
-        tb.close()
+        with opened("table", str(self.ms), nomodify=False) as tb:
+            sim_scan = tb.getcol("SCAN_NUMBER")
+            times = tb.getcol("TIME")
+            starts = {}
+            for s in np.unique(sim_scan):
+                starts[int(s)] = float(times[sim_scan == s].min())
+            order = sorted(set(round(v, 3) for v in starts.values()))
+            if len(order) != len(eb["scans"]):
+                raise RuntimeError(f"expected {len(eb['scans'])} scans, simulator made "
+                                   f"{len(order)}")
+            remap = {s: order.index(round(t, 3)) + 1 for s, t in starts.items()}
+            tb.putcol("SCAN_NUMBER", np.array([remap[int(s)] for s in sim_scan], dtype=np.int32))
+            drop = ["MODEL_DATA"] + (["CORRECTED_DATA"] if plan["datacolumn"] == "data" else [])
+            tb.removecols([c for c in drop if c in tb.colnames()])
 
-        tb.open(str(self.ms / "SPECTRAL_WINDOW"), nomodify=False)
-        if "BBC_NO" not in tb.colnames():
-            tb.addcols({"BBC_NO": {"valueType": "int", "dataManagerType": "StandardStMan",
-                                   "dataManagerGroup": "StandardStMan", "option": 0,
-                                   "maxlen": 0, "comment": "Baseband converter number"}})
-        tb.putcol("BBC_NO", np.array([s["bbc_no"] for s in plan["spws"]], dtype=np.int32))
-        tb.close()
+        with opened("table", str(self.ms / "SPECTRAL_WINDOW"), nomodify=False) as tb:
+            if "BBC_NO" not in tb.colnames():
+                tb.addcols({"BBC_NO": {"valueType": "int", "dataManagerType": "StandardStMan",
+                                       "dataManagerGroup": "StandardStMan", "option": 0,
+                                       "maxlen": 0, "comment": "Baseband converter number"}})
+            tb.putcol("BBC_NO", np.array([s["bbc_no"] for s in plan["spws"]], dtype=np.int32))
 
-        tb.open(str(self.ms / "OBSERVATION"), nomodify=False)
-        tb.putcol("PROJECT", np.array([plan["proposal_id"]]))
-        tb.putcol("OBSERVER", np.array(["sails-sim"]))
-        tb.putcell("SCHEDULE", 0, np.array([f"SchedulingBlock {plan['schedblock_uid']}",
-                                            f"ExecBlock {eb['uid']}"]))
-        tb.putcol("SCHEDULE_TYPE", np.array(["ALMA"]))
-        tb.close()
+        with opened("table", str(self.ms / "OBSERVATION"), nomodify=False) as tb:
+            tb.putcol("PROJECT", np.array([plan["proposal_id"]]))
+            tb.putcol("OBSERVER", np.array(["sails-sim"]))
+            tb.putcell("SCHEDULE", 0, np.array([f"SchedulingBlock {plan['schedblock_uid']}",
+                                                f"ExecBlock {eb['uid']}"]))
+            tb.putcol("SCHEDULE_TYPE", np.array(["ALMA"]))
 
     # ----------------------------------------------------------------- sky model
     def _lm(self, field: dict[str, Any], dx: float, dy: float) -> tuple[float, float, float]:
@@ -157,7 +154,7 @@ class EBBuilder:
         if rho == 0.0:
             return np.ones_like(freqs)
         d, eps = self.plan["pb_dish_m"], self.plan["pb_blockage_m"] / self.plan["pb_dish_m"]
-        x = math.pi * d * rho * freqs / C_MS
+        x = math.pi * d * rho * freqs / C_M_S
         amp = (2 * j1(x) / x - eps * eps * 2 * j1(eps * x) / (eps * x)) / (1 - eps * eps)
         return amp * amp
 
@@ -165,7 +162,7 @@ class EBBuilder:
                  obj: dict[str, Any]) -> np.ndarray:
         """Unit-flux visibility (nchan, nrow) of a point/Gaussian at an offset, PB applied."""
         lval, mval, nm1 = self._lm(field, obj["dx_arcsec"], obj["dy_arcsec"])
-        scale = freqs[:, None] / C_MS
+        scale = freqs[:, None] / C_M_S
         u, v, w = (uvw[i][None, :] * scale for i in range(3))
         vis = np.exp(2j * math.pi * (u * lval + v * mval + w * nm1))
         major = obj.get("major_arcsec", 0.0)
@@ -246,103 +243,98 @@ class EBBuilder:
     # ----------------------------------------------------------------- data
     def fill(self) -> dict[str, Any]:
         plan, eb = self.plan, self.eb
-        tb = self.ct.table()
-        tb.open(str(self.ms / "SPECTRAL_WINDOW"))
-        chan_freq = [tb.getcell("CHAN_FREQ", i) for i in range(tb.nrows())]
-        chan_width = [tb.getcell("CHAN_WIDTH", i) for i in range(tb.nrows())]
-        tb.close()
-        tb.open(str(self.ms / "DATA_DESCRIPTION"))
-        dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
-        tb.close()
-        tb.open(str(self.ms / "FIELD"))
-        field_names = list(tb.getcol("NAME"))
-        tb.close()
+        with opened("table", str(self.ms / "SPECTRAL_WINDOW")) as tb:
+            chan_freq = [tb.getcell("CHAN_FREQ", i) for i in range(tb.nrows())]
+            chan_width = [tb.getcell("CHAN_WIDTH", i) for i in range(tb.nrows())]
+        with opened("table", str(self.ms / "DATA_DESCRIPTION")) as tb:
+            dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
+        with opened("table", str(self.ms / "FIELD")) as tb:
+            field_names = list(tb.getcol("NAME"))
         by_name = {f["name"]: f for f in self.fields}
         field_of = [by_name[n] for n in field_names]
         tsysf = np.array([a["tsys_factor"] for a in plan["antennas"]])
 
-        tb.open(str(self.ms), nomodify=False)
-        all_times = tb.getcol("TIME")
-        utimes = np.unique(all_times)
-        self.make_gains(utimes - utimes[0])
-        t0 = utimes[0]
-        # LSRK/TOPO ratio per scan and field (tiny changes within a scan are ignored).
-        scan_col = tb.getcol("SCAN_NUMBER")
-        field_col = tb.getcol("FIELD_ID")
-        ratios: dict[tuple[int, int], float] = {}
-        for sc in np.unique(scan_col):
-            sel = scan_col == sc
-            fid = int(field_col[sel][0])
-            tmid = float(np.median(all_times[sel]))
-            epoch = self.qa.time(self.qa.quantity(tmid, "s"), form="ymd", prec=9)[0]
-            ratios[(int(sc), fid)] = 1.0 / self._topo_ratio(epoch, field_of[fid])
-        # "quack": the first integration of every scan longer than four integrations
-        quack_t = np.full(int(scan_col.max()) + 1, -1.0)
-        for sc in np.unique(scan_col):
-            ts = np.unique(all_times[scan_col == sc])
-            if ts.size > 4:
-                quack_t[int(sc)] = ts[0]
-        has_corr = "CORRECTED_DATA" in tb.colnames()
-        stats = {"n_rows": int(tb.nrows()), "flagged": 0, "total": 0}
-        for ddid, spw_id in enumerate(dd_spw):
-            spw = plan["spws"][int(spw_id)]
-            q = tb.query(f"DATA_DESC_ID=={ddid}")
-            n = q.nrows()
-            if n == 0:
-                q.close()
-                continue
-            uvw = q.getcol("UVW")
-            a1, a2 = q.getcol("ANTENNA1"), q.getcol("ANTENNA2")
-            tcol, fcol, scol = q.getcol("TIME"), q.getcol("FIELD_ID"), q.getcol("SCAN_NUMBER")
-            flag = q.getcol("FLAG")  # (npol, nchan, nrow): shadowing / elevation flags
-            freqs = np.asarray(chan_freq[int(spw_id)])
-            widths = np.asarray(chan_width[int(spw_id)])
-            nchan = freqs.size
-            cal = np.zeros((nchan, n), dtype=np.complex128)
-            for fid in np.unique(fcol):
-                for sc in np.unique(scol[fcol == fid]):
-                    sel = (fcol == fid) & (scol == sc)
-                    cal[:, sel] = self.model(field_of[int(fid)], spw, uvw[:, sel], freqs,
-                                             widths, ratios[(int(sc), int(fid))])
-            tidx = np.searchsorted(utimes, tcol)
-            dphi = self.phase[a1, tidx] - self.phase[a2, tidx]
-            cal = cal * np.exp(1j * dphi[None, :] * (freqs / self.ref_hz)[:, None])
-            sigma_row = spw["sigma_jy"] * np.sqrt(tsysf[a1] * tsysf[a2])
-            weight_sigma = spw["weight_sigma_jy"] * np.sqrt(tsysf[a1] * tsysf[a2])
-            corr = np.empty((2, nchan, n), dtype=np.complex64)
-            for p in range(2):
-                noise = (self.rng.standard_normal((nchan, n))
-                         + 1j * self.rng.standard_normal((nchan, n))) * sigma_row[None, :]
-                corr[p] = cal + noise
-            if spw["kind"] == "WVR":
-                flag[:] = True
-            if plan["flags"]:
-                quack = tcol == quack_t[scol]
-                flag[:, :, quack] = True
-                fa = eb["flag_antenna"]
-                bad = ((a1 == fa) | (a2 == fa)) & (scol == eb["flag_scan"])
-                flag[:, :, bad] = True
-            sig = np.repeat(weight_sigma[None, :], 2, axis=0).astype(np.float32)
-            q.putcol("SIGMA", sig)
-            q.putcol("WEIGHT", (1.0 / sig ** 2).astype(np.float32))
-            q.putcol("FLAG", flag)
-            q.putcol("FLAG_ROW", np.all(flag, axis=(0, 1)))
-            if has_corr:
-                q.putcol("CORRECTED_DATA", corr)
-                raw = np.empty_like(corr)
-                for p in range(2):
-                    g1 = self.raw_gain[2 * a1 + p, tidx]
-                    g2 = self.raw_gain[2 * a2 + p, tidx]
-                    dly = (self.delay_ns[2 * a1 + p] - self.delay_ns[2 * a2 + p]) * 1e-9
-                    bp = np.exp(2j * math.pi * (freqs - freqs.mean())[:, None] * dly[None, :])
-                    raw[p] = corr[p] * (g1 * np.conj(g2))[None, :] * bp
-                q.putcol("DATA", raw)
-            else:
-                q.putcol("DATA", corr)
-            stats["flagged"] += int(flag.sum())
-            stats["total"] += int(flag.size)
-            q.close()
-        tb.close()
+        with opened("table", str(self.ms), nomodify=False) as tb:
+            all_times = tb.getcol("TIME")
+            utimes = np.unique(all_times)
+            self.make_gains(utimes - utimes[0])
+            t0 = utimes[0]
+            # LSRK/TOPO ratio per scan and field (tiny changes within a scan are ignored).
+            scan_col = tb.getcol("SCAN_NUMBER")
+            field_col = tb.getcol("FIELD_ID")
+            ratios: dict[tuple[int, int], float] = {}
+            for sc in np.unique(scan_col):
+                sel = scan_col == sc
+                fid = int(field_col[sel][0])
+                tmid = float(np.median(all_times[sel]))
+                epoch = self.qa.time(self.qa.quantity(tmid, "s"), form="ymd", prec=9)[0]
+                ratios[(int(sc), fid)] = 1.0 / self._topo_ratio(epoch, field_of[fid])
+            # "quack": the first integration of every scan longer than four integrations
+            quack_t = np.full(int(scan_col.max()) + 1, -1.0)
+            for sc in np.unique(scan_col):
+                ts = np.unique(all_times[scan_col == sc])
+                if ts.size > 4:
+                    quack_t[int(sc)] = ts[0]
+            has_corr = "CORRECTED_DATA" in tb.colnames()
+            stats = {"n_rows": int(tb.nrows()), "flagged": 0, "total": 0}
+            for ddid, spw_id in enumerate(dd_spw):
+                spw = plan["spws"][int(spw_id)]
+                with released(tb.query(f"DATA_DESC_ID=={ddid}")) as q:
+                    n = q.nrows()
+                    if n == 0:
+                        continue
+                    uvw = q.getcol("UVW")
+                    a1, a2 = q.getcol("ANTENNA1"), q.getcol("ANTENNA2")
+                    tcol, fcol = q.getcol("TIME"), q.getcol("FIELD_ID")
+                    scol = q.getcol("SCAN_NUMBER")
+                    flag = q.getcol("FLAG")  # (npol, nchan, nrow): shadowing / elevation flags
+                    freqs = np.asarray(chan_freq[int(spw_id)])
+                    widths = np.asarray(chan_width[int(spw_id)])
+                    nchan = freqs.size
+                    cal = np.zeros((nchan, n), dtype=np.complex128)
+                    for fid in np.unique(fcol):
+                        for sc in np.unique(scol[fcol == fid]):
+                            sel = (fcol == fid) & (scol == sc)
+                            cal[:, sel] = self.model(field_of[int(fid)], spw, uvw[:, sel], freqs,
+                                                     widths, ratios[(int(sc), int(fid))])
+                    tidx = np.searchsorted(utimes, tcol)
+                    dphi = self.phase[a1, tidx] - self.phase[a2, tidx]
+                    cal = cal * np.exp(1j * dphi[None, :] * (freqs / self.ref_hz)[:, None])
+                    sigma_row = spw["sigma_jy"] * np.sqrt(tsysf[a1] * tsysf[a2])
+                    weight_sigma = spw["weight_sigma_jy"] * np.sqrt(tsysf[a1] * tsysf[a2])
+                    corr = np.empty((2, nchan, n), dtype=np.complex64)
+                    for p in range(2):
+                        noise = (self.rng.standard_normal((nchan, n))
+                                 + 1j * self.rng.standard_normal((nchan, n))) * sigma_row[None, :]
+                        corr[p] = cal + noise
+                    if spw["kind"] == "WVR":
+                        flag[:] = True
+                    if plan["flags"]:
+                        quack = tcol == quack_t[scol]
+                        flag[:, :, quack] = True
+                        fa = eb["flag_antenna"]
+                        bad = ((a1 == fa) | (a2 == fa)) & (scol == eb["flag_scan"])
+                        flag[:, :, bad] = True
+                    sig = np.repeat(weight_sigma[None, :], 2, axis=0).astype(np.float32)
+                    q.putcol("SIGMA", sig)
+                    q.putcol("WEIGHT", (1.0 / sig ** 2).astype(np.float32))
+                    q.putcol("FLAG", flag)
+                    q.putcol("FLAG_ROW", np.all(flag, axis=(0, 1)))
+                    if has_corr:
+                        q.putcol("CORRECTED_DATA", corr)
+                        raw = np.empty_like(corr)
+                        for p in range(2):
+                            g1 = self.raw_gain[2 * a1 + p, tidx]
+                            g2 = self.raw_gain[2 * a2 + p, tidx]
+                            dly = (self.delay_ns[2 * a1 + p] - self.delay_ns[2 * a2 + p]) * 1e-9
+                            bp = np.exp(2j * math.pi * (freqs - freqs.mean())[:, None]
+                                        * dly[None, :])
+                            raw[p] = corr[p] * (g1 * np.conj(g2))[None, :] * bp
+                        q.putcol("DATA", raw)
+                    else:
+                        q.putcol("DATA", corr)
+                    stats["flagged"] += int(flag.sum())
+                    stats["total"] += int(flag.size)
         stats["flagged_fraction"] = stats["flagged"] / max(1, stats["total"])
         stats["duration_s"] = float(utimes[-1] - t0)
         stats["start_mjd_s"] = float(t0)
@@ -351,23 +343,19 @@ class EBBuilder:
 
     def checksum(self) -> str:
         """sha256 of the visibilities, weights and flags as stored (read back from disk)."""
-        tb = self.ct.table()
-        tb.open(str(self.ms))
         h = hashlib.sha256()
-        cols = [c for c in ("DATA", "CORRECTED_DATA", "WEIGHT", "SIGMA", "FLAG", "UVW")
-                if c in tb.colnames()]
-        tb.close()
-        tb.open(str(self.ms / "DATA_DESCRIPTION"))
-        n_dd = tb.nrows()
-        tb.close()
-        tb.open(str(self.ms))
-        for ddid in range(n_dd):
-            q = tb.query(f"DATA_DESC_ID=={ddid}", sortlist="TIME,ANTENNA1,ANTENNA2")
-            for c in cols:
-                if q.nrows():
-                    h.update(np.ascontiguousarray(q.getcol(c)).tobytes())
-            q.close()
-        tb.close()
+        with opened("table", str(self.ms)) as tb:
+            cols = [c for c in ("DATA", "CORRECTED_DATA", "WEIGHT", "SIGMA", "FLAG", "UVW")
+                    if c in tb.colnames()]
+        with opened("table", str(self.ms / "DATA_DESCRIPTION")) as tb:
+            n_dd = tb.nrows()
+        with opened("table", str(self.ms)) as tb:
+            for ddid in range(n_dd):
+                query = tb.query(f"DATA_DESC_ID=={ddid}", sortlist="TIME,ANTENNA1,ANTENNA2")
+                with released(query) as q:
+                    for c in cols:
+                        if q.nrows():
+                            h.update(np.ascontiguousarray(q.getcol(c)).tobytes())
         return h.hexdigest()
 
 
@@ -396,9 +384,7 @@ def run(job_path: Path) -> dict[str, Any]:
         os.replace(tmp, final)
         result["ebs"].append(dict(stats, uid=eb["uid"], ms=final.name, checksum=checksum,
                                   seconds=round(time.time() - t_start, 2)))
-    tmp_result = out_dir / ".result.json.partial"
-    tmp_result.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_result, Path(job["result"]))
+    write_json_atomic(job["result"], result, indent=1)
     return result
 
 

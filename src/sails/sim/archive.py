@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-C_MS = 299792458.0
+from sails.constants import C_M_S
 
 #: ObsCore columns in the order the ALMA TAP service returns them.
 OBSCORE_COLUMNS = (
@@ -95,7 +95,7 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
             half = s["nchan"] * s["chan_width_mhz"] / 2000.0
             cont_sens = rms * math.sqrt(len(sci))  # one window alone
             native = cont_sens * math.sqrt(s["nchan"])
-            kms10 = native * math.sqrt(s["chan_width_mhz"] / 1e3 / (f0 * 10.0 / C_MS * 1e3))
+            kms10 = native * math.sqrt(s["chan_width_mhz"] / 1e3 / (f0 * 10.0 / C_M_S * 1e3))
             supports.append(f"[{f0 - half:.2f}..{f0 + half:.2f}GHz,"
                             f"{s['chan_width_mhz'] * 1e3:.2f}kHz,{_fmt_sens(kms10)}@10km/s,"
                             f"{_fmt_sens(native)}@native, XX YY]")
@@ -103,7 +103,7 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
         l_deg, b_deg = _galactic(t["ra_deg"], t["dec_deg"])
         obs_name = "_".join(t["name"].split())
         for s, f0, half, _native, kms10 in per_spw:
-            lam = C_MS / (f0 * 1e9)
+            lam = C_M_S / (f0 * 1e9)
             fov_deg = 1.13 * lam / 12.0 * 180 / math.pi
             res_arcsec = 0.574 * lam / _percentile(bl, 80) * 206264.806
             las_arcsec = 0.983 * lam / _percentile(bl, 5) * 206264.806
@@ -118,7 +118,7 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
                             f"{fov_deg / 2:.6f}",
                 "s_resolution": res_arcsec, "t_min": t_min, "t_max": t_max,
                 "t_exptime": t["on_source_s"], "t_resolution": truth["integration_s"],
-                "em_min": C_MS / ((f0 + half) * 1e9), "em_max": C_MS / ((f0 - half) * 1e9),
+                "em_min": C_M_S / ((f0 + half) * 1e9), "em_max": C_M_S / ((f0 - half) * 1e9),
                 "em_res_power": f0 * 1e9 / width_hz, "pol_states": "/XX/YY/",
                 "o_ucd": "phot.flux.density;phys.polarization",
                 "access_url": f"http://almascience.org/aq?member_ous_id={truth['mous_uid']}",
@@ -128,7 +128,7 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
                 "bandwidth": s["nchan"] * width_hz, "antenna_arrays": arrays,
                 "is_mosaic": "F", "obs_release_date": release.strftime("%Y-%m-%dT%H:%M:%S.000"),
                 "spatial_resolution": res_arcsec, "frequency_support": " U ".join(supports),
-                "frequency": f0, "velocity_resolution": width_hz / (f0 * 1e9) * C_MS,
+                "frequency": f0, "velocity_resolution": width_hz / (f0 * 1e9) * C_M_S,
                 "obs_creator_name": "Doe, Jane", "pub_title": "", "first_author": "",
                 "authors": "", "pub_abstract": "", "publication_year": 0,
                 "proposal_abstract": "Simulated observations of protostellar envelopes and "
@@ -173,8 +173,8 @@ def alminer_table(obscore):
     from astropy.table import Table
 
     n = len(obscore)
-    f_min = [C_MS / x / 1e9 for x in obscore["em_max"]]
-    f_max = [C_MS / x / 1e9 for x in obscore["em_min"]]
+    f_min = [C_M_S / x / 1e9 for x in obscore["em_max"]]
+    f_max = [C_M_S / x / 1e9 for x in obscore["em_min"]]
     derived = {
         "Obs": list(range(n)),
         "project_code": list(obscore["proposal_id"]),

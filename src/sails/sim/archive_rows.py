@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-C_M_S = 299_792_458.0
+from sails.constants import C_M_S
+
 SPWS = (25, 27, 29, 31)
 # Band 6 windows (GHz): (low, high, channel kHz)
 WINDOWS = ((216.0, 217.875, 976.56), (218.0, 219.875, 488.28), (230.0, 231.875, 244.14),

@@ -23,6 +23,7 @@ import numpy as np
 
 import sails
 from sails.casaenv import casa_env
+from sails.constants import C_M_S
 from sails.errors import CasaJobError, UserInputError
 from sails.sim.plan import make_plan
 from sails.sim.spec import MousSpec
@@ -136,7 +137,7 @@ def build_truth(spec: MousSpec, plan: dict[str, Any], result: dict[str, Any]) ->
                          "note": "per-antenna, zero-mean, scaled with frequency"},
         "primary_beam": {"model": "blocked airy", "dish_m": plan["pb_dish_m"],
                          "blockage_m": plan["pb_blockage_m"],
-                         "fwhm_arcsec_at_ref": 1.029 * 299792458.0 / ref / plan["pb_dish_m"]
+                         "fwhm_arcsec_at_ref": 1.029 * C_M_S / ref / plan["pb_dish_m"]
                          * 206264.806},
         "flux_convention": "component flux_jy is the sky flux density at ref_freq_ghz; "
                            "S(nu) = flux_jy (nu/ref)^spectral_index; primary-beam attenuation "

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from sails.constants import C_KMS
 from sails.errors import UserInputError
 from sails.ids import parse_uid
 from sails.sim.spec import (
     BAND_ETA_A,
     BAND_TSYS_K,
-    C_KMS,
     MousSpec,
 )
 

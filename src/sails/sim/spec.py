@@ -12,9 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
+from sails.constants import C_KMS
 from sails.errors import UserInputError
-
-C_KMS = 299792.458
 
 #: Default line per band: (name, rest frequency GHz) - the C18O ladder.
 BAND_LINES: dict[int, tuple[str, float]] = {

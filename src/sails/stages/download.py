@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from sails.archive.ingest import download_plan
+from sails.atomic import write_json_atomic
 from sails.catalog import Block, Catalog, Product
 from sails.catalog.reasons import message
 from sails.errors import DownloadError, SailsError
@@ -88,9 +88,7 @@ class Manifest:
         self.files[url] = [{"kind": p.kind, "path": self._rel(p.path), "bytes": p.bytes}
                            for p in products]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "files": self.files}, indent=1))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"version": 1, "files": self.files}, indent=1)
 
     def products(self, url: str) -> list[Product] | None:
         """The recorded outputs of ``url`` if every one of them still exists."""

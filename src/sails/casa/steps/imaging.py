@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa.contract import OOM, Diverged
-from sails.casa.imaging_math import C_KMS
+from sails.casa.tools import opened, released
+from sails.constants import C_KMS
 
 PLAN_NAME = "plan.json"
 CALLS_NAME = "casa_calls.json"
@@ -48,9 +50,7 @@ def _load_plan(ctx) -> dict[str, Any]:
 
 
 def _save_plan(ctx, plan: dict[str, Any]) -> None:
-    tmp = _plan_path(ctx).with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan, indent=2))
-    tmp.replace(_plan_path(ctx))
+    write_json_atomic(_plan_path(ctx), plan, indent=2)
 
 
 def _casa_dir(ctx) -> Path:
@@ -316,8 +316,6 @@ def image_continuum(ctx) -> dict[str, Any]:
 
 def image_contsub(ctx) -> dict[str, Any]:
     """uvcontsub of every (MS, spw) a cube needs, fitting the catalogue's line-free channels."""
-    import casatools
-
     plan = _load_plan(ctx)
     if not plan["cubes"]:
         return {"products": [], "contsub": []}
@@ -341,13 +339,9 @@ def image_contsub(ctx) -> dict[str, Any]:
                           datacolumn=pm["datacolumn"])
                 if not outvis.exists():
                     raise ImagingFailed(f"uvcontsub wrote no {outvis.name} (see the CASA log)")
-                msmd = casatools.msmetadata()
-                msmd.open(str(outvis))
-                try:
+                with opened("msmetadata", str(outvis)) as msmd:
                     fid = planmod._field_id(msmd, plan["field"], str(outvis))
                     spws = [int(s) for s in msmd.spwsforfield(fid)]
-                finally:
-                    msmd.close()
                 done[key] = {"vis": str(outvis), "field_id": fid, "spw": spws[0],
                              "datacolumn": "data"}
             pm["contsub"] = done[key]
@@ -356,12 +350,7 @@ def image_contsub(ctx) -> dict[str, Any]:
 
 
 def _velocities(image: str, rest_hz: float) -> np.ndarray:
-    import casatools
-
-    ia = casatools.image()
-    ia.open(image)
-    try:
-        cs = ia.coordsys()
+    with opened("image", image) as ia, released(ia.coordsys(), "done") as cs:
         n = ia.shape()[cs.findaxisbyname("spectral")]
         axis = cs.findaxisbyname("spectral")
         ref = cs.referencepixel()["numeric"]
@@ -370,9 +359,6 @@ def _velocities(image: str, rest_hz: float) -> np.ndarray:
             pix = list(ref)
             pix[axis] = i
             freqs.append(cs.toworld(pix)["numeric"][axis])
-        cs.done()
-    finally:
-        ia.close()
     return C_KMS * (1.0 - np.asarray(freqs) / rest_hz)
 
 

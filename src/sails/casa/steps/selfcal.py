@@ -32,6 +32,7 @@ from typing import Any
 
 # Re-exported: the fingerprint is part of the job contract, older callers import it here.
 from sails.casa.contract import input_fingerprint
+from sails.casa.tools import opened
 
 SUMMARY_DIR = "sails"
 LIBRARY_PICKLE = "selfcal_library.pickle"
@@ -101,34 +102,22 @@ def field_aliases(names: list[str]) -> dict[str, str]:
 
 def rename_fields(ms: Path, mapping: dict[str, str]) -> None:
     """Rename FIELD (and SOURCE) names of one MS in place; a no-op without a match."""
-    from casatools import table
-
-    tb = table()
     for sub in ("FIELD", "SOURCE"):
         path = ms / sub
         if not path.is_dir():
             continue
-        tb.open(str(path), nomodify=False)
-        try:
+        with opened("table", str(path), nomodify=False) as tb:
             if tb.nrows() == 0:
                 continue
             names = list(tb.getcol("NAME"))
             new = [mapping.get(n, n) for n in names]
             if new != names:
                 tb.putcol("NAME", new)
-        finally:
-            tb.close()
 
 
 def ms_field_names(ms: Path) -> list[str]:
-    from casatools import table
-
-    tb = table()
-    tb.open(str(ms / "FIELD"))
-    try:
+    with opened("table", str(ms / "FIELD")) as tb:
         return [str(n) for n in tb.getcol("NAME")]
-    finally:
-        tb.close()
 
 
 # --------------------------------------------------------------------------- display

@@ -11,6 +11,7 @@ import shutil
 from typing import Any
 
 from sails.casa.steps.summary import check_is_ms
+from sails.casa.tools import opened
 
 _COLUMN_ARG = {"CORRECTED_DATA": "corrected", "DATA": "data"}
 
@@ -19,7 +20,6 @@ def split_targets(ctx, vis: str, outputvis: str, spws: list[int], datacolumn: st
                   intent: str = "*OBSERVE_TARGET*", field: str = "") -> dict[str, Any]:
     """``split`` ``vis`` -> ``ctx.out/outputvis``; returns the output path and its row count."""
     from casatasks import split
-    from casatools import table
 
     if datacolumn not in _COLUMN_ARG:
         raise ValueError(f"datacolumn must be one of {sorted(_COLUMN_ARG)}, not {datacolumn!r}")
@@ -35,13 +35,9 @@ def split_targets(ctx, vis: str, outputvis: str, spws: list[int], datacolumn: st
     if not (out / "table.dat").is_file():
         raise RuntimeError(f"split wrote no {outputvis} (selection intent={intent!r} "
                            f"spw={spw_sel!r} matched nothing?)")
-    tb = table()
-    try:
-        tb.open(str(out))
+    with opened("table", str(out)) as tb:
         nrows = int(tb.nrows())
         cols = list(tb.colnames())
-    finally:
-        tb.close()
     if nrows == 0:
         raise RuntimeError(f"split of {vis} produced an empty {outputvis}")
     return {

@@ -2,7 +2,8 @@
 
 The summary holds facts only (fields with intents, scans, spws, antennas, time range, data
 columns, flagged fraction); the verify stage, on the orchestrator side, checks them against the
-catalog. Every casatools object is closed in a ``finally`` so a failing MS leaks nothing.
+catalog. Every casatools object is closed on the way out (:mod:`sails.casa.tools`), so a failing
+MS leaks nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sails.casa.tools import opened, released
 
 DATA_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA", "FLOAT_DATA")
 # Calibrator intents whose presence shows the MS still carries the calibration scans.
@@ -61,8 +64,7 @@ def _column_facts(tb, names: list[str], ddids: list[int]) -> dict[str, dict[str,
             continue
         filled = False
         for dd in ddids:
-            sub = tb.query(f"DATA_DESC_ID=={int(dd)}")
-            try:
+            with released(tb.query(f"DATA_DESC_ID=={int(dd)}")) as sub:
                 n = sub.nrows()
                 if n == 0:
                     continue
@@ -74,8 +76,6 @@ def _column_facts(tb, names: list[str], ddids: list[int]) -> dict[str, dict[str,
                     if np.any(vals != 0):
                         filled = True
                         break
-            finally:
-                sub.close()
             if filled:
                 break
         out[col] = {"present": True, "filled": filled}
@@ -86,67 +86,49 @@ def _flag_fraction(tb, ddids: list[int]) -> tuple[float | None, int]:
     """Fraction of flagged visibilities, read in chunks per data description."""
     flagged = total = 0
     for dd in ddids:
-        sub = tb.query(f"DATA_DESC_ID=={int(dd)}")
-        try:
+        with released(tb.query(f"DATA_DESC_ID=={int(dd)}")) as sub:
             n = sub.nrows()
             for start in range(0, n, FLAG_CHUNK_ROWS):
                 fl = sub.getcol("FLAG", start, min(FLAG_CHUNK_ROWS, n - start))
                 flagged += int(np.count_nonzero(fl))
                 total += int(fl.size)
-        finally:
-            sub.close()
     return (flagged / total if total else None), total
 
 
 def _history_says_calibrated(vis: str) -> bool:
     """True when the HISTORY shows a split/mstransform of the corrected column."""
-    from casatools import table
-
     hist = os.path.join(vis, "HISTORY")
     if not os.path.isdir(hist):
         return False
-    tb = table()
     try:
-        tb.open(hist)
-        if tb.nrows() == 0:
-            return False
-        text = "\n".join(str(m) for m in tb.getcol("MESSAGE"))
-        text += "\n".join(str(m) for m in tb.getcol("ORIGIN"))
+        with opened("table", hist) as tb:
+            if tb.nrows() == 0:
+                return False
+            text = "\n".join(str(m) for m in tb.getcol("MESSAGE"))
+            text += "\n".join(str(m) for m in tb.getcol("ORIGIN"))
     except RuntimeError:
         return False
-    finally:
-        tb.close()
     low = text.lower()
     return bool(re.search(r"datacolumn\s*=\s*['\"]?corrected", low)) and (
         "split" in low or "mstransform" in low)
 
 
 def _subtable(vis: str, name: str, cols: list[str]) -> dict[str, Any]:
-    from casatools import table
-
-    tb = table()
-    try:
-        tb.open(os.path.join(vis, name))
+    with opened("table", os.path.join(vis, name)) as tb:
         have = set(tb.colnames())
         out: dict[str, Any] = {"_nrows": tb.nrows(), "_cols": sorted(have)}
         for c in cols:
             v = tb.getcol(c) if c in have and tb.nrows() else []
             out[c] = v.tolist() if hasattr(v, "tolist") else list(v)
         return out
-    finally:
-        tb.close()
 
 
 def summarize_ms(vis: str) -> dict[str, Any]:
     """All facts verify needs about one MS (raises on an unreadable MS)."""
-    from casatools import msmetadata, table
-
     check_is_ms(vis)
     vis = str(Path(vis).resolve())
     summary: dict[str, Any] = {"vis": vis, "name": Path(vis).name}
-    tb = table()
-    try:
-        tb.open(vis)
+    with opened("table", vis) as tb:
         colnames = list(tb.colnames())
         nrows = int(tb.nrows())
         summary["n_rows"] = nrows
@@ -156,8 +138,6 @@ def summarize_ms(vis: str) -> dict[str, Any]:
         frac, nvis = _flag_fraction(tb, ddids) if nrows else (None, 0)
         summary["flagged_fraction"] = frac
         summary["n_visibilities"] = nvis
-    finally:
-        tb.close()
 
     if nrows == 0:  # msmetadata cannot open an MS without observations: facts from tables
         return _empty_summary(vis, summary)
@@ -167,9 +147,7 @@ def summarize_ms(vis: str) -> dict[str, Any]:
     fields: list[dict[str, Any]] = []
     scans: list[dict[str, Any]] = []
     spws: list[dict[str, Any]] = []
-    md = msmetadata()
-    try:
-        md.open(vis)
+    with opened("msmetadata", vis) as md:
         nspw = int(md.nspw())
         names = list(md.namesforspws()) if nspw else []
         observed = {int(s) for s in md.spwsforintent("*")} if nrows else set()
@@ -225,9 +203,6 @@ def summarize_ms(vis: str) -> dict[str, Any]:
                 b, e = tr["begin"]["m0"]["value"], tr["end"]["m0"]["value"]
                 begin = b if begin is None else min(begin, b)
                 end = e if end is None else max(end, e)
-    finally:
-        md.close()
-        md.done()
 
     summary["fields"] = fields
     summary["scans"] = scans

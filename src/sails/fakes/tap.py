@@ -18,7 +18,7 @@ archive). Every literal of the query becomes a bound SQLite parameter; identifie
 columns of the table; anything else is refused with QUERY_STATUS=ERROR.
 
 The handlers are plain functions over any ``http.server.BaseHTTPRequestHandler``, so a
-server that also serves other things (``sails.sim.serve``) can mount them.
+server that also serves other things (``sails.fakes.archive``) can mount them.
 """
 
 from __future__ import annotations

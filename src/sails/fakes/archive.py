@@ -45,6 +45,7 @@ from types import TracebackType
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
+from sails.atomic import replacing
 from sails.errors import UserInputError
 from sails.ids import is_uid, parse_uid
 
@@ -302,8 +303,7 @@ class ArchiveServer:
             path = self.cache_dir / spec.name
             if path.is_file():
                 return path
-            tmp = path.with_name(f".{spec.name}.{os.getpid()}.tmp")
-            with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tf:
+            with replacing(path) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tf:
                 for arcname, src in spec.members:
                     info = tf.gettarinfo(str(src), arcname)
                     info.uid = info.gid = 0
@@ -314,7 +314,6 @@ class ArchiveServer:
                             tf.addfile(info, fh)
                     else:
                         tf.addfile(info)
-            os.replace(tmp, path)
             return path
 
     # ------------------------------------------------------------------ DataLink

@@ -22,7 +22,7 @@ that disappear while running), ``lifetime_seconds`` (sessions that expire).
 
 For the demo::
 
-    python -m sails.sim.fake_canfar --token demo --port 8765 \\
+    python -m sails.fakes.canfar --token demo --port 8765 \\
         --vm-prefix /path/to/project --platform-prefix /tmp/arc/projects/demo --link
     CANFAR_URL=http://127.0.0.1:8765/skaha/v1 CANFAR_TOKEN=demo sails run --backend canfar
 """
