@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sails.atomic import write_json_atomic
+
 MANIFEST_NAME = "result.json"
 
 OOM = "oom"
@@ -201,9 +203,7 @@ def read_manifest(folder: str | os.PathLike,
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     """Write ``manifest`` into ``folder`` atomically (the runner writes it last)."""
     path = Path(folder) / MANIFEST_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, manifest.to_dict(), indent=2, default=str)
     return path
 
 

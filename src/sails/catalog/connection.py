@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sails.atomic import write_text_atomic
 from sails.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from sails.errors import CatalogError
 from sails.ids import mous_uri
@@ -165,9 +166,7 @@ class Connection:
         text = f"-- ALMA-SAILS catalog schema v{self.schema_version()}\n" + "".join(
             r["sql"].strip() + ";\n\n" for r in rows
         )
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
 
     def meta(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))

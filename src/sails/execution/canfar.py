@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sails.atomic import write_json_atomic
 from sails.casa import contract
 from sails.errors import ConfigError, SailsError, TransientError
 from sails.execution.base import JobResult, JobSpec
@@ -304,9 +305,7 @@ class CanfarBackend:
     def _save_record(self, rec: _Record) -> None:
         path = self._record_path(rec.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(rec), indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, asdict(rec), indent=2)
 
     def _drop_record(self, name: str) -> None:
         self._record_path(name).unlink(missing_ok=True)
@@ -321,10 +320,7 @@ class CanfarBackend:
         jobs = self.project.work / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         path = jobs / f"{job.job_id}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(job_payload_for_platform(job.payload, self.platform),
-                                  indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, job_payload_for_platform(job.payload, self.platform), indent=2)
         return path
 
     def command(self, job: JobSpec, job_file: Path) -> tuple[list[str], dict[str, str]]:

@@ -8,7 +8,6 @@ set -> ``cancelled``. Timeout and cancel both kill the job's whole process group
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sails.atomic import write_json_atomic
 from sails.casa import contract
 from sails.casaenv import casa_env
 from sails.execution.base import JobResult, JobSpec
@@ -73,9 +73,7 @@ class LocalBackend:
         job.log_dir.mkdir(parents=True, exist_ok=True)
         job.output_dir.parent.mkdir(parents=True, exist_ok=True)  # the child's cwd
         path = self.job_file(job)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(job.payload, indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, job.payload, indent=2)
         argv = job.argv or [sys.executable, "-m", "sails.casa", str(path)]
         stdout_path = job.log_dir / f"{job.job_id}.stdout.log"
         t0 = time.time()

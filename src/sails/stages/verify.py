@@ -10,7 +10,6 @@ is one readable reason; a MOUS with any reason fails with all of them listed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sails.atomic import write_json_atomic
 from sails.casa import contract
 from sails.catalog import Block, Product
 from sails.errors import CasaJobError, SailsError
@@ -403,9 +403,7 @@ def run_summaries(ctx: StageContext, ms_paths: list[Path], out_dir: Path
 def write_decisions(out_dir: Path, dec: Decisions) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / DECISIONS_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(dec.to_json(), indent=2, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, dec.to_json(), indent=2, default=str)
     return path
 
 

@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -236,6 +236,29 @@ def _common(plan: dict[str, Any]) -> dict[str, Any]:
             "interactive": False, "parallel": False, "pbcor": False}
 
 
+class Dirty(NamedTuple):
+    image: str
+    pb: str
+    resid: str
+    mask: str
+    noise: float
+    sidelobe: float
+
+
+def _dirty_noise(ctx, plan: dict[str, Any], base: dict[str, Any], name: str, tt: str,
+                 label: str) -> Dirty:
+    """After the dirty (niter=0) run: the PSF sidelobe guard (sets the auto-mask's
+    sidelobethreshold in ``base``), the finite check and the dirty noise. ``tt``: the
+    Taylor-term suffix of mtmfs images ('' otherwise)."""
+    cfg = plan["cfg"]
+    image, pb, resid, mask = (f"{name}.image{tt}", f"{name}.pb{tt}", f"{name}.residual{tt}",
+                              f"{name}.mask")
+    sidelobe = st.psf_sidelobe(f"{name}.psf{tt}", st.beam(image), plan["cell_arcsec"])
+    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
+    _check_finite(label, resid, cleaned=False)
+    return Dirty(image, pb, resid, mask, st.noise(resid, pb, cfg["pblimit"]), sidelobe)
+
+
 def image_continuum(ctx) -> dict[str, Any]:
     """Dirty image -> noise -> auto-masked clean to k sigma (repeated while the noise
     estimate drops) -> pbcor -> FITS, with metrics."""
@@ -251,12 +274,7 @@ def image_continuum(ctx) -> dict[str, Any]:
                 restoringbeam="", scales=[0] if cont["nterms"] == 2 else [],
                 **_mask_params(cfg, cube=False))
     runs = [run_tclean(ctx, label, **dict(base, niter=0))]
-    image, pb, resid, mask = (f"{name}.image{tt}", f"{name}.pb{tt}", f"{name}.residual{tt}",
-                              f"{name}.mask")
-    sidelobe = st.psf_sidelobe(f"{name}.psf{tt}", st.beam(image), plan["cell_arcsec"])
-    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
-    _check_finite(label, resid, cleaned=False)
-    rms_dirty = st.noise(resid, pb, cfg["pblimit"])
+    image, pb, resid, mask, rms_dirty, sidelobe = _dirty_noise(ctx, plan, base, name, tt, label)
     rms = rms_dirty
     thresholds = []
     for _ in range(max(1, int(cfg["cont_max_rounds"]))):
@@ -394,12 +412,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                 interpolation=cfg["interpolation"], perchanweightdensity=True,
                 restoringbeam="common", **_mask_params(cfg, cube=True))
     runs = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
-    image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
-                              f"{name}.mask")
-    sidelobe = st.psf_sidelobe(f"{name}.psf", st.beam(image), plan["cell_arcsec"])
-    base["sidelobethreshold"] = sidelobe_guard(cfg, sidelobe, ctx, label)
-    _check_finite(label, resid, cleaned=False)
-    sigma = st.noise(resid, pb, cfg["pblimit"])
+    image, pb, resid, mask, sigma, sidelobe = _dirty_noise(ctx, plan, base, name, "", label)
     if not sigma > 0:
         raise ImagingFailed(f"{label}: the dirty cube has zero noise (no data?)")
 
