@@ -3,7 +3,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/selfcal_overhead.py [--repeat 2] [--keep DIR]
 
 For each repeat: simulate a MOUS (20 antennas, 1 EB, 4 spws, 60 deg residual phase errors;
-the same data as tests/test_selfcal.py), split its targets, then time
+the same data as tests/selfcal/test_selfcal.py), split its targets, then time
 
 * the stages: ``run_one(project, stages=["auto_selfcal"])`` (claim, job file, child process
   with CASA start-up, copy of the split into the working folder, auto_selfcal, read-back,

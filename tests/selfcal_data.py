@@ -1,6 +1,6 @@
 """Simulated MOUS ready for the selfcal stage, and a standalone auto-selfcal run to compare.
 
-Shared by tests/test_selfcal.py and benchmarks/selfcal_overhead.py. CASA only ever runs in
+Shared by tests/selfcal/test_selfcal.py and benchmarks/selfcal_overhead.py. CASA only ever runs in
 child processes (split, auto-selfcal); the catalog is prepared as the earlier stages would
 leave it (download/verify/split done, split_ms products recorded).
 """

@@ -175,7 +175,7 @@ def test_extra_routes_get_and_post(sim_root):
 def test_cli_serve_command(sim_root):
     code = ("import typer; from sails.cli.simserve import serve_command; "
             "app = typer.Typer(); app.command()(serve_command); app()")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), COLUMNS="200")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"), COLUMNS="200")
     tmp = Path(tempfile.gettempdir())
     before = set(tmp.glob("sails-archive-cache-*"))
     proc = subprocess.Popen([sys.executable, "-c", code, str(sim_root), "--port", "0"],

@@ -32,7 +32,7 @@ from sails.stages.base import safe_name
 
 TOKEN = "tok-3f9a1c-SECRET-never-logged"
 MOUS = "uid://A001/X1465/X15b"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 _stamps = itertools.count(1)
 
 PROJECT_TOML = """\
@@ -360,7 +360,7 @@ def test_restarted_orchestrator_reattaches_instead_of_resubmitting(fake, project
     env = {**os.environ, "PYTHONPATH": SRC}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(project.root), str(ref_file),
-         str(Path(__file__).parent)], env=env, start_new_session=True)
+         str(Path(__file__).parents[1])], env=env, start_new_session=True)
     try:
         end = time.monotonic() + 60
         while not ref_file.exists() and time.monotonic() < end and child.poll() is None:

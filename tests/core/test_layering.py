@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "sails"
+SRC = Path(__file__).resolve().parents[2] / "src" / "sails"
 
 
 def imports_of(path: Path) -> set[str]:

@@ -224,5 +224,5 @@ def test_stage_table_rejects_what_it_cannot_run():
 def test_docs_show_the_stage_table_as_declared():
     from sails.pipeline import markdown_table
 
-    doc = (Path(__file__).parents[1] / "docs" / "pipeline.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "pipeline.md").read_text()
     assert markdown_table() in doc

@@ -211,7 +211,7 @@ def test_disk_full_rlimit(server, tmp_path):
             print(exc.one_line())
             sys.exit(7)
     """)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=60)
     assert r.returncode == 7, r.stderr

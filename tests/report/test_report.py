@@ -47,8 +47,8 @@ from sails.stages.base import safe_name
 
 ALL_MOUS = [MOUS_A, MOUS_B, "uid://A001/X2d1/X1c", "uid://A001/X2d1/X1e",
             "uid://A001/X2d1/X20", MOUS_F]
-SRC = Path(__file__).resolve().parents[1] / "src"
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+SRC = Path(__file__).resolve().parents[2] / "src"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def catalog_dump(path: Path) -> list[str]:

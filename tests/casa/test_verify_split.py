@@ -24,7 +24,7 @@ from sails.stages.execute import run_one
 
 pytestmark = [pytest.mark.casa, pytest.mark.timeout(300)]
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # the shared test helpers
 FACTORY = HERE / "verify_msfactory.py"
 # Names with a space, '+', '-', a single and a double quote.
 NAMES = ['HOPS-56 "core"', "G34.43+0.24 MM'1"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 from prefect.flows import Flow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_deployment_points_at_an_existing_flow():

@@ -10,7 +10,7 @@ from sails.catalog import SCHEMA_VERSION, Block, Catalog, Product
 from sails.errors import CatalogError, IllegalTransitionError, LeaseLostError, UserInputError
 
 MOUS = "uid://A001/X1465/X15b"
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture

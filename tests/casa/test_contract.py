@@ -22,7 +22,7 @@ from sails.execution.local import LocalBackend
 from sails.execution.paths import vm_mapper
 from sails.project import init_project
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "sails"
+SRC = Path(__file__).resolve().parents[2] / "src" / "sails"
 pytestmark = pytest.mark.timeout(120)
 
 
