@@ -97,3 +97,11 @@ def run_casa_check(op: str, workdir: Path, timeout: float = 600, **args: Any) ->
 def casa_check():
     """``casa_check(op, workdir, **args)``: see tests/sim_casa_checks.py for the ops."""
     return run_casa_check
+
+
+def pytest_runtest_setup(item):
+    """``slurm``-marked tests need a real cluster: skipped without one, failed if required."""
+    if item.get_closest_marker("slurm") is not None:
+        from slurm_support import require_slurm
+
+        require_slurm()

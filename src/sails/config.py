@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sails.errors import ConfigError
+from sails.execution.names import BACKEND_NAMES
 from sails.pipeline import PIPELINE, Runs
 
 CONFIG_NAME = "sails.toml"
+BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]  # one list: execution.names
 
 
 class _Section(BaseModel):
@@ -41,6 +43,9 @@ class Layout(_Section):
 class Resources(_Section):
     cores: int = Field(2, ge=1)
     ram_gb: int = Field(8, ge=1)
+    time_minutes: int | None = Field(
+        None, ge=1, description="batch time limit (slurm); unset: the stage's own time limit, "
+        "else [slurm] time_minutes")
 
 
 def _default_resources() -> dict[str, Resources]:
@@ -64,8 +69,8 @@ def _by_stage(value: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 class Execution(_Section):
-    backend: Literal["local", "canfar"] = "local"
-    stage_backends: dict[str, Literal["local", "canfar"]] = Field(default_factory=dict)
+    backend: BackendName = "local"
+    stage_backends: dict[str, BackendName] = Field(default_factory=dict)
     casa_slots: int = Field(0, ge=0, description="parallel CASA jobs; 0 = number of cores")
     lease_seconds: float = Field(3600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
@@ -132,6 +137,31 @@ class Canfar(_Section):
     http_timeout_seconds: int = Field(30, ge=1, le=300)
     manifest_grace_seconds: float = Field(
         60.0, ge=0, description="wait this long for result.json to appear on the mount")
+    env: dict[str, str] = Field(default_factory=dict, description="extra job environment")
+
+
+class Slurm(_Section):
+    """SLURM batch jobs (the ``slurm`` backend): sbatch, squeue/scontrol (sacct if present)."""
+
+    partition: str = Field("", description="empty: the cluster's default partition")
+    account: str = ""
+    qos: str = ""
+    sbatch_options: list[str] = Field(
+        default_factory=list, description="extra sbatch options, one per item, e.g. "
+        "[\"--constraint=skylake\"]")
+    python: list[str] = Field(
+        default_factory=list, description="the CASA Python as an argument list, e.g. "
+        "[\"apptainer\", \"exec\", \"casa.sif\", \"python3\"]; empty: the Python running sails")
+    time_minutes: int = Field(1440, ge=1, description="time limit of a job whose stage and "
+                              "resources set none")
+    poll_initial_seconds: float = Field(2.0, gt=0)
+    poll_max_seconds: float = Field(30.0, gt=0)
+    controller_timeout_seconds: float = Field(
+        900.0, gt=0, description="the controller unreachable this long: give up the wait "
+        "(the job keeps running; the next run reattaches)")
+    command_timeout_seconds: float = Field(60.0, gt=0, description="one sbatch/squeue call")
+    manifest_grace_seconds: float = Field(
+        30.0, ge=0, description="wait this long for result.json on a shared file system")
     env: dict[str, str] = Field(default_factory=dict, description="extra job environment")
 
 
@@ -258,6 +288,7 @@ class Settings(BaseSettings):
     images: Images = Field(default_factory=Images)
     platform: Platform = Field(default_factory=Platform)
     canfar: Canfar = Field(default_factory=Canfar)
+    slurm: Slurm = Field(default_factory=Slurm)
     archive: Archive = Field(default_factory=Archive)
     download: Download = Field(default_factory=Download)
     selfcal: Selfcal = Field(default_factory=Selfcal)
@@ -337,7 +368,8 @@ logs = "logs"                  # CASA and stage logs, per MOUS
 work = "work"                  # temporary areas (downloads in flight, job staging)
 
 [execution]
-backend = "local"     # "local" (child processes here) or "canfar" (headless sessions)
+backend = "local"     # "local" (child processes here), "canfar" (headless sessions) or
+                      # "slurm" (sbatch on a cluster)
 # stage_backends = { auto_selfcal = "canfar", image = "canfar" }  # per CASA stage
 # (download always runs in the orchestrator; `sails run --backend X` sets every CASA stage)
 casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
@@ -347,7 +379,8 @@ retry_backoff_seconds = 60        # wait before a retry, doubled each attempt ..
 retry_backoff_max_seconds = 3600  # ... up to this
 use_prefect = false   # true: `sails run` runs through Prefect flows (embedded, no server)
 
-# Per-stage job resources (cores, RAM in GB) for the CANFAR backend.
+# Per-stage job resources (cores, RAM in GB; time_minutes = batch time limit) for the
+# CANFAR and SLURM backends.
 [resources.auto_selfcal]
 cores = 4
 ram_gb = 16
@@ -374,6 +407,16 @@ poll_initial_seconds = 5
 poll_max_seconds = 60
 pending_deadline_seconds = 3600  # destroy and resubmit a session Pending for longer
 max_resubmits = 2
+
+[slurm]
+# partition = "batch"       # empty: the cluster's default partition
+# account = "my-alloc"
+# qos = "normal"
+# sbatch_options = ["--constraint=skylake"]
+# python = ["apptainer", "exec", "/path/casa.sif", "python3"]  # default: this Python
+time_minutes = 1440         # jobs whose stage/resources set no time limit
+poll_initial_seconds = 2
+poll_max_seconds = 30
 
 [archive]
 tap_url = "https://almascience.eso.org/tap"   # or the .nrao.edu / .nao.ac.jp mirrors

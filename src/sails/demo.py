@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sails.errors import UserInputError
+from sails.execution.names import check_backend
 
 MARKER = ".sails-demo"
 # Any of these means "a real CANFAR is configured here": the demo then uses it as is.
@@ -117,8 +118,7 @@ def run_demo(directory: Path, *, preset: str = "demo", seed: int = 1,
              run: Callable | None = None) -> DemoResult:
     from sails.project import init_project, open_project
 
-    if backend not in (None, "local", "canfar"):
-        raise UserInputError(f"unknown backend {backend!r}", hint="use local or canfar")
+    check_backend(backend)
     t_all = time.time()
     root = prepare_dir(directory)
     project = init_project(root / "project")

@@ -10,6 +10,7 @@ from sails.errors import SailsError
 # Command modules register themselves on ``app`` when imported.
 from sails.cli import core, run  # noqa: E402,F401  isort: skip
 from sails.cli import canfar  # noqa: E402,F401  isort: skip
+from sails.cli import slurm  # noqa: E402,F401  isort: skip
 from sails.cli import ingest  # noqa: E402,F401  isort: skip
 from sails.cli import sim  # noqa: E402,F401  isort: skip
 from sails.cli import demo  # noqa: E402,F401  isort: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from sails.cli.app import app, console
+from sails.execution.names import BACKEND_HELP
 
 
 @app.command()
@@ -15,7 +16,7 @@ def demo(
                                    "(replaced if it holds an earlier demo)."),
     seed: int = typer.Option(1, help="Simulation seed."),
     max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1),
-    backend: str | None = typer.Option(None, "--backend", help="local (default) or canfar."),
+    backend: str | None = typer.Option(None, "--backend", help=f"{BACKEND_HELP} (default: local)."),
 ):
     """The main job: simulate, serve as an archive, ingest, run every stage, report.
     """

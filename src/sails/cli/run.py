@@ -12,6 +12,7 @@ from rich.table import Table
 from sails.cli.app import app, console, state
 from sails.cli.core import STATUS_STYLE, styled
 from sails.errors import SailsError
+from sails.execution.names import BACKEND_HELP, check_backend
 
 
 def print_summary(summary) -> None:
@@ -60,7 +61,7 @@ def run(
     until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
     max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1,
                                             help="Stages at once (default: CASA slots)."),
-    backend: str | None = typer.Option(None, "--backend", help="local or canfar."),
+    backend: str | None = typer.Option(None, "--backend", help=f"{BACKEND_HELP}."),
     use_prefect: bool | None = typer.Option(
         None, "--prefect/--no-prefect",
         help="Run through Prefect's embedded local API (default: execution.use_prefect)."),
@@ -69,8 +70,7 @@ def run(
     from sails.ids import mous_uri
 
     project = state.project()
-    if backend not in (None, "local", "canfar"):
-        raise SailsError(f"unknown backend {backend!r}", hint="use local or canfar")
+    check_backend(backend)
     mous_ids = [mous_uri(m) for m in mous] if mous else None
     if until:
         from sails.catalog import check_stage

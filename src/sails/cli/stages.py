@@ -16,6 +16,7 @@ import typer
 from sails.cli.app import app, console, state
 from sails.cli.core import styled
 from sails.errors import SailsError
+from sails.execution.names import BACKEND_HELP, check_backend
 from sails.pipeline import PIPELINE
 
 MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every pending one.")
@@ -94,12 +95,10 @@ def run_stage_command(command: str, mous: list[str] | None, *,
 
 
 def _check_backend(backend: str | None) -> str | None:
-    if backend not in (None, "local", "canfar"):
-        raise SailsError(f"unknown backend {backend!r}", hint="use local or canfar")
-    return backend
+    return check_backend(backend)
 
 
-BACKEND_OPT = typer.Option(None, "--backend", help="local or canfar (default: configured).")
+BACKEND_OPT = typer.Option(None, "--backend", help=f"{BACKEND_HELP} (default: configured).")
 CUSTOM_COMMANDS = {"verify"}  # defined above with options of their own
 RETRY_OPT = typer.Option(False, "--retry", help="First put failed (blocked, skipped) ones back"
                          " to pending.")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from sails.errors import ConfigError
 from sails.execution.base import Backend
+from sails.execution.names import BACKEND_HELP, BACKENDS
 
 
 def get_backend(name: str, project: Any) -> Backend:
-    if name == "local":
-        from sails.execution.local import LocalBackend
-
-        return LocalBackend(project)
-    if name == "canfar":
-        try:
-            from sails.execution.canfar import CanfarBackend
-        except ImportError as exc:
-            raise ConfigError(f"the canfar backend is not available: {exc}") from None
-        return CanfarBackend(project)
-    raise ConfigError(f"unknown backend {name!r}", hint="use 'local' or 'canfar'")
+    where = BACKENDS.get(name)
+    if where is None:
+        raise ConfigError(f"unknown backend {name!r}", hint=f"use {BACKEND_HELP}")
+    module, _, cls = where.partition(":")
+    try:
+        backend_cls = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise ConfigError(f"the {name} backend is not available: {exc}") from None
+    return backend_cls(project)

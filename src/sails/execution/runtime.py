@@ -166,8 +166,18 @@ def runtime_dir(project_root: Path, version: str | None = None) -> Path:
     return Path(project_root) / RUNTIME_SUBDIR / (version or runtime_version())
 
 
+# CPython 3.11's ast.parse is not safe in parallel threads (SystemError "AST constructor
+# recursion depth mismatch"); stages of one orchestrator ship the runtime from threads.
+_SHIP_LOCK = threading.Lock()
+
+
 def ensure_runtime(project_root: str | os.PathLike) -> Path:
     """Ship the job runtime into the project space if missing or stale; return its folder."""
+    with _SHIP_LOCK:
+        return _ensure_runtime(project_root)
+
+
+def _ensure_runtime(project_root: str | os.PathLike) -> Path:
     sources = runtime_sources()
     version = runtime_version(sources)
     dest = runtime_dir(Path(project_root), version)

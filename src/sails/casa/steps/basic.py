@@ -24,6 +24,13 @@ def sleep(ctx, seconds: float) -> dict[str, Any]:
     return {"slept": seconds}
 
 
+def allocate(ctx, mb: int, hold_s: float = 5.0) -> dict[str, Any]:
+    """Hold ``mb`` MB of touched memory for ``hold_s`` s (memory-limit tests of backends)."""
+    block = bytearray(b"\x01") * (mb << 20)  # filled, so every page is resident
+    time.sleep(hold_s)
+    return {"allocated_mb": len(block) >> 20}
+
+
 def kill_self(ctx, sig: int = signal.SIGKILL) -> dict[str, Any]:
     """Simulate CASA crashing hard (segfault/OOM-kill): no manifest is written."""
     os.kill(os.getpid(), sig)
@@ -53,6 +60,7 @@ def casa_versions(ctx) -> dict[str, Any]:
 STEPS = {
     "write_text": write_text,
     "sleep": sleep,
+    "allocate": allocate,
     "kill_self": kill_self,
     "fail": fail,
     "casa_versions": casa_versions,
