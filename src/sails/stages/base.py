@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sails.casa.contract import TRANSIENT_KINDS
 from sails.catalog import Block, Catalog, Product, StageRow
 from sails.config import Settings
-from sails.errors import CasaJobError
+from sails.errors import CasaJobError, TransientError
 from sails.execution.base import Backend, JobResult, JobSpec
 from sails.ids import parse_uid
 
@@ -109,6 +110,9 @@ class StageContext:
         result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref(),
                                   cancel=self.cancel)
         self.jobs.append(result)
+        if not result.ok and result.error_kind in TRANSIENT_KINDS:
+            # e.g. a platform session that vanished: the engine retries it with backoff
+            raise TransientError(f"{name}: {result.error}", hint=f"CASA log: {result.log_path}")
         if not result.ok:
             raise CasaJobError(f"{name}: {result.error}",
                                hint=f"CASA log: {result.log_path}", log_path=str(result.log_path),
