@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from sails.execution.paths import (
     tree_to_platform,
     vm_mapper,
 )
+from sails.execution.records import JobRecordStore
 from sails.execution.runtime import ENTRY_NAME, ensure_runtime
 from sails.pipeline import PIPELINE, Runs
 
@@ -146,7 +147,9 @@ def _parse_time(text: Any) -> float | None:
         return None
 
 
-class CanfarBackend:
+class CanfarBackend(JobRecordStore):
+    RECORD_TYPE = _Record
+    RECORDS_NAME = "canfar"
     name = "canfar"
 
     def __init__(self, project: Any, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -292,23 +295,6 @@ class CanfarBackend:
         finally:
             self.close()
 
-    # -- records ---------------------------------------------------------------------------
-    def _record_path(self, name: str) -> Path:
-        return self.project.work / "jobs" / "canfar" / f"{name}.json"
-
-    def _load_record(self, name: str) -> _Record | None:
-        try:
-            return _Record(**json.loads(self._record_path(name).read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def _save_record(self, rec: _Record) -> None:
-        path = self._record_path(rec.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, asdict(rec), indent=2)
-
-    def _drop_record(self, name: str) -> None:
-        self._record_path(name).unlink(missing_ok=True)
 
     # -- submission ------------------------------------------------------------------------
     def image_for(self, stage: str) -> str:

@@ -27,7 +27,6 @@ cancelled from outside, or a job that vanished -> TransientError (retried); anyt
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -36,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from sails.execution.paths import (
     tree_to_platform,
     vm_mapper,
 )
+from sails.execution.records import JobRecordStore
 from sails.execution.runtime import ENTRY_NAME, ensure_runtime
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,9 @@ def time_limit_minutes(settings: Any, job: JobSpec) -> int:
 
 
 # ------------------------------------------------------------------------------- backend
-class SlurmBackend:
+class SlurmBackend(JobRecordStore):
+    RECORD_TYPE = _Record
+    RECORDS_NAME = "slurm"
     name = "slurm"
 
     def __init__(self, project: Any) -> None:
@@ -368,30 +370,10 @@ class SlurmBackend:
         self.cluster = self.poller.cluster
         self.sbatch_calls = 0  # for tests and benchmarks
 
-    # -- records ---------------------------------------------------------------------------
-    def _dir(self) -> Path:
-        return self.project.work / "jobs" / "slurm"
-
-    def _record_path(self, name: str) -> Path:
-        return self._dir() / f"{name}.json"
-
-    def _load_record(self, name: str) -> _Record | None:
-        try:
-            return _Record(**json.loads(self._record_path(name).read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def _save_record(self, rec: _Record) -> None:
-        path = self._record_path(rec.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, asdict(rec), indent=2)
-
-    def _drop_record(self, name: str) -> None:
-        self._record_path(name).unlink(missing_ok=True)
 
     # -- the submission --------------------------------------------------------------------
     def _job_script(self) -> Path:
-        path = self._dir() / JOB_SCRIPT_NAME
+        path = self._records_dir() / JOB_SCRIPT_NAME
         if not path.is_file() or path.read_text() != JOB_SCRIPT:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, JOB_SCRIPT)
