@@ -104,10 +104,11 @@ IMAGING_CFG_KEYS = tuple(k for k in IMAGE_KEYS if k != "skip")
 
 
 def _flat(o: TargetOverride) -> dict[str, Any]:
-    data = o.model_dump(exclude_none=True, exclude={"selfcal"})
+    """The keys set away from their defaults (``selfcal.skip`` style for the nested ones)."""
+    data = o.model_dump(exclude_defaults=True, exclude={"selfcal"})
     if o.selfcal is not None:
         data.update({f"selfcal.{k}": v for k, v in
-                     o.selfcal.model_dump(exclude_none=True).items()})
+                     o.selfcal.model_dump(exclude_defaults=True).items()})
     return data
 
 
@@ -117,7 +118,7 @@ def fingerprint(o: TargetOverride | None, stage: str) -> str | None:
     if o is None or stage not in AFFECTS:
         return None
     flat = _flat(o)
-    used = {k: flat[k] for k in AFFECTS[stage] if k in flat and flat[k] not in (False,)}
+    used = {k: flat[k] for k in AFFECTS[stage] if k in flat}
     if not used:
         return None
     return hashlib.sha1(json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]
