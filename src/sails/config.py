@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sails.errors import ConfigError
 from sails.execution.names import BACKEND_NAMES
 from sails.pipeline import PIPELINE, Runs
+from sails.qa.settings import QaSettings
 
 CONFIG_NAME = "sails.toml"
 BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]  # one list: execution.names
@@ -293,6 +294,7 @@ class Settings(BaseSettings):
     download: Download = Field(default_factory=Download)
     selfcal: Selfcal = Field(default_factory=Selfcal)
     imaging: Imaging = Field(default_factory=Imaging)
+    qa: QaSettings = Field(default_factory=QaSettings)
 
     @field_validator("resources", mode="after")
     @classmethod
@@ -459,4 +461,12 @@ make_cubes = true
 # species = "CH3OH"
 # transition = "4(2,2)-3(1,2)"
 # rest_ghz = 218.440063
+
+[qa]
+# Score thresholds (docs/qa.md): each sub-score is 1 at *_good, 0 at *_bad.
+rms_ratio_good = 1.5        # image rms / theoretical
+rms_ratio_bad = 4.0
+needs_look_below = 0.5      # targets scoring below this are listed in "needs a look"
+heal = true                 # retry diverging deconvolution (lower gain, higher cyclefactor,
+heal_max_attempts = 4       # smaller scales, tighter mask), each attempt recorded
 """

@@ -204,7 +204,10 @@ def imaged(tmp_path_factory):
     (bad.root / "sails.toml").write_text(IMAGING_TOML + "gain = 2.5\nmake_cubes = false\n")
     bad = open_project(bad.root)
     register(bad, data_noise)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200", NO_COLOR="1")
+    # gain 2.5 diverges; the healing ladder would heal it, so the test hook makes every
+    # attempt count as diverged: the give-up path (docs/qa.md)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200", NO_COLOR="1",
+               SAILS_TEST_FORCE_DIVERGENCE="continuum")
     cli = subprocess.run([sys.executable, "-m", "sails.cli.entry", "-p", str(bad.root), "image",
                           data_noise["mous_id"]], env=env, capture_output=True, text=True,
                          timeout=600)
@@ -386,4 +389,6 @@ def test_diverging_imaging_fails_with_a_clear_reason(imaged):
     assert "failed" in out and "diverged" in out and NOISE_TARGET in out
     row = imaged["bad"].catalog.find_stage(imaged["noise"]["mous_id"], "image", NOISE_TARGET)
     assert row.status == "failed" and "diverged" in row.error
+    # the ladder was climbed to its last step, and the failure names it
+    assert "gave up after attempt 4 (tighter mask; gain=0.05" in row.error, row.error
     assert imaged["bad"].catalog.products(imaged["noise"]["mous_id"], stage="image") == []

@@ -12,6 +12,7 @@ from sails.catalog.model import (
     check_status,
     new_owner,
 )
+from sails.catalog.qa import QaRecords
 from sails.catalog.records import Records
 from sails.catalog.states import ALLOWED, StateMachine
 
@@ -19,5 +20,5 @@ __all__ = ["ALLOWED", "STATUSES", "Catalog", "Product", "StageRow", "check_stage
            "check_status", "new_owner"]
 
 
-class Catalog(StateMachine, Records, Connection):
+class Catalog(QaRecords, StateMachine, Records, Connection):
     """One SQLite file. Safe to open from many processes at once."""

@@ -57,6 +57,7 @@ class StageRow:
     job_ref: str | None = None
     duration_s: float | None = None
     reason_code: str | None = None
+    override_fp: str | None = None  # per-target overrides this row ran with (sails.qa)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> StageRow:

@@ -240,10 +240,21 @@ def _migrate_v2_to_v3(con: sqlite3.Connection) -> None:
         " FROM stages WHERE stage = 'auto_selfcal'", (now,))
 
 
+def _migrate_v3_to_v4(con: sqlite3.Connection) -> None:
+    """v4: events carry a ``kind`` and JSON ``data`` (human QA verdicts are events of kind
+    ``verdict``); a stage row keeps the fingerprint of the per-target overrides it ran with
+    (``override_fp``), so a changed override marks exactly that row stale."""
+    con.execute("ALTER TABLE events ADD COLUMN kind TEXT")
+    con.execute("ALTER TABLE events ADD COLUMN data TEXT")
+    con.execute("ALTER TABLE stages ADD COLUMN override_fp TEXT")
+    con.execute("CREATE INDEX events_by_kind ON events(kind, mous_id, id)")
+
+
 # MIGRATIONS[n] brings a version-n catalog to version n+1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
     1: _migrate_v1_to_v2,
     2: _migrate_v2_to_v3,
+    3: _migrate_v3_to_v4,
 }
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4

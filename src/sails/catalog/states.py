@@ -420,10 +420,13 @@ class StateMachine:
         return out
 
     def reset(self, mous_id: str, stage: str, actor: str = "user",
-              force: bool = False) -> list[StageRow]:
+              force: bool = False, target: str | None = None,
+              reason: str | None = None) -> list[StageRow]:
         """A stage and everything downstream of it back to pending; their products forgotten.
 
         A running stage is only reset with ``force`` (its lease holder may still be alive).
+        ``target`` limits the target-scope rows to that target (downstream MOUS rows follow);
+        ``reason`` replaces the default event text.
         """
         mous_id = mous_uri(mous_id)
         self.mous(mous_id)
@@ -435,6 +438,8 @@ class StateMachine:
                 f"SELECT * FROM stages WHERE mous_id = ? AND stage IN"
                 f" ({', '.join('?' * len(downstream))}) ORDER BY id",
                 (mous_id, *downstream))]
+            if target is not None:
+                rows = [r for r in rows if r.target in ("", target)]
             running = [r for r in rows if r.status == "running"]
             if running and not force:
                 raise IllegalTransitionError(
@@ -444,7 +449,7 @@ class StateMachine:
             for row in rows:
                 if row.status == "pending":
                     continue
-                self._move(con, row, "pending", actor, f"reset of {stage} requested",
+                self._move(con, row, "pending", actor, reason or f"reset of {stage} requested",
                            _CLEARED | {"lease_owner": None, "lease_expires": None,
                                        "attempts": 0})
                 con.execute("DELETE FROM products WHERE mous_id = ? AND stage = ? AND target = ?",

@@ -15,6 +15,7 @@ from sails.cli.app import app, console, state
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+NEEDS_LOOK_SHOWN = 20  # rows of the "needs a look" list that `sails status` prints
 STATUS_STYLE = {
     "pending": "dim",
     "running": "bold cyan",
@@ -76,7 +77,14 @@ def status_data(project) -> dict:
                 "attempts": s.attempts, "duration_s": s.duration_s,
             }
         per_mous.append(row)
-    return {"project": str(project.root), "counts": cat.counts(), "mous": per_mous}
+    from dataclasses import asdict
+
+    from sails.qa.survey import catalog_rows, needs_look
+
+    rows = catalog_rows(cat, project.settings.qa)
+    return {"project": str(project.root), "counts": cat.counts(), "mous": per_mous,
+            "qa": [asdict(r) for r in rows],
+            "needs_look": [f"{r.mous_id} {r.target}" for r in needs_look(rows)]}
 
 
 def summarize_target_stages(stages, stage: str) -> str:
@@ -123,6 +131,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
                     if s.status in ("failed", "blocked", "skipped") and (s.error or s.reason)), "")
         m.add_row(mous_id, str(len(cat.target_names(mous_id))), *cells, why or "")
     console.print(m)
+    from sails.cli.qa import print_rows
+    from sails.qa.survey import catalog_rows, needs_look
+
+    look = needs_look(catalog_rows(cat, project.settings.qa))
+    if look:
+        print_rows(look[:NEEDS_LOOK_SHOWN], f"needs a look ({len(look)}; all: sails qa "
+                   "--needs-look)")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from sails.catalog import StageRow, check_stage, new_owner
 from sails.errors import LeaseLostError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE
+from sails.qa.stale import mark_stale
 from sails.stages.execute import StageReport, run_claimed
 
 
@@ -44,6 +45,7 @@ class RunSummary:
     job_wall_s: float = 0.0  # sum of the CASA job processes' wall times
     job_inner_s: float = 0.0  # sum of the CASA jobs' self-measured wall times
     recovered: int = 0
+    stale: int = 0  # rows sent back to pending because their target's overrides changed
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -91,6 +93,7 @@ def run_pipeline(
     summary = RunSummary()
     t0 = time.time()
     summary.recovered = len(catalog.recover_dead_owners()) + len(catalog.recover_expired())
+    summary.stale = len(mark_stale(project, mous_list))  # overrides.toml changed
     retry_at: dict[int, float] = {}
     running: dict[Future, StageRow] = {}
     notify = on_event or (lambda kind, obj: None)

@@ -47,6 +47,7 @@ td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 .filters select, .filters input { font:inherit; padding:2px 4px; }
 .reason { max-width:420px; font-size:12.5px; color:#6b1d20; }
 .reason.skip { color:#6b4a0a; }
+.qa-good { color:#1a6b2a; } .qa-warn { color:#8a6d00; } .qa-bad { color:#a11; font-weight:bold; }
 .muted { color:var(--muted); }
 .note { color:var(--muted); font-style:italic; }
 .warn { color:#8f1d22; }
@@ -112,22 +113,27 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 });
 """
 
-# Overview filters: state (any stage in that state), band, project, free text. The filter
+# Overview filters: state (any stage in that state), band, project, QA verdict, needs a
+# look, free text. The filter
 # lives in the URL fragment (#state=failed&band=6) so a filtered view can be bookmarked.
 FILTER_JS = """
 (function () {
   var rows = Array.prototype.slice.call(document.querySelectorAll('#overview tbody tr'));
   var f = { state: document.getElementById('f-state'), band: document.getElementById('f-band'),
             project: document.getElementById('f-project'),
+            verdict: document.getElementById('f-verdict'),
+            look: document.getElementById('f-look'),
             text: document.getElementById('f-text') };
   var shown = document.getElementById('shown');
   function apply(updateHash) {
     var s = f.state.value, b = f.band.value, p = f.project.value,
+        v = f.verdict.value, l = f.look.value,
         q = f.text.value.trim().toLowerCase(), n = 0;
     rows.forEach(function (tr) {
       var ok = (!s || (' ' + tr.dataset.states + ' ').indexOf(' ' + s + ' ') >= 0) &&
                (!b || (' ' + tr.dataset.band + ' ').indexOf(' ' + b + ' ') >= 0) &&
                (!p || tr.dataset.project === p) &&
+               (!v || tr.dataset.verdict === v) && (!l || tr.dataset.look === l) &&
                (!q || tr.dataset.search.indexOf(q) >= 0);
       tr.hidden = !ok;
       if (ok) n += 1;
@@ -138,7 +144,7 @@ FILTER_JS = """
     });
     if (updateHash) {
       var h = [];
-      ['state', 'band', 'project', 'text'].forEach(function (k) {
+      ['state', 'band', 'project', 'verdict', 'look', 'text'].forEach(function (k) {
         if (f[k].value) h.push(k + '=' + encodeURIComponent(f[k].value));
       });
       history.replaceState(null, '', h.length ? '#' + h.join('&') : location.pathname);
@@ -152,7 +158,7 @@ FILTER_JS = """
       if (f[k]) f[k].value = v;
     });
   }
-  ['state', 'band', 'project'].forEach(function (k) {
+  ['state', 'band', 'project', 'verdict', 'look'].forEach(function (k) {
     f[k].addEventListener('change', function () { apply(true); });
   });
   f.text.addEventListener('input', function () { apply(true); });

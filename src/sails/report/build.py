@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from sails.pipeline import PIPELINE
+from sails.qa.survey import write_csv
 from sails.report import plots
 from sails.report.data import Snapshot, load_snapshot, metric, overall_state, stage_duration
 from sails.report.html import write_atomic
 from sails.report.overview import fmt_median, overview_html, survey_html
+from sails.report.qa import CSV_NAME, snapshot_rows
 from sails.report.target import ImageCache, TargetPage, resolve, signature
 
 # Bump when the page layout changes so every page is rewritten once.
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 STATE_FILE = ".state.json"
 
 
@@ -76,6 +78,9 @@ def generate(project, *, force: bool = False,
     written = unchanged = 0
     units = snap.units()
     total = len(units)
+    qa_settings = project.settings.qa
+    qa_rows = snapshot_rows(snap, qa_settings)
+    write_csv(list(qa_rows.values()), out / CSV_NAME)
     for i, (m, u) in enumerate(units):
         logs_dir = project.logs / m.fs
         prods = m.products + u.products
@@ -84,11 +89,12 @@ def generate(project, *, force: bool = False,
             "mstages": m.stages, "ustages": u.stages, "rows": u.rows, "products": prods,
             "events": [e for e in m.events if (e.get("target") or "") in ("", u.target)],
             "sigs": signature([resolve(project.root, p["path"]) for p in prods]),
-            "logs": _log_listing(logs_dir),
+            "logs": _log_listing(logs_dir), "qa": qa_settings.model_dump(),
         }
         fp = _fingerprint(inputs)
         tp = TargetPage(root=project.root, reports=out, logs_dir=logs_dir, mous=m, unit=u,
-                        cache=cache, now=snap.taken_at)
+                        cache=cache, now=snap.taken_at, qa=qa_rows.get((m.mous_id, u.target)),
+                        qa_settings=qa_settings)
         if old_pages.get(u.key) == fp and tp.path.exists():
             # Keep the previews of an unchanged page in the state file.
             prefix = f"targets/{u.key}."
@@ -104,7 +110,7 @@ def generate(project, *, force: bool = False,
     removed = _remove_stale(out, set(old_pages) - set(new_pages))
     plot_paths, facts = _survey_plots(project, snap, out, old, force)
     write_atomic(out / "index.html", overview_html(snap, project.settings.project_name,
-                                                   _label(project)))
+                                                   _label(project), qa_rows))
     write_atomic(out / "survey.html", survey_html(snap, project.settings.project_name,
                                                   plot_paths, facts))
     state = {"version": REPORT_VERSION, "pages": new_pages, "images": cache.new,

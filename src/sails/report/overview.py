@@ -20,6 +20,7 @@ from sails.report.html import (
     page,
     state_cell,
 )
+from sails.report.qa import score_cell
 
 
 def _stage_columns(snap: Snapshot) -> list[str]:
@@ -42,7 +43,8 @@ def _why(stage_rows: list[dict]) -> tuple[str, str]:
     return "", ""
 
 
-def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
+def overview_html(snap: Snapshot, project_name: str, root_label: str,
+                  qa_rows: dict | None = None) -> str:
     now = snap.taken_at
     cols = _stage_columns(snap)
     counts: dict[str, Counter] = {c: Counter() for c in cols}
@@ -50,6 +52,9 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
     bands: set[str] = set()
     projects: set[str] = set()
     rows = []
+    qa_rows = qa_rows or {}
+    verdicts: set[str] = set()
+    look: list = []
     n_targets = 0
     overall_counts: Counter = Counter()
     for m in snap.mous:
@@ -78,12 +83,23 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
             search = " ".join([m.mous_id, u.target, proj, band]).lower()
             name = (f'<a href="targets/{esc(u.key)}.html">{esc(u.target)}</a>' if u.target else
                     f'<a href="targets/{esc(u.key)}.html" class=muted>(no targets yet)</a>')
+            q = qa_rows.get((m.mous_id, u.target))
+            verdict = (q.verdict if q else "") or "none"
+            verdicts.add(verdict)
+            if q is not None and q.needs_look:
+                look.append((q, u.key))
+            problem = f"{q.main_problem}: {q.main_reason}" if q and q.main_problem else ""
+            note = q.note if q else ""
             rows.append(
                 f'<tr data-states="{esc(" ".join(states))}" data-band="{esc(band)}" '
                 f'data-project="{esc(proj)}" data-search="{esc(search)}" '
-                f'data-overall="{esc(overall)}">'
+                f'data-overall="{esc(overall)}" data-verdict="{esc(verdict)}" '
+                f'data-look="{"yes" if q is not None and q.needs_look else "no"}">'
                 f"<td>{esc(proj)}</td><td class=mono>{esc(m.mous_id)}</td><td>{name}</td>"
-                f"<td>{esc(band)}</td>{cells}"
+                f"<td>{esc(band)}</td>{cells}{score_cell(q)}"
+                f'<td class=reason title="{esc(problem)}">{esc(problem[:120])}</td>'
+                f'<td title="{esc(note)}">{esc("" if verdict == "none" else verdict)}'
+                f'{(" - " + esc(note[:80])) if note else ""}</td>'
                 f'<td class=num data-sort="{wall:.1f}">{esc(fmt_duration(wall) if wall else "")}'
                 f'</td><td class="reason{" skip" if kind == "skipped" else ""}" '
                 f'title="{esc(why)}">{esc(short)}</td></tr>')
@@ -114,17 +130,31 @@ def overview_html(snap: Snapshot, project_name: str, root_label: str) -> str:
         "</select></label>"
         f'<label>Band <select id="f-band">{options(bands, "band")}</select></label>'
         f'<label>Project <select id="f-project">{options(projects, "project")}</select></label>'
+        f'<label>Verdict <select id="f-verdict">{options(verdicts, "verdict")}</select></label>'
+        '<label>Needs a look <select id="f-look"><option value="">any</option>'
+        '<option value="yes">yes</option><option value="no">no</option></select></label>'
         '<label>Search <input id="f-text" type="search" placeholder="MOUS, target..."></label>'
         f'<span><b id="shown">{len(rows)}</b> of {len(rows)} rows shown</span></div>')
     head = ("<tr><th>project</th><th>MOUS</th><th>target</th><th>band</th>"
             + "".join(f"<th>{c}</th>" for c in cols)
+            + "<th class=num>score</th><th>main problem</th><th>verdict</th>"
             + "<th class=num>wall time</th><th>error / skip reason</th></tr>")
+    look.sort(key=lambda qk: -qk[0].priority)
+    look_html = ("<h2>Needs a look</h2><ol class=look>" + "".join(
+        f'<li><a href="targets/{esc(k)}.html">{esc(q.target)}</a> '
+        f'<span class=mono>{esc(q.mous_id)}</span>: {esc(q.why_look)}'
+        + (f" &middot; {esc(q.main_reason)}" if q.main_reason else "") + "</li>"
+        for q, k in look[:50]) + "</ol>"
+        + (f"<p class=note>{len(look) - 50} more: filter 'needs a look'</p>"
+           if len(look) > 50 else "")) if look else ""
     body = (
         f"<h1>{esc(project_name)}</h1>"
         f'<p class="sub">{len(snap.mous)} MOUS &middot; {n_targets} targets &middot; '
         f"catalog {esc(root_label)} &middot; snapshot {esc(fmt_time(now))}</p>"
         + (f'<p class="sub">targets by overall state: {by_overall}</p>' if by_overall else "")
-        + f'<div class="chips">{chips}</div>{matrix}{filters}'
+        + f'<div class="chips">{chips}</div>{matrix}{look_html}'
+        '<p class=sub>survey state as CSV: <a href="survey.csv">survey.csv</a></p>'
+        f'{filters}'
         f'<table id="overview" class="sortable"><thead>{head}</thead><tbody>'
         + "".join(rows) + "</tbody></table>"
         + ("" if rows else "<p class=note>the catalog holds no MOUS yet: add some with "

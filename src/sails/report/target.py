@@ -106,6 +106,8 @@ class TargetPage:
     unit: Unit
     cache: ImageCache
     now: float
+    qa: Any = None  # sails.qa.survey.QaRow of this target
+    qa_settings: Any = None
 
     @property
     def path(self) -> Path:
@@ -133,10 +135,22 @@ class TargetPage:
                 f"{esc(u.band or '-')} &middot; "
                 f'<a href="../../index.html">back to the overview</a></p>')
         # Images first: that is what an astronomer opens the page for.
-        sections = [head, self.stages_html(), self.continuum_html(), self.selfcal_html(),
+        sections = [head, self.qa_html(), self.stages_html(), self.continuum_html(),
+                    self.selfcal_html(),
                     self.lines_html(), self.verify_html(), self.metadata_html(),
                     self.products_html(), self.logs_html(), self.events_html()]
         return page(f"{title} - {m.mous_id}", "".join(sections), root="../../")
+
+    def qa_html(self) -> str:
+        from sails.qa.scores import score_target
+        from sails.report.qa import qa_html, sub_scores_html
+
+        html = qa_html(self.qa, self.mous.events, self.unit.target)
+        score = (score_target(self.unit.products, self.qa_settings)
+                 if self.qa_settings is not None else None)
+        if score is not None:
+            html += sub_scores_html(self.qa, [(s.name, s.score, s.reason) for s in score.subs])
+        return html
 
     def stages_html(self) -> str:
         rows = []

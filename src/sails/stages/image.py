@@ -15,6 +15,8 @@ from typing import Any
 from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
+from sails.qa import overrides
+from sails.qa.overrides import TargetOverride
 from sails.stages.base import Outcome, StageContext, safe_name
 
 PREVIEW_KINDS = {"cont_image": "inferno", "mom0": "inferno", "mom1": "RdBu_r",
@@ -53,21 +55,28 @@ def selfcal_inputs(ctx: StageContext) -> tuple[bool, list[Path], str]:
 
 
 def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
-                line_vis: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """The job: plan -> continuum -> continuum subtraction -> cubes."""
+                line_vis: list[dict[str, Any]] | None,
+                override: TargetOverride | None = None) -> list[dict[str, Any]]:
+    """The job: plan -> continuum -> continuum subtraction -> cubes. The target's
+    ``overrides.toml`` section replaces [imaging] values; [qa] sets the healing ladder."""
     from sails.imaging.lines import catalogue
 
     s = ctx.settings.imaging
     target = ctx.row.target
     cfg = s.model_dump(exclude={"lines", "target_velocities_kms"})
     cfg["systemic_velocity_kms"] = s.target_velocities_kms.get(target, s.systemic_velocity_kms)
+    cfg.update(overrides.imaging_cfg(override))
+    qa = ctx.settings.qa
+    cfg["heal"] = {"enabled": qa.heal, "max_attempts": qa.heal_max_attempts,
+                   "residual_growth": qa.heal_residual_growth,
+                   "model_flux_factor": qa.heal_model_flux_factor}
     stem = f"member.{ctx.mous_fs}.{safe_name(target)}_sci"
     plan_args = {"vis": vis, "field": target, "lines": [ln.to_dict() for ln in
                                                         catalogue(s.lines)],
                  "cfg": cfg, "stem": stem, "line_vis": line_vis}
     steps = [{"op": "image_plan", "name": "plan", "args": plan_args},
              {"op": "image_continuum", "name": "continuum", "args": {}}]
-    if s.make_cubes:
+    if cfg["make_cubes"]:
         steps += [{"op": "image_contsub", "name": "contsub", "args": {}},
                   {"op": "image_cubes", "name": "cubes", "args": {}}]
     return steps
@@ -147,8 +156,15 @@ def run(ctx: StageContext) -> Outcome:
     target = ctx.row.target
     if not target:
         raise ImagingError("the image stage runs per target; this row has none")
+    override = overrides.for_target(ctx.project.root, target)
+    ctx.catalog.set_override_fp(ctx.row.id, ctx.owner, overrides.fingerprint(override, "image"))
+    if override is not None and override.skip:
+        return Outcome.skipped(f"skipped by {overrides.OVERRIDES_NAME}"
+                               + (f": {override.note}" if override.note else ""))
     splits = split_mss(ctx)
     ok, sc_mss, why = selfcal_inputs(ctx)
+    if ok and override is not None and override.selfcal is not None and override.selfcal.skip:
+        ok, why = False, f"self-cal not used ({overrides.OVERRIDES_NAME})"
     if ok:
         vis = [{"path": str(p), "datacolumn": "auto"} for p in sc_mss]
         line_vis = [{"path": str(p), "datacolumn": "data"} for p in splits] or None
@@ -165,7 +181,7 @@ def run(ctx: StageContext) -> Outcome:
     out = output_dir(ctx)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        manifest = ctx.run_casa(build_steps(ctx, vis, line_vis), out,
+        manifest = ctx.run_casa(build_steps(ctx, vis, line_vis, override), out,
                                 timeout_s=timeout)
     except CasaJobError as exc:
         ram = ctx.settings.resources_for("image").ram_gb
@@ -188,5 +204,9 @@ def run(ctx: StageContext) -> Outcome:
         what = " only (no catalogue line in the target's spws)"
     if missed:
         what += f"; no cube for {', '.join(missed)} (see the job warnings)"
+    healed = [p.metrics["healing"] for p in products
+              if len((p.metrics.get("healing") or {}).get("attempts") or []) > 1]
+    if healed:
+        what += f"; {len(healed)} image(s) healed after diverging (see their metrics)"
     reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
     return Outcome.done(products, reason)

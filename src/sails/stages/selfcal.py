@@ -19,6 +19,7 @@ from sails.casa.contract import read_manifest, step_output
 from sails.catalog import Product
 from sails.errors import SailsError
 from sails.execution.paths import vm_mapper
+from sails.qa import overrides
 from sails.stages.base import Outcome, StageContext
 
 WORKDIR_NAME = "auto_selfcal"
@@ -125,6 +126,12 @@ def run(ctx: StageContext) -> Outcome:
         return Outcome.skipped(f"auto-selfcal did not process target {target!r} "
                                f"(targets it found: {known})")
     products = products_for(workdir_for(ctx.mous_dir), target, bands, step)
+    override = overrides.for_target(ctx.project.root, target)
+    ctx.catalog.set_override_fp(ctx.row.id, ctx.owner,
+                                overrides.fingerprint(override, "selfcal"))
+    if override is not None and override.selfcal is not None and override.selfcal.skip:
+        return Outcome.skipped(f"self-cal not used ({overrides.OVERRIDES_NAME}); "
+                               f"auto-selfcal said: {band_text(bands)}", products)
     if any(s.get("success") for s in bands.values()):
         return Outcome.done(products, reason=f"self-calibrated ({band_text(bands)})")
     return Outcome.skipped(f"self-cal not applied: {band_text(bands)}", products)

@@ -25,7 +25,10 @@ import numpy as np
 from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
-from sails.casa.contract import OOM, Diverged
+from sails.casa import vis_checks
+from sails.casa.contract import OOM
+from sails.casa.steps import healing
+from sails.casa.steps.healing import Divergence, ImagingFailed
 from sails.casa.tools import opened, released
 from sails.constants import C_KMS
 
@@ -36,8 +39,6 @@ DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle"
                   6: "the peak residual grew by more than 3x above its minimum"}
 
 
-class ImagingFailed(Diverged):
-    """Deconvolution diverged or produced no usable image (kind ``oom`` when out of memory)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -131,7 +132,7 @@ def run_tclean(ctx, label: str, **kw: Any) -> dict[str, Any]:
         raise ImagingFailed(f"{label}: tclean returned no summary (see the CASA log)")
     code = int(summary.get("stopcode", 0))
     if code in DIVERGED_CODES and kw.get("niter", 0) > 0:
-        raise ImagingFailed(
+        raise Divergence(
             f"{label}: deconvolution diverged ({DIVERGED_CODES[code]}, tclean stopcode {code}, "
             f"after {summary.get('iterdone')} iterations); try a lower imaging.gain, another "
             "robust, or a higher threshold")
@@ -159,13 +160,14 @@ def _check_finite(label: str, image: str, cleaned: bool) -> None:
     data = st.read(image)
     if not np.isfinite(data).any():
         if cleaned:
-            raise ImagingFailed(f"{label}: deconvolution diverged (the restored image has no "
+            raise Divergence(f"{label}: deconvolution diverged (the restored image has no "
                                 "finite pixel); try a lower imaging.gain or a higher threshold")
         raise ImagingFailed(f"{label}: the dirty image has no finite pixel (all data flagged?)")
     peak = float(np.nanmax(np.abs(data)))
     if not math.isfinite(peak) or peak > 1e6:
-        raise ImagingFailed(f"{label}: image values are absurd (|peak| {peak:.3g} Jy/beam); "
-                            "deconvolution diverged")
+        kind = Divergence if cleaned else ImagingFailed
+        raise kind(f"{label}: image values are absurd (|peak| {peak:.3g} Jy/beam); "
+                   "deconvolution diverged")
 
 
 def _export(ctx, image: str, fits: Path, *, velocity: bool = False,
@@ -215,8 +217,19 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
             line_mss = cand
             ctx.warn("cubes use the non-self-calibrated data: the self-calibrated MS is "
                      "spectrally averaged")
+    drop = set(cfg.get("drop_spws") or [])
+    if drop:  # the target's overrides leave these spws out of every image
+        for m in (*mss, *line_mss):
+            m["spws"] = [s for s in m["spws"] if s["id"] not in drop]
+        ctx.warn(f"spws {sorted(drop)} dropped (overrides.toml)")
     plan = planmod.make_plan(mss, line_mss, field, lines, cfg, stem, spw_labels)
     plan["cfg"] = cfg
+    if cfg.get("cell_arcsec"):
+        plan["cell_arcsec"] = float(cfg["cell_arcsec"])
+    if cfg.get("imsize"):
+        plan["imsize"] = int(cfg["imsize"])
+    if cfg.get("continuum_ranges"):
+        _continuum_ranges(plan, mss, cfg["continuum_ranges"])
     for w in plan["warnings"]:
         ctx.warn(w)
     _save_plan(ctx, plan)
@@ -226,6 +239,29 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
             "cubes": [c["line"]["name"] for c in plan["cubes"]],
             "lines_in_band": plan["lines_in_band"],
             "continuum": plan["continuum"]["imagename"], "products": []}
+
+
+def _continuum_ranges(plan: dict[str, Any], mss: list[dict[str, Any]],
+                      ranges: dict[str, str]) -> None:
+    """Replace the catalogue-derived line-free channels of the named spws (overrides)."""
+    cont = plan["continuum"]
+    nfree = ntot = 0
+    ids: set[int] = set()
+    sels = []
+    for m, sel in zip(mss, cont["spw"], strict=True):
+        parts = dict(p.split(":", 1) for p in sel.split(",") if p)
+        for s in m["spws"]:
+            sid = str(s["id"])
+            if sid in ranges:
+                parts[sid] = ranges[sid]
+            ntot += s["nchan"]
+            if sid in parts:
+                ids.add(s["id"])
+                nfree += int(vis_checks.channels(parts[sid], s["nchan"]).sum())
+        sels.append(",".join(f"{k}:{v}" for k, v in sorted(parts.items(),
+                                                            key=lambda kv: int(kv[0]))))
+    cont.update(spw=sels, spw_ids=sorted(ids), linefree_fraction=nfree / max(ntot, 1),
+                continuum_ranges=ranges)
 
 
 def _common(plan: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +295,30 @@ def _dirty_noise(ctx, plan: dict[str, Any], base: dict[str, Any], name: str, tt:
     return Dirty(image, pb, resid, mask, st.noise(resid, pb, cfg["pblimit"]), sidelobe)
 
 
+def _user_mask(base: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    """A CRTF mask from the target's overrides replaces the auto-mask."""
+    if not cfg.get("mask"):
+        return False
+    for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold", "minbeamfrac",
+              "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
+        base.pop(k, None)
+    base.update(usemask="user", mask=cfg["mask"])
+    return True
+
+
+def _inside(pb: str, pblimit: float) -> np.ndarray:
+    pbd = st.read(pb)
+    return np.isfinite(pbd) & (pbd >= pblimit)
+
+
+def _heal_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    return cfg.get("heal") or {}
+
+
 def image_continuum(ctx) -> dict[str, Any]:
     """Dirty image -> noise -> auto-masked clean to k sigma (repeated while the noise
-    estimate drops) -> pbcor -> FITS, with metrics."""
+    estimate drops) -> pbcor -> FITS, with metrics. A diverging clean is retried up the
+    healing ladder (:mod:`sails.casa.steps.healing`), each attempt from the dirty image."""
     plan = _load_plan(ctx)
     cfg, cont = plan["cfg"], plan["continuum"]
     name = str(_casa_dir(ctx) / cont["imagename"])
@@ -273,20 +330,37 @@ def image_continuum(ctx) -> dict[str, Any]:
                 reffreq=f"{cont['reffreq_hz']}Hz" if cont["nterms"] == 2 else "",
                 restoringbeam="", scales=[0] if cont["nterms"] == 2 else [],
                 **_mask_params(cfg, cube=False))
-    runs = [run_tclean(ctx, label, **dict(base, niter=0))]
+    user_mask = _user_mask(base, cfg)
+    runs0 = [run_tclean(ctx, label, **dict(base, niter=0))]
     image, pb, resid, mask, rms_dirty, sidelobe = _dirty_noise(ctx, plan, base, name, tt, label)
-    rms = rms_dirty
-    thresholds = []
-    for _ in range(max(1, int(cfg["cont_max_rounds"]))):
-        thr = cfg["cont_threshold_sigma"] * rms
-        thresholds.append(thr)
-        runs.append(run_tclean(ctx, label, **dict(base, niter=cfg["niter"], threshold=f"{thr}Jy",
-                                             calcres=False, calcpsf=False)))
-        new = st.noise(resid, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
-        if not (new < 0.8 * rms) or runs[-1]["iterdone"] == 0:
+    inside = _inside(pb, cfg["pblimit"])
+    peaks0 = healing.dirty_peaks(resid, inside)
+
+    def attempt(p: dict[str, Any], n: int) -> tuple[list, float, list]:
+        runs = list(runs0)
+        if n > 1:  # start again from the dirty image
+            healing.wipe(name)
+            runs = [run_tclean(ctx, label, **dict(base, niter=0))]
+        kw = healing.apply(base, p, multiscale=False, automask=not user_mask)
+        rms, thresholds = rms_dirty, []
+        for _ in range(max(1, int(cfg["cont_max_rounds"]))):
+            thr = cfg["cont_threshold_sigma"] * rms
+            thresholds.append(thr)
+            runs.append(run_tclean(ctx, label, **dict(kw, niter=cfg["niter"],
+                                                      threshold=f"{thr}Jy", calcres=False,
+                                                      calcpsf=False)))
+            new = st.noise(resid, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
+            if not (new < 0.8 * rms) or runs[-1]["iterdone"] == 0:
+                rms = new
+                break
             rms = new
-            break
-        rms = new
+        _check_finite(label, image, cleaned=True)
+        healing.check_attempt(label, name, tt, inside, peaks0, cfg)
+        return runs, rms, thresholds
+
+    steps = healing.steps_for(cfg, multiscale=False, automask=not user_mask)
+    (runs, rms, thresholds), heal = healing.heal(ctx, label, steps,
+                                                healing.initial_params(base, cfg), attempt)
     _check_finite(label, image, cleaned=True)
     pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
 
@@ -298,14 +372,16 @@ def image_continuum(ctx) -> dict[str, Any]:
                                    plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
                                    cfg["robust"])
     img = st.read(image)
-    pbd = st.read(pb)
-    inside = np.isfinite(pbd) & (pbd >= cfg["pblimit"])
     peak_flat = _nanmax_in(img, inside)
     peak = _nanmax_in(st.read(pbcor), inside)
     bm = st.beam(image)
     fit = st.fit_brightest(pbcor, plan["cell_arcsec"], bm) if bm else {}
+    resid_peak = float(np.nanmax(healing.dirty_peaks(resid, inside)))
     metrics = {
         "rms": rms_final, "rms_dirty": rms_dirty, "theoretical_rms": theo,
+        "residual_snr": resid_peak / rms_final if rms_final else None, "healing": heal,
+        "mask": "user (overrides.toml)" if user_mask else "auto-multithresh",
+        **vis_checks.continuum_checks(cont),
         "rms_ratio": (rms_final / theo) if theo else None, "peak": peak,
         "dynamic_range": peak_flat / rms_final if rms_final else None, "beam": bm,
         "flux_imfit": fit.get("flux_jy"), "imfit": fit, "thresholds_jy": thresholds,
@@ -411,7 +487,8 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                 outframe="LSRK", veltype="radio", restfreq=f"{cube['restfreq_hz']}Hz",
                 interpolation=cfg["interpolation"], perchanweightdensity=True,
                 restoringbeam="common", **_mask_params(cfg, cube=True))
-    runs = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
+    user_mask = _user_mask(base, cfg)
+    runs0 = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
     image, pb, resid, mask, sigma, sidelobe = _dirty_noise(ctx, plan, base, name, "", label)
     if not sigma > 0:
         raise ImagingFailed(f"{label}: the dirty cube has zero noise (no data?)")
@@ -419,8 +496,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     # Sigma-clip check of the catalogue windows: emission at the cube edges means the line
     # is wider than the window, so the 'line-free' channels used by uvcontsub may not be.
     dirty = st.read(resid)
-    pbd = st.read(pb)
-    inside = np.isfinite(pbd) & (pbd >= cfg["pblimit"])
+    inside = _inside(pb, cfg["pblimit"])
     chan_peak = np.array([_nanmax_in(dirty[..., i], inside[..., i])
                           for i in range(dirty.shape[-1])]) / sigma
     n_edge = max(1, cube["nchan"] // 10)
@@ -429,21 +505,36 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     if edge_emission:
         ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line may "
                  "extend beyond the velocity window (widen imaging.velocity_window_kms)")
-
+    peaks0 = healing.dirty_peaks(resid, inside)
     thr_ms = cfg["multiscale_threshold_sigma"] * sigma
-    runs.append(run_tclean(ctx, label, **dict(base, niter=cfg["niter"], deconvolver="multiscale",
-                                         scales=cfg["scales"], threshold=f"{thr_ms}Jy",
-                                         calcres=False, calcpsf=False)))
     thr_ss = cfg["singlescale_threshold_sigma"] * sigma
-    if Path(mask).exists() and float(np.nansum(st.read(mask))) > 0:
-        # usemask='user' with mask='' keeps the multiscale stage's mask fixed
-        single = dict(base, niter=cfg["niter"], deconvolver="hogbom", threshold=f"{thr_ss}Jy",
-                      calcres=False, calcpsf=False, usemask="user", mask="")
-        for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold", "minbeamfrac",
-                  "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
-            single.pop(k, None)
-        runs.append(run_tclean(ctx, label, **single))
-    _check_finite(label, image, cleaned=True)
+
+    def attempt(p: dict[str, Any], n: int) -> list:
+        runs = list(runs0)
+        if n > 1:  # start again from the dirty cube
+            healing.wipe(name)
+            runs = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
+        kw = healing.apply(base, p, multiscale=True, automask=not user_mask)
+        runs.append(run_tclean(ctx, label, **dict(kw, niter=cfg["niter"],
+                                                  deconvolver="multiscale",
+                                                  threshold=f"{thr_ms}Jy", calcres=False,
+                                                  calcpsf=False)))
+        if Path(mask).exists() and float(np.nansum(st.read(mask))) > 0:
+            # usemask='user' with mask='' keeps the multiscale stage's mask fixed
+            single = dict(kw, niter=cfg["niter"], deconvolver="hogbom",
+                          threshold=f"{thr_ss}Jy", calcres=False, calcpsf=False,
+                          usemask="user", mask="")
+            for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold",
+                      "minbeamfrac", "negativethreshold", "growiterations", "dogrowprune",
+                      "fastnoise", "scales"):
+                single.pop(k, None)
+            runs.append(run_tclean(ctx, label, **single))
+        _check_finite(label, image, cleaned=True)
+        healing.check_attempt(label, name, "", inside, peaks0, cfg)
+        return runs
+
+    steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
+    runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
     pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
 
     # Signal mask for the moments: hysteresis on the flat-noise cube, plus the clean mask.
@@ -496,6 +587,9 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         "thresholds_jy": [thr_ms, thr_ss], "edge_snr": edge_snr,
         "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
         "edge_emission": bool(edge_emission), "tclean": runs, "spectral": spectral,
+        "residual_snr": float(np.nanmax(healing.dirty_peaks(resid, inside))) / rms
+        if rms else None, "healing": heal,
+        "mask": "user (overrides.toml)" if user_mask else "auto-multithresh",
         "cell_arcsec": cell, "imsize": plan["imsize"],
     }
     out = ctx.out
