@@ -119,12 +119,24 @@ def test_every_job_ran_once_on_the_cluster_under_its_name(runs):
 NOT_COMPARED = ("weblog",)
 
 
+def _relative(value, root: str):
+    """Paths inside a project as relative ones (the two projects live in other folders)."""
+    if isinstance(value, str):
+        return value.replace(root + os.sep, "")
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, root) for v in value]
+    return value
+
+
 def _metrics(project) -> dict[tuple, dict]:
     out = {}
     for p in project.catalog.products():
         path = os.path.relpath(p["path"], project.root)
-        out[(p["stage"], p["target"], p["kind"], path)] = {
-            k: v for k, v in (p.get("metrics") or {}).items() if k not in NOT_COMPARED}
+        out[(p["stage"], p["target"], p["kind"], path)] = _relative(
+            {k: v for k, v in (p.get("metrics") or {}).items() if k not in NOT_COMPARED},
+            str(project.root))
     return out
 
 
