@@ -188,7 +188,8 @@ def fit_brightest(image: str, cell_arcsec: float, beam_arcsec: list[float]) -> d
     try:
         res = casatasks.imfit(imagename=image, box=box)
     except Exception as exc:  # noqa: BLE001 - a failed fit is a missing metric, not an error
-        return {"error": str(exc)}
+        # CASA raises its log line ("<time>\tSEVERE\t<origin>\t<message>"): keep the message
+        return {"error": str(exc).split("\t")[-1].strip()}
     if not res or not res.get("converged", [False])[0]:
         return {"error": "imfit did not converge"}
     comp = res["results"]["component0"]
