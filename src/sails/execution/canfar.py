@@ -25,7 +25,6 @@ Nothing here logs or prints a token.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from sails.execution.paths import (
     vm_mapper,
 )
 from sails.execution.runtime import ENTRY_NAME, ensure_runtime
+from sails.names import short_hash
 from sails.pipeline import PIPELINE, Runs
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ def session_name(job: JobSpec) -> str:
     names that slug alike apart.
     """
     base = _STAMP.sub("", job.job_id)
-    digest = hashlib.sha256(
-        "\0".join([job.mous_id, job.stage, job.target or "", base]).encode()).hexdigest()[:8]
+    digest = short_hash(job.mous_id, job.stage, job.target or "", base)
     slug = re.sub(r"[^a-z0-9]+", "-", base.lower().replace("uid___", "")).strip("-")
     room = NAME_LIMIT - len("sails--") - len(digest)
     slug = slug[:room].rstrip("-") or "job"
