@@ -542,14 +542,13 @@ class CanfarBackend:
         """This submission's manifest (paths as this machine's), not an earlier job's."""
         if not rec.output_dir:
             return None
-        manifest = contract.read_manifest(rec.output_dir, vm_mapper(self.platform))
-        if manifest is None:
-            return None
-        if rec.job_id:
-            return manifest if manifest.job_id == rec.job_id else None
-        started = manifest.started
-        ok_time = isinstance(started, int | float) and started >= rec.submitted - 120
-        return manifest if ok_time else None
+
+        def ours(m: contract.Manifest) -> bool:
+            if rec.job_id:
+                return m.job_id == rec.job_id
+            return isinstance(m.started, int | float) and m.started >= rec.submitted - 120
+
+        return contract.read_job_manifest(rec.output_dir, ours, vm_mapper(self.platform))
 
     def _finish(self, job: JobSpec, rec: _Record, status: str, info: dict[str, Any] | None,
                 t0: float) -> JobResult:
