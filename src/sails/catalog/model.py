@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import stat
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -81,9 +82,14 @@ class Product:
 
     @staticmethod
     def measure(path: str | Path) -> int:
+        """Bytes of a file, or of the files under a folder; links are never followed."""
         p = Path(path)
-        if p.is_file():
-            return p.stat().st_size
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return 0
+        if not stat.S_ISDIR(st.st_mode):  # a file, or a link (counted as itself)
+            return st.st_size
         total = 0
         for root, _dirs, files in os.walk(p):
             for f in files:
