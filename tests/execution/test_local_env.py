@@ -15,7 +15,7 @@ PRINT_ENV = "import json, os; print('ENV=' + json.dumps(dict(os.environ)))"
 def test_child_sees_no_orchestrator_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("CANFAR_TOKEN", "secret-canfar-token")
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:secret")
-    monkeypatch.setenv("SAILS_SOMETHING", "x")
+    monkeypatch.setenv("SAILS_EXECUTION__CASA_SLOTS", "1")  # an orchestrator setting
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
     project = init_project(tmp_path / "p")
     out = tmp_path / "out"
@@ -26,6 +26,7 @@ def test_child_sees_no_orchestrator_secrets(tmp_path, monkeypatch):
     log = (tmp_path / "logs" / "envjob.stdout.log").read_text()
     assert "secret" not in log
     env = json.loads(log.split("ENV=", 1)[1].splitlines()[0])
-    assert not {"CANFAR_TOKEN", "PREFECT_API_AUTH_STRING", "SAILS_SOMETHING"} & set(env)
+    assert not {"CANFAR_TOKEN", "PREFECT_API_AUTH_STRING",
+                 "SAILS_EXECUTION__CASA_SLOTS"} & set(env)
     assert env["MINE"] == "1" and env["LC_ALL"] == "C.UTF-8" and "PATH" in env
     assert env["CASASITECONFIG"].endswith("casasiteconfig.py")

@@ -16,7 +16,7 @@ from typing import Any
 
 from sails.atomic import write_text_atomic
 from sails.catalog.schema import MIGRATIONS, SCHEMA_VERSION
-from sails.errors import CatalogError
+from sails.errors import CatalogBusyError, CatalogError
 from sails.ids import mous_uri
 
 TABLES = frozenset({"projects", "mous", "targets", "files", "stages", "products", "events",
@@ -90,7 +90,7 @@ class Connection:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise self._explain(exc) from None
                 if time.monotonic() > deadline:
-                    raise CatalogError(
+                    raise CatalogBusyError(
                         f"catalog {self.path} stayed locked for {self.timeout:.0f} s",
                         hint="another process holds a long write; try again",
                     ) from None

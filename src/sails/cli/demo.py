@@ -15,7 +15,7 @@ def demo(
     directory: Path = typer.Option(Path("sails-demo"), "--dir", help="Folder for the demo "
                                    "(replaced if it holds an earlier demo)."),
     seed: int = typer.Option(1, help="Simulation seed."),
-    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1, max=1024),
     backend: str | None = typer.Option(None, "--backend", help="local (default) or canfar."),
 ):
     """The main job: simulate, serve as an archive, ingest, run every stage, report.

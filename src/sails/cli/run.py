@@ -62,7 +62,7 @@ def run_with_progress(project, **kw):
 def run(
     mous: list[str] = typer.Option(None, "--mous", "-m", help="Only this MOUS (repeatable)."),
     until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
-    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1,
+    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1, max=1024,
                                             help="Stages at once (default: CASA slots)."),
     backend: str | None = typer.Option(None, "--backend", help="local or canfar."),
     use_prefect: bool | None = typer.Option(
