@@ -74,3 +74,7 @@ class IngestError(SailsError):
 class CatalogBusyError(CatalogError, TransientError):
     """Another process held the catalog's write lock past the busy timeout: try again
     (a stage that meets it is retried like any transient failure)."""
+
+
+class ArchiveUnavailableError(IngestError, TransientError):
+    """An archive service timed out, could not be reached or answered 5xx/429: try later."""
