@@ -99,6 +99,9 @@ class LocalBackend:
                 return JobResult(False, None, f"job {job.job_id} {why}", job.casa_log, None,
                                  time.time() - t0, error_kind=stopped)
             code = proc.returncode
+            # Helpers the job started (forks, plot servers) end with it: none of them may
+            # still write into the output while the stage is retried.
+            _kill_group(proc)
         wall = time.time() - t0
         # Installed (success) or beside (failure); an earlier run's could be lying there:
         # trust only this job's.

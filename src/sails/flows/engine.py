@@ -68,8 +68,10 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        """Stages that ended failed (or lost their lease) in this run: a non-zero exit."""
-        return sum(r.status in ("failed", "lost") for r in self.reports)
+        """Stages that ended failed (or lost their lease) in this run: a non-zero exit. A
+        transient failure retried to success in the same run does not count."""
+        last = {r.row.id: r for r in self.reports}
+        return sum(r.status in ("failed", "lost") for r in last.values())
 
 
 def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
