@@ -42,9 +42,27 @@ def ensure_siteconfig() -> Path:
     return path
 
 
+# What a CASA child inherits from the orchestrator: nothing else (tokens such as
+# CANFAR_TOKEN or PREFECT_API_AUTH_STRING would otherwise reach job logs, whose tails reach
+# catalog errors). Names, then prefixes.
+INHERITED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "SHELL",
+    "TMPDIR", "TMP", "TEMP", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "DISPLAY", "XAUTHORITY",
+    "OMP_NUM_THREADS", "CASASITECONFIG", "CASA_NO_TELEMETRY",
+})
+INHERITED_PREFIXES = ("LC_", "XDG_", "CASA", "OPENBLAS_", "MKL_")
+
+
+def inherited(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (:data:`INHERITED`, :data:`INHERITED_PREFIXES`)."""
+    return {k: v for k, v in environ.items()
+            if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+
+
 def casa_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a CASA child process."""
-    env = dict(os.environ)
+    """Environment for a CASA child process: the allow-listed part of ours, plus ``extra``."""
+    env = inherited(os.environ)
     env["CASASITECONFIG"] = str(ensure_siteconfig())
     # casatools creates ~/.casa; keep it somewhere writable even with a read-only HOME.
     env.setdefault("CASA_NO_TELEMETRY", "1")

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from sails.errors import ConfigError
 from sails.execution.names import BACKEND_NAMES
@@ -72,8 +78,12 @@ def _by_stage(value: dict[str, Any], what: str) -> dict[str, Any]:
 class Execution(_Section):
     backend: BackendName = "local"
     stage_backends: dict[str, BackendName] = Field(default_factory=dict)
-    casa_slots: int = Field(0, ge=0, description="parallel CASA jobs; 0 = number of cores")
+    casa_slots: int = Field(0, ge=0, le=1024,
+                            description="parallel CASA jobs; 0 = number of cores")
     lease_seconds: float = Field(3600.0, gt=0)
+    catalog_busy_seconds: float = Field(
+        60.0, gt=0, le=3600, description="how long a catalog write waits for another "
+        "process's; a run outlasts longer locks (it waits, then carries on)")
     max_attempts: int = Field(3, ge=1)
     retry_backoff_seconds: float = Field(
         60.0, ge=0, description="first wait before retrying a transient stage failure; "
@@ -331,8 +341,26 @@ def _format_validation(err: ValidationError, source: str) -> str:
     return f"invalid configuration in {source}: " + "; ".join(parts)
 
 
+# SAILS_* variables that are not settings (the rest must name a section or key).
+OTHER_SAILS_VARIABLES = frozenset({"SAILS_PROJECT", "SAILS_SHARED_TESTDATA", "SAILS_JOB_ID",
+                                   "SAILS_DOCS_SCREENSHOTS"})
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """A ``SAILS_*`` variable naming no setting is an error, not silently ignored."""
+    fields = {name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in environ if k.upper().startswith("SAILS_")
+                     and k.upper() not in OTHER_SAILS_VARIABLES
+                     and k.upper()[len("SAILS_"):].split("__", 1)[0] not in fields)
+    if unknown:
+        raise ConfigError(f"unknown SAILS_* environment variable(s): {', '.join(unknown)}",
+                          hint="settings are SAILS_<SECTION>__<KEY>, e.g. "
+                          "SAILS_EXECUTION__CASA_SLOTS; see `sails config show`")
+
+
 def load_settings(path: Path | None) -> Settings:
     """Read ``sails.toml`` at ``path`` (or defaults when None) and apply env overrides."""
+    check_environment(os.environ)
     data: dict[str, Any] = {}
     source = "defaults and SAILS_* environment"
     if path is not None:
@@ -343,12 +371,19 @@ def load_settings(path: Path | None) -> Settings:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not UTF-8 text") from None
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(
             _format_validation(exc, source), hint="fix the key named, then retry"
         ) from None
+    except SettingsError as exc:  # e.g. SAILS_EXECUTION='not json'
+        raise ConfigError(f"invalid SAILS_* environment: {exc}",
+                          hint="a section variable (SAILS_EXECUTION) must hold a JSON "
+                          "object; or set keys one by one (SAILS_EXECUTION__CASA_SLOTS)"
+                          ) from None
 
 
 DEFAULT_TOML = """\
@@ -376,6 +411,7 @@ backend = "local"     # "local" (child processes here), "canfar" (headless sessi
 # (download always runs in the orchestrator; `sails run --backend X` sets every CASA stage)
 casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
 lease_seconds = 3600  # a claimed stage whose lease expires is recovered by the next run
+catalog_busy_seconds = 60  # a catalog write waits this long for another process's
 max_attempts = 3      # transient failures retried this many times
 retry_backoff_seconds = 60        # wait before a retry, doubled each attempt ...
 retry_backoff_max_seconds = 3600  # ... up to this

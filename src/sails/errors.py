@@ -34,6 +34,8 @@ class CatalogError(SailsError):
     """The catalog file is unusable (not SQLite, newer schema, read-only...)."""
 
 
+
+
 class IllegalTransitionError(SailsError):
     """A stage state change that the state machine does not allow."""
 
@@ -67,3 +69,12 @@ class TransientError(SailsError):
 
 class IngestError(SailsError):
     """Archive responses or input tables that cannot be ingested."""
+
+
+class CatalogBusyError(CatalogError, TransientError):
+    """Another process held the catalog's write lock past the busy timeout: try again
+    (a stage that meets it is retried like any transient failure)."""
+
+
+class ArchiveUnavailableError(IngestError, TransientError):
+    """An archive service timed out, could not be reached or answered 5xx/429: try later."""

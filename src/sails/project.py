@@ -76,7 +76,8 @@ class Project:
         if cat is None:
             from sails.catalog import Catalog
 
-            cat = self._local.catalog = Catalog(self.catalog_path)
+            cat = self._local.catalog = Catalog(
+                self.catalog_path, timeout=self.settings.execution.catalog_busy_seconds)
         return cat
 
     def layout_dirs(self) -> list[Path]:

@@ -201,9 +201,6 @@ def test_recorded_shapes_answer_through_pyvo(tmp_path):
     ("tap", "malformed", "unreadable answer"),
     ("tap", "error", "rejected the query: simulated service failure"),
     ("tap", "sleep:3", "did not answer within 1 s"),
-    ("datalink", "500", "DataLink service"),
-    ("datalink", "malformed", "DataLink service"),
-    ("datalink", "sleep:3", "did not answer within 1 s"),
 ])
 def test_service_failures_leave_the_catalog_unchanged(cat, urls, server, service, fault,
                                                       message):
@@ -214,6 +211,56 @@ def test_service_failures_leave_the_catalog_unchanged(cat, urls, server, service
     with pytest.raises(IngestError, match=message):
         ingest_query(cat, QueryFilters(projects=["2017.1.01185.S"]), archive)
     assert snapshot(cat) == before
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("500", "failed with HTTP 500"), ("malformed", "unreadable answer"),
+    ("sleep:3", "did not answer within 1 s")])
+def test_one_unreachable_file_list_blocks_no_metadata(cat, urls, server, fault, message):
+    """Issue #22 defect 6: file lists are resolved per MOUS; a MOUS whose DataLink call
+    fails still lands (metadata, targets, stages), with a warning and an event, and the
+    others get their files."""
+    archive = Archive(tap_url=urls["tap"], datalink_url=urls["datalink"], timeout_seconds=1)
+    _adql, records, _s = ingest_query(cat, QueryFilters(projects=["2019.1.00000.S"]), archive,
+                                      dry_run=True)
+    mous_ids = sorted({r.mous["mous_id"] for r in records.records})
+    assert len(mous_ids) >= 2
+    bad, good = mous_ids[0], mous_ids[1:]
+    server.faults = {f"datalink:{bad}": fault}
+    _adql, _r, summary = ingest_query(cat, QueryFilters(projects=["2019.1.00000.S"]), archive)
+    assert set(cat.mous_ids()) == set(mous_ids)  # every MOUS's metadata landed
+    assert not cat.files(bad) and all(cat.files(m) for m in good)
+    warned = [w for w in summary.warnings if w.startswith(bad)]
+    assert warned and message in warned[0] and "download stage resolves it" in warned[0]
+    assert any("file list not resolved" in (e["reason"] or "") for e in cat.events(bad))
+    assert cat.find_stage(bad, "download").status == "pending"
+
+
+def test_download_stage_resolves_a_missing_file_list(tmp_path, urls, server, monkeypatch):
+    """The download stage gets a file list ingest could not: an archive still down is a
+    transient failure (retried with backoff), a reachable one fills the list in."""
+    from sails.errors import SailsError, TransientError
+    from sails.project import init_project
+    from sails.stages.download import download_mous
+
+    monkeypatch.setenv("SAILS_ARCHIVE__DATALINK_URL", urls["datalink"])
+    monkeypatch.setenv("SAILS_ARCHIVE__TIMEOUT_SECONDS", "2")
+    project = init_project(tmp_path / "p")
+    archive = project.settings.archive
+    server.faults = {"datalink": "500"}
+    ingest_query(project.catalog, QueryFilters(projects=["2019.1.00000.S"]), Archive(
+        tap_url=urls["tap"], datalink_url=urls["datalink"], timeout_seconds=2))
+    mous = mous_uid(0)
+    assert not project.catalog.files(mous)
+    with pytest.raises(TransientError, match="HTTP 500"):
+        download_mous(project, project.catalog, mous)
+    server.faults = {}
+    with pytest.raises(SailsError) as err:  # the files themselves are not served here
+        download_mous(project, project.catalog, mous)
+    assert "file list" not in str(err.value)
+    assert project.catalog.files(mous), archive
+    assert any("file list resolved" in (e["reason"] or "")
+               for e in project.catalog.events(mous))
 
 
 def test_unreachable_service(cat):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sails.casa import contract
 from sails.execution.base import JobSpec
 from sails.execution.local import LocalBackend
 from sails.project import init_project
@@ -88,6 +89,36 @@ def test_failing_step_writes_ok_false_manifest(project, tmp_path):
     assert "bad calibration table" in res.error
     assert res.manifest["ok"] is False and "RuntimeError" in res.manifest["traceback"]
     assert not (out / "never.txt").exists()
+
+
+def test_failed_rerun_keeps_the_last_good_output(project, tmp_path):
+    """Issue #22 defect 4: a failed re-run is installed beside, never over, good output."""
+    out = tmp_path / "out"
+    assert run(project, [{"op": "write_text", "args": {"name": "good.fits", "text": "1"}}],
+               out).ok
+    res = run(project, [{"op": "write_text", "args": {"name": "partial.fits", "text": "2"}},
+                        {"op": "fail", "args": {"message": "diverged"}}], out)
+    assert not res.ok and "diverged" in res.error
+    assert res.manifest["ok"] is False  # read from beside, as this job's
+    assert sorted(p.name for p in out.iterdir()) == ["good.fits", "result.json"]
+    assert json.loads((out / "result.json").read_text())["ok"] is True
+    failed = contract.failed_dir(out)
+    assert (failed / "partial.fits").exists()
+    assert json.loads((failed / "result.json").read_text())["ok"] is False
+    # A later success supersedes the failure.
+    assert run(project, [{"op": "write_text", "args": {"name": "new.fits", "text": "3"}}],
+               out).ok
+    assert not failed.exists()
+
+
+def test_output_moved_aside_by_a_killed_install_is_restored(project, tmp_path):
+    out = tmp_path / "out"
+    assert run(project, [{"op": "write_text", "args": {"name": "good.fits", "text": "1"}}],
+               out).ok
+    out.rename(tmp_path / ".out.old-4242")  # killed between the two renames of _install
+    res = run(project, [{"op": "fail", "args": {}}], out)
+    assert not res.ok
+    assert (out / "good.fits").exists() and not list(tmp_path.glob(".out.old-*"))
 
 
 def test_unknown_step_is_an_error_not_a_skip(project, tmp_path):

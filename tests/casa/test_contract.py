@@ -142,7 +142,9 @@ def test_runner_records_the_error_kind(project, tmp_path, error, kind):
         project, [{"op": "fail", "args": {"message": "no luck", "error": error}}], out))
     assert not res.ok and res.error_kind == kind
     assert res.error.startswith(f"{error}: no luck")
-    m = contract.read_manifest(out)
+    # A failed job's folder lands beside its destination, never over it.
+    assert not out.exists()
+    m = contract.read_manifest(contract.failed_dir(out))
     assert m is not None and m.error_kind == kind and res.manifest == m.to_dict()
 
 

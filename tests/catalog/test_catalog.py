@@ -229,3 +229,20 @@ def test_waiting_for_names_the_unfinished_prerequisites(cat):
     assert [w.stage for w in cat.waiting_for(image)] == ["selfcal"]
     auto = cat.find_stage(MOUS, "auto_selfcal")
     assert [w.stage for w in cat.waiting_for(auto)] == ["split"]
+
+
+def test_error_after_sqlite_rolled_back_is_the_real_one(cat):
+    """Issue #22: on disk full / I/O errors SQLite rolls back itself; our ROLLBACK then
+    failed with "no transaction is active" and hid the cause."""
+    import sqlite3
+
+    from sails.errors import CatalogError
+
+    with pytest.raises(ValueError, match="the real error"), cat.write() as con:
+        con.execute("ROLLBACK")  # as SQLite does on SQLITE_FULL
+        raise ValueError("the real error")
+    with pytest.raises(CatalogError, match="database or disk is full"), cat.write() as con:
+        con.execute("ROLLBACK")
+        raise sqlite3.OperationalError("database or disk is full")
+    with cat.write() as con:  # the connection is still usable
+        con.execute("SELECT 1")

@@ -80,3 +80,27 @@ def test_killed_owner_is_recovered_and_nothing_done_is_redone(tmp_path):
     completions = Counter(e["mous_id"] for e in cat.events() if e["to_status"] == "done")
     assert set(completions.values()) == {1}
     assert cat.stage(held[0].id).attempts == 1
+
+
+def test_owner_of_another_pid_space_is_not_judged_by_its_pid(tmp_path):
+    """Issue #22: host+pid alone made a live owner in another container (same host name)
+    look dead. Only an owner of this host *and* pid space (boot id, pid namespace) whose
+    process has ended is recovered at once; others wait for their lease to expire."""
+    from sails.catalog.model import new_owner, owner_is_dead, pid_space
+
+    cat = _make(tmp_path / "c.sqlite", 3)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    import socket
+    host = socket.gethostname()
+    mine_dead = f"run@{host}:{gone.pid}:abcd1234:{pid_space()}"
+    other_space = f"run@{host}:{gone.pid}:abcd1234:{'0' * 8}"
+    old_format = f"run@{host}:{gone.pid}:abcd1234"
+    assert owner_is_dead(mine_dead)
+    assert not owner_is_dead(other_space) and not owner_is_dead(old_format)
+    assert not owner_is_dead(new_owner())  # this very process
+    for owner in (mine_dead, other_space, old_format):
+        assert cat.claim_next(owner, lease_seconds=600) is not None
+    recovered = cat.recover_dead_owners()
+    assert [r.lease_owner for r in recovered] == [None]
+    assert {r.lease_owner for r in cat.stages(status="running")} == {other_space, old_format}

@@ -85,3 +85,52 @@ def test_not_a_tarball(tmp_path):
     bogus.write_bytes(b"<html>502 Bad Gateway</html>")
     with pytest.raises(TruncatedArchiveError):
         safe_extract(bogus, tmp_path / "out")
+
+
+# Issue #22 defect 2: a link judged where it sits in the tarball pointed outside once
+# organize() moved it to a shallower place (datasets/<mous>/evil.ms -> /etc).
+DEEP = "proj/science_goal.uid___A001_X1_X0/group.uid___A001_X1_X1/member.uid___A001_X1_X2"
+ESCAPES = [(f"{DEEP}/calibrated", None, {}),
+           (f"{DEEP}/calibrated/evil.ms", None,
+            {"type": tarfile.SYMTYPE, "linkname": "../../../../proj"}),
+           (f"{DEEP}/calibrated/weblog_restore", None, {"type": tarfile.SYMTYPE,
+                                                        "linkname": "../.."}),
+           (f"{DEEP}/calibrated/raw.asdm.sdm", None, {"type": tarfile.SYMTYPE,
+                                                      "linkname": "."}),
+           (f"{DEEP}/calibrated/README", b"hello", {}),
+           (f"{DEEP}/calibrated/readme-link", None, {"type": tarfile.SYMTYPE,
+                                                     "linkname": "README"})]
+
+
+def test_directory_links_are_never_kept_or_moved(tmp_path):
+    from sails.transfer.organize import Layout, organize
+
+    staging = safe_extract(make_tar(tmp_path / "evil.tar", ESCAPES), tmp_path / "x" / "stage")
+    cal = staging / DEEP / "calibrated"
+    assert not any(cal / n for n in ("evil.ms", "weblog_restore", "raw.asdm.sdm")
+                   if (cal / n).is_symlink() or (cal / n).exists())
+    assert (cal / "readme-link").is_symlink()  # a link to a file of the tarball stays
+    mous = tmp_path / "project"
+    layout = Layout(datasets=mous / "datasets", weblogs=mous / "weblogs", raw=mous / "raw")
+    # Even given links in the staging folder (made by hand here), organize moves none.
+    (cal / "evil.ms").symlink_to("../../../../..")
+    (cal / "weblog_restore").symlink_to("/etc")
+    products = organize(staging, layout)
+    assert {p.kind for p in products} == {"file"}
+    assert not [p for p in mous.rglob("*") if p.is_symlink()]
+
+
+def test_product_measure_never_follows_links(tmp_path):
+    from sails.catalog import Product
+
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "data").write_bytes(b"x" * 10_000)
+    folder = tmp_path / "f.ms"
+    folder.mkdir()
+    (folder / "table.dat").write_bytes(b"t" * 10)
+    (folder / "inner").symlink_to(big)
+    (tmp_path / "evil.ms").symlink_to(big)
+    assert Product.measure(folder) == 10
+    assert Product.measure(tmp_path / "evil.ms") < 100  # the link itself, not its target
+    assert Product.measure(tmp_path / "missing") == 0

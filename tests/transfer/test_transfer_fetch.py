@@ -237,3 +237,23 @@ def test_rich_progress_on_a_terminal_and_concurrent_fallback(server, client, tmp
         download_many(client, files, POLICY, progress=bars)
     assert "total (3 files)" in out.getvalue()
     assert all((tmp_path / f"r{i}").stat().st_size == 50_000 for i in range(3))
+
+
+def test_redirects_stay_on_http_and_never_downgrade():
+    """Issue #22: redirects were followed anywhere; now only over http(s), never https->http."""
+    import httpx
+
+    from sails.errors import DownloadError
+    from sails.transfer.fetch import check_redirect
+
+    def answer(url: str, location: str) -> httpx.Response:
+        req = httpx.Request("GET", url)
+        resp = httpx.Response(302, headers={"Location": location}, request=req)
+        resp.next_request = httpx.Request("GET", httpx.URL(url).join(location))
+        return resp
+
+    check_redirect(answer("https://almascience.eso.org/x", "https://almascience.nrao.edu/x"))
+    check_redirect(answer("http://127.0.0.1/x", "/y"))
+    for url, loc in (("https://a.org/x", "http://a.org/x"), ("http://a.org/x", "ftp://a.org/x")):
+        with pytest.raises(DownloadError, match="refusing a redirect"):
+            check_redirect(answer(url, loc))

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from sails import __version__
-from sails.errors import IngestError
+from sails.errors import ArchiveUnavailableError, IngestError
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -48,6 +48,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def _busy(code: object) -> bool:
+    """An HTTP status worth retrying later (5xx, 429)."""
+    return isinstance(code, int) and (code >= 500 or code == 429)
+
+
 def explain(exc: BaseException, service: str, url: str, timeout: float) -> IngestError:
     """One clear message for any failure of ``service`` at ``url``."""
     from pyvo.dal.exceptions import DALFormatError, DALQueryError, DALServiceError
@@ -55,22 +60,26 @@ def explain(exc: BaseException, service: str, url: str, timeout: float) -> Inges
     chain = _chain(exc)
     for e in chain:
         if isinstance(e, requests.exceptions.Timeout):
-            return IngestError(f"{service} at {url} did not answer within {timeout:g} s",
+            return ArchiveUnavailableError(
+                               f"{service} at {url} did not answer within {timeout:g} s",
                                hint="try again later, another mirror, or raise "
                                     "archive.timeout_seconds")
         if isinstance(e, requests.exceptions.ConnectionError):
-            return IngestError(f"cannot reach {service} at {url}: connection failed",
+            return ArchiveUnavailableError(
+                               f"cannot reach {service} at {url}: connection failed",
                                hint="check the network and archive.tap_url / datalink_url")
     for e in chain:
         if isinstance(e, DALQueryError):
             return IngestError(f"{service} at {url} rejected the query: "
                                f"{(e.reason or 'no message').strip()}")
         if isinstance(e, DALServiceError) and e.code:
-            return IngestError(f"{service} at {url} failed with HTTP {e.code}",
+            cls = ArchiveUnavailableError if _busy(e.code) else IngestError
+            return cls(f"{service} at {url} failed with HTTP {e.code}",
                                hint="the archive may be down; try again later or another "
                                     "mirror")
         if isinstance(e, requests.exceptions.HTTPError) and e.response is not None:
-            return IngestError(f"{service} at {url} failed with HTTP "
+            cls = ArchiveUnavailableError if _busy(e.response.status_code) else IngestError
+            return cls(f"{service} at {url} failed with HTTP "
                                f"{e.response.status_code}",
                                hint="the archive may be down; try again later or another "
                                     "mirror")

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from sails.archive.client import DEFAULT_TIMEOUT, TimeoutSession, explain
-from sails.errors import IngestError
+from sails.errors import IngestError, SailsError
 
 DATALINK_MIME = "content=datalink"
 KINDS = ("srdp", "product", "auxiliary", "raw", "readme", "other")
@@ -198,6 +198,25 @@ class DatalinkClient:
                                f.content_type, f.description)
                       for f in inner if f.url not in known]
         return files, errors
+
+    def resolve_each(self, mous_ids: Iterable[str], workers: int = 4
+                     ) -> tuple[dict[str, tuple[list[FileLink], list[str]]], dict[str, str]]:
+        """Resolve several MOUS in parallel, each on its own: (files of those resolved,
+        error message of each that failed). One unreachable MOUS stops none of the others."""
+        ids = list(dict.fromkeys(mous_ids))
+
+        def one(mous_id: str) -> tuple[list[FileLink], list[str]] | str:
+            try:
+                return self.resolve(mous_id)
+            except SailsError as exc:
+                return exc.one_line()
+
+        if not ids:
+            return {}, {}
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids)))) as pool:
+            results = dict(zip(ids, pool.map(one, ids), strict=True))
+        return ({k: v for k, v in results.items() if not isinstance(v, str)},
+                {k: v for k, v in results.items() if isinstance(v, str)})
 
     def resolve_many(self, mous_ids: Iterable[str], workers: int = 4
                      ) -> dict[str, tuple[list[FileLink], list[str]]]:

@@ -231,14 +231,16 @@ def ingest_files(catalog: Catalog, files: Mapping[str, tuple[list[FileLink], lis
 
 # ---------------------------------------------------------------------- SRDP and spw remap
 def check_url(url: str) -> str:
-    """An http(s) URL (or file:///absolute) without whitespace or control characters."""
+    """An http(s) URL without whitespace, control characters or embedded credentials
+    (downloads fetch over HTTP only; a password in it would be kept in the catalog's events)."""
     u = url.strip()
-    if not u or any(c.isspace() or ord(c) < 32 for c in u):
+    if not u or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in u):
         raise UserInputError(f"malformed URL {url!r}")
     p = urlparse(u)
+    if p.scheme in ("http", "https") and p.netloc and "@" in p.netloc:
+        raise UserInputError("the URL holds a user name or password",
+                             hint="give the URL without credentials")
     if p.scheme in ("http", "https") and p.netloc:
-        return u
-    if p.scheme == "file" and p.path.startswith("/"):
         return u
     raise UserInputError(f"malformed URL {url!r}",
                          hint="give an http(s):// URL of the SRDP restore")

@@ -94,7 +94,10 @@ def number(v: Any, col: str) -> float | None:
         return None
     cls = v.__class__
     if cls is float or cls is int:
-        x = float(v)
+        try:
+            x = float(v)
+        except OverflowError:  # an int beyond any float
+            raise RowProblem(f"{col} {str(v)[:20]}... is not finite") from None
         return x if math.isfinite(x) else None
     if isinstance(v, bool):
         raise RowProblem(f"{col} {v!r} is not a number")
@@ -155,9 +158,12 @@ def band_text(v: Any) -> str | None:
     for item in s.replace(",", " ").split():
         try:
             f = float(item)
-            items.append(str(int(f)) if f == int(f) else item)
         except ValueError:
             items.append(item)
+            continue
+        if not math.isfinite(f):
+            raise RowProblem(f"band {item[:20]!r} is not a band number")
+        items.append(str(int(f)) if f == int(f) else item)
     return " ".join(items)
 
 
@@ -272,6 +278,10 @@ class RowMapper:
         obs_id = text(raw("obs_id"))
         if obs_id is None:
             raise RowProblem("obs_id is empty")
+        for what, value in ((col["target_name"], name), (col["proposal_id"], project_code),
+                            ("obs_id", obs_id)):
+            if _CONTROL.search(value):  # names reach file names, terminals and the report
+                raise RowProblem(f"{what} {value!r} contains a control character")
         ra, dec = num("s_ra"), num("s_dec")
         if ra is None or dec is None:
             raise RowProblem(f"{col['s_ra']}/{col['s_dec']} missing")
@@ -406,6 +416,9 @@ def _first(*values: float | None) -> float | None:
     return next((v for v in values if v is not None), None)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def map_rows(columns: Iterable[str], rows: Iterable[Mapping[str, Any]], source: str,
              first_line: int = 1, line_word: str = "row") -> RecordSet:
     """Validate and map every row; duplicates (same MOUS, source, obs_id) are merged.
@@ -421,7 +434,7 @@ def map_rows(columns: Iterable[str], rows: Iterable[Mapping[str, Any]], source: 
         out.rows_read += 1
         try:
             rec = mapper.map(row, line)
-        except RowProblem as exc:
+        except (RowProblem, OverflowError) as exc:  # overflow: a number beyond any float
             out.problems.append(f"{line_word} {line}: {exc}")
             continue
         prev_i = seen.get(rec.key)

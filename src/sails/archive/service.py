@@ -34,18 +34,36 @@ def resolve_datalink(mous_ids: Iterable[str], archive: Archive, datalink_url: st
     return client.resolve_many(mous_ids, workers=archive.datalink_workers)
 
 
+def resolve_each(mous_ids: Iterable[str], archive: Archive, datalink_url: str | None = None
+                 ) -> tuple[dict[str, tuple[list[FileLink], list[str]]], dict[str, str]]:
+    """DataLink files of each MOUS, each on its own: (resolved, error of each that failed)."""
+    client = DatalinkClient(datalink_url or archive.datalink_url,
+                            timeout=archive.timeout_seconds,
+                            expand=archive.expand_product_listings)
+    return client.resolve_each(mous_ids, workers=archive.datalink_workers)
+
+
 def ingest_recordset(catalog: Catalog, recordset: RecordSet, archive: Archive, *,
                      datalink: bool = True, datalink_url: str | None = None,
                      dry_run: bool = False, skip_bad: bool = False) -> IngestSummary:
     """Validate, resolve DataLink files (network, before any write), then ingest in one
-    transaction. A dry run resolves nothing and writes nothing."""
+    transaction. A dry run resolves nothing and writes nothing.
+
+    File lists are resolved per MOUS: a MOUS whose DataLink call fails still has its
+    metadata ingested; the failure is a warning and an event on the MOUS, and its
+    ``download`` stage resolves the list (retried with backoff when the archive is busy)."""
     if not skip_bad:
         recordset.raise_if_problems()
-    files = None
+    files, failed = None, {}
     if datalink and not dry_run and recordset.records:
         mous_ids = list(dict.fromkeys(r.mous["mous_id"] for r in recordset.records))
-        files = resolve_datalink(mous_ids, archive, datalink_url)
-    return ingest_records(catalog, recordset, files, dry_run=dry_run, skip_bad=skip_bad)
+        files, failed = resolve_each(mous_ids, archive, datalink_url)
+    summary = ingest_records(catalog, recordset, files, dry_run=dry_run, skip_bad=skip_bad)
+    for mous_id, error in failed.items():
+        note = f"file list not resolved ({error}); the download stage resolves it"
+        summary.warnings.append(f"{mous_id}: {note}")
+        catalog.log_event(mous_id, note, actor="ingest", stage="download")
+    return summary
 
 
 def ingest_query(catalog: Catalog, query: QueryFilters | str, archive: Archive, *,

@@ -31,7 +31,7 @@ class InputTable:
 
 def _open_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        content = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserInputError(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -40,6 +40,9 @@ def _open_text(path: Path) -> str:
         raise IngestError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
         raise UserInputError(f"cannot read {path}: {exc.strerror}") from None
+    if "\x00" in content:
+        raise IngestError(f"{path} contains NUL bytes: not a text table")
+    return content
 
 
 def read_csv(path: str | Path) -> InputTable:

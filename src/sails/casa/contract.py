@@ -200,6 +200,24 @@ def read_manifest(folder: str | os.PathLike,
     return Manifest.from_dict(data)
 
 
+def failed_dir(folder: str | os.PathLike) -> Path:
+    """Where a failed job's output lands: ``.<name>.failed`` beside ``folder``, so a failed
+    re-run never replaces the last good output (and no sanitised name can equal it)."""
+    p = Path(folder)
+    return p.with_name(f".{p.name}.failed")
+
+
+def read_job_manifest(folder: str | os.PathLike, accept: Callable[[Manifest], bool],
+                      map_path: Callable[[str], str] | None = None) -> Manifest | None:
+    """The manifest of one job (``accept`` tells it from earlier jobs'): the installed
+    output in ``folder`` if it succeeded, else its failed output beside (:func:`failed_dir`)."""
+    for where in (folder, failed_dir(folder)):
+        m = read_manifest(where, map_path)
+        if m is not None and accept(m):
+            return m
+    return None
+
+
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     """Write ``manifest`` into ``folder`` atomically (the runner writes it last)."""
     path = Path(folder) / MANIFEST_NAME

@@ -15,7 +15,9 @@ The runner creates ``<output_dir>.tmp-<pid>`` beside the destination, runs every
 warnings from SEVERE log lines) last, then renames the folder onto ``output_dir`` (an older
 folder there is moved aside first and removed after). A failing step still writes
 ``result.json`` with ``ok: false``, the error and its ``error_kind`` (MemoryError -> ``oom``,
-a step's :class:`~sails.casa.contract.JobFailure` -> its kind, anything else -> ``crash``);
+a step's :class:`~sails.casa.contract.JobFailure` -> its kind, anything else -> ``crash``),
+and its folder is installed beside, as ``.<name>.failed`` (:func:`contract.failed_dir`):
+a failed re-run never replaces the last good output;
 a killed process leaves no manifest, and the orchestrator treats that as failure. Unknown
 step names are an error, never skipped.
 """
@@ -34,7 +36,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sails.casa.contract import Manifest, error_kind_of, format_error, write_manifest
+from sails.casa.contract import (
+    Manifest,
+    error_kind_of,
+    failed_dir,
+    format_error,
+    write_manifest,
+)
 
 LEAP_SECOND_HINTS = (
     "leap second", "Leap second", "TAI_UTC", "leapsecond", "MeasTable::dUTC",
@@ -112,8 +120,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _install(staging: Path, dest: Path) -> None:
-    """Rename the finished staging folder onto ``dest``, keeping the swap short."""
+def _install(staging: Path, dest: Path, ok: bool = True) -> None:
+    """Rename the finished staging folder onto ``dest`` (a success) or beside it (a failure:
+    the last good output stays), keeping the swap short."""
+    failed = failed_dir(dest)
+    if not ok:
+        dest = failed
     old = None
     if dest.exists() or dest.is_symlink():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -121,14 +133,22 @@ def _install(staging: Path, dest: Path) -> None:
     os.replace(staging, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    if ok and failed.exists():  # an earlier failure, superseded by this success
+        shutil.rmtree(failed, ignore_errors=True)
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     dest = Path(job["output_dir"])
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # Leftovers of a killed earlier attempt (never in place: they are only staging).
+    # Leftovers of a killed earlier attempt (never in place: they are only staging)...
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    # ... and a last good output moved aside by an install that was killed mid-swap.
+    for aside in sorted(dest.parent.glob(f".{dest.name}.old-*")):
+        if dest.exists() or dest.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, dest)
     staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     staging.mkdir()
     log_path = Path(job["log_path"]) if job.get("log_path") else None
@@ -168,7 +188,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result.wall_s = round(time.time() - t0, 3)
     result.finished = time.time()
     write_manifest(staging, result)
-    _install(staging, dest)
+    _install(staging, dest, bool(result.ok))
     return result.to_dict()
 
 

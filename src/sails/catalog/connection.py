@@ -16,7 +16,7 @@ from typing import Any
 
 from sails.atomic import write_text_atomic
 from sails.catalog.schema import MIGRATIONS, SCHEMA_VERSION
-from sails.errors import CatalogError
+from sails.errors import CatalogBusyError, CatalogError
 from sails.ids import mous_uri
 
 TABLES = frozenset({"projects", "mous", "targets", "files", "stages", "products", "events",
@@ -61,6 +61,9 @@ class Connection:
                 f"{self.path} is not a usable SQLite catalog ({msg})",
                 hint="restore it from a backup or move it aside and run `sails init`",
             )
+        if "full" in msg or "disk I/O" in msg:
+            return CatalogError(f"cannot write the catalog {self.path} ({msg})",
+                                hint="free space on its file system, then retry")
         if "readonly" in msg or "unable to open" in msg or "read-only" in msg:
             return CatalogError(
                 f"cannot write the catalog {self.path} ({msg})",
@@ -90,7 +93,7 @@ class Connection:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise self._explain(exc) from None
                 if time.monotonic() > deadline:
-                    raise CatalogError(
+                    raise CatalogBusyError(
                         f"catalog {self.path} stayed locked for {self.timeout:.0f} s",
                         hint="another process holds a long write; try again",
                     ) from None
@@ -98,15 +101,24 @@ class Connection:
                 delay = min(delay * 2, 0.5)
         try:
             yield self.con
+        except sqlite3.DatabaseError as exc:  # disk full, I/O error ...: say which
+            self._rollback()
+            raise self._explain(exc) from None
         except BaseException:
-            self.con.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self.con.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
-                self.con.execute("ROLLBACK")
+                self._rollback()
                 raise self._explain(exc) from None
+
+    def _rollback(self) -> None:
+        """Roll back unless SQLite already did (it does on disk full and I/O errors; a
+        second ROLLBACK would hide the real error behind "no transaction is active")."""
+        if self.con.in_transaction:
+            self.con.execute("ROLLBACK")
 
     @contextmanager
     def _tx(self, con: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:

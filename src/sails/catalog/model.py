@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import stat
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -18,9 +19,55 @@ STATUSES = ("pending", "running", "done", "failed", "skipped", "blocked")
 FINISHED = ("done", "skipped")  # a prerequisite in one of these lets the next stage start
 
 
+def pid_space() -> str:
+    """Which process-id space this process lives in: the kernel's boot id and its pid
+    namespace. A pid says whether an owner lives only within the same space (containers
+    share a host name; a pid after a reboot is someone else's)."""
+    from sails.names import short_hash
+
+    parts = []
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("")
+    return short_hash(*parts)
+
+
 def new_owner(role: str = "worker") -> str:
-    """A lease owner id unique to this process and call: ``role@host:pid:nonce``."""
-    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A lease owner id unique to this process and call: ``role@host:pid:nonce:space``
+    (``space``: :func:`pid_space`)."""
+    return (f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            f":{pid_space()}")
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether lease ``owner`` is surely a process of this host and pid space that has
+    ended (False when that cannot be told: another host or space, an older owner format)."""
+    try:
+        o_host, o_pid, _nonce, o_space = owner.split("@", 1)[1].split(":")[:4]
+        pid = int(o_pid)
+    except (IndexError, ValueError):
+        return False
+    if o_host != socket.gethostname() or o_space != pid_space() or pid == os.getpid():
+        return False
+    return not _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def check_stage(name: str) -> str:
@@ -82,9 +129,14 @@ class Product:
 
     @staticmethod
     def measure(path: str | Path) -> int:
+        """Bytes of a file, or of the files under a folder; links are never followed."""
         p = Path(path)
-        if p.is_file():
-            return p.stat().st_size
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return 0
+        if not stat.S_ISDIR(st.st_mode):  # a file, or a link (counted as itself)
+            return st.st_size
         total = 0
         for root, _dirs, files in os.walk(p):
             for f in files:

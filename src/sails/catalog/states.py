@@ -9,15 +9,13 @@ is built from its prerequisites, and stage rows are created for every stage it d
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from sails.catalog.model import FINISHED, Product, StageRow, check_stage
+from sails.catalog.model import FINISHED, Product, StageRow, check_stage, owner_is_dead
 from sails.catalog.reasons import Block, message
 from sails.errors import IllegalTransitionError, LeaseLostError, NotFoundError
 from sails.ids import mous_uri
@@ -33,21 +31,6 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 _CLEARED = {"error": None, "reason": None, "reason_code": None}
 STAGE_TABLE_KEY = "stage_table"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped) counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def runnable_sql(table: StageTable, only: Iterable[str] | None = None
@@ -371,21 +354,13 @@ class StateMachine:
     def recover_dead_owners(self, actor: str = "recovery") -> list[StageRow]:
         """Running stages whose owner was a process on this host that no longer exists.
 
-        Owners look like ``role@host:pid:nonce`` (see :func:`new_owner`); a lease held by a
-        dead local process is recovered at once instead of waiting for it to expire.
+        Owners name their host, pid and pid space (see :func:`new_owner`); a lease held by a
+        dead process of this host and pid space is recovered at once instead of waiting for
+        it to expire. Any other (another container or boot, an older owner format) waits for
+        its lease to expire.
         """
-        host = socket.gethostname()
-        dead = []
-        for row in self.stages(status="running"):
-            owner = row.lease_owner or ""
-            try:
-                o_host, o_pid = owner.split("@", 1)[1].split(":")[:2]
-                pid = int(o_pid)
-            except (IndexError, ValueError):
-                continue
-            if o_host != host or pid == os.getpid() or _pid_alive(pid):
-                continue
-            dead.append(row)
+        dead = [row for row in self.stages(status="running")
+                if owner_is_dead(row.lease_owner or "")]
         out = []
         with self.write() as con:
             for row in dead:

@@ -10,8 +10,10 @@ from rich.console import Console
 
 from sails import __version__
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# markup=False: archive names, paths and messages are data ("x[/bold]", "[canfar]"), never
+# Rich markup; styled output is built with rich.text.Text instead.
+console = Console(highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from sails.cli.app import app, console, state
 
@@ -23,7 +24,8 @@ def check(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    console.print(f"CANFAR service [bold]{info['url']}[/]: credentials accepted")
+    console.print(Text.assemble("CANFAR service ", (str(info["url"]), "bold"),
+                                ": credentials accepted"))
     console.print(f"job runtime: {info['runtime']}")
     console.print(f"  jobs run:  {info['runtime_on_platform']}/run_job.py")
     for stage, image in info["images"].items():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from sails.catalog import check_stage
 from sails.cli.app import app, console, state
@@ -30,8 +31,8 @@ def fmt_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def styled(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+def styled(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
 @app.command()
@@ -40,7 +41,7 @@ def init(directory: Path = typer.Argument(Path("."), help="Folder to create or c
     from sails.project import init_project
 
     project = init_project(directory)
-    console.print(f"project space ready at [bold]{project.root}[/]")
+    console.print(Text.assemble("project space ready at ", (str(project.root), "bold")))
     for d in project.layout_dirs():
         console.print(f"  {d.relative_to(project.root) if d.is_relative_to(project.root) else d}/")
     console.print(f"  catalog: {project.catalog_path}")
@@ -54,10 +55,10 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Machine-read
     if as_json:
         print(json.dumps({"project": str(project.root), **data}, indent=2))
         return
-    console.print(f"[bold]project space[/] {project.root}")
+    console.print(Text.assemble(("project space", "bold"), f" {project.root}"))
     for section, values in data.items():
         if isinstance(values, dict):
-            console.print(f"\n[bold]\\[{section}][/]")
+            console.print(Text(f"\n[{section}]", style="bold"))
             for k, v in values.items():
                 console.print(f"  {k} = {json.dumps(v)}")
         else:
@@ -87,14 +88,14 @@ def status_data(project) -> dict:
             "needs_look": [f"{r.mous_id} {r.target}" for r in needs_look(rows)]}
 
 
-def summarize_target_stages(stages, stage: str) -> str:
+def summarize_target_stages(stages, stage: str) -> Text:
     """One cell for a per-target stage: e.g. 'done 2, failed 1'."""
     states: dict[str, int] = {}
     for s in stages:
         if s.stage == stage:
             states[s.status] = states.get(s.status, 0) + 1
-    return ", ".join(f"{styled(k)} {v}" if len(states) > 1 or v > 1 else styled(k)
-                     for k, v in sorted(states.items())) or "-"
+    return Text(", ").join(Text.assemble(styled(k), f" {v}") if len(states) > 1 or v > 1
+                           else styled(k) for k, v in sorted(states.items())) or Text("-")
 
 
 @app.command()
@@ -161,7 +162,8 @@ def show(
             "stages": [s.__dict__ for s in stages], "events": events, "products": products,
         }, indent=2, default=str))
         return
-    console.print(f"[bold]{meta['mous_id']}[/]  project {meta.get('project_code') or '-'}")
+    console.print(Text.assemble((meta["mous_id"], "bold"),
+                                f"  project {meta.get('project_code') or '-'}"))
     for k in ("obs_title", "num_asdms", "band_list", "preferred_datacolumn", "spw_remap",
               "srdp_url", "data_rights"):
         if meta.get(k) not in (None, ""):

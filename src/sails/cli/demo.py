@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from sails.cli.app import app, console
 from sails.execution.names import BACKEND_HELP
@@ -15,7 +16,7 @@ def demo(
     directory: Path = typer.Option(Path("sails-demo"), "--dir", help="Folder for the demo "
                                    "(replaced if it holds an earlier demo)."),
     seed: int = typer.Option(1, help="Simulation seed."),
-    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1, max=1024),
     backend: str | None = typer.Option(None, "--backend", help=f"{BACKEND_HELP} (default: local)."),
 ):
     """The main job: simulate, serve as an archive, ingest, run every stage, report.
@@ -28,10 +29,10 @@ def demo(
                       run=lambda project, **kw: run_with_progress(project, **kw))
     print_summary(result.summary)
     t = result.timings
-    console.print(
-        f"\n[bold]demo finished in {t['total']:.0f} s[/] (simulate {t.get('simulate', 0):.0f} s,"
-        f" ingest {t.get('ingest', 0):.0f} s, pipeline {t.get('pipeline', 0):.0f} s,"
-        f" report {t.get('report', 0):.0f} s)")
+    console.print(Text.assemble(
+        (f"\ndemo finished in {t['total']:.0f} s", "bold"),
+        f" (simulate {t.get('simulate', 0):.0f} s, ingest {t.get('ingest', 0):.0f} s,"
+        f" pipeline {t.get('pipeline', 0):.0f} s, report {t.get('report', 0):.0f} s)"))
     console.print(f"  project space : {result.project_root}")
     console.print(f"  status        : sails -p {result.project_root} status")
     if result.report:

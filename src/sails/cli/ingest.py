@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from sails.cli.app import app, console, state
 from sails.errors import UserInputError
@@ -117,19 +118,20 @@ def print_summary(summary) -> None:
     if summary.duplicates:
         console.print(f"{summary.duplicates} duplicate row(s) merged")
     if summary.skipped:
-        console.print(f"[yellow]{len(summary.skipped)} bad row(s) skipped:[/] "
-                      + "; ".join(summary.skipped[:5])
-                      + (" ..." if len(summary.skipped) > 5 else ""))
+        console.print(Text.assemble((f"{len(summary.skipped)} bad row(s) skipped:", "yellow"),
+                                    " " + "; ".join(summary.skipped[:5])
+                                    + (" ..." if len(summary.skipped) > 5 else "")))
     if summary.blocked:
         n = len(summary.blocked)
-        console.print(f"[magenta]verify {verb} blocked for {n} MOUS[/] (needs calibration "
-                      "restore: only raw ASDMs are available; register an SRDP restore with "
-                      f"`sails ingest srdp MOUS URL`): {_list(summary.blocked)}")
+        console.print(Text.assemble(
+            (f"verify {verb} blocked for {n} MOUS", "magenta"),
+            " (needs calibration restore: only raw ASDMs are available; register an SRDP "
+            f"restore with `sails ingest srdp MOUS URL`): {_list(summary.blocked)}"))
     if summary.unblocked:
         console.print(f"verify {verb} unblocked for {len(summary.unblocked)} MOUS (SRDP "
                       f"restore known): {_list(summary.unblocked)}")
     for w in summary.warnings[:20]:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(Text.assemble(("warning:", "yellow"), f" {w}"))
     if summary.plans:
         p = Table(title="what each MOUS will download")
         p.add_column("MOUS")
@@ -309,7 +311,7 @@ def ingest_srdp(
     if res.download_reset:
         console.print("  download: back to pending, to fetch the restore instead of raw data")
     if res.note:
-        console.print(f"  [yellow]note:[/] {res.note}")
+        console.print(Text.assemble("  ", ("note:", "yellow"), f" {res.note}"))
     console.print(f"  will download: {res.plan.describe()}")
 
 
@@ -329,5 +331,6 @@ def mous_set_spw_remap(
     else:
         console.print("spw remap cleared")
     if unknown:
-        console.print(f"[yellow]warning:[/] spw {', '.join(map(str, unknown))} not among this "
-                      "MOUS's science spws in the catalog")
+        console.print(Text.assemble(("warning:", "yellow"),
+                                    f" spw {', '.join(map(str, unknown))} not among this "
+                                    "MOUS's science spws in the catalog"))

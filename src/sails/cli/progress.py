@@ -30,7 +30,7 @@ def progress_bar(description: str, total: int | None = None, *,
     """Yield ``update(done, total)``; draws nothing when the output is not a terminal."""
     con = console or default_console
     bar = Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+        SpinnerColumn(), TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
         MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=con, transient=transient, disable=not con.is_terminal,
     )

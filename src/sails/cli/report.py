@@ -26,9 +26,11 @@ def report(
     with progress_bar("report pages") as update:
         result = generate(project, force=force, progress=update)
     console.print(
-        f"report written: [bold]{result.index}[/] ({result.pages_written} page(s) written,"
-        f" {result.pages_unchanged} unchanged, {result.images_drawn} preview(s) drawn,"
-        f" {result.seconds:.1f} s)", soft_wrap=True)
+        Text.assemble("report written: ", (str(result.index), "bold"),
+                      f" ({result.pages_written} page(s) written,"
+                      f" {result.pages_unchanged} unchanged,"
+                      f" {result.images_drawn} preview(s) drawn,"
+                      f" {result.seconds:.1f} s)"), soft_wrap=True)
     if open_browser:
         import webbrowser
 
@@ -81,10 +83,11 @@ def logs(
             console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(f.mtime))}  "
                           f"{rel}", highlight=False, soft_wrap=True)
             continue
-        console.rule(f"[bold]{rel}", align="left")
+        console.rule(Text(str(rel), style="bold"), align="left")
         text, skipped, shown[f.path] = tail_lines(f.path, lines or None)
         if skipped:
-            console.print(f"[dim]... {skipped} earlier line(s); --lines 0 shows all[/]")
+            console.print(Text(f"... {skipped} earlier line(s); --lines 0 shows all",
+                               style="dim"))
         _print_lines(text)
     if not follow:
         return
@@ -97,16 +100,16 @@ def logs(
         except Exception:  # noqa: BLE001 - the folder may appear later
             return []
 
-    console.print(f"[dim]following {d} (Ctrl-C to stop)[/]")
+    console.print(Text(f"following {d} (Ctrl-C to stop)", style="dim"))
     last: Path | None = None
     try:
         # Older runs (not printed) continue from their end; new files from their start.
         start = {p: p.stat().st_size for p in current()} | shown
         for path, chunk in follow_logs(current, offsets=start):
             if path != last:
-                console.rule(f"[bold]{path.name}", align="left")
+                console.rule(Text(path.name, style="bold"), align="left")
                 last = path
             _print_lines(chunk.splitlines())
             sys.stdout.flush()
     except KeyboardInterrupt:
-        console.print("[dim]stopped following[/]")
+        console.print(Text("stopped following", style="dim"))

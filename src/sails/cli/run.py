@@ -8,6 +8,7 @@ import sys
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sails.cli.app import app, console, state
 from sails.cli.core import STATUS_STYLE, styled
@@ -27,7 +28,8 @@ def print_summary(summary) -> None:
     console.print(t)
     for r in summary.reports:
         if r.status in ("failed", "blocked", "skipped", "lost") and r.message:
-            console.print(f"  {styled(r.status)} {r.row.label}: {r.message}", soft_wrap=True)
+            console.print(Text.assemble("  ", styled(r.status), f" {r.row.label}: {r.message}"),
+                          soft_wrap=True)
 
 
 def run_with_progress(project, **kw):
@@ -38,19 +40,21 @@ def run_with_progress(project, **kw):
     total = sum(1 for r in project.catalog.stages()
                 if r.stage in allowed and r.status in ("pending", "running")
                 and (not mous or r.mous_id in mous))
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]
+    columns = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False,
                   disable=not console.is_terminal) as progress:
         task = progress.add_task("stages", total=total or None)
 
         def on_event(kind, obj):
             if kind == "started":
-                progress.console.print(f"[cyan]start[/] {obj.label}", soft_wrap=True)
+                progress.console.print(Text.assemble(("start", "cyan"), f" {obj.label}"),
+                                       soft_wrap=True)
                 return
             progress.advance(task)
             msg = f": {obj.message}" if obj.message and obj.status != "done" else ""
-            progress.console.print(f"{styled(obj.status)} {obj.row.label}{msg}", soft_wrap=True)
+            progress.console.print(Text.assemble(styled(obj.status), f" {obj.row.label}{msg}"),
+                                   soft_wrap=True)
 
         return run_pipeline(project, on_event=on_event, **kw)
 
@@ -59,7 +63,7 @@ def run_with_progress(project, **kw):
 def run(
     mous: list[str] = typer.Option(None, "--mous", "-m", help="Only this MOUS (repeatable)."),
     until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
-    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1,
+    max_parallel: int | None = typer.Option(None, "--max-parallel", "-j", min=1, max=1024,
                                             help="Stages at once (default: CASA slots)."),
     backend: str | None = typer.Option(None, "--backend", help=f"{BACKEND_HELP}."),
     use_prefect: bool | None = typer.Option(

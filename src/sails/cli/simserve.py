@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from sails.cli.app import console
 
@@ -29,8 +30,8 @@ def serve_command(
     server = ArchiveServer(directory, port=port, verbose=verbose).start()
     try:
         mous = list(server.mous_dirs())
-        console.print(f"serving {len(mous)} MOUS from [bold]{server.root}[/] at {server.url}",
-                      soft_wrap=True)
+        console.print(Text.assemble(f"serving {len(mous)} MOUS from ", (str(server.root), "bold"),
+                                    f" at {server.url}"), soft_wrap=True)
         for fs in mous:
             console.print(f"  SRDP restore: {server.srdp_url(fs)}", soft_wrap=True)
             console.print(f"  DataLink:     {server.datalink_url(fs)}", soft_wrap=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import typer
+from rich.text import Text
 
 from sails.cli.app import app, console, state
 from sails.cli.core import styled
@@ -37,8 +38,8 @@ def _explain_not_runnable(catalog, stages: list[str], mous_ids: list[str]) -> No
                 console.print(f"  {r.label}: pending ({why})", soft_wrap=True)
             else:
                 detail = r.error or r.reason or ""
-                console.print(f"  {r.label}: {styled(r.status)}"
-                              + (f" - {detail}" if detail else ""), soft_wrap=True)
+                console.print(Text.assemble(f"  {r.label}: ", styled(r.status),
+                                            f" - {detail}" if detail else ""), soft_wrap=True)
 
 
 def run_stage_command(command: str, mous: list[str] | None, *,
@@ -74,13 +75,14 @@ def run_stage_command(command: str, mous: list[str] | None, *,
         row = catalog.claim_next(owner, lease, stages=stages, mous=mous_ids)
         if row is None:
             break
-        console.print(f"[cyan]{row.stage}[/] {row.label} ...", soft_wrap=True)
+        console.print(Text.assemble((row.stage, "cyan"), f" {row.label} ..."), soft_wrap=True)
         t0 = time.time()
         report = run_claimed(project, row, owner, backend)
         reports.append(report)
         msg = report.message or ""
-        console.print(f"  {styled(report.status)} in {time.time() - t0:.1f} s"
-                      + (f": {msg}" if msg else ""), soft_wrap=True, highlight=False)
+        console.print(Text.assemble("  ", styled(report.status),
+                                    f" in {time.time() - t0:.1f} s" + (f": {msg}" if msg else "")),
+                      soft_wrap=True, highlight=False)
     if not reports:
         console.print(f"nothing to {command}: no runnable {'/'.join(stages)} stage"
                       + (" for the MOUS given" if mous_ids else ""))

@@ -25,7 +25,6 @@ Nothing here logs or prints a token.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from sails.execution.paths import (
 )
 from sails.execution.records import JobRecordStore
 from sails.execution.runtime import ENTRY_NAME, ensure_runtime
+from sails.names import short_hash
 from sails.pipeline import PIPELINE, Runs
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,7 @@ def session_name(job: JobSpec) -> str:
     names that slug alike apart.
     """
     base = _STAMP.sub("", job.job_id)
-    digest = hashlib.sha256(
-        "\0".join([job.mous_id, job.stage, job.target or "", base]).encode()).hexdigest()[:8]
+    digest = short_hash(job.mous_id, job.stage, job.target or "", base)
     slug = re.sub(r"[^a-z0-9]+", "-", base.lower().replace("uid___", "")).strip("-")
     room = NAME_LIMIT - len("sails--") - len(digest)
     slug = slug[:room].rstrip("-") or "job"
@@ -529,14 +528,13 @@ class CanfarBackend(JobRecordStore):
         """This submission's manifest (paths as this machine's), not an earlier job's."""
         if not rec.output_dir:
             return None
-        manifest = contract.read_manifest(rec.output_dir, vm_mapper(self.platform))
-        if manifest is None:
-            return None
-        if rec.job_id:
-            return manifest if manifest.job_id == rec.job_id else None
-        started = manifest.started
-        ok_time = isinstance(started, int | float) and started >= rec.submitted - 120
-        return manifest if ok_time else None
+
+        def ours(m: contract.Manifest) -> bool:
+            if rec.job_id:
+                return m.job_id == rec.job_id
+            return isinstance(m.started, int | float) and m.started >= rec.submitted - 120
+
+        return contract.read_job_manifest(rec.output_dir, ours, vm_mapper(self.platform))
 
     def _finish(self, job: JobSpec, rec: _Record, status: str, info: dict[str, Any] | None,
                 t0: float) -> JobResult:

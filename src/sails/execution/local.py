@@ -99,11 +99,13 @@ class LocalBackend:
                 return JobResult(False, None, f"job {job.job_id} {why}", job.casa_log, None,
                                  time.time() - t0, error_kind=stopped)
             code = proc.returncode
+            # Helpers the job started (forks, plot servers) end with it: none of them may
+            # still write into the output while the stage is retried.
+            _kill_group(proc)
         wall = time.time() - t0
-        manifest = contract.read_manifest(job.output_dir)
-        # A manifest from an earlier run could be lying there: trust only this job's.
-        if manifest is not None and manifest.pid != proc.pid:
-            manifest = None
+        # Installed (success) or beside (failure); an earlier run's could be lying there:
+        # trust only this job's.
+        manifest = contract.read_job_manifest(job.output_dir, lambda m: m.pid == proc.pid)
         if manifest is None:
             tail = _tail(stdout_path)
             kind = contract.OOM if code == -signal.SIGKILL else contract.NO_MANIFEST

@@ -620,7 +620,8 @@ class FakeArchiveHandler(BaseHTTPRequestHandler):
 
     ``server.faults`` (``{"tap": f, "datalink": f}``) injects failures for tests and demos:
     ``"500"`` (HTTP 500), ``"sleep:SECONDS"`` (answer late), ``"malformed"`` (not XML),
-    ``"error"`` (QUERY_STATUS=ERROR).
+    ``"error"`` (QUERY_STATUS=ERROR). ``"datalink:<ID>"`` fails the DataLink calls for one
+    ID only.
     """
 
     protocol_version = "HTTP/1.1"
@@ -656,7 +657,8 @@ class FakeArchiveHandler(BaseHTTPRequestHandler):
             if not self._fault("tap"):
                 handle_tap_sync(self, params, self.server.rows_table)
         elif path in DATALINK_PATHS:
-            if not self._fault("datalink"):
+            one = f"datalink:{params.get('ID', '').strip()}"
+            if not self._fault(one) and not self._fault("datalink"):
                 handle_datalink(self, params, self.server.datalink_index)
         else:
             send(self, 404, b"not found", "text/plain")

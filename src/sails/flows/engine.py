@@ -4,7 +4,9 @@ It recovers dead or expired leases, then keeps up to N stages running: each is c
 the catalog first (the claim is the lock, so two engines never run the same stage), run by
 :func:`sails.stages.execute.run_claimed`, and recorded. Transient failures are requeued with
 exponential backoff up to ``execution.max_attempts``; data errors are not retried. The loop
-ends when nothing in scope is runnable and nothing is running.
+ends when nothing in scope is runnable and nothing is running. Another process holding the
+catalog past its busy timeout (``execution.catalog_busy_seconds``) makes the loop wait and
+carry on, never end or dispatch twice.
 """
 
 from __future__ import annotations
@@ -17,11 +19,25 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from sails.catalog import StageRow, check_stage, new_owner
-from sails.errors import LeaseLostError
+from sails.errors import CatalogBusyError, LeaseLostError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE
 from sails.qa.stale import mark_stale
 from sails.stages.execute import StageReport, run_claimed
+
+BUSY_WAIT_S = 1.0  # between tries while another process holds the catalog
+
+
+def patiently(call: Callable[[], list], stop: threading.Event | None = None) -> list:
+    """``call()``, retried while another process holds the catalog (an empty list if told
+    to stop meanwhile)."""
+    while True:
+        try:
+            return call()
+        except CatalogBusyError:
+            if stop is not None and stop.is_set():
+                return []
+            time.sleep(BUSY_WAIT_S)
 
 
 def stages_until(until: str | None) -> list[str]:
@@ -54,8 +70,10 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        """Stages that ended failed (or lost their lease) in this run: a non-zero exit."""
-        return sum(r.status in ("failed", "lost") for r in self.reports)
+        """Stages that ended failed (or lost their lease) in this run: a non-zero exit. A
+        transient failure retried to success in the same run does not count."""
+        last = {r.row.id: r for r in self.reports}
+        return sum(r.status in ("failed", "lost") for r in last.values())
 
 
 def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
@@ -92,7 +110,8 @@ def run_pipeline(
     lease = settings.execution.lease_seconds
     summary = RunSummary()
     t0 = time.time()
-    summary.recovered = len(catalog.recover_dead_owners()) + len(catalog.recover_expired())
+    summary.recovered = (len(patiently(catalog.recover_dead_owners, stop))
+                         + len(patiently(catalog.recover_expired, stop)))
     summary.stale = len(mark_stale(project, mous_list))  # overrides.toml changed
     retry_at: dict[int, float] = {}
     running: dict[Future, StageRow] = {}
@@ -102,10 +121,18 @@ def run_pipeline(
             now = time.time()
             for stage_id, when in list(retry_at.items()):
                 if when <= now:
+                    try:
+                        catalog.requeue(stage_id, owner, "retrying after a transient failure")
+                    except CatalogBusyError:
+                        continue  # the catalog is held by another process: next round
                     del retry_at[stage_id]
-                    catalog.requeue(stage_id, owner, "retrying after a transient failure")
+            busy = False
             while len(running) < slots and not (stop and stop.is_set()):
-                row = catalog.claim_next(owner, lease, stages=allowed, mous=mous_list)
+                try:
+                    row = catalog.claim_next(owner, lease, stages=allowed, mous=mous_list)
+                except CatalogBusyError:  # another process holds the catalog: wait, go on
+                    busy = True
+                    break
                 if row is None:
                     break
                 notify("started", row)
@@ -115,6 +142,9 @@ def run_pipeline(
                 fut = pool.submit(ctx.run, run_stage, project, row, owner, backend)
                 running[fut] = row
             if not running:
+                if busy and not (stop and stop.is_set()):
+                    time.sleep(BUSY_WAIT_S)
+                    continue
                 if retry_at and not (stop and stop.is_set()):
                     time.sleep(max(0.05, min(retry_at.values()) - time.time()))
                     continue
@@ -124,7 +154,7 @@ def run_pipeline(
                 row = running.pop(fut)
                 try:
                     report = fut.result()
-                except LeaseLostError as exc:
+                except (LeaseLostError, CatalogBusyError) as exc:  # recovery requeues it
                     report = StageReport(row, "lost", exc.one_line())
                 summary.reports.append(report)
                 summary.job_wall_s += report.job_wall_s

@@ -118,12 +118,12 @@ def _file_counts(con: sqlite3.Connection) -> dict[str, dict]:
 
 def page_stem(mous_fs: str, target: str) -> str:
     """A file-name stem safe for any source name (spaces, quotes, '+', unicode)."""
-    import hashlib
+    from sails.names import short_hash
 
     if not target:
         return f"{mous_fs}/_mous"
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in target)[:60].strip("._")
-    digest = hashlib.sha1(target.encode("utf-8")).hexdigest()[:8]
+    digest = short_hash(target)
     return f"{mous_fs}/{slug or 'target'}-{digest}"
 
 

@@ -6,7 +6,6 @@ Stage code builds jobs and names products; it never changes stage states itself.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,14 +18,9 @@ from sails.config import Settings
 from sails.errors import CasaJobError, TransientError
 from sails.execution.base import Backend, JobResult, JobSpec
 from sails.ids import parse_uid
+from sails.names import safe_name
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(text: str, limit: int = 60) -> str:
-    """A file/job-name-safe rendering of an archive name (spaces, quotes, ; ...)."""
-    cleaned = _UNSAFE.sub("_", text).strip("._-") or "x"
-    return cleaned[:limit]
+__all__ = ["Outcome", "StageContext", "safe_name"]
 
 
 @dataclass

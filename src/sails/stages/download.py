@@ -241,8 +241,22 @@ class _Run:
         return products
 
     # ---------------------------------------------------------------- plan
+    def resolve_files(self) -> None:
+        """The MOUS's DataLink file list, when ingest could not get it (network): an
+        unreachable archive raises a TransientError, so the stage is retried with backoff."""
+        from sails.archive.ingest import ingest_files
+        from sails.archive.service import resolve_datalink
+
+        files = resolve_datalink([self.mous], self.project.settings.archive)
+        ingest_files(self.catalog, files)
+        self.catalog.log_event(self.mous, f"file list resolved ({len(files[self.mous][0])} "
+                               "file(s))", actor="download", stage="download")
+
     def run(self) -> list[Product]:
         source, rows = plan_files(self.catalog, self.mous)
+        if source == "none" and not self.catalog.files(self.mous):
+            self.resolve_files()
+            source, rows = plan_files(self.catalog, self.mous)
         if source == "none":
             raise DownloadError(f"nothing to download for {self.mous}: the catalog lists no files",
                                 hint="run ingest (DataLink) or `sails ingest srdp MOUS URL`")

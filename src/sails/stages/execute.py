@@ -13,14 +13,17 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sails.catalog import Catalog, StageRow, new_owner
-from sails.errors import LeaseLostError, SailsError, TransientError
+from sails.errors import CatalogBusyError, LeaseLostError, SailsError, TransientError
 from sails.execution import get_backend
 from sails.pipeline import PIPELINE, Runs
 from sails.stages import stage_function
 from sails.stages.base import StageContext
+
+BUSY_RETRY_S = 0.5  # between tries of a write while another process holds the catalog
 
 
 def backend_name_for(settings, stage: str, override: str | None = None) -> str:
@@ -58,6 +61,7 @@ class LeaseKeeper:
         self.stop = threading.Event()
         self.cancel = threading.Event()
         self.lost: str | None = None
+        self.deadline = time.monotonic() + lease_s  # when the lease lapses unless renewed
         self.thread = threading.Thread(target=self._loop, daemon=True, name="lease-keeper")
 
     def _lose(self, why: str) -> None:
@@ -65,7 +69,6 @@ class LeaseKeeper:
         self.cancel.set()
 
     def _loop(self) -> None:
-        deadline = time.monotonic() + self.lease_s
         cat: Catalog | None = None
         try:
             while not self.stop.wait(self.interval):
@@ -74,12 +77,12 @@ class LeaseKeeper:
                     if cat is None:
                         cat = Catalog(self.catalog_path, timeout=self.interval)
                     cat.renew(self.stage_id, self.owner, self.lease_s)
-                    deadline = tried + self.lease_s
+                    self.deadline = tried + self.lease_s
                 except LeaseLostError as exc:
                     self._lose(f"lease lost: {exc.one_line()}")
                     return
                 except Exception as exc:  # noqa: BLE001 - any catalog trouble: retry, then stop
-                    if time.monotonic() + self.interval >= deadline:
+                    if time.monotonic() + self.interval >= self.deadline:
                         self._lose(f"lease could not be renewed before it lapsed ({exc})")
                         return
         finally:
@@ -101,6 +104,19 @@ def run_claimed(project, row: StageRow, owner: str, backend_name: str | None = N
     report.job_wall_s = sum(j.wall_s for j in ctx.jobs)
     report.job_inner_s = sum((j.manifest or {}).get("wall_s", 0.0) for j in ctx.jobs)
     return report
+
+
+def _recorded(record: Callable[[], StageRow], deadline: float) -> StageRow:
+    """``record()`` (the stage's final catalog write), retried while another process holds
+    the catalog past its busy timeout, as long as our lease lasts (after that the row is
+    another worker's to recover, and this raises)."""
+    while True:
+        try:
+            return record()
+        except CatalogBusyError:
+            if time.monotonic() + BUSY_RETRY_S >= deadline:
+                raise
+            time.sleep(BUSY_RETRY_S)
 
 
 def _lost(catalog: Catalog, row: StageRow, owner: str, why: str) -> StageReport:
@@ -135,10 +151,12 @@ def _run_and_record(project, row: StageRow, owner: str,
     if keeper.lost:
         return _lost(catalog, row, owner, keeper.lost), ctx
     if error is not None:
-        final = catalog.fail(row.id, owner, f"transient: {error}" if transient else error)
+        final = _recorded(lambda: catalog.fail(row.id, owner, f"transient: {error}"
+                                               if transient else error), keeper.deadline)
         return StageReport(final, "failed", error.split("\n", 1)[0], transient=transient), ctx
-    final = catalog.record_outcome(row.id, owner, outcome.status, outcome.products,
-                                   outcome.reason, outcome.code)
+    final = _recorded(lambda: catalog.record_outcome(row.id, owner, outcome.status,
+                                                     outcome.products, outcome.reason,
+                                                     outcome.code), keeper.deadline)
     return StageReport(final, final.status, outcome.reason), ctx
 
 

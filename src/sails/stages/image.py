@@ -15,6 +15,7 @@ from typing import Any
 from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
+from sails.names import legacy_safe_name
 from sails.qa import overrides
 from sails.qa.overrides import TargetOverride
 from sails.stages.base import Outcome, StageContext, safe_name
@@ -83,7 +84,16 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
 
 
 def output_dir(ctx: StageContext) -> Path:
-    return ctx.mous_dir / "products" / safe_name(ctx.row.target)
+    """``<mous>/products/<safe_name(target)>``; a folder an older version named (not unique,
+    see :mod:`sails.names`) keeps being used while the catalog records this target's
+    products in it, so existing projects need no migration."""
+    root = ctx.mous_dir / "products"
+    new = root / safe_name(ctx.row.target)
+    old = root / legacy_safe_name(ctx.row.target)
+    if old == new or new.exists() or not old.is_dir():
+        return new
+    mine = ctx.catalog.products(ctx.mous_id, target=ctx.row.target, stage="image")
+    return old if any(Path(p["path"]).parent == old for p in mine) else new
 
 
 # ----------------------------------------------------------------------------- results

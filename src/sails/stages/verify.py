@@ -41,7 +41,8 @@ def find_measurement_sets(mous_dir: Path) -> list[Path]:
     """The MOUS's EBs: ``datasets/<mous>/*.ms`` (files too, so a bogus one is reported)."""
     if not mous_dir.is_dir():
         return []
-    return sorted(p for p in mous_dir.glob("*.ms") if not p.name.startswith("."))
+    return sorted(p for p in mous_dir.glob("*.ms")
+                  if not p.name.startswith(".") and not p.is_symlink())
 
 
 def eb_name(ms: Path) -> str:

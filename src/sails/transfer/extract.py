@@ -2,6 +2,9 @@
 
 Every member is checked before anything is written: absolute names, ``..`` components,
 links pointing outside the archive's own tree, devices and FIFOs reject the whole tarball.
+A symbolic link is kept only when it names a regular file of the same tarball: a link to a
+directory (or to nothing) is dropped, since a later move of it (``organize``) to a shallower
+place would make the same relative path point elsewhere, e.g. outside the project.
 Extraction goes into a temporary sibling folder which is renamed into place only when
 complete; a truncated tarball is reported as :class:`TruncatedArchiveError` so the caller
 can delete and re-fetch it.
@@ -49,8 +52,29 @@ def _member_problem(m: tarfile.TarInfo) -> str | None:
     return None
 
 
+def _links_to_file(m: tarfile.TarInfo, by_name: dict[str, tarfile.TarInfo]) -> bool:
+    """Whether symlink ``m`` ends (through at most a few other links) at a regular member."""
+    for _ in range(8):
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(
+            posixpath.normpath(m.name)), m.linkname))
+        nxt = by_name.get(target)
+        if nxt is None or not (nxt.isreg() or nxt.issym()):
+            return False
+        if nxt.isreg():
+            return True
+        m = nxt
+    return False
+
+
+def keep_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
+    """The members to extract: all but symlinks that do not name a regular file member."""
+    by_name = {posixpath.normpath(m.name): m for m in members}
+    return [m for m in members if not m.issym() or _links_to_file(m, by_name)]
+
+
 def check_members(tf: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
-    """All members, after checking each; raises on the first unsafe or truncated one."""
+    """The members to extract, after checking each; raises on the first unsafe or
+    truncated one (see :func:`keep_members` for the links left out)."""
     try:
         members = tf.getmembers()
     except (tarfile.ReadError, EOFError) as exc:
@@ -74,7 +98,7 @@ def check_members(tf: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
             f"refusing to extract {source.name}: {shown}{more}",
             hint="the tarball is unsafe; nothing was written",
         )
-    return members
+    return keep_members(members)
 
 
 def safe_extract(tar_path: Path, dest: Path) -> Path:

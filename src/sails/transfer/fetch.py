@@ -87,6 +87,21 @@ def _larger_reads() -> None:
         HTTP11Connection.READ_NUM_BYTES = _READ_BYTES
 
 
+def check_redirect(response: httpx.Response) -> None:
+    """A redirect may go to another mirror, but only over http(s), never from https down to
+    plain http (a delivery must not be steered to file:, ftp: or an unencrypted copy)."""
+    if not response.is_redirect:
+        return
+    target = response.next_request.url if response.next_request else None
+    source = response.request.url
+    if target is None:
+        return
+    if target.scheme not in ("http", "https") or (source.scheme == "https"
+                                                  and target.scheme == "http"):
+        raise DownloadError(f"refusing a redirect from {source} to {target}",
+                            hint="the archive answered with an unsafe redirect")
+
+
 def make_client(policy: Download, *, parallel: int | None = None) -> httpx.Client:
     """An httpx client for downloads: timeouts from the policy, redirects, no compression."""
     _larger_reads()
@@ -94,6 +109,7 @@ def make_client(policy: Download, *, parallel: int | None = None) -> httpx.Clien
     return httpx.Client(
         timeout=httpx.Timeout(policy.timeout_seconds),
         follow_redirects=True,
+        event_hooks={"response": [check_redirect]},
         limits=httpx.Limits(max_connections=n + 2, max_keepalive_connections=n + 2),
         headers={"User-Agent": f"alma-sails/{__version__}", "Accept-Encoding": "identity"},
     )

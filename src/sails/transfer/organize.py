@@ -7,6 +7,8 @@
 
 Paths inside archive tarballs start with ``<project>/science_goal.*/group.*/member.*/``;
 that prefix is dropped. An existing destination is replaced (a re-run after a crash).
+Symbolic links are never moved or kept (a relative link moved to a shallower place points
+somewhere else, perhaps outside the project).
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def organize(staging: Path, layout: Layout,
         rootp = Path(root)
         for d in sorted(dirs):
             src = rootp / d
+            if src.is_symlink():  # os.walk lists links to folders here: never follow them
+                dirs.remove(d)
+                continue
             if d == "weblog_restore":
                 dst, kind = _unique(layout, layout.weblogs), "weblog"
             elif d.endswith(".ms"):

@@ -25,6 +25,7 @@ import pickle
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -413,12 +414,22 @@ def check_options(options: dict[str, Any]) -> None:
         raise ValueError(f"auto_selfcal does not accept option(s) {bad} here")
 
 
+def auto_selfcal_version() -> str:
+    """auto-selfcal's version, or "unknown": a platform job runs it vendored as source,
+    without package metadata (a CASA-only image), and must not fail at its very end."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("auto-selfcal")
+    except importlib.metadata.PackageNotFoundError:  # the run imported it already
+        module = sys.modules.get("auto_selfcal")
+        return str(getattr(module, "__version__", None) or "unknown")
+
+
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
                      use_xvfb: bool = False, fits: bool = True,
                      keep_input_copies: bool = False) -> dict[str, Any]:
     """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target."""
-    import importlib.metadata
-
     options = dict(options or {})
     check_options(options)
     workdir = Path(ctx.out)
@@ -474,7 +485,7 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
     contsub = [n.replace(".ms", ".contsub.ms") for n in names
                if (workdir / n.replace(".ms", ".contsub.ms")).exists()]
     return {
-        "auto_selfcal_version": importlib.metadata.version("auto-selfcal"),
+        "auto_selfcal_version": auto_selfcal_version(),
         "options": options,
         "inputs": fingerprints,
         "input_names": names,
