@@ -342,8 +342,12 @@ def _format_validation(err: ValidationError, source: str) -> str:
 
 
 # SAILS_* variables that are not settings (the rest must name a section or key).
-OTHER_SAILS_VARIABLES = frozenset({"SAILS_PROJECT", "SAILS_SHARED_TESTDATA", "SAILS_JOB_ID",
-                                   "SAILS_DOCS_SCREENSHOTS"})
+OTHER_SAILS_VARIABLES = frozenset({
+    "SAILS_PROJECT", "SAILS_SHARED_TESTDATA", "SAILS_JOB_ID", "SAILS_DOCS_SCREENSHOTS",
+    "SAILS_QA_USER",  # who records a `sails qa` verdict
+    "SAILS_REQUIRE_SLURM",  # CI started a SLURM: slurm tests must run, not skip
+    "SAILS_TEST_FORCE_DIVERGENCE",  # test hook of the imaging healing ladder (docs/qa.md)
+})
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
