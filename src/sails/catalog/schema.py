@@ -240,10 +240,27 @@ def _migrate_v2_to_v3(con: sqlite3.Connection) -> None:
         " FROM stages WHERE stage = 'auto_selfcal'", (now,))
 
 
+SIZES_V4 = """
+ALTER TABLE stages ADD COLUMN predicted_peak_bytes INTEGER;
+ALTER TABLE stages ADD COLUMN predicted_bytes INTEGER;
+ALTER TABLE stages ADD COLUMN measured_bytes INTEGER;
+ALTER TABLE stages ADD COLUMN size_basis TEXT;
+ALTER TABLE products ADD COLUMN removed_at REAL;
+"""
+
+
+def _migrate_v3_to_v4(con: sqlite3.Connection) -> None:
+    """v4: each stage row carries its predicted peak/final bytes beside the measured bytes
+    (the size model, :mod:`sails.sizes`); a product removed by cleanup keeps its row with
+    ``removed_at`` (the catalog says what was there and when it went)."""
+    run_script(con, SIZES_V4)
+
+
 # MIGRATIONS[n] brings a version-n catalog to version n+1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
     1: _migrate_v1_to_v2,
     2: _migrate_v2_to_v3,
+    3: _migrate_v3_to_v4,
 }
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4

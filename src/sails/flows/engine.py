@@ -21,6 +21,7 @@ from sails.errors import LeaseLostError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE
 from sails.stages.execute import StageReport, run_claimed
+from sails.stages.sizing import claim_admitted
 
 
 def stages_until(until: str | None) -> list[str]:
@@ -102,7 +103,7 @@ def run_pipeline(
                     del retry_at[stage_id]
                     catalog.requeue(stage_id, owner, "retrying after a transient failure")
             while len(running) < slots and not (stop and stop.is_set()):
-                row = catalog.claim_next(owner, lease, stages=allowed, mous=mous_list)
+                row = claim_admitted(project, owner, lease, stages=allowed, mous=mous_list)
                 if row is None:
                     break
                 notify("started", row)

@@ -10,16 +10,19 @@ recorded state, or in ``lost`` when the row is no longer ours to record.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 import traceback
+from contextlib import suppress
 from dataclasses import dataclass
 
+from sails.casa import contract
 from sails.catalog import Catalog, StageRow, new_owner
 from sails.errors import LeaseLostError, SailsError, TransientError
 from sails.execution import get_backend
 from sails.pipeline import PIPELINE, Runs
-from sails.stages import stage_function
+from sails.stages import sizing, stage_function
 from sails.stages.base import StageContext
 
 
@@ -122,6 +125,7 @@ def _run_and_record(project, row: StageRow, owner: str,
                        cancel=keeper.cancel)
     error: str | None = None
     transient = False
+    _record_prediction(project, row)
     try:
         with keeper:
             outcome = stage_function(row.stage)(ctx)
@@ -129,6 +133,15 @@ def _run_and_record(project, row: StageRow, owner: str,
         error, transient = exc.one_line(), True
     except SailsError as exc:  # CasaJobError included
         error = exc.one_line()
+        if getattr(exc, "error_kind", None) == contract.DISK_FULL or (
+                getattr(exc, "error_kind", None) in (contract.NO_MANIFEST, contract.CRASH)
+                and sizing.disk_nearly_full(project.root)):
+            error = f"disk full: {error}"
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            error = f"internal error {type(exc).__name__}: {exc}"
+        else:
+            error = f"disk full: {exc}"
     except Exception as exc:  # noqa: BLE001 - a bug in a stage still ends recorded
         error = (f"internal error {type(exc).__name__}: {exc}\n"
                  f"{traceback.format_exc(limit=8)}")
@@ -139,15 +152,29 @@ def _run_and_record(project, row: StageRow, owner: str,
         return StageReport(final, "failed", error.split("\n", 1)[0], transient=transient), ctx
     final = catalog.record_outcome(row.id, owner, outcome.status, outcome.products,
                                    outcome.reason, outcome.code)
+    if final.status == "done":
+        with suppress(OSError, SailsError):
+            catalog.set_sizes(row.id, measured=sizing.measure(project, final))
     return StageReport(final, final.status, outcome.reason), ctx
+
+
+def _record_prediction(project, row: StageRow) -> None:
+    """The size model's guess, stored before the stage runs (``sails show`` compares it with
+    the measured bytes afterwards). A prediction that cannot be made is not an error."""
+    try:
+        pred = sizing.predict(project, row)
+    except (SailsError, OSError, KeyError, ValueError, TypeError):
+        return
+    project.catalog.set_sizes(row.id, predicted_peak=pred.peak_bytes,
+                              predicted=pred.final_bytes, basis=pred.basis)
 
 
 def run_one(project, stages=None, mous=None, owner: str | None = None,
             backend_name: str | None = None) -> StageReport | None:
     """Claim the next runnable stage (optionally filtered) and run it; None when idle."""
     owner = owner or new_owner()
-    row = project.catalog.claim_next(owner, project.settings.execution.lease_seconds,
-                                     stages=stages, mous=mous)
+    row = sizing.claim_admitted(project, owner, project.settings.execution.lease_seconds,
+                                stages=stages, mous=mous)
     if row is None:
         return None
     return run_claimed(project, row, owner, backend_name)

@@ -9,14 +9,17 @@ from the FITS files. Products are named as the ALMA pipeline names them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from sails import sizes
 from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
 from sails.stages.base import Outcome, StageContext, safe_name
 
+PLAN_NAME = "plan.json"  # written by the job's image_plan step
 PREVIEW_KINDS = {"cont_image": "inferno", "mom0": "inferno", "mom1": "RdBu_r",
                  "mom8": "inferno"}
 
@@ -61,6 +64,7 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
     target = ctx.row.target
     cfg = s.model_dump(exclude={"lines", "target_velocities_kms"})
     cfg["systemic_velocity_kms"] = s.target_velocities_kms.get(target, s.systemic_velocity_kms)
+    cfg["size_limits"] = size_limits(ctx.settings.storage)
     stem = f"member.{ctx.mous_fs}.{safe_name(target)}_sci"
     plan_args = {"vis": vis, "field": target, "lines": [ln.to_dict() for ln in
                                                         catalogue(s.lines)],
@@ -71,6 +75,25 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
         steps += [{"op": "image_contsub", "name": "contsub", "args": {}},
                   {"op": "image_cubes", "name": "cubes", "args": {}}]
     return steps
+
+
+def size_limits(storage) -> dict[str, Any]:
+    """``[storage]`` limits as the imaging plan's mitigation (:func:`sails.sizes.mitigate`)
+    takes them."""
+    def b(gb_: float | None) -> int | None:
+        return int(gb_ * sizes.GB) if gb_ else None
+
+    return {"max_cube_bytes": b(storage.max_cube_gb),
+            "max_products_bytes": b(storage.max_products_gb),
+            "pb_level_factor": storage.pb_level_factor, "max_binning": storage.max_binning}
+
+
+def mitigation_of(folder: Path) -> list[dict[str, Any]]:
+    """What the plan cut to fit the size limits (``plan.json`` beside the products)."""
+    try:
+        return list(json.loads((folder / PLAN_NAME).read_text()).get("mitigation") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def output_dir(ctx: StageContext) -> Path:
@@ -175,6 +198,11 @@ def run(ctx: StageContext) -> Outcome:
                            hint=exc.hint, log_path=exc.log_path,
                            error_kind=exc.error_kind) from None
     products = products_from(manifest, target, out)
+    cuts = mitigation_of(out)
+    if cuts:
+        for p in products:
+            if p.kind in ("cont_image", "cube"):
+                p.metrics["size_mitigation"] = cuts
     if s.previews:
         products += make_previews(products, target)
     plan = contract.step_output(manifest, "plan") or {}
@@ -189,4 +217,6 @@ def run(ctx: StageContext) -> Outcome:
     if missed:
         what += f"; no cube for {', '.join(missed)} (see the job warnings)"
     reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
+    if cuts:
+        reason += "; size limits: " + "; ".join(c["why"] for c in cuts)
     return Outcome.done(products, reason)
