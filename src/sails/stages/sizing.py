@@ -119,9 +119,16 @@ def predict(project, row: StageRow) -> sizes.Prediction:
     cat = project.catalog
     if row.stage == "download":
         plan = download_plan(cat, row.mous_id)
-        tars = [f["size"] for f in plan.files
+        files = plan.files
+        if any(f.get("size") is None for f in files if f["kind"] == "srdp"):
+            # An SRDP restore is crawled, its size unknown: the DataLink listing of the same
+            # MOUS's calibrated products is the best estimate of what it delivers.
+            files = [f for f in files if f["kind"] != "srdp"] + [
+                f for f in cat.files(row.mous_id) if f["kind"] == "product"
+                and "content=datalink" not in (f.get("content_type") or "")]
+        tars = [f["size"] for f in files
                 if f.get("size") and str(f.get("filename") or f["url"]).endswith(".tar")]
-        return sizes.download([f.get("size") for f in plan.files], tars)
+        return sizes.download([f.get("size") for f in files], tars)
     if row.stage == "verify":
         n = sum(1 for p in cat.products(row.mous_id, stage="download") if p["kind"] == "ms")
         return sizes.verify(max(1, n))
