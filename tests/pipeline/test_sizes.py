@@ -76,12 +76,17 @@ def test_predictions_within_a_factor_of_the_measured_sizes(full_run):
         elif not 1 / FACTOR <= ratio <= FACTOR:
             bad.append((r.label, r.predicted_bytes, r.measured_bytes))
     assert not bad, bad
-    show = subprocess.run(sails_cmd(project.root, "show", rows[0].mous_id).args,
-                          capture_output=True, text=True, timeout=120)
+    show = _cli(project.root, "show", rows[0].mous_id)
     assert "predicted" in show.stdout and "measured" in show.stdout, show.stdout
     split = next(r for r in rows if r.stage == "split")
     assert f"{split.predicted_bytes / 1e6:.1f}" in show.stdout
     assert f"{split.measured_bytes / 1e6:.1f}" in show.stdout
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = sails_cmd(root, *args)
+    out = proc.communicate(timeout=120)[0]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
 def _final(project) -> list[dict]:
@@ -112,9 +117,7 @@ def test_cleanup_leaves_products_and_delivery_and_they_open(full_run):
                 assert hdul[0].data is not None and hdul[0].data.size > 0
             opened += 1
     assert opened >= 6
-    dry = subprocess.run(sails_cmd(project.root, "cleanup", "--dry-run").args,
-                         capture_output=True, text=True, timeout=120)
+    dry = _cli(project.root, "cleanup", "--dry-run")
     assert dry.returncode == 0 and "would free 0 GB" in dry.stdout, dry.stdout
-    du_out = subprocess.run(sails_cmd(project.root, "du").args, capture_output=True,
-                            text=True, timeout=120)
+    du_out = _cli(project.root, "du")
     assert du_out.returncode == 0 and "project space" in du_out.stdout, du_out.stdout
