@@ -360,7 +360,7 @@ def test_restarted_orchestrator_reattaches_instead_of_resubmitting(fake, project
     env = {**os.environ, "PYTHONPATH": SRC}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(project.root), str(ref_file),
-         str(Path(__file__).parents[1])], env=env, start_new_session=True)
+         str(Path(__file__).parent)], env=env, start_new_session=True)
     try:
         end = time.monotonic() + 60
         while not ref_file.exists() and time.monotonic() < end and child.poll() is None:

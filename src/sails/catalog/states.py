@@ -50,8 +50,10 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def runnable_sql(table: StageTable) -> tuple[str, list[Any]]:
-    """Pending rows whose prerequisites are finished, as one query built from ``table``.
+def runnable_sql(table: StageTable, only: Iterable[str] | None = None
+                 ) -> tuple[str, list[Any]]:
+    """Pending rows whose prerequisites are finished, as one query built from ``table``
+    (``only``: just these stages' clauses).
 
     A prerequisite at the same scope is the same row key (MOUS row, or the same target's
     row); a MOUS-scope prerequisite of a target stage is its MOUS's row; a target-scope
@@ -60,7 +62,10 @@ def runnable_sql(table: StageTable) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     finished = ", ".join("?" * len(FINISHED))
+    wanted = None if only is None else set(only)
     for st in table:
+        if wanted is not None and st.name not in wanted:
+            continue
         conds = ["s.stage = ?"]
         params.append(st.name)
         for pre_name in st.after:
@@ -76,7 +81,7 @@ def runnable_sql(table: StageTable) -> tuple[str, list[Any]]:
             params += [pre.name, *FINISHED]
         clauses.append("(" + " AND ".join(conds) + ")")
     sql = ("SELECT s.* FROM stages s WHERE s.status = 'pending' AND ("
-           + " OR ".join(clauses) + ")")
+           + (" OR ".join(clauses) or "0") + ")")
     return sql, params
 
 
@@ -111,11 +116,8 @@ class StateMachine:
     # ------------------------------------------------------------------ runnable
     def _runnable_sql(self, stages: Iterable[str] | None, mous: Iterable[str] | None,
                       limit: int | None) -> tuple[str, list[Any]]:
-        sql, params = runnable_sql(PIPELINE)
-        if stages is not None:
-            st = [check_stage(s) for s in stages]
-            sql += f" AND s.stage IN ({', '.join('?' * len(st))})"
-            params += st
+        only = None if stages is None else [check_stage(s) for s in stages]
+        sql, params = runnable_sql(PIPELINE, only)
         if mous is not None:
             ms = [mous_uri(m) for m in mous]
             sql += f" AND s.mous_id IN ({', '.join('?' * len(ms))})"

@@ -30,8 +30,9 @@ def _explain_not_runnable(catalog, stages: list[str], mous_ids: list[str]) -> No
         for r in rows:
             if r.status == "pending":
                 waits = catalog.waiting_for(r)
-                why = ("waiting for " + ", ".join(f"{w.label} ({w.status})" for w in waits)
-                       if waits else "runnable")
+                why = ("waiting for " + ", ".join(
+                    w.stage + (f" [{w.target}]" if w.target else "") + f" ({w.status})"
+                    for w in waits) if waits else "runnable")
                 console.print(f"  {r.label}: pending ({why})", soft_wrap=True)
             else:
                 detail = r.error or r.reason or ""
