@@ -147,7 +147,8 @@ PIPELINE = StageTable((
           "Image every target: continuum, cubes, moments, FITS.",
           cores=4, ram_gb=16),
     Stage("cleanup", Scope.MOUS, ("image",), Runs.ORCHESTRATOR, "sails.stages.cleanup",
-          "Remove intermediates ([storage] policy) once every target's products are recorded.",
+          "Remove intermediates (splits, self-cal working copies, CASA images; the storage"
+          " section of sails.toml says which) once every target's products are recorded.",
           cores=1, ram_gb=1),
 ))
 

@@ -45,7 +45,10 @@ MOMENTS = 3  # mom0, mom1, mom8 per cube: a CASA image and a FITS each
 IMAGE_OVERHEAD = 170_000  # table/keyword files of one CASA image directory, measured
 FRINGE_PER_RESOLUTION = 1.2  # plan's fringe spacing (longest baseline) / ObsCore s_resolution
 VERIFY_BYTES_PER_MS = 24_000  # summary JSON + listobs text of one MS, measured
-AUTO_SELFCAL_FACTOR = 6.0  # working copy + *.selfcal.ms (3 data columns) + flag versions
+# working copy + *.selfcal.ms (3 data columns) + flag versions + per-solint images: measured
+# 6.8x, 10.7x and 13.9x the split on three simulated tiny MOUS (the number of solution
+# intervals auto-selfcal tries depends on the S/N); this is their geometric middle.
+AUTO_SELFCAL_FACTOR = 9.7
 CONTSUB_FACTOR = 1.0  # the continuum-subtracted line-spw MS, relative to that spw's data
 DEFAULT_BYTES_PER_VIS = 24.0  # DATA + CORRECTED (complex64) + flags/weights, per visibility
 SPLIT_FACTOR = 1.1  # a split adds WEIGHT/SIGMA_SPECTRUM; storage-manager tiles round up
@@ -110,6 +113,12 @@ def split(mss: list[MsFacts]) -> Prediction:
     return Prediction(total, total, "verify MS facts")
 
 
+def split_upper_bound(delivered_bytes: int) -> int:
+    """Before verify knows the MS facts: a split keeps at most every row and channel of the
+    delivered measurement sets."""
+    return int(delivered_bytes * SPLIT_FACTOR)
+
+
 def auto_selfcal(split_bytes: int) -> Prediction:
     total = int(split_bytes * AUTO_SELFCAL_FACTOR)
     return Prediction(total, total, "split size")
@@ -167,6 +176,8 @@ def job_resources(stage: str, peak_bytes: int, default_cores: int) -> tuple[int,
 
 
 # ------------------------------------------------------------------ mitigation
+MITIGATION_KEY = "size_mitigation"  # image products' metrics: what the limits cut, in order
+
 def mitigate(plan: dict[str, Any], max_cube_bytes: int | None,
              max_product_bytes: int | None, pb_level_factor: float = 1.0,
              max_binning: int = 4) -> list[dict[str, Any]]:

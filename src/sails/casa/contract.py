@@ -37,6 +37,8 @@ from typing import Any
 from sails.atomic import write_json_atomic
 
 MANIFEST_NAME = "result.json"
+# The imaging job's plan (every parameter, and what the size limits cut), beside its products.
+IMAGING_PLAN_NAME = "plan.json"
 
 OOM = "oom"
 TIMEOUT = "timeout"

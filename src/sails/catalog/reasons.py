@@ -17,6 +17,12 @@ class Block(StrEnum):
     DISK = "disk"  # its predicted peak would break storage.budget_gb / free_floor_gb
 
 
+class Failure(StrEnum):
+    """Codes a failed stage may carry (most carry none): what a later run may act on."""
+
+    DISK_FULL = "disk_full"  # a write hit a full file system: retried once space is free
+
+
 MESSAGES: dict[Block, str] = {
     Block.NEEDS_RESTORE: "needs calibration restore: only raw ASDMs are available",
     Block.STAGE: "blocked",

@@ -19,6 +19,7 @@ from sails.errors import SailsError
 from sails.pipeline import PIPELINE
 
 MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every pending one.")
+ALL_MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every MOUS.")
 
 
 def _explain_not_runnable(catalog, stages: list[str], mous_ids: list[str]) -> None:
@@ -175,9 +176,12 @@ for _command, _stages in PIPELINE.commands().items():
 
 
 @app.command("du")
-def disk_usage(mous: list[str] = MOUS_ARG):
-    """Bytes on disk now per MOUS and stage (beside the size model's prediction and what
-    the stage left when it finished), and the project space's total."""
+def disk_usage(mous: list[str] = ALL_MOUS_ARG):
+    """Disk use per MOUS and stage: predicted, measured when done, on disk now.
+
+    Each stage row shows the size model's predicted peak and final bytes, what the stage
+    left when it finished, and what its folder holds now (less after cleanup); then each
+    MOUS's folder and the project space in total."""
     from rich.table import Table
 
     from sails.stages.sizing import du, gb, measure

@@ -21,7 +21,7 @@ from sails.errors import LeaseLostError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE
 from sails.stages.execute import StageReport, run_claimed
-from sails.stages.sizing import claim_admitted
+from sails.stages.sizing import claim_admitted, requeue_disk_full
 
 
 def stages_until(until: str | None) -> list[str]:
@@ -92,6 +92,7 @@ def run_pipeline(
     summary = RunSummary()
     t0 = time.time()
     summary.recovered = len(catalog.recover_dead_owners()) + len(catalog.recover_expired())
+    requeue_disk_full(project, mous_list)
     retry_at: dict[int, float] = {}
     running: dict[Future, StageRow] = {}
     notify = on_event or (lambda kind, obj: None)

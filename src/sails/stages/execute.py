@@ -18,7 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from sails.casa import contract
-from sails.catalog import Catalog, StageRow, new_owner
+from sails.catalog import Catalog, Failure, StageRow, new_owner
 from sails.errors import LeaseLostError, SailsError, TransientError
 from sails.execution import get_backend
 from sails.pipeline import PIPELINE, Runs
@@ -125,6 +125,7 @@ def _run_and_record(project, row: StageRow, owner: str,
                        cancel=keeper.cancel)
     error: str | None = None
     transient = False
+    disk_full = False
     _record_prediction(project, row)
     try:
         with keeper:
@@ -133,22 +134,27 @@ def _run_and_record(project, row: StageRow, owner: str,
         error, transient = exc.one_line(), True
     except SailsError as exc:  # CasaJobError included
         error = exc.one_line()
-        if getattr(exc, "error_kind", None) == contract.DISK_FULL or (
-                getattr(exc, "error_kind", None) in (contract.NO_MANIFEST, contract.CRASH)
-                and sizing.disk_nearly_full(project.root)):
-            error = f"disk full: {error}"
+        kind = getattr(exc, "error_kind", None)
+        # A job that died without a manifest (or crashed) on a full disk most likely died
+        # of it: casacore's C++ errors do not always say ENOSPC.
+        disk_full = kind == contract.DISK_FULL or (
+            kind in (contract.NO_MANIFEST, contract.CRASH)
+            and sizing.disk_nearly_full(*sizing.write_roots(project, row)))
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             error = f"internal error {type(exc).__name__}: {exc}"
         else:
-            error = f"disk full: {exc}"
+            error, disk_full = str(exc), True
     except Exception as exc:  # noqa: BLE001 - a bug in a stage still ends recorded
         error = (f"internal error {type(exc).__name__}: {exc}\n"
                  f"{traceback.format_exc(limit=8)}")
     if keeper.lost:
         return _lost(catalog, row, owner, keeper.lost), ctx
     if error is not None:
-        final = catalog.fail(row.id, owner, f"transient: {error}" if transient else error)
+        if disk_full:
+            error = f"{sizing.DISK_FULL_TEXT}: {error}"
+        final = catalog.fail(row.id, owner, f"transient: {error}" if transient else error,
+                             Failure.DISK_FULL if disk_full else None)
         return StageReport(final, "failed", error.split("\n", 1)[0], transient=transient), ctx
     final = catalog.record_outcome(row.id, owner, outcome.status, outcome.products,
                                    outcome.reason, outcome.code)

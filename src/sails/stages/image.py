@@ -19,7 +19,6 @@ from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
 from sails.stages.base import Outcome, StageContext, safe_name
 
-PLAN_NAME = "plan.json"  # written by the job's image_plan step
 PREVIEW_KINDS = {"cont_image": "inferno", "mom0": "inferno", "mom1": "RdBu_r",
                  "mom8": "inferno"}
 
@@ -91,9 +90,20 @@ def size_limits(storage) -> dict[str, Any]:
 def mitigation_of(folder: Path) -> list[dict[str, Any]]:
     """What the plan cut to fit the size limits (``plan.json`` beside the products)."""
     try:
-        return list(json.loads((folder / PLAN_NAME).read_text()).get("mitigation") or [])
+        plan = json.loads((folder / contract.IMAGING_PLAN_NAME).read_text())
+        return list(plan.get("mitigation") or [])
     except (OSError, ValueError, AttributeError):
         return []
+
+
+def record_mitigation(products: list[Product], folder: Path) -> list[dict[str, Any]]:
+    """Put what the plan cut (``plan.json`` in ``folder``) into the metrics of the images."""
+    cuts = mitigation_of(folder)
+    if cuts:
+        for p in products:
+            if p.kind in ("cont_image", "cube"):
+                p.metrics[sizes.MITIGATION_KEY] = cuts
+    return cuts
 
 
 def output_dir(ctx: StageContext) -> Path:
@@ -198,11 +208,7 @@ def run(ctx: StageContext) -> Outcome:
                            hint=exc.hint, log_path=exc.log_path,
                            error_kind=exc.error_kind) from None
     products = products_from(manifest, target, out)
-    cuts = mitigation_of(out)
-    if cuts:
-        for p in products:
-            if p.kind in ("cont_image", "cube"):
-                p.metrics["size_mitigation"] = cuts
+    cuts = record_mitigation(products, out)
     if s.previews:
         products += make_previews(products, target)
     plan = contract.step_output(manifest, "plan") or {}

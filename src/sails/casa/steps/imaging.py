@@ -25,11 +25,11 @@ import numpy as np
 from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
-from sails.casa.contract import OOM, Diverged
+from sails.casa.contract import IMAGING_PLAN_NAME, OOM, Diverged
 from sails.casa.tools import opened, released
 from sails.constants import C_KMS
 
-PLAN_NAME = "plan.json"
+PLAN_NAME = IMAGING_PLAN_NAME
 CALLS_NAME = "casa_calls.json"
 CALLS_SCRIPT = "casa_calls.py"
 DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle",
