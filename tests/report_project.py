@@ -29,6 +29,9 @@ TARGET_D = 'Serpens <SMM1> & "co"'
 FAIL_REASON = "no field of uid___A002_Xb3_X1.ms has intent OBSERVE_TARGET"
 SKIP_REASON = "peak S/N 4.2 below minsnr_to_proceed 5: self-cal not attempted"
 BLOCK_REASON = "data proprietary until 2031-01-01"
+MITIGATION = [  # what [storage] size limits cut from TARGET_A1's imaging plan
+    {"step": "imsize", "from": 1600, "to": 800, "why": "image size reduced to 1 x the PB FWHM"},
+    {"step": "binning", "factor": 2, "why": "cube channels binned by 2"}]
 
 
 def _header(n: int, cell_arcsec: float, ra: float, dec: float, bunit: str = "Jy/beam",
@@ -196,7 +199,8 @@ def build_mixed_project(root: Path) -> Project:
     image_products = [
         Product("cont_image", str(cont), target=TARGET_A1, spw="25,27", metrics={
             "rms": 1.05e-3, "theoretical_rms": 0.95e-3, "rms_ratio": 1.105, "peak": 0.05,
-            "dynamic_range": 47.6, "beam": [0.5, 0.4, 30.0], "flux_imfit": 0.071}),
+            "dynamic_range": 47.6, "beam": [0.5, 0.4, 30.0], "flux_imfit": 0.071,
+            "size_mitigation": MITIGATION}),
         Product("cube", str(cube), target=TARGET_A1, spw="25", metrics={
             "line": "12CO_2-1", "rms": 4.1e-3, "theoretical_rms": 3.8e-3, "rms_ratio": 1.08})]
     for kind in ("mom0", "mom1", "mom8"):

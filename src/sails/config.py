@@ -285,6 +285,28 @@ class Imaging(_Section):
     timeout_minutes: float | None = Field(None, gt=0)
 
 
+class Storage(_Section):
+    """Disk: a budget the engine admits stages against, limits that cut imaging plans down
+    (like the ALMA pipeline's hif_checkproductsize), and what cleanup removes."""
+
+    budget_gb: float | None = Field(None, gt=0, description="most the project space may "
+                                    "hold; a stage whose predicted peak would exceed it waits")
+    free_floor_gb: float = Field(0.5, ge=0, description="free space always left on the disk")
+    max_cube_gb: float | None = Field(None, gt=0, description="largest cube (CASA + FITS)")
+    max_products_gb: float | None = Field(None, gt=0, description="largest product set of "
+                                          "one target")
+    pb_level_factor: float = Field(1.0, gt=0, description="mitigation: image width down to "
+                                   "this x the PB FWHM")
+    max_binning: int = Field(4, ge=1, description="mitigation: most cube channels binned")
+    cleanup: bool = Field(True, description="the cleanup stage removes intermediates (else "
+                          "it is skipped)")
+    remove_splits: bool = True
+    remove_selfcal_work: bool = True  # working copies, iteration images, *.selfcal.ms
+    keep_selfcal_ms: bool = False
+    remove_casa_images: bool = True  # once the FITS are written
+    remove_download_work: bool = True  # tarballs / .part files after verified extraction
+
+
 class Settings(BaseSettings):
     """The effective configuration: defaults < sails.toml < SAILS_* environment."""
 
@@ -305,6 +327,7 @@ class Settings(BaseSettings):
     selfcal: Selfcal = Field(default_factory=Selfcal)
     imaging: Imaging = Field(default_factory=Imaging)
     qa: QaSettings = Field(default_factory=QaSettings)
+    storage: Storage = Field(default_factory=Storage)
 
     @field_validator("resources", mode="after")
     @classmethod
@@ -509,4 +532,15 @@ rms_ratio_bad = 4.0
 needs_look_below = 0.5      # targets scoring below this are listed in "needs a look"
 heal = true                 # retry diverging deconvolution (lower gain, higher cyclefactor,
 heal_max_attempts = 4       # smaller scales, tighter mask), each attempt recorded
+[storage]
+# budget_gb = 2000            # most the project space may hold; stages wait for room
+free_floor_gb = 0.5           # always leave this much free on the disk
+# max_cube_gb = 100           # a larger planned cube is cut down (image size to
+# max_products_gb = 500       # pb_level_factor x PB, channel binning, fewer cubes, skip)
+cleanup = true                # remove intermediates once a MOUS's products are recorded
+remove_splits = true          # split *_targets.ms
+remove_selfcal_work = true    # auto-selfcal working copies and iteration images
+keep_selfcal_ms = false       # keep the self-calibrated *.selfcal.ms
+remove_casa_images = true     # CASA image folders once their FITS are written
+remove_download_work = true   # tarballs and partial downloads after verified extraction
 """

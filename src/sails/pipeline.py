@@ -146,6 +146,10 @@ PIPELINE = StageTable((
     Stage("image", Scope.TARGET, ("selfcal",), Runs.JOB, "sails.stages.image",
           "Image every target: continuum, cubes, moments, FITS.",
           cores=4, ram_gb=16),
+    Stage("cleanup", Scope.MOUS, ("image",), Runs.ORCHESTRATOR, "sails.stages.cleanup",
+          "Remove intermediates (splits, self-cal working copies, CASA images; the storage"
+          " section of sails.toml says which) once every target's products are recorded.",
+          cores=1, ram_gb=1),
 ))
 
 

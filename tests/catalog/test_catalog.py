@@ -33,7 +33,7 @@ def test_pragmas_and_rows(cat):
     assert cat.target_names(MOUS) == ["IRAS 4A", "Per-emb 'x' +1"]
     stages = {(s.stage, s.target) for s in cat.stages(MOUS)}
     assert stages == {("download", ""), ("verify", ""), ("split", ""), ("auto_selfcal", ""),
-                      ("selfcal", "IRAS 4A"), ("image", "IRAS 4A"),
+                      ("cleanup", ""), ("selfcal", "IRAS 4A"), ("image", "IRAS 4A"),
                       ("selfcal", "Per-emb 'x' +1"), ("image", "Per-emb 'x' +1")}
 
 
@@ -151,7 +151,7 @@ def test_migrates_v1_file_without_losing_rows(tmp_path):
     assert c.mous_ids() == ["uid://A001/X1465/X15b"]
     split = c.find_stage("uid://A001/X1465/X15b", "split")
     assert split.status == "failed" and split.error == "disk full" and split.job_ref is None
-    events = c.events("uid://A001/X1465/X15b")
+    events = [e for e in c.events("uid://A001/X1465/X15b") if e["stage"] != "cleanup"]
     assert len(events) == 2 and events[1]["actor"] == "migration"  # + auto_selfcal's row
     assert c.products()[0]["bytes"] == 1234
     c.retry("uid://A001/X1465/X15b")  # and the migrated file works
@@ -192,7 +192,7 @@ def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
     c = Catalog(path)
     assert c.schema_version() == SCHEMA_VERSION
     after = [(r.id, r.mous_id, r.target, r.stage, r.status, r.reason, r.error, r.attempts)
-             for r in c.stages() if r.stage != "auto_selfcal"]
+             for r in c.stages() if r.stage not in ("auto_selfcal", "cleanup")]
     assert sorted(after) == sorted(before)  # every old row kept, unchanged
     assert len(c.products()) == n_products
     auto = {r.mous_id: r for r in c.stages(stage="auto_selfcal")}
@@ -206,7 +206,8 @@ def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
     runnable = {(r.mous_id, r.stage, r.target) for r in c.runnable()}
     assert runnable == {("uid://A001/X2/X1", "image", "Src+B"),
                         ("uid://A001/X2/X3", "auto_selfcal", "")}
-    assert len(c.events()) == n_events + 3  # one "created by the migration" each
+    assert len([e for e in c.events() if e["stage"] != "cleanup"]) == n_events + 3  # one
+    # "created by the migration" each (the cleanup rows come from the stage table)
     c.retry("uid://A001/X2/X2")  # a failed MOUS run is retried as one
     assert c.find_stage("uid://A001/X2/X2", "auto_selfcal").status == "pending"
     assert {r.status for r in c.stages("uid://A001/X2/X2", "selfcal")} == {"pending"}
@@ -246,3 +247,32 @@ def test_error_after_sqlite_rolled_back_is_the_real_one(cat):
         raise sqlite3.OperationalError("database or disk is full")
     with cat.write() as con:  # the connection is still usable
         con.execute("SELECT 1")
+def test_migrates_v3_file_sizes_columns_v5(tmp_path):
+    """v5 adds predicted/measured bytes on stage rows and removed_at on products; a v3 file
+    keeps its rows and gets the new stage table's rows (cleanup) when opened."""
+    from sails.catalog.schema import MIGRATIONS
+
+    path = tmp_path / "v3.sqlite"
+    raw = sqlite3.connect(path)
+    for v in range(3):
+        MIGRATIONS[v](raw)
+    raw.execute("INSERT INTO mous (mous_id, created_at, updated_at) VALUES (?, 1, 1)",
+                ("uid://A001/X1/X1",))
+    raw.execute("INSERT INTO stages (mous_id, target, stage, status, updated_at)"
+                " VALUES (?, '', 'split', 'done', 1)", ("uid://A001/X1/X1",))
+    raw.execute("INSERT INTO products (mous_id, stage, kind, path, bytes, created_at)"
+                " VALUES (?, 'split', 'split_ms', '/x/a.ms', 10, 1)", ("uid://A001/X1/X1",))
+    raw.execute("PRAGMA user_version = 3")
+    raw.commit()
+    raw.close()
+    c = Catalog(path)
+    assert c.schema_version() == SCHEMA_VERSION == 5
+    split = c.find_stage("uid://A001/X1/X1", "split")
+    assert split.status == "done" and split.predicted_bytes is None
+    c.set_sizes(split.id, predicted_peak=30, predicted=20, basis="test", measured=25)
+    split = c.find_stage("uid://A001/X1/X1", "split")
+    assert (split.predicted_peak_bytes, split.predicted_bytes, split.measured_bytes) == (
+        30, 20, 25)
+    assert c.mark_removed(["/x/a.ms"]) == 1 and c.mark_removed(["/x/a.ms"]) == 0
+    assert c.products()[0]["removed_at"] is not None
+    assert c.find_stage("uid://A001/X1/X1", "cleanup").status == "pending"

@@ -559,3 +559,31 @@ def test_demo_serves_the_fake_only_while_it_runs(canfar_env, tmp_path):
     assert not any(k in os.environ for k in env)
     with pytest.raises(httpx.HTTPError):
         httpx.get(env["CANFAR_URL"] + "/session", timeout=2)
+
+
+def test_size_model_sets_session_resources_the_user_left_alone(fake, project, canfar_env):
+    """A stage whose ``[resources.<stage>]`` the user left at the stage table's default asks
+    CANFAR for the size model's RAM (from the row's predicted peak); one the user set
+    (image: 2 cores, 6 GB here) keeps the user's numbers."""
+    from sails import sizes
+    from sails.pipeline import PIPELINE
+    from sails.stages.base import StageContext
+
+    cat = project.catalog
+    cat.upsert_mous({"mous_id": MOUS})
+    cat.upsert_target({"mous_id": MOUS, "alma_source_name": "Src", "obs_id": "o1"})
+    peak = 48 * 10**9
+    asked = {}
+    for stage, target in (("split", ""), ("image", "Src")):
+        row = cat.claim(cat.find_stage(MOUS, stage, target).id, "owner-1")
+        cat.set_sizes(row.id, predicted_peak=peak)
+        ctx = StageContext(project=project, catalog=cat, row=row, owner="owner-1",
+                           backend=CanfarBackend(project))
+        ctx.run_casa([{"op": "write_text", "name": "w", "args": {"name": "a.txt", "text": "x"}}],
+                     project.mous_dir(MOUS) / stage / "out")
+        query = dict(fake.creates()[-1]["query"])
+        asked[stage] = (int(query["cores"]), int(query["ram"]))
+    model = sizes.job_resources("split", peak, PIPELINE.get("split").cores)
+    assert model[1] > PIPELINE.get("split").ram_gb  # the model, not the table's 8 GB
+    assert asked["split"] == model
+    assert asked["image"] == (2, 6)

@@ -25,6 +25,7 @@ from cli_run import sails
 from report_project import (
     BLOCK_REASON,
     FAIL_REASON,
+    MITIGATION,
     MOUS_A,
     MOUS_B,
     MOUS_F,
@@ -124,6 +125,8 @@ def test_target_page_shows_products_metrics_and_logs(built):
                  "CORRECTED_DATA", "X1#ALMA_RB_06#BB_1#SW-01#FULL_RES", "3.1 %",
                  "verify-20240101T000000.casa.log", "A. Astronomer", "16:32:22.61"):
         assert text in page, text
+    assert "Size limits" in page  # what the size limits cut, in order
+    assert page.index(MITIGATION[0]["why"]) < page.index(MITIGATION[1]["why"])
     # Another target's log is counted but not listed on this page.
     assert "image-HOPS_370__core_" not in page
     skipped = target_page(project, MOUS_A, TARGET_A2).read_text(encoding="utf-8")

@@ -20,10 +20,12 @@ Error kinds (``error_kind``; None when the job succeeded):
 ``cancelled``    the orchestrator asked the backend to stop the job
 ``no_manifest``  the process ended without writing a manifest (segfault, killed otherwise)
 ``lost``         the platform session vanished: transient, worth running again
+``disk_full``    a write failed with ENOSPC (no space left on the device)
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -35,6 +37,8 @@ from typing import Any
 from sails.atomic import write_json_atomic
 
 MANIFEST_NAME = "result.json"
+# The imaging job's plan (every parameter, and what the size limits cut), beside its products.
+IMAGING_PLAN_NAME = "plan.json"
 
 OOM = "oom"
 TIMEOUT = "timeout"
@@ -44,8 +48,9 @@ CRASH = "crash"
 CANCELLED = "cancelled"
 NO_MANIFEST = "no_manifest"
 LOST = "lost"
+DISK_FULL = "disk_full"
 ERROR_KINDS = frozenset({OOM, TIMEOUT, DIVERGED, BAD_INPUT, CRASH, CANCELLED, NO_MANIFEST,
-                         LOST})
+                         LOST, DISK_FULL})
 # Kinds where running the same job again may well succeed.
 TRANSIENT_KINDS = frozenset({LOST})
 
@@ -87,6 +92,9 @@ def error_kind_of(exc: BaseException) -> str:
         return exc.kind
     if isinstance(exc, MemoryError) or "bad_alloc" in str(exc):  # C++ std::bad_alloc
         return OOM
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
+            "No space left on device" in str(exc):  # casacore's C++ errors carry no errno
+        return DISK_FULL
     return CRASH
 
 

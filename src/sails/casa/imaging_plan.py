@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sails import sizes
 from sails.casa import imaging_math as im
 from sails.casa.contract import BadInput
 from sails.casa.tools import opened
@@ -152,13 +153,22 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
             if cube:
                 cubes.append(cube)
 
-    return {
+    plan = {
         "field": field, "stem": stem, "cell_arcsec": cell, "imsize": imsize,
         "pb_fwhm_arcsec": pb_fwhm, "max_baseline_m": bmax, "dish_m": dish,
         "phasecenter_field": ref["field_id"], "continuum": continuum, "cubes": cubes,
         "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
         "vsys_kms": vsys, "window_kms": window, "linefree_half_kms": excl,
     }
+    limits = cfg.get("size_limits") or {}
+    plan["mitigation"] = sizes.mitigate(
+        plan, limits.get("max_cube_bytes"), limits.get("max_products_bytes"),
+        float(limits.get("pb_level_factor", 1.0)), int(limits.get("max_binning", 4)))
+    if plan["mitigation"] and plan["imsize"] != imsize:
+        with opened("synthesisutils") as su:  # keep an FFT-friendly size
+            plan["imsize"] = min(imsize, int(su.getOptimumSize(plan["imsize"])))
+    warnings += [f"size limit: {a['why']}" for a in plan["mitigation"]]
+    return plan
 
 
 def _common_column(mss: list[dict[str, Any]], warnings: list[str]) -> str:

@@ -105,6 +105,10 @@ class StageRow:
     duration_s: float | None = None
     reason_code: str | None = None
     override_fp: str | None = None  # per-target overrides this row ran with (sails.qa)
+    predicted_peak_bytes: int | None = None  # the size model's guesses (sails.sizes) ...
+    predicted_bytes: int | None = None
+    measured_bytes: int | None = None  # ... and what the stage left on disk
+    size_basis: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> StageRow:

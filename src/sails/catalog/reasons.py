@@ -14,12 +14,20 @@ class Block(StrEnum):
     NEEDS_RESTORE = "needs_restore"  # only raw ASDMs: a calibration restore must come first
     STAGE = "stage"  # the stage itself returned blocked (its reason says why)
     USER = "user"  # a person blocked it
+    DISK = "disk"  # its predicted peak would break storage.budget_gb / free_floor_gb
+
+
+class Failure(StrEnum):
+    """Codes a failed stage may carry (most carry none): what a later run may act on."""
+
+    DISK_FULL = "disk_full"  # a write hit a full file system: retried once space is free
 
 
 MESSAGES: dict[Block, str] = {
     Block.NEEDS_RESTORE: "needs calibration restore: only raw ASDMs are available",
     Block.STAGE: "blocked",
     Block.USER: "blocked by a user",
+    Block.DISK: "waiting for disk space",
 }
 
 

@@ -177,6 +177,31 @@ class Records:
             r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else {}
         return rows
 
+    # ------------------------------------------------------------------ sizes
+    def set_sizes(self, stage_id: int, *, predicted_peak: int | None = None,
+                  predicted: int | None = None, basis: str | None = None,
+                  measured: int | None = None) -> None:
+        """Record the size model's prediction (before the stage) or the measured bytes
+        (after it) on a stage row; None leaves a column as it is."""
+        sets = {k: v for k, v in (("predicted_peak_bytes", predicted_peak),
+                                  ("predicted_bytes", predicted), ("size_basis", basis),
+                                  ("measured_bytes", measured)) if v is not None}
+        if not sets:
+            return
+        with self.write() as con:
+            con.execute(f"UPDATE stages SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                        (*sets.values(), stage_id))
+
+    def mark_removed(self, paths: list[str], actor: str = "cleanup") -> int:
+        """Products whose files cleanup removed keep their rows, stamped ``removed_at``."""
+        now = time.time()
+        with self.write() as con:
+            n = 0
+            for p in paths:
+                n += con.execute("UPDATE products SET removed_at = ? WHERE path = ?"
+                                 " AND removed_at IS NULL", (now, str(p))).rowcount
+            return n
+
     # ------------------------------------------------------------------ MOUS settings
     def set_mous_field(self, mous_id: str, field_name: str, value: Any,
                        actor: str = "sails", con: sqlite3.Connection | None = None) -> None:

@@ -250,11 +250,28 @@ def _migrate_v3_to_v4(con: sqlite3.Connection) -> None:
     con.execute("CREATE INDEX events_by_kind ON events(kind, mous_id, id)")
 
 
+SIZES_V5 = """
+ALTER TABLE stages ADD COLUMN predicted_peak_bytes INTEGER;
+ALTER TABLE stages ADD COLUMN predicted_bytes INTEGER;
+ALTER TABLE stages ADD COLUMN measured_bytes INTEGER;
+ALTER TABLE stages ADD COLUMN size_basis TEXT;
+ALTER TABLE products ADD COLUMN removed_at REAL;
+"""
+
+
+def _migrate_v4_to_v5(con: sqlite3.Connection) -> None:
+    """v5: each stage row carries its predicted peak/final bytes beside the measured bytes
+    (the size model, :mod:`sails.sizes`); a product removed by cleanup keeps its row with
+    ``removed_at`` (the catalog says what was there and when it went)."""
+    run_script(con, SIZES_V5)
+
+
 # MIGRATIONS[n] brings a version-n catalog to version n+1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
     1: _migrate_v1_to_v2,
     2: _migrate_v2_to_v3,
     3: _migrate_v3_to_v4,
+    4: _migrate_v4_to_v5,
 }
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5

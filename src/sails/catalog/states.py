@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sails.catalog.model import FINISHED, Product, StageRow, check_stage, owner_is_dead
-from sails.catalog.reasons import Block, message
+from sails.catalog.reasons import Block, Failure, message
 from sails.errors import IllegalTransitionError, LeaseLostError, NotFoundError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Scope, StageTable
@@ -271,11 +271,14 @@ class StateMachine:
                    guard_owner=owner if row.status == "running" else None)
         return self._load(con, stage_id)
 
-    def fail(self, stage_id: int, owner: str | None, error: str) -> StageRow:
-        """-> failed with the error text; attempts + 1."""
+    def fail(self, stage_id: int, owner: str | None, error: str,
+             code: Failure | None = None) -> StageRow:
+        """-> failed with the error text (and ``code``, e.g. disk_full); attempts + 1."""
+        kind = Failure(code).value if code else None
         with self.write() as con:
             return self._end(con, stage_id, owner, "failed", error,
-                             lambda row: {"error": error, "attempts": row.attempts + 1})
+                             lambda row: {"error": error, "attempts": row.attempts + 1,
+                                          "reason_code": kind})
 
     def skip(self, stage_id: int, owner: str | None, reason: str) -> StageRow:
         with self.write() as con:

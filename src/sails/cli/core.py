@@ -141,6 +141,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
                    "--needs-look)")
 
 
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}"
+
+
 @app.command()
 def show(
     mous: str = typer.Argument(..., help="MOUS uid, either form."),
@@ -171,11 +175,13 @@ def show(
     names = sorted({t["alma_source_name"] for t in targets})
     console.print(f"  targets: {', '.join(names) or '-'}")
     t = Table(title="stages")
-    for col in ("stage", "target", "status", "attempts", "started", "finished", "why"):
+    for col in ("stage", "target", "status", "attempts", "started", "finished",
+                "MB predicted", "MB measured", "why"):
         t.add_column(col, overflow="fold")
     for s in stages:
         t.add_row(s.stage, s.target, styled(s.status), str(s.attempts), fmt_time(s.started_at),
-                  fmt_time(s.finished_at), s.error or s.reason or "")
+                  fmt_time(s.finished_at), _mb(s.predicted_bytes), _mb(s.measured_bytes),
+                  s.error or s.reason or "")
     console.print(t)
     results = target_results(products)
     if results:
@@ -191,7 +197,7 @@ def show(
         for col in ("stage", "target", "kind", "path", "MB"):
             p.add_column(col, overflow="fold")
         for r in products:
-            mb = f"{r['bytes'] / 1e6:.1f}" if r["bytes"] is not None else "-"
+            mb = _mb(r["bytes"]) + (" (removed)" if r.get("removed_at") else "")
             path = r["path"]
             if Path(path).is_relative_to(project.root):
                 path = str(Path(path).relative_to(project.root))

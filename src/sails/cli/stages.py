@@ -21,6 +21,7 @@ from sails.execution.names import BACKEND_HELP, check_backend
 from sails.pipeline import PIPELINE
 
 MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every pending one.")
+ALL_MOUS_ARG = typer.Argument(None, help="MOUS uids (either form); default: every MOUS.")
 
 
 def _explain_not_runnable(catalog, stages: list[str], mous_ids: list[str]) -> None:
@@ -53,6 +54,7 @@ def run_stage_command(command: str, mous: list[str] | None, *,
     from sails.catalog import new_owner
     from sails.ids import mous_uri
     from sails.stages.execute import run_claimed
+    from sails.stages.sizing import claim_admitted
 
     stages = [st.name for st in PIPELINE.commands()[command]]
     project = state.project()
@@ -72,7 +74,7 @@ def run_stage_command(command: str, mous: list[str] | None, *,
     lease = project.settings.execution.lease_seconds
     reports = []
     while True:
-        row = catalog.claim_next(owner, lease, stages=stages, mous=mous_ids)
+        row = claim_admitted(project, owner, lease, stages=stages, mous=mous_ids)
         if row is None:
             break
         console.print(Text.assemble((row.stage, "cyan"), f" {row.label} ..."), soft_wrap=True)
@@ -101,7 +103,7 @@ def _check_backend(backend: str | None) -> str | None:
 
 
 BACKEND_OPT = typer.Option(None, "--backend", help=f"{BACKEND_HELP} (default: configured).")
-CUSTOM_COMMANDS = {"verify"}  # defined above with options of their own
+CUSTOM_COMMANDS = {"verify", "cleanup"}  # defined above with options of their own
 RETRY_OPT = typer.Option(False, "--retry", help="First put failed (blocked, skipped) ones back"
                          " to pending.")
 
@@ -127,6 +129,37 @@ def verify(
     run_stage_command("verify", mous, backend=_check_backend(backend), retry_failed=retry)
 
 
+@app.command(help=" ".join(st.help for st in PIPELINE.commands()["cleanup"]))
+def cleanup(
+    mous: list[str] = MOUS_ARG,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, with "
+                                 "sizes; remove nothing."),
+    retry: bool = RETRY_OPT,
+):
+    if not dry_run:
+        run_stage_command("cleanup", mous, retry_failed=retry)
+        return
+    from rich.table import Table
+
+    from sails.stages.cleanup import plan
+    from sails.stages.sizing import gb
+
+    project = state.project()
+    ids = mous or project.catalog.mous_ids()
+    t = Table(title="cleanup --dry-run: would remove")
+    for col in ("MOUS", "path", "why", "bytes"):
+        t.add_column(col, overflow="fold")
+    total = 0
+    for m in ids:
+        for r in plan(project, m):
+            total += r.bytes
+            path = r.path.relative_to(project.root) if r.path.is_relative_to(project.root) \
+                else r.path
+            t.add_row(project.catalog.mous(m)["mous_id"], str(path), r.why, str(r.bytes))
+    console.print(t)
+    console.print(f"would free {gb(total)} ({total} bytes)")
+
+
 def _stage_command(command: str):
     """A ``sails <command>`` that runs the stage-table rows of ``command``."""
 
@@ -141,3 +174,39 @@ def _stage_command(command: str):
 for _command, _stages in PIPELINE.commands().items():
     if _command not in CUSTOM_COMMANDS:
         app.command(_command, help=" ".join(st.help for st in _stages))(_stage_command(_command))
+
+
+@app.command("du")
+def disk_usage(mous: list[str] = ALL_MOUS_ARG):
+    """Disk use per MOUS and stage: predicted, measured when done, on disk now.
+
+    Each stage row shows the size model's predicted peak and final bytes, what the stage
+    left when it finished, and what its folder holds now (less after cleanup); then each
+    MOUS's folder and the project space in total."""
+    from rich.table import Table
+
+    from sails.stages.sizing import du, gb, measure
+
+    project = state.project()
+    cat = project.catalog
+    ids = mous or cat.mous_ids()
+    t = Table(title="disk use per MOUS and stage")
+    for col in ("MOUS", "stage", "target", "status", "predicted peak", "predicted",
+                "measured", "on disk now"):
+        t.add_column(col, overflow="fold")
+
+    def fmt(n: int | None) -> str:
+        return "-" if n is None else gb(n)
+
+    for m in ids:
+        total = 0
+        for r in cat.stages(m):
+            now = measure(project, r)
+            total += now
+            t.add_row(r.mous_id, r.stage, r.target, styled(r.status),
+                      fmt(r.predicted_peak_bytes), fmt(r.predicted_bytes),
+                      fmt(r.measured_bytes), gb(now))
+        t.add_row(cat.mous(m)["mous_id"], "[bold]all[/]", "", "", "", "", "",
+                  f"[bold]{gb(du(project.mous_dir(m)))}[/]")
+    console.print(t)
+    console.print(f"project space {project.root}: {gb(du(project.root))}")

@@ -24,6 +24,7 @@ from sails.ids import mous_uri
 from sails.pipeline import PIPELINE
 from sails.qa.stale import mark_stale
 from sails.stages.execute import StageReport, run_claimed
+from sails.stages.sizing import claim_admitted, requeue_disk_full
 
 BUSY_WAIT_S = 1.0  # between tries while another process holds the catalog
 
@@ -113,6 +114,7 @@ def run_pipeline(
     summary.recovered = (len(patiently(catalog.recover_dead_owners, stop))
                          + len(patiently(catalog.recover_expired, stop)))
     summary.stale = len(mark_stale(project, mous_list))  # overrides.toml changed
+    requeue_disk_full(project, mous_list)
     retry_at: dict[int, float] = {}
     running: dict[Future, StageRow] = {}
     notify = on_event or (lambda kind, obj: None)
@@ -129,7 +131,8 @@ def run_pipeline(
             busy = False
             while len(running) < slots and not (stop and stop.is_set()):
                 try:
-                    row = catalog.claim_next(owner, lease, stages=allowed, mous=mous_list)
+                    row = claim_admitted(project, owner, lease, stages=allowed,
+                                         mous=mous_list)
                 except CatalogBusyError:  # another process holds the catalog: wait, go on
                     busy = True
                     break

@@ -136,9 +136,9 @@ class TargetPage:
                 f'<a href="../../index.html">back to the overview</a></p>')
         # Images first: that is what an astronomer opens the page for.
         sections = [head, self.qa_html(), self.stages_html(), self.continuum_html(),
-                    self.selfcal_html(),
-                    self.lines_html(), self.verify_html(), self.metadata_html(),
-                    self.products_html(), self.logs_html(), self.events_html()]
+                    self.selfcal_html(), self.lines_html(), self.size_limits_html(),
+                    self.verify_html(), self.metadata_html(), self.products_html(),
+                    self.logs_html(), self.events_html()]
         return page(f"{title} - {m.mous_id}", "".join(sections), root="../../")
 
     def qa_html(self) -> str:
@@ -260,6 +260,22 @@ class TargetPage:
             out.append(self._figure(entry, out_png, "before and after self-calibration, on one "
                                     "colour scale (beam lower left)"))
         return "".join(out)
+
+    def size_limits_html(self) -> str:
+        """What the ``[storage]`` size limits cut from the imaging plan, in the order done."""
+        from sails.sizes import MITIGATION_KEY
+
+        cuts = next((m[MITIGATION_KEY] for p in self.unit.products
+                     if (m := p.get("metrics") or {}).get(MITIGATION_KEY)), None)
+        if not cuts:
+            return ""
+        rows = "".join(f"<tr><td class=num>{i}</td><td>{esc(c.get('step', ''))}</td>"
+                       f"<td>{esc(c.get('why', ''))}</td></tr>" for i, c in enumerate(cuts, 1))
+        return ("<h2>Size limits</h2><p class=note>The planned images exceeded the configured "
+                "size limits (<code>[storage] max_cube_gb</code> / <code>max_products_gb</code>)"
+                "; the plan was cut down in this order:</p><table><thead><tr><th>#</th>"
+                "<th>step</th><th>what was done</th></tr></thead><tbody>" + rows
+                + "</tbody></table>")
 
     def continuum_html(self) -> str:
         conts = by_kind(self.unit.products, "cont_image")

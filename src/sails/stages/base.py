@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sails import sizes
 from sails.casa.contract import TRANSIENT_KINDS
 from sails.catalog import Block, Catalog, Product, StageRow
-from sails.config import Settings
+from sails.config import Resources, Settings
 from sails.errors import CasaJobError, TransientError
 from sails.execution.base import Backend, JobResult, JobSpec
 from sails.ids import parse_uid
 from sails.names import safe_name
+from sails.pipeline import PIPELINE
 
 __all__ = ["Outcome", "StageContext", "safe_name"]
 
@@ -96,7 +98,7 @@ class StageContext:
             "cwd": str(cwd) if cwd else None,
             "steps": steps,
         }
-        res = self.settings.resources_for(self.row.stage)
+        res = self.job_resources()
         spec = JobSpec(job_id=job_id, mous_id=self.row.mous_id, stage=self.row.stage,
                        target=self.row.target, payload=payload, output_dir=Path(output_dir),
                        log_dir=self.log_dir, cores=res.cores, ram_gb=res.ram_gb,
@@ -112,6 +114,18 @@ class StageContext:
                                hint=f"CASA log: {result.log_path}", log_path=str(result.log_path),
                                error_kind=result.error_kind)
         return result.manifest or {}
+
+    def job_resources(self) -> Resources:
+        """Cores and RAM for this stage's job: ``[resources.<stage>]`` when the user changed
+        it from the stage table's default, else the size model's estimate from the row's
+        predicted peak bytes (:func:`sails.sizes.job_resources`)."""
+        res = self.settings.resources_for(self.row.stage)
+        st = PIPELINE.get(self.row.stage)
+        peak = self.catalog.stage(self.row.id).predicted_peak_bytes
+        if (res.cores, res.ram_gb) != (st.cores, st.ram_gb) or not peak:
+            return res
+        cores, ram = sizes.job_resources(self.row.stage, peak, st.cores)
+        return Resources(cores=cores, ram_gb=ram)
 
     def _record_job_ref(self, ref: str) -> None:
         self.catalog.set_job_ref(self.row.id, self.owner, ref)

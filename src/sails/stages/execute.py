@@ -10,17 +10,20 @@ recorded state, or in ``lost`` when the row is no longer ours to record.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
-from sails.catalog import Catalog, StageRow, new_owner
+from sails.casa import contract
+from sails.catalog import Catalog, Failure, StageRow, new_owner
 from sails.errors import CatalogBusyError, LeaseLostError, SailsError, TransientError
 from sails.execution import get_backend
 from sails.pipeline import PIPELINE, Runs
-from sails.stages import stage_function
+from sails.stages import sizing, stage_function
 from sails.stages.base import StageContext
 
 BUSY_RETRY_S = 0.5  # between tries of a write while another process holds the catalog
@@ -138,6 +141,8 @@ def _run_and_record(project, row: StageRow, owner: str,
                        cancel=keeper.cancel)
     error: str | None = None
     transient = False
+    disk_full = False
+    _record_prediction(project, row)
     try:
         with keeper:
             outcome = stage_function(row.stage)(ctx)
@@ -145,27 +150,55 @@ def _run_and_record(project, row: StageRow, owner: str,
         error, transient = exc.one_line(), True
     except SailsError as exc:  # CasaJobError included
         error = exc.one_line()
+        kind = getattr(exc, "error_kind", None)
+        # A job that died without a manifest (or crashed) on a full disk most likely died
+        # of it: casacore's C++ errors do not always say ENOSPC.
+        disk_full = kind == contract.DISK_FULL or (
+            kind in (contract.NO_MANIFEST, contract.CRASH)
+            and sizing.disk_nearly_full(*sizing.write_roots(project, row)))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            error = f"internal error {type(exc).__name__}: {exc}"
+        else:
+            error, disk_full = str(exc), True
     except Exception as exc:  # noqa: BLE001 - a bug in a stage still ends recorded
         error = (f"internal error {type(exc).__name__}: {exc}\n"
                  f"{traceback.format_exc(limit=8)}")
     if keeper.lost:
         return _lost(catalog, row, owner, keeper.lost), ctx
     if error is not None:
-        final = _recorded(lambda: catalog.fail(row.id, owner, f"transient: {error}"
-                                               if transient else error), keeper.deadline)
+        if disk_full:
+            error = f"{sizing.DISK_FULL_TEXT}: {error}"
+        final = _recorded(lambda: catalog.fail(
+            row.id, owner, f"transient: {error}" if transient else error,
+            Failure.DISK_FULL if disk_full else None), keeper.deadline)
         return StageReport(final, "failed", error.split("\n", 1)[0], transient=transient), ctx
     final = _recorded(lambda: catalog.record_outcome(row.id, owner, outcome.status,
                                                      outcome.products, outcome.reason,
                                                      outcome.code), keeper.deadline)
+    if final.status == "done":
+        with suppress(OSError, SailsError):
+            catalog.set_sizes(row.id, measured=sizing.measure(project, final))
     return StageReport(final, final.status, outcome.reason), ctx
+
+
+def _record_prediction(project, row: StageRow) -> None:
+    """The size model's guess, stored before the stage runs (``sails show`` compares it with
+    the measured bytes afterwards). A prediction that cannot be made is not an error."""
+    try:
+        pred = sizing.predict(project, row)
+    except (SailsError, OSError, KeyError, ValueError, TypeError):
+        return
+    project.catalog.set_sizes(row.id, predicted_peak=pred.peak_bytes,
+                              predicted=pred.final_bytes, basis=pred.basis)
 
 
 def run_one(project, stages=None, mous=None, owner: str | None = None,
             backend_name: str | None = None) -> StageReport | None:
     """Claim the next runnable stage (optionally filtered) and run it; None when idle."""
     owner = owner or new_owner()
-    row = project.catalog.claim_next(owner, project.settings.execution.lease_seconds,
-                                     stages=stages, mous=mous)
+    row = sizing.claim_admitted(project, owner, project.settings.execution.lease_seconds,
+                                stages=stages, mous=mous)
     if row is None:
         return None
     return run_claimed(project, row, owner, backend_name)

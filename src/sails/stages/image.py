@@ -9,9 +9,11 @@ from the FITS files. Products are named as the ALMA pipeline names them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from sails import sizes
 from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
@@ -71,6 +73,7 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
     cfg["heal"] = {"enabled": qa.heal, "max_attempts": qa.heal_max_attempts,
                    "residual_growth": qa.heal_residual_growth,
                    "model_flux_factor": qa.heal_model_flux_factor}
+    cfg["size_limits"] = size_limits(ctx.settings.storage)
     stem = f"member.{ctx.mous_fs}.{safe_name(target)}_sci"
     plan_args = {"vis": vis, "field": target, "lines": [ln.to_dict() for ln in
                                                         catalogue(s.lines)],
@@ -81,6 +84,36 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
         steps += [{"op": "image_contsub", "name": "contsub", "args": {}},
                   {"op": "image_cubes", "name": "cubes", "args": {}}]
     return steps
+
+
+def size_limits(storage) -> dict[str, Any]:
+    """``[storage]`` limits as the imaging plan's mitigation (:func:`sails.sizes.mitigate`)
+    takes them."""
+    def b(gb_: float | None) -> int | None:
+        return int(gb_ * sizes.GB) if gb_ else None
+
+    return {"max_cube_bytes": b(storage.max_cube_gb),
+            "max_products_bytes": b(storage.max_products_gb),
+            "pb_level_factor": storage.pb_level_factor, "max_binning": storage.max_binning}
+
+
+def mitigation_of(folder: Path) -> list[dict[str, Any]]:
+    """What the plan cut to fit the size limits (``plan.json`` beside the products)."""
+    try:
+        plan = json.loads((folder / contract.IMAGING_PLAN_NAME).read_text())
+        return list(plan.get("mitigation") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def record_mitigation(products: list[Product], folder: Path) -> list[dict[str, Any]]:
+    """Put what the plan cut (``plan.json`` in ``folder``) into the metrics of the images."""
+    cuts = mitigation_of(folder)
+    if cuts:
+        for p in products:
+            if p.kind in ("cont_image", "cube"):
+                p.metrics[sizes.MITIGATION_KEY] = cuts
+    return cuts
 
 
 def output_dir(ctx: StageContext) -> Path:
@@ -201,6 +234,7 @@ def run(ctx: StageContext) -> Outcome:
                            hint=exc.hint, log_path=exc.log_path,
                            error_kind=exc.error_kind) from None
     products = products_from(manifest, target, out)
+    cuts = record_mitigation(products, out)
     if s.previews:
         products += make_previews(products, target)
     plan = contract.step_output(manifest, "plan") or {}
@@ -219,4 +253,6 @@ def run(ctx: StageContext) -> Outcome:
     if healed:
         what += f"; {len(healed)} image(s) healed after diverging (see their metrics)"
     reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
+    if cuts:
+        reason += "; size limits: " + "; ".join(c["why"] for c in cuts)
     return Outcome.done(products, reason)

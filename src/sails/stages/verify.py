@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sails import sizes
 from sails.atomic import write_json_atomic
 from sails.casa import contract
 from sails.catalog import Block, Product
@@ -426,8 +427,19 @@ def products_for(dec: Decisions) -> list[Product]:
                     "datacolumn")
             out.append(Product("ms_summary", d.summary,
                                spw=",".join(map(str, d.science_spws)) or None,
-                               metrics={k: d.metrics.get(k) for k in keys}))
+                               metrics={k: d.metrics.get(k) for k in keys}
+                               | _size_facts(d)))
     return out
+
+
+def _size_facts(d: EbDecision) -> dict[str, Any]:
+    """The facts the size model (:mod:`sails.sizes`) predicts later stages from."""
+    try:
+        summary = json.loads(Path(d.summary).read_text()) if d.summary else {}
+    except (OSError, ValueError):
+        return {}
+    ms_bytes = Product.measure(d.ms) if d.ms and Path(d.ms).exists() else 0
+    return {"sizes": sizes.ms_size_facts(summary, d.science_spws, ms_bytes)}
 
 
 def run(ctx: StageContext) -> Outcome:

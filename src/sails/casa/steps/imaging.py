@@ -26,13 +26,13 @@ from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa import vis_checks
-from sails.casa.contract import OOM
+from sails.casa.contract import IMAGING_PLAN_NAME, OOM
 from sails.casa.steps import healing
 from sails.casa.steps.healing import Divergence, ImagingFailed
 from sails.casa.tools import opened, released
 from sails.constants import C_KMS
 
-PLAN_NAME = "plan.json"
+PLAN_NAME = IMAGING_PLAN_NAME
 CALLS_NAME = "casa_calls.json"
 CALLS_SCRIPT = "casa_calls.py"
 DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle",
