@@ -230,7 +230,8 @@ def test_random_sigkills_lose_and_redo_nothing(tmp_path, archive, sim_tiny):
         (s.label, s.status, s.error) for s in stages]
     for s in stages:
         for p in cat.products(s.mous_id, target=s.target, stage=s.stage):
-            assert Path(p["path"]).exists(), p["path"]  # no finished product lost
+            if p.get("removed_at") is None:  # cleanup removes intermediates on purpose
+                assert Path(p["path"]).exists(), p["path"]  # no finished product lost
     # never two jobs of one stage at once
     assert not watch.overlaps, (watch.overlaps[:2], launched)
     for key, pids in watch.seen.items():
