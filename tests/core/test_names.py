@@ -47,9 +47,9 @@ def test_image_outputs_and_jobs_are_unique(tmp_path):
     assert image.output_dir(a) != image.output_dir(b)
     assert a.job_name() != b.job_name()
     assert a.job_name("cont") != b.job_name("cont")
-    settings = SimpleNamespace(
-        imaging=SimpleNamespace(model_dump=lambda **k: {}, target_velocities_kms={},
-                                systemic_velocity_kms=0.0, lines=[], make_cubes=False))
+    from sails.config import Settings
+
+    settings = Settings(imaging={"make_cubes": False})
     for ctx in (a, b):
         ctx.project.settings = settings
     stems = {image.build_steps(c, [], None)[0]["args"]["stem"] for c in (a, b)}
