@@ -51,7 +51,8 @@ INHERITED = frozenset({
     "PYTHONUNBUFFERED", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "DISPLAY", "XAUTHORITY",
     "OMP_NUM_THREADS", "CASASITECONFIG", "CASA_NO_TELEMETRY",
 })
-INHERITED_PREFIXES = ("LC_", "XDG_", "CASA", "OPENBLAS_", "MKL_")
+# SAILS_TEST_*: test hooks that job-side code reads (e.g. the healing ladder, docs/qa.md)
+INHERITED_PREFIXES = ("LC_", "XDG_", "CASA", "OPENBLAS_", "MKL_", "SAILS_TEST_")
 
 
 def inherited(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
