@@ -9,7 +9,6 @@ folders on disk. The catalog itself never touches the file system: the engine as
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from contextlib import suppress
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from sails import sizes
 from sails.archive.ingest import download_plan
-from sails.catalog import StageRow
+from sails.catalog import Product, StageRow
 from sails.constants import C_KMS
 from sails.pipeline import PIPELINE
 from sails.stages.base import safe_name
@@ -34,16 +33,7 @@ TOPO_LSRK_KMS = 50.0
 
 def du(path: Path) -> int:
     """Bytes under ``path`` (a file or a folder; 0 when missing), symlinks not followed."""
-    if not path.exists():
-        return 0
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            with suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
+    return Product.measure(path)
 
 
 def stage_folder(project, row: StageRow) -> Path | None:
