@@ -1,0 +1,251 @@
+"""Catalog sources: the grouping of :mod:`sails.sources` stored, with why it changed.
+
+A regroup reads every target's ObsCore metadata, groups it with the project's rules and
+compares the result with the stored sources. A stored source keeps its row (and name) as
+long as it shares members with a new group; a changed membership is written to the
+source's ``change_reason`` ("members changed: +uid://...") and to an event of kind
+``source`` on each MOUS that joined or left, so the catalog always says why a source (and
+any stage of it) opened again. Everything happens in one write transaction; a dry run
+computes the same changes and rolls them back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from sails.sources import Member, Rules, Source, Window, group
+
+SOURCE_EVENT = "source"  # events.kind of membership changes
+
+
+@dataclass
+class SourceChange:
+    """What a regroup did to one source."""
+
+    name: str
+    kind: str  # "new", "members", "removed", "details"
+    added: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {"source": self.name, "kind": self.kind, "reason": self.reason,
+                "added": [list(k) for k in self.added],
+                "removed": [list(k) for k in self.removed]}
+
+
+@dataclass
+class Regrouped:
+    """A regroup's result: each source under its stored name, and what changed."""
+
+    sources: list[tuple[str, Source]]
+    changes: list[SourceChange]
+
+
+class _DryRun(Exception):
+    """Raised inside the write transaction to roll a dry run back."""
+
+
+def _member_text(keys: list[tuple[str, str]], sign: str) -> list[str]:
+    return [f"{sign}{m} ({t})" for m, t in keys]
+
+
+class SourceRecords:
+    """Sources and their members (a mixin of :class:`sails.catalog.Catalog`)."""
+
+    # ------------------------------------------------------------------ grouping input
+    def source_members_input(self) -> list[Member]:
+        """One :class:`Member` per (MOUS, target name), from the targets and MOUS rows."""
+        rows = self.query(  # type: ignore[attr-defined]
+            "SELECT t.mous_id, t.alma_source_name AS target, t.ra, t.dec, t.ang_res_arcsec,"
+            " t.is_mosaic, t.spw_id, t.band_list, t.min_freq_ghz, t.max_freq_ghz,"
+            " m.group_ous_uid, m.antenna_arrays, m.project_code"
+            " FROM targets t JOIN mous m ON m.mous_id = t.mous_id"
+            " ORDER BY t.mous_id, t.alma_source_name, t.spw_id, t.obs_id")
+        acc: dict[tuple[str, str], dict] = {}
+        for r in rows:
+            a = acc.setdefault((r["mous_id"], r["target"]), {
+                "ra": r["ra"], "dec": r["dec"], "res": r["ang_res_arcsec"], "mosaic": False,
+                "group": r["group_ous_uid"], "arrays": r["antenna_arrays"],
+                "project": r["project_code"], "windows": {}})
+            if a["ra"] is None and r["ra"] is not None:
+                a["ra"], a["dec"] = r["ra"], r["dec"]
+            if r["ang_res_arcsec"] is not None and (a["res"] is None
+                                                    or r["ang_res_arcsec"] < a["res"]):
+                a["res"] = r["ang_res_arcsec"]
+            a["mosaic"] = a["mosaic"] or bool(r["is_mosaic"])
+            if r["min_freq_ghz"] is not None and r["max_freq_ghz"] is not None:
+                w = Window(r["spw_id"], r["band_list"], r["min_freq_ghz"], r["max_freq_ghz"])
+                a["windows"].setdefault((w.spw, w.min_ghz, w.max_ghz), w)
+        return [Member(mous_id=m, target=t, ra=a["ra"], dec=a["dec"], group_ous=a["group"],
+                       antenna_arrays=a["arrays"], ang_res_arcsec=a["res"],
+                       is_mosaic=a["mosaic"], project=a["project"],
+                       windows=tuple(a["windows"].values()))
+                for (m, t), a in acc.items()]
+
+    # ------------------------------------------------------------------ regroup
+    def regroup_sources(self, rules: Rules | None = None, *, dry_run: bool = False,
+                        actor: str = "sails") -> Regrouped:
+        """Group the catalog's targets and store the sources; return them (under their
+        stored names) and the changes. A dry run returns the same and writes nothing."""
+        groups = group(self.source_members_input(), rules or Rules())
+        names: dict[int, str] = {}
+        changes: list[SourceChange] = []
+        try:
+            with self.write() as con:  # type: ignore[attr-defined]
+                changes = self._store_sources(con, groups, actor, names)
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        return Regrouped([(names[i], g) for i, g in enumerate(groups)], changes)
+
+    def _store_sources(self, con: sqlite3.Connection, groups: list[Source], actor: str,
+                       names: dict[int, str]) -> list[SourceChange]:
+        now = time.time()
+        old: dict[int, dict] = {r["id"]: dict(r) for r in con.execute("SELECT * FROM sources")}
+        old_keys: dict[int, set[tuple[str, str]]] = {i: set() for i in old}
+        for r in con.execute("SELECT source_id, mous_id, target FROM source_members"):
+            old_keys[r["source_id"]].add((r["mous_id"], r["target"]))
+        # Match each new group to the stored source sharing most members (each used once).
+        pairs = sorted(((len(g.keys & keys), gi, sid) for gi, g in enumerate(groups)
+                        for sid, keys in old_keys.items() if g.keys & keys), reverse=True)
+        match: dict[int, int] = {}
+        used: set[int] = set()
+        for _n, gi, sid in pairs:
+            if gi not in match and sid not in used:
+                match[gi] = sid
+                used.add(sid)
+        by_name = {r["name"]: sid for sid, r in old.items()}
+        for gi, g in enumerate(groups):  # a returning name revives its removed row
+            sid = by_name.get(g.name)
+            if gi not in match and sid is not None and sid not in used \
+                    and old[sid]["removed_at"] is not None:
+                match[gi] = sid
+                used.add(sid)
+        changes: list[SourceChange] = []
+        for sid in old:  # sources no group continues
+            if sid not in used and old[sid]["removed_at"] is None:
+                gone = sorted(old_keys[sid])
+                reason = "no members left: " + ", ".join(_member_text(gone, "-"))
+                con.execute("UPDATE sources SET removed_at = ?, change_reason = ?,"
+                            " changed_at = ?, updated_at = ?, members_fp = ? WHERE id = ?",
+                            (now, reason, now, now, "", sid))
+                con.execute("DELETE FROM source_members WHERE source_id = ?", (sid,))
+                changes.append(SourceChange(old[sid]["name"], "removed", removed=gone,
+                                            reason=reason))
+        taken = {r["name"] for r in old.values()}  # names stay unique, removed rows too
+        # Clear moved members first: the (mous, target) key is unique across sources.
+        for gi, g in enumerate(groups):
+            sid = match.get(gi)
+            if sid is not None and old_keys[sid] != set(g.keys):
+                con.execute("DELETE FROM source_members WHERE source_id = ?", (sid,))
+        for gi, g in enumerate(groups):
+            sid = match.get(gi)
+            if sid is None:
+                changes.append(self._new_source(con, g, taken, now, actor))
+                names[gi] = changes[-1].name
+            else:
+                names[gi] = old[sid]["name"]
+                ch = self._update_source(con, sid, old[sid], old_keys[sid], g, now, actor)
+                if ch:
+                    changes.append(ch)
+        return changes
+
+    @staticmethod
+    def _details(g: Source) -> tuple:
+        ra, dec = g.position
+        return (ra, dec, json.dumps(list(g.arrays)),
+                json.dumps([s.as_dict() for s in g.setups]), g.fingerprint)
+
+    def _insert_members(self, con: sqlite3.Connection, sid: int, g: Source,
+                        keys: set[tuple[str, str]] | None, now: float) -> None:
+        for j in g.members:
+            if keys is not None and j.member.key not in keys:
+                continue
+            windows = [[w.spw, w.band, w.min_ghz, w.max_ghz] for w in j.member.windows]
+            con.execute(
+                "INSERT OR REPLACE INTO source_members (source_id, mous_id, target,"
+                " array_kind, config, joined_by, windows, added_at) VALUES (?, ?, ?, ?, ?, ?,"
+                " ?, ?)", (sid, j.member.mous_id, j.member.target, j.array, j.config,
+                           j.joined_by, json.dumps(windows), now))
+
+    def _new_source(self, con: sqlite3.Connection, g: Source, taken: set[str], now: float,
+                    actor: str) -> SourceChange:
+        name, n = g.name, 1
+        while name in taken:  # the same name at another position: a second source
+            n += 1
+            name = f"{g.name}_{n}"
+        taken.add(name)
+        keys = sorted(g.keys)
+        reason = f"new source of {len(keys)} member(s): " + ", ".join(_member_text(keys, "+"))
+        sid = con.execute(
+            "INSERT INTO sources (name, ra, dec, arrays, setups, members_fp, change_reason,"
+            " changed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, *self._details(g), reason, now, now, now)).lastrowid
+        self._insert_members(con, sid, g, None, now)
+        for m, t in keys:
+            self._source_event(con, m, t, actor, f"joined source {name} (new source)",
+                               name, "+")
+        return SourceChange(name, "new", added=keys, reason=reason)
+
+    def _update_source(self, con: sqlite3.Connection, sid: int, row: dict,
+                       had: set[tuple[str, str]], g: Source, now: float,
+                       actor: str) -> SourceChange | None:
+        name = row["name"]
+        added, removed = sorted(set(g.keys) - had), sorted(had - set(g.keys))
+        details = self._details(g)
+        if not added and not removed and row["removed_at"] is None:
+            if (row["ra"], row["dec"], row["arrays"], row["setups"]) == details[:4]:
+                return None
+            con.execute("UPDATE sources SET ra = ?, dec = ?, arrays = ?, setups = ?,"
+                        " updated_at = ? WHERE id = ?", (*details[:4], now, sid))
+            self._insert_members(con, sid, g, None, now)  # array labels may have moved
+            return SourceChange(name, "details", reason="arrays or set-ups changed")
+        reason = "members changed: " + ", ".join(
+            _member_text(added, "+") + _member_text(removed, "-"))
+        con.execute("UPDATE sources SET ra = ?, dec = ?, arrays = ?, setups = ?,"
+                    " members_fp = ?, change_reason = ?, changed_at = ?, removed_at = NULL,"
+                    " updated_at = ? WHERE id = ?", (*details, reason, now, now, sid))
+        self._insert_members(con, sid, g, None, now)
+        for m, t in added:
+            self._source_event(con, m, t, actor, f"joined source {name} ({reason})", name, "+")
+        for m, t in removed:
+            self._source_event(con, m, t, actor, f"left source {name} ({reason})", name, "-")
+        return SourceChange(name, "members", added=added, removed=removed, reason=reason)
+
+    @staticmethod
+    def _source_event(con: sqlite3.Connection, mous_id: str, target: str, actor: str,
+                      reason: str, source: str, change: str) -> None:
+        con.execute(
+            "INSERT INTO events (at, mous_id, target, stage, actor, reason, kind, data)"
+            " VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+            (time.time(), mous_id, target, actor, reason, SOURCE_EVENT,
+             json.dumps({"source": source, "change": change})))
+
+    # ------------------------------------------------------------------ reads
+    def sources(self, include_removed: bool = False) -> list[dict]:
+        """Stored sources (by name), each with its ``members`` (MOUS, target, array ...)."""
+        sql = "SELECT * FROM sources" + ("" if include_removed else
+                                         " WHERE removed_at IS NULL") + " ORDER BY name"
+        out = []
+        for r in self.query(sql):  # type: ignore[attr-defined]
+            d = dict(r)
+            d["arrays"] = json.loads(d["arrays"])
+            d["setups"] = json.loads(d["setups"])
+            d["members"] = [
+                dict(m, windows=json.loads(m["windows"])) for m in self.query(  # type: ignore[attr-defined]
+                    "SELECT mous_id, target, array_kind, config, joined_by, windows, added_at"
+                    " FROM source_members WHERE source_id = ? ORDER BY mous_id, target",
+                    (d["id"],))]
+            out.append(d)
+        return out
+
+    def source(self, name: str) -> dict | None:
+        for s in self.sources(include_removed=True):
+            if s["name"] == name:
+                return s
+        return None
