@@ -110,12 +110,14 @@ class SourceRecords:
         old_keys: dict[int, set[tuple[str, str]]] = {i: set() for i in old}
         for r in con.execute("SELECT source_id, mous_id, target FROM source_members"):
             old_keys[r["source_id"]].add((r["mous_id"], r["target"]))
-        # Match each new group to the stored source sharing most members (each used once).
-        pairs = sorted(((len(g.keys & keys), gi, sid) for gi, g in enumerate(groups)
-                        for sid, keys in old_keys.items() if g.keys & keys), reverse=True)
+        # Match each new group to the stored source sharing most members (each used once;
+        # ties: the same name, the larger group, then the group listed first).
+        pairs = sorted((-len(g.keys & keys), g.name != old[sid]["name"], -len(g.keys), gi, sid)
+                       for gi, g in enumerate(groups)
+                       for sid, keys in old_keys.items() if g.keys & keys)
         match: dict[int, int] = {}
         used: set[int] = set()
-        for _n, gi, sid in pairs:
+        for *_rank, gi, sid in pairs:
             if gi not in match and sid not in used:
                 match[gi] = sid
                 used.add(sid)
