@@ -10,10 +10,9 @@ import sqlite3
 from pathlib import Path
 
 from cli_run import sails
-from sources_rows import M83_7M, M83_12M, M83_TP, ingest, real_row, sibling
-
 from sails.catalog import SCHEMA_VERSION, Block, Catalog
 from sails.project import init_project
+from sources_rows import M83_7M, M83_12M, M83_TP, ingest, real_row, sibling
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
