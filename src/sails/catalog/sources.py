@@ -189,9 +189,10 @@ class SourceRecords:
             " changed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, *self._details(g), reason, now, now, now)).lastrowid
         self._insert_members(con, sid, g, None, now)
-        for m, t in keys:
-            self._source_event(con, m, t, actor, f"joined source {name} (new source)",
-                               name, "+")
+        if len(keys) > 1:  # a target alone is no news (a first regroup makes thousands)
+            for m, t in keys:
+                self._source_event(con, m, t, actor, f"joined source {name} (new source)",
+                                   name, "+")
         return SourceChange(name, "new", added=keys, reason=reason)
 
     def _update_source(self, con: sqlite3.Connection, sid: int, row: dict,
