@@ -9,7 +9,8 @@ metadata alone (pure functions, no I/O): the catalog stores the result
 
 Two members (one target name inside one MOUS each) join when
 
-* ``group``: they share the group OUS and their (normalised) name, or
+* ``group``: they share the group OUS and their (normalised) name, and their fields
+  overlap (sibling MOUS of one mosaic may centre it differently), or
 * ``name``: they share their name and lie within ``tolerance_arcsec`` (any group, any
   project: a later proposal re-observing the field), or
 * ``position``: they lie within the tolerance whatever their names.
@@ -73,6 +74,7 @@ class Member:
     group_ous: str | None = None
     antenna_arrays: str | None = None
     ang_res_arcsec: float | None = None
+    fov_arcsec: float | None = None  # field (mosaic) diameter
     is_mosaic: bool = False
     project: str | None = None
     windows: tuple[Window, ...] = ()
@@ -173,6 +175,16 @@ def separation_arcsec(a: Member, b: Member) -> float | None:
     h = (math.sin((de2 - de1) / 2) ** 2
          + math.cos(de1) * math.cos(de2) * math.sin((ra2 - ra1) / 2) ** 2)
     return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600
+
+
+def fields_overlap(a: Member, b: Member, tol: float) -> bool:
+    """Whether two siblings observe one field: centres within the larger of ``tol`` and
+    their mean field radius (positions unknown: trust the group OUS)."""
+    sep = separation_arcsec(a, b)
+    if sep is None:
+        return True
+    radius = ((a.fov_arcsec or 0.0) + (b.fov_arcsec or 0.0)) / 4
+    return sep <= max(tol, radius)
 
 
 # ---------------------------------------------------------------------- results
@@ -286,8 +298,10 @@ def group(members: Iterable[Member], rules: Rules | None = None) -> list[Source]
         if ms[i].group_ous:
             by_group.setdefault((ms[i].group_ous, names[i]), []).append(i)
     for idx in by_group.values():
-        for j in idx[1:]:
-            uf.join(idx[0], j)
+        for a_pos, a in enumerate(idx):
+            for b in idx[a_pos + 1:]:
+                if fields_overlap(ms[a], ms[b], rules.tolerance_arcsec):
+                    uf.join(a, b)
     if rules.within != "group":
         tol = rules.tolerance_arcsec
         by_name: dict[str, list[int]] = {}
@@ -353,7 +367,7 @@ def _joined_by(m: Member, members: list[Member], rules: Rules) -> str:
         return "excluded" if rules.excluded(m) else "alone"
     name = rules.norm(m.target)
     if m.group_ous and any(o.group_ous == m.group_ous and rules.norm(o.target) == name
-                           for o in others):
+                           and fields_overlap(m, o, rules.tolerance_arcsec) for o in others):
         return "group"
     seps = [separation_arcsec(m, o) for o in others if rules.norm(o.target) == name]
     if any(s is not None and s <= rules.tolerance_arcsec for s in seps):

@@ -75,6 +75,19 @@ def test_same_name_elsewhere_does_not_join(cat):
     assert sorted(len(s.members) for s in grouped) == [1, 1, 2]
 
 
+def test_same_name_in_the_same_group_but_another_field_does_not_join(cat):
+    """A group OUS whose SBs reuse a name for two fields: the group rule needs the fields
+    to overlap (the real M83 mosaic is 594 arcsec wide)."""
+    cols, row = real_row()
+    assert float(row["s_fov"]) * 3600 == pytest.approx(594, abs=1)
+    inside = sibling(row, M83_7M, "7m", offset_arcsec=(200.0, 0.0))  # 7-m centred apart
+    elsewhere = sibling(row, "uid://A001/X1295/X3b", "7m", offset_arcsec=(0.0, 1800.0))
+    ingest(cat, cols, [row, inside, elsewhere])
+    by_name = {n: {j.member.mous_id for j in s.members}
+               for n, s in cat.regroup_sources(Rules()).sources}
+    assert by_name == {"M83": {M83_12M, M83_7M}, "M83_2": {"uid://A001/X1295/X3b"}}
+
+
 def test_a_mous_added_later_reopens_the_source(cat):
     cols, row = real_row()
     ingest(cat, cols, [row, sibling(row, M83_7M, "7m")])

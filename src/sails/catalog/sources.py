@@ -61,6 +61,7 @@ class SourceRecords:
         """One :class:`Member` per (MOUS, target name), from the targets and MOUS rows."""
         rows = self.query(  # type: ignore[attr-defined]
             "SELECT t.mous_id, t.alma_source_name AS target, t.ra, t.dec, t.ang_res_arcsec,"
+            " t.fov_arcsec,"
             " t.is_mosaic, t.spw_id, t.band_list, t.min_freq_ghz, t.max_freq_ghz,"
             " m.group_ous_uid, m.antenna_arrays, m.project_code"
             " FROM targets t JOIN mous m ON m.mous_id = t.mous_id"
@@ -69,6 +70,7 @@ class SourceRecords:
         for r in rows:
             a = acc.setdefault((r["mous_id"], r["target"]), {
                 "ra": r["ra"], "dec": r["dec"], "res": r["ang_res_arcsec"], "mosaic": False,
+                "fov": r["fov_arcsec"],
                 "group": r["group_ous_uid"], "arrays": r["antenna_arrays"],
                 "project": r["project_code"], "windows": {}})
             if a["ra"] is None and r["ra"] is not None:
@@ -77,11 +79,13 @@ class SourceRecords:
                                                     or r["ang_res_arcsec"] < a["res"]):
                 a["res"] = r["ang_res_arcsec"]
             a["mosaic"] = a["mosaic"] or bool(r["is_mosaic"])
+            if r["fov_arcsec"] is not None:
+                a["fov"] = max(a["fov"] or 0.0, r["fov_arcsec"])
             if r["min_freq_ghz"] is not None and r["max_freq_ghz"] is not None:
                 w = Window(r["spw_id"], r["band_list"], r["min_freq_ghz"], r["max_freq_ghz"])
                 a["windows"].setdefault((w.spw, w.min_ghz, w.max_ghz), w)
         return [Member(mous_id=m, target=t, ra=a["ra"], dec=a["dec"], group_ous=a["group"],
-                       antenna_arrays=a["arrays"], ang_res_arcsec=a["res"],
+                       antenna_arrays=a["arrays"], ang_res_arcsec=a["res"], fov_arcsec=a["fov"],
                        is_mosaic=a["mosaic"], project=a["project"],
                        windows=tuple(a["windows"].values()))
                 for (m, t), a in acc.items()]
