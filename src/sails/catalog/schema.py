@@ -266,7 +266,7 @@ def _migrate_v4_to_v5(con: sqlite3.Connection) -> None:
     run_script(con, SIZES_V5)
 
 
-SOURCES_V6 = """
+SOURCES_V6 = f"""
 CREATE TABLE sources (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -291,12 +291,27 @@ CREATE TABLE source_members (
     PRIMARY KEY (mous_id, target)
 );
 CREATE INDEX source_members_by_source ON source_members(source_id);
+CREATE TABLE source_stages (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    stage TEXT NOT NULL CHECK (stage GLOB '[a-z]*' AND stage NOT GLOB '*[^a-z0-9_]*'),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(V1_STATUSES)}),
+    members_fp TEXT NOT NULL,
+    reason TEXT, reason_code TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT, lease_expires REAL,
+    started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
+    job_ref TEXT, duration_s REAL,
+    UNIQUE (source_id, stage)
+);
 """
 
 
 def _migrate_v5_to_v6(con: sqlite3.Connection) -> None:
     """v6: sources, the targets of different MOUS observing the same sky
-    (:mod:`sails.sources`), and their membership. The tables start empty: the grouping
+    (:mod:`sails.sources`), their membership, and the rows of source-scope stages (each
+    keeps the membership fingerprint it stands for: a changed membership resets it). The
+    tables start empty: the grouping
     depends on the project's ``[sources]`` rules, so the first regroup (``sails run``,
     ``sails ingest``, ``sails sources``) fills them from the MOUS and targets kept."""
     run_script(con, SOURCES_V6)

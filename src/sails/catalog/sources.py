@@ -7,6 +7,13 @@ source's ``change_reason`` ("members changed: +uid://...") and to an event of ki
 ``source`` on each MOUS that joined or left, so the catalog always says why a source (and
 any stage of it) opened again. Everything happens in one write transaction; a dry run
 computes the same changes and rolls them back.
+
+Source-scope stages (rows of the stage table with ``Scope.SOURCE``) get one row per source
+of more than one member in ``source_stages``, carrying the membership fingerprint it stands
+for: when the membership changes the row goes back to pending with the change as its
+reason; a source left with one member (nothing to combine) or none skips it. Which rows may
+start is :meth:`SourceRecords.source_runnable` (every member's prerequisite rows finished);
+running them is the source stage's own work, not built yet.
 """
 
 from __future__ import annotations
@@ -16,9 +23,13 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from sails.catalog.model import FINISHED
+from sails.pipeline import PIPELINE, Scope, StageTable
 from sails.sources import Member, Rules, Source, Window, group
 
-SOURCE_EVENT = "source"  # events.kind of membership changes
+SOURCE_EVENT = "source"  # events.kind of membership changes and source-stage rows
+SOURCE_STAGE_TABLE_KEY = "source_stage_table"  # meta: the source stages rows exist for
+NOTHING_TO_COMBINE = "one member left: nothing to combine"
 
 
 @dataclass
@@ -141,6 +152,8 @@ class SourceRecords:
                             " changed_at = ?, updated_at = ?, members_fp = ? WHERE id = ?",
                             (now, reason, now, now, "", sid))
                 con.execute("DELETE FROM source_members WHERE source_id = ?", (sid,))
+                self._sync_source_stages(con, sid, old[sid]["name"], "", 0, True, reason,
+                                         actor)
                 changes.append(SourceChange(old[sid]["name"], "removed", removed=gone,
                                             reason=reason))
         taken = {r["name"] for r in old.values()}  # names stay unique, removed rows too
@@ -166,6 +179,75 @@ class SourceRecords:
         ra, dec = g.position
         return (ra, dec, json.dumps(list(g.arrays)),
                 json.dumps([s.as_dict() for s in g.setups]), g.fingerprint)
+
+    # ------------------------------------------------------------------ source stages
+    def _after_open(self) -> None:
+        """A source stage added to the stage table gets rows for the stored sources."""
+        super()._after_open()  # type: ignore[misc]
+        key = ";".join(st.name for st in PIPELINE.at_scope(Scope.SOURCE))
+        if (self.meta(SOURCE_STAGE_TABLE_KEY) or "") == key:  # type: ignore[attr-defined]
+            return
+        with self.write() as con:  # type: ignore[attr-defined]
+            for r in con.execute("SELECT s.id, s.name, s.members_fp, s.removed_at, (SELECT"
+                                 " COUNT(*) FROM source_members m WHERE m.source_id = s.id)"
+                                 " AS n FROM sources s").fetchall():
+                self._sync_source_stages(con, r["id"], r["name"], r["members_fp"], r["n"],
+                                         r["removed_at"] is not None,
+                                         "created: a source stage was added", "catalog")
+            con.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                        " SET value = excluded.value", (SOURCE_STAGE_TABLE_KEY, key))
+
+    def _sync_source_stages(self, con: sqlite3.Connection, sid: int, name: str, fp: str,
+                            n_members: int, removed: bool, reason: str, actor: str) -> None:
+        """Bring the source's stage rows in line with its membership ``fp``: create them,
+        reset them to pending (``reason``: the change), or skip them (nothing to combine)."""
+        wanted = n_members > 1 and not removed
+        now = time.time()
+        for st in PIPELINE.at_scope(Scope.SOURCE):
+            row = con.execute("SELECT * FROM source_stages WHERE source_id = ? AND stage = ?",
+                              (sid, st.name)).fetchone()
+            if row is None:
+                if wanted:
+                    con.execute("INSERT INTO source_stages (source_id, stage, members_fp,"
+                                " reason, updated_at) VALUES (?, ?, ?, ?, ?)",
+                                (sid, st.name, fp, reason, now))
+                    self._source_stage_event(con, name, st.name, actor, None, "pending",
+                                             reason)
+                continue
+            if wanted and row["members_fp"] != fp:
+                to, why = "pending", reason
+            elif not wanted and row["status"] != "skipped":
+                to, why = "skipped", reason if removed else f"{NOTHING_TO_COMBINE} ({reason})"
+            else:
+                continue
+            con.execute(
+                "UPDATE source_stages SET status = ?, members_fp = ?, reason = ?,"
+                " reason_code = NULL, error = NULL, attempts = 0, lease_owner = NULL,"
+                " lease_expires = NULL, started_at = NULL, finished_at = NULL, job_ref = NULL,"
+                " updated_at = ? WHERE id = ?", (to, fp, why, now, row["id"]))
+            self._source_stage_event(con, name, st.name, actor, row["status"], to, why)
+
+    @staticmethod
+    def _source_stage_event(con: sqlite3.Connection, source: str, stage: str, actor: str,
+                            from_status: str | None, to_status: str, reason: str) -> None:
+        """Source-stage rows belong to no one MOUS: their events carry ``mous_id`` ''
+        and the source's name as ``target``."""
+        con.execute(
+            "INSERT INTO events (at, mous_id, target, stage, actor, from_status, to_status,"
+            " reason, kind, data) VALUES (?, '', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), source, stage, actor, from_status, to_status, reason, SOURCE_EVENT,
+             json.dumps({"source": source})))
+
+    def source_stages(self, source: str | None = None) -> list[dict]:
+        """Source-stage rows (with the source's ``name``), by source and table order."""
+        sql = ("SELECT ss.*, s.name FROM source_stages ss JOIN sources s ON s.id = ss.source_id"
+               + (" WHERE s.name = ?" if source else "") + " ORDER BY s.name, ss.id")
+        return [dict(r) for r in self.query(sql, (source,) if source else ())]  # type: ignore[attr-defined]
+
+    def source_runnable(self, stages: list[str] | None = None) -> list[dict]:
+        """Pending source-stage rows whose prerequisites are finished for every member."""
+        sql, params = source_runnable_sql(PIPELINE, stages)
+        return [dict(r) for r in self.query(sql, params)]  # type: ignore[attr-defined]
 
     def _insert_members(self, con: sqlite3.Connection, sid: int, g: Source,
                         keys: set[tuple[str, str]] | None, now: float) -> None:
@@ -193,6 +275,8 @@ class SourceRecords:
             " changed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, *self._details(g), reason, now, now, now)).lastrowid
         self._insert_members(con, sid, g, None, now)
+        self._sync_source_stages(con, sid, name, g.fingerprint, len(keys), False, reason,
+                                 actor)
         if len(keys) > 1:  # a target alone is no news (a first regroup makes thousands)
             for m, t in keys:
                 self._source_event(con, m, t, actor, f"joined source {name} (new source)",
@@ -218,6 +302,8 @@ class SourceRecords:
                     " members_fp = ?, change_reason = ?, changed_at = ?, removed_at = NULL,"
                     " updated_at = ? WHERE id = ?", (*details, reason, now, now, sid))
         self._insert_members(con, sid, g, None, now)
+        self._sync_source_stages(con, sid, name, g.fingerprint, len(g.members), False, reason,
+                                 actor)
         for m, t in added:
             self._source_event(con, m, t, actor, f"joined source {name} ({reason})", name, "+")
         for m, t in removed:
@@ -256,3 +342,36 @@ class SourceRecords:
             if s["name"] == name:
                 return s
         return None
+
+
+def source_runnable_sql(table: StageTable, only: list[str] | None = None
+                        ) -> tuple[str, list]:
+    """Pending source-stage rows whose prerequisites are finished, as one query: a source
+    prerequisite is the same source's row; a MOUS or target one is that row of every member
+    (its MOUS's row, or its own target's row). The row must stand for the source's current
+    membership."""
+    finished = ", ".join("?" * len(FINISHED))
+    clauses, params = [], []
+    for st in table.at_scope(Scope.SOURCE):
+        if only is not None and st.name not in only:
+            continue
+        conds = ["ss.stage = ?"]
+        params.append(st.name)
+        for pre_name in st.after:
+            pre = table.get(pre_name)
+            if pre.scope == Scope.SOURCE:
+                conds.append("EXISTS (SELECT 1 FROM source_stages p WHERE p.source_id ="
+                             f" ss.source_id AND p.stage = ? AND p.status IN ({finished}))")
+            else:
+                target = "m.target" if pre.scope == Scope.TARGET else "''"
+                conds.append("NOT EXISTS (SELECT 1 FROM source_members m LEFT JOIN stages p"
+                             f" ON p.mous_id = m.mous_id AND p.target = {target}"
+                             " AND p.stage = ? WHERE m.source_id = ss.source_id"
+                             f" AND (p.id IS NULL OR p.status NOT IN ({finished})))")
+            params += [pre.name, *FINISHED]
+        clauses.append("(" + " AND ".join(conds) + ")")
+    sql = ("SELECT ss.*, s.name FROM source_stages ss JOIN sources s ON s.id = ss.source_id"
+           " WHERE ss.status = 'pending' AND s.removed_at IS NULL"
+           " AND ss.members_fp = s.members_fp AND (" + (" OR ".join(clauses) or "0")
+           + ") ORDER BY ss.id")
+    return sql, params
