@@ -52,6 +52,9 @@ def test_ingest_groups_and_sails_sources_lists(tmp_path, capsys):
     assert data["changes"] == []
     code, out = sails(capsys, "-p", str(root), "sources")
     assert code == 0 and "M83" in out and "12m + 7m + TP" in out
+    code, out = sails(capsys, "-p", str(root), "show", M83_TP)
+    assert code == 0 and "source of M83: M83 (12m + 7m + TP, 3 members)" in out
+    assert f"joined source M83 (members changed: +{M83_TP} (M83))" in out
 
 
 def test_dry_run_shows_the_rules_and_what_they_would_change(tmp_path, capsys):

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from sails.catalog.model import FINISHED
+from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Scope, StageTable
 from sails.sources import Member, Rules, Source, Window, group
 
@@ -336,6 +337,15 @@ class SourceRecords:
                     (d["id"],))]
             out.append(d)
         return out
+
+    def sources_of(self, mous_id: str) -> list[dict]:
+        """The sources a MOUS's targets belong to: target, source, arrays, members."""
+        rows = self.query(  # type: ignore[attr-defined]
+            "SELECT m.target, s.name AS source, s.arrays, (SELECT COUNT(*) FROM"
+            " source_members o WHERE o.source_id = s.id) AS members FROM source_members m"
+            " JOIN sources s ON s.id = m.source_id WHERE m.mous_id = ? ORDER BY m.target",
+            (mous_uri(mous_id),))
+        return [dict(r, arrays=json.loads(r["arrays"])) for r in rows]
 
     def source(self, name: str) -> dict | None:
         for s in self.sources(include_removed=True):
