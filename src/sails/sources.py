@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 WITHIN = ("group", "name", "position")  # how far the join rules go, narrowest first
 MATCH_NAMES = ("normalised", "exact")
@@ -153,6 +154,7 @@ class Rules:
         return out
 
 
+@lru_cache(maxsize=4096)  # one antenna list is shared by every target of a MOUS
 def array_of(antenna_arrays: str | None) -> str:
     """``12m``, ``7m``, ``TP`` from ObsCore ``antenna_arrays`` ("A001:DA44 A002:DV12 ..."),
     by the most common antenna kind; ``unknown`` when there is nothing to tell."""

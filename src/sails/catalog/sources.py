@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sails.catalog.model import FINISHED
@@ -128,9 +129,13 @@ class SourceRecords:
             old_keys[r["source_id"]].add((r["mous_id"], r["target"]))
         # Match each new group to the stored source sharing most members (each used once;
         # ties: the same name, the larger group, then the group listed first).
-        pairs = sorted((-len(g.keys & keys), g.name != old[sid]["name"], -len(g.keys), gi, sid)
-                       for gi, g in enumerate(groups)
-                       for sid, keys in old_keys.items() if g.keys & keys)
+        owner = {k: sid for sid, keys in old_keys.items() for k in keys}
+        pairs = []
+        for gi, g in enumerate(groups):
+            shared = Counter(owner[k] for k in g.keys if k in owner)
+            pairs += [(-n, g.name != old[sid]["name"], -len(g.keys), gi, sid)
+                      for sid, n in shared.items()]
+        pairs.sort()
         match: dict[int, int] = {}
         used: set[int] = set()
         for *_rank, gi, sid in pairs:
