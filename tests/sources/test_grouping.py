@@ -174,3 +174,19 @@ def test_fingerprint_is_membership_only():
 def test_rules_refuse_unknown_values():
     with pytest.raises(ValueError, match="within"):
         Rules(within="galaxy")
+
+
+def test_exclude_forms():
+    g = "uid://A001/X1/X0"
+    a = Member("uid://A001/X1/X1", "NGC 253", 11.888, -25.288, group_ous=g)
+    b = Member("uid://A001/X1/X2", "NGC 253", 11.888, -25.288, group_ous=g)
+    c = Member("uid://A001/X1/X2", "Sgr B2", 266.83, -28.38, group_ous=g)
+    d = Member("uid://A001/X1/X3", "Sgr B2", 266.83, -28.38, group_ous=g)
+
+    def sizes(*exclude):
+        return sorted(len(s.members) for s in group([a, b, c, d], Rules(exclude=exclude)))
+
+    assert sizes() == [2, 2]
+    assert sizes("uid://A001/X1/X2") == [1, 1, 1, 1]  # every target of that MOUS
+    assert sizes("uid://A001/X1/X2:ngc_253") == [1, 1, 2]  # one target of it (normalised)
+    assert sizes("sgr b2") == [1, 1, 2]  # a name, in every MOUS
