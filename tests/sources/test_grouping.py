@@ -102,6 +102,10 @@ def test_a_mous_added_later_reopens_the_source(cat):
     assert after["members_fp"] != before["members_fp"]
     assert after["change_reason"] == f"members changed: +{M83_TP} (M83)"
     assert after["arrays"] == ["12m", "7m", "TP"]
+    joined_at = {m["mous_id"]: m["added_at"] for m in after["members"]}
+    joined_before = {m["mous_id"]: m["added_at"] for m in before["members"]}
+    assert joined_at[M83_12M] == joined_before[M83_12M]  # a member that stays keeps its time
+    assert joined_at[M83_TP] >= joined_before[M83_12M]
     events = [e for e in cat.events(M83_TP) if e["kind"] == "source"]
     assert len(events) == 1 and "joined source M83 (members changed" in events[0]["reason"]
     assert json.loads(events[0]["data"]) == {"source": "M83", "change": "+"}

@@ -163,11 +163,13 @@ class SourceRecords:
                 changes.append(SourceChange(old[sid]["name"], "removed", removed=gone,
                                             reason=reason))
         taken = {r["name"] for r in old.values()}  # names stay unique, removed rows too
-        # Clear moved members first: the (mous, target) key is unique across sources.
+        # Clear the members that left first: the (mous, target) key is unique across
+        # sources. Members that stay keep their rows (and when they joined).
         for gi, g in enumerate(groups):
             sid = match.get(gi)
-            if sid is not None and old_keys[sid] != set(g.keys):
-                con.execute("DELETE FROM source_members WHERE source_id = ?", (sid,))
+            for m, t in sorted(old_keys[sid] - g.keys) if sid is not None else ():
+                con.execute("DELETE FROM source_members WHERE source_id = ? AND mous_id = ?"
+                            " AND target = ?", (sid, m, t))
         for gi, g in enumerate(groups):
             sid = match.get(gi)
             if sid is None:
@@ -256,16 +258,21 @@ class SourceRecords:
         return [dict(r) for r in self.query(sql, params)]  # type: ignore[attr-defined]
 
     def _insert_members(self, con: sqlite3.Connection, sid: int, g: Source,
-                        keys: set[tuple[str, str]] | None, now: float) -> None:
+                        now: float) -> None:
+        """Write the group's member rows; a member already in this source keeps the time
+        it joined."""
         for j in g.members:
-            if keys is not None and j.member.key not in keys:
-                continue
             windows = [[w.spw, w.band, w.min_ghz, w.max_ghz] for w in j.member.windows]
             con.execute(
-                "INSERT OR REPLACE INTO source_members (source_id, mous_id, target,"
-                " array_kind, config, joined_by, windows, added_at) VALUES (?, ?, ?, ?, ?, ?,"
-                " ?, ?)", (sid, j.member.mous_id, j.member.target, j.array, j.config,
-                           j.joined_by, json.dumps(windows), now))
+                "INSERT INTO source_members (source_id, mous_id, target, array_kind, config,"
+                " joined_by, windows, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (mous_id, target) DO UPDATE SET"
+                " added_at = CASE WHEN source_id = excluded.source_id THEN added_at"
+                " ELSE excluded.added_at END, source_id = excluded.source_id,"
+                " array_kind = excluded.array_kind, config = excluded.config,"
+                " joined_by = excluded.joined_by, windows = excluded.windows",
+                (sid, j.member.mous_id, j.member.target, j.array, j.config, j.joined_by,
+                 json.dumps(windows), now))
 
     def _new_source(self, con: sqlite3.Connection, g: Source, taken: set[str], now: float,
                     actor: str) -> SourceChange:
@@ -280,7 +287,7 @@ class SourceRecords:
             "INSERT INTO sources (name, ra, dec, arrays, setups, members_fp, change_reason,"
             " changed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, *self._details(g), reason, now, now, now)).lastrowid
-        self._insert_members(con, sid, g, None, now)
+        self._insert_members(con, sid, g, now)
         self._sync_source_stages(con, sid, name, g.fingerprint, len(keys), False, reason,
                                  actor)
         if len(keys) > 1:  # a target alone is no news (a first regroup makes thousands)
@@ -300,14 +307,14 @@ class SourceRecords:
                 return None
             con.execute("UPDATE sources SET ra = ?, dec = ?, arrays = ?, setups = ?,"
                         " updated_at = ? WHERE id = ?", (*details[:4], now, sid))
-            self._insert_members(con, sid, g, None, now)  # array labels may have moved
+            self._insert_members(con, sid, g, now)  # array labels may have moved
             return SourceChange(name, "details", reason="arrays or set-ups changed")
         reason = "members changed: " + ", ".join(
             _member_text(added, "+") + _member_text(removed, "-"))
         con.execute("UPDATE sources SET ra = ?, dec = ?, arrays = ?, setups = ?,"
                     " members_fp = ?, change_reason = ?, changed_at = ?, removed_at = NULL,"
                     " updated_at = ? WHERE id = ?", (*details, reason, now, now, sid))
-        self._insert_members(con, sid, g, None, now)
+        self._insert_members(con, sid, g, now)
         self._sync_source_stages(con, sid, name, g.fingerprint, len(g.members), False, reason,
                                  actor)
         for m, t in added:
