@@ -24,6 +24,7 @@ from sails.errors import ConfigError
 from sails.execution.names import BACKEND_NAMES
 from sails.pipeline import PIPELINE, Runs
 from sails.qa.settings import QaSettings
+from sails.sources import DEFAULT_TOLERANCE_ARCSEC, MATCH_NAMES, WITHIN, Rules
 
 CONFIG_NAME = "sails.toml"
 BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]  # one list: execution.names
@@ -307,6 +308,27 @@ class Storage(_Section):
     remove_download_work: bool = True  # tarballs / .part files after verified extraction
 
 
+class Sources(_Section):
+    """How targets of different MOUS are grouped into sources (:mod:`sails.sources`);
+    ``sails sources --dry-run`` shows the rules and what they would change."""
+
+    tolerance_arcsec: float = Field(DEFAULT_TOLERANCE_ARCSEC, gt=0, description="most "
+                                    "distance of two members joined by name or position")
+    within: Literal[WITHIN] = Field("name", description="group: only same group OUS and "  # type: ignore[valid-type]
+                                    "name; name: also the same name within the tolerance;"
+                                    " position: also any names within it")
+    match_names: Literal[MATCH_NAMES] = "normalised"  # type: ignore[valid-type]
+    aliases: dict[str, str] = Field(default_factory=dict, description="target name -> "
+                                    "source name (names the metadata spells differently)")
+    exclude: list[str] = Field(default_factory=list, description="members that stand "
+                               "alone: a MOUS uid, 'uid://..:NAME', or a target name")
+
+    def rules(self) -> Rules:
+        return Rules(tolerance_arcsec=self.tolerance_arcsec, within=self.within,
+                     match_names=self.match_names, aliases=dict(self.aliases),
+                     exclude=tuple(self.exclude))
+
+
 class Settings(BaseSettings):
     """The effective configuration: defaults < sails.toml < SAILS_* environment."""
 
@@ -328,6 +350,7 @@ class Settings(BaseSettings):
     imaging: Imaging = Field(default_factory=Imaging)
     qa: QaSettings = Field(default_factory=QaSettings)
     storage: Storage = Field(default_factory=Storage)
+    sources: Sources = Field(default_factory=Sources)
 
     @field_validator("resources", mode="after")
     @classmethod
@@ -543,4 +566,14 @@ remove_selfcal_work = true    # auto-selfcal working copies and iteration images
 keep_selfcal_ms = false       # keep the self-calibrated *.selfcal.ms
 remove_casa_images = true     # CASA image folders once their FITS are written
 remove_download_work = true   # tarballs and partial downloads after verified extraction
+
+[sources]
+# Targets of different MOUS observing the same sky form one source (docs/sources.md);
+# `sails sources --dry-run` shows what these rules group.
+tolerance_arcsec = 20.0       # same name (or, with within = "position", any name) this close
+within = "name"               # "group": same group OUS + name only; "name": also same name
+                              # within the tolerance; "position": also any name within it
+match_names = "normalised"    # or "exact" (case, spaces, '_', '-', '.' then count)
+# aliases = { "M 83" = "M83" }                     # target name -> source name
+# exclude = ["uid://A001/X1/X2", "uid://A001/X1/X3:NGC 253", "Sgr B2"]  # stand alone
 """

@@ -1,10 +1,13 @@
 """The stage table: every stage of the pipeline, declared once.
 
-Each row says what the stage is called, at which scope it runs (one row per MOUS, or per
-target inside a MOUS; a ``source`` scope grouping targets across MOUS is reserved for the
-source-level stages to come), which stages must be finished (done or skipped) before it may
-start, whether it runs CASA jobs through a backend or runs in the orchestrator itself, its
-default job resources, the module that implements it and the CLI command that runs it.
+Each row says what the stage is called, at which scope it runs (one row per MOUS, per
+target inside a MOUS, or per source: the targets of several MOUS observing the same sky,
+:mod:`sails.sources`), which stages must be finished (done or skipped) before it may
+start (for a source stage: by every member), whether it runs CASA jobs through a backend
+or runs in the orchestrator itself, its default job resources, the module that implements
+it and the CLI command that runs it. Source-scope rows live in the catalog's
+``source_stages`` (reset when the membership changes); the engine does not dispatch them
+yet, and no MOUS or target stage may wait on one.
 
 The catalog builds its runnable query and its stage rows from this table; the config
 (resources, per-stage backends), the engine (``--until``), the CLI (stage commands, help),
@@ -24,7 +27,7 @@ from enum import StrEnum
 class Scope(StrEnum):
     MOUS = "mous"  # one row per MOUS (target '')
     TARGET = "target"  # one row per source name inside a MOUS
-    SOURCE = "source"  # reserved: targets of several MOUS observing the same sky
+    SOURCE = "source"  # one row per source of several members (sails.catalog.sources)
 
 
 class Runs(StrEnum):
@@ -71,8 +74,10 @@ class StageTable:
                 if pre not in seen:
                     raise ValueError(f"stage {st.name!r}: prerequisite {pre!r} must come "
                                      "earlier in the table")
-            if st.scope == Scope.SOURCE:
-                raise ValueError(f"stage {st.name!r}: the source scope is not available yet")
+            for pre in st.after:
+                if st.scope != Scope.SOURCE and seen[pre].scope == Scope.SOURCE:
+                    raise ValueError(f"stage {st.name!r}: a {st.scope} stage cannot wait on "
+                                     f"the source stage {pre!r}")
             seen[st.name] = st
 
     # ---------------------------------------------------------------- lookups

@@ -20,7 +20,7 @@ from sails.errors import CatalogBusyError, CatalogError
 from sails.ids import mous_uri
 
 TABLES = frozenset({"projects", "mous", "targets", "files", "stages", "products", "events",
-                    "meta"})
+                    "meta", "sources", "source_members", "source_stages"})
 
 
 class Connection:

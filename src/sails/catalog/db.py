@@ -1,5 +1,6 @@
 """The catalog: one SQLite file, composed of its connection (with migrations and events),
-its records (what exists, what was produced) and the stage state machine."""
+its records (what exists, what was produced), the stage state machine and the sources
+(targets of several MOUS grouped)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from sails.catalog.model import (
 )
 from sails.catalog.qa import QaRecords
 from sails.catalog.records import Records
+from sails.catalog.sources import SourceRecords
 from sails.catalog.states import ALLOWED, StateMachine
 
 __all__ = ["ALLOWED", "STATUSES", "Catalog", "Product", "StageRow", "check_stage",
            "check_status", "new_owner"]
 
 
-class Catalog(QaRecords, StateMachine, Records, Connection):
+class Catalog(SourceRecords, QaRecords, StateMachine, Records, Connection):
     """One SQLite file. Safe to open from many processes at once."""

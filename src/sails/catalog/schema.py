@@ -266,6 +266,57 @@ def _migrate_v4_to_v5(con: sqlite3.Connection) -> None:
     run_script(con, SIZES_V5)
 
 
+SOURCES_V6 = f"""
+CREATE TABLE sources (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    ra REAL, dec REAL,
+    arrays TEXT NOT NULL DEFAULT '[]',
+    setups TEXT NOT NULL DEFAULT '[]',
+    members_fp TEXT NOT NULL,
+    change_reason TEXT,
+    changed_at REAL,
+    removed_at REAL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE source_members (
+    source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    mous_id TEXT NOT NULL REFERENCES mous(mous_id) ON DELETE CASCADE,
+    target TEXT NOT NULL,
+    array_kind TEXT NOT NULL,
+    config TEXT,
+    joined_by TEXT NOT NULL,
+    windows TEXT NOT NULL DEFAULT '[]',
+    added_at REAL NOT NULL,
+    PRIMARY KEY (mous_id, target)
+);
+CREATE INDEX source_members_by_source ON source_members(source_id);
+CREATE TABLE source_stages (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    stage TEXT NOT NULL CHECK (stage GLOB '[a-z]*' AND stage NOT GLOB '*[^a-z0-9_]*'),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(V1_STATUSES)}),
+    members_fp TEXT NOT NULL,
+    reason TEXT, reason_code TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT, lease_expires REAL,
+    started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
+    job_ref TEXT, duration_s REAL,
+    UNIQUE (source_id, stage)
+);
+"""
+
+
+def _migrate_v5_to_v6(con: sqlite3.Connection) -> None:
+    """v6: sources, the targets of different MOUS observing the same sky
+    (:mod:`sails.sources`), their membership, and the rows of source-scope stages (each
+    keeps the membership fingerprint it stands for: a changed membership resets it). The
+    tables start empty: the grouping
+    depends on the project's ``[sources]`` rules, so the first regroup (``sails run``,
+    ``sails ingest``, ``sails sources``) fills them from the MOUS and targets kept."""
+    run_script(con, SOURCES_V6)
+
+
 # MIGRATIONS[n] brings a version-n catalog to version n+1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
@@ -273,5 +324,6 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _migrate_v2_to_v3,
     3: _migrate_v3_to_v4,
     4: _migrate_v4_to_v5,
+    5: _migrate_v5_to_v6,
 }
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6

@@ -47,8 +47,8 @@ def runnable_sql(table: StageTable, only: Iterable[str] | None = None
     finished = ", ".join("?" * len(FINISHED))
     wanted = None if only is None else set(only)
     for st in table:
-        if wanted is not None and st.name not in wanted:
-            continue
+        if (wanted is not None and st.name not in wanted) or st.scope == Scope.SOURCE:
+            continue  # source rows live in source_stages (sails.catalog.sources)
         conds = ["s.stage = ?"]
         params.append(st.name)
         for pre_name in st.after:

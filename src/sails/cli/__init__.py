@@ -19,6 +19,7 @@ from sails.cli import demo  # noqa: E402,F401  isort: skip
 from sails.cli import report  # noqa: E402,F401  isort: skip
 from sails.cli import stages  # noqa: E402,F401  isort: skip
 from sails.cli import qa  # noqa: E402,F401  isort: skip
+from sails.cli import sources  # noqa: E402,F401  isort: skip
 # `sails sim serve` (needs sails.cli.sim, imported first when present).
 from sails.cli import simserve  # noqa: E402,F401  isort: skip
 

@@ -164,6 +164,7 @@ def show(
         print(json.dumps({
             "mous": meta, "targets": targets, "files": cat.files(mous),
             "stages": [s.__dict__ for s in stages], "events": events, "products": products,
+            "sources": cat.sources_of(mous),
         }, indent=2, default=str))
         return
     console.print(Text.assemble((meta["mous_id"], "bold"),
@@ -174,6 +175,10 @@ def show(
             console.print(f"  {k}: {meta[k]}")
     names = sorted({t["alma_source_name"] for t in targets})
     console.print(f"  targets: {', '.join(names) or '-'}")
+    for src in cat.sources_of(mous):
+        if src["members"] > 1:  # a target alone is its own source: nothing to say
+            console.print(f"  source of {src['target']}: {src['source']} "
+                          f"({' + '.join(src['arrays'])}, {src['members']} members)")
     t = Table(title="stages")
     for col in ("stage", "target", "status", "attempts", "started", "finished",
                 "MB predicted", "MB measured", "why"):

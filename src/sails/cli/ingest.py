@@ -162,10 +162,20 @@ def _finish(project, recordset, *, datalink: bool, datalink_url: str | None, dry
     summary = ingest_recordset(project.catalog, recordset, project.settings.archive,
                                datalink=datalink, datalink_url=datalink_url, dry_run=dry_run,
                                skip_bad=skip_bad)
+    changes = []
+    if not dry_run:  # new MOUS may join (or re-open) sources
+        from sails.cli.sources import regroup
+
+        changes = regroup(project, actor="ingest").changes
     if as_json:
-        print(json.dumps(summary.as_dict(), indent=2))
+        print(json.dumps(dict(summary.as_dict(), sources=[c.as_dict() for c in changes]),
+                         indent=2))
     else:
         print_summary(summary)
+        if changes:
+            from sails.cli.sources import print_changes
+
+            print_changes(changes, dry_run=False)
 
 
 _NO_DATALINK = typer.Option(False, "--no-datalink",

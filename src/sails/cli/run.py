@@ -26,6 +26,8 @@ def print_summary(summary) -> None:
     for stage, counts in summary.counts.items():
         t.add_row(stage, *(str(counts.get(st, "")) for st in STATUSES))
     console.print(t)
+    for line in summary.regrouped:
+        console.print(f"  source {line}", soft_wrap=True)
     for r in summary.reports:
         if r.status in ("failed", "blocked", "skipped", "lost") and r.message:
             console.print(Text.assemble("  ", styled(r.status), f" {r.row.label}: {r.message}"),

@@ -63,6 +63,7 @@ class RunSummary:
     job_inner_s: float = 0.0  # sum of the CASA jobs' self-measured wall times
     recovered: int = 0
     stale: int = 0  # rows sent back to pending because their target's overrides changed
+    regrouped: list[str] = field(default_factory=list)  # source changes ("M83: members ...")
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -75,6 +76,14 @@ class RunSummary:
         transient failure retried to success in the same run does not count."""
         last = {r.row.id: r for r in self.reports}
         return sum(r.status in ("failed", "lost") for r in last.values())
+
+
+def regroup_at_start(project, stop: threading.Event | None = None) -> list[str]:
+    """Regroup the sources before dispatching (MOUS may have been ingested, rules edited),
+    so a source's membership is current before anything of it runs."""
+    rules = project.settings.sources.rules()
+    done = patiently(lambda: [project.catalog.regroup_sources(rules)], stop)
+    return [f"{c.name}: {c.reason}" for r in done for c in r.changes]
 
 
 def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
@@ -114,6 +123,7 @@ def run_pipeline(
     summary.recovered = (len(patiently(catalog.recover_dead_owners, stop))
                          + len(patiently(catalog.recover_expired, stop)))
     summary.stale = len(mark_stale(project, mous_list))  # overrides.toml changed
+    summary.regrouped = regroup_at_start(project, stop)
     requeue_disk_full(project, mous_list)
     retry_at: dict[int, float] = {}
     running: dict[Future, StageRow] = {}
