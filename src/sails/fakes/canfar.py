@@ -115,6 +115,7 @@ class FakeSession:
     events: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    container_env: dict[str, str] | None = None  # what the process got (for tests)
     hold: bool = False
     vanish: bool = False
     cancelled: bool = False
@@ -401,9 +402,10 @@ class FakeCanfar:
                 return
             try:
                 out = open(s.log_path, "wb")  # noqa: SIM115 - handed to the child
+                s.container_env = self._container_env(s, home)
                 s.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
                     argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=self._container_env(s, home), cwd=str(home),
+                    env=s.container_env, cwd=str(home),
                     start_new_session=True)
                 out.close()
             except OSError as exc:
