@@ -14,8 +14,9 @@ executing its command here: ``cmd`` (looked up in ``commands``, standing in for 
 container image provides: ``python3`` -> the interpreter of a bare CASA image,
 :mod:`sails.fakes.casa_image`, a venv holding only what a monolithic CASA ships) with
 ``args`` split on single spaces, as skaha does, and the request's environment on top of
-the one a container gets (the image's PATH, HOME, LANG; nothing of the developer's). The job sees platform paths: point ``platform_prefix`` at the project
-with a symlink (:func:`link_platform`). Status goes Pending -> Running -> Completed/Failed;
+the one a container gets (the image's PATH, HOME, LANG; nothing of the developer's).
+The job sees platform paths: point ``platform_prefix`` at the project with a symlink
+(:func:`link_platform`). Status goes Pending -> Running -> Completed/Failed;
 a deleted session is Terminating, then gone (404); a finished one is gone after
 ``ttl_seconds``. Faults for tests: :meth:`FakeCanfar.fail_next` (HTTP 503/401/500 ...),
 ``hold_pending`` (sessions that never leave Pending), ``vanish_when_running`` (sessions
