@@ -98,6 +98,10 @@ CASES = [
     ("environment", ["status"], {"SAILS_EXECUTION__CASA_SLOTS": "9" * 40}),
     ("environment", ["status"], {"SAILS_EXECUTON__CASA_SLOTS": "2"}),
     ("environment", ["status"], {"SAILS_EXECUTION__LEASE_SECONDS": "-1"}),
+    ("environment", ["status"], {"SAILS_PLATFORM__VM_PREFIX": "/mnt/x"}),
+    ("environment", ["status"], {"SAILS_PLATFORM__VM_PREFIX": "x",
+                                 "SAILS_PLATFORM__PLATFORM_PREFIX": "/arc/x"}),
+    ("environment", ["status"], {"SAILS_IMAGES__CASA": "casa 6.7"}),
 ]
 
 TOMLS = {
@@ -107,6 +111,14 @@ TOMLS = {
     "huge int": b"[execution]\ncasa_slots = 99999999999999999999\n",
     "above bound": b"[execution]\ncasa_slots = 100000\n",
     "NUL": b"[execution]\x00\n",
+    # [platform] and image references: refused when read, not at the first job submitted
+    "platform one prefix": b'[platform]\nvm_prefix = "/mnt/arc/projects/x"\n',
+    "platform relative": b'[platform]\nvm_prefix = "mnt/x"\nplatform_prefix = "/arc/x"\n',
+    "platform root": b'[platform]\nvm_prefix = "/"\nplatform_prefix = "/arc/x"\n',
+    "platform dotdot": b'[platform]\nvm_prefix = "/mnt/x/../y"\nplatform_prefix = "/arc/x"\n',
+    "platform control": b'[platform]\nvm_prefix = "/mnt/x\\u001b"\nplatform_prefix = "/a"\n',
+    "image ref": b'[images]\ncasa = "not an image"\n',
+    "stage image typo": b'[canfar.stage_images]\nimage = "csa"\n',
 }
 CATALOGS = {"garbage": b"not a database" * 100, "truncated": b"SQLite format 3\x00" + bytes(50),
             "folder": None}

@@ -154,7 +154,9 @@ def test_selfcal_completed_in_the_image_with_auto_selfcal_version(runs, sim_tiny
     """The run's very end: the self-cal readback (version from package metadata) held."""
     project = runs["canfar"][0]
     rows = [s for s in project.catalog.stages(sim_tiny.mous_uid) if s.stage == "selfcal"]
-    assert rows and all(s.status == "done" for s in rows), [(s.label, s.error) for s in rows]
+    assert rows and all(s.status in ("done", "skipped") for s in rows), [
+        (s.label, s.status, s.error) for s in rows]
+    assert any(s.status == "done" for s in rows)
     summaries = [p for p in project.catalog.products(sim_tiny.mous_uid)
                  if p["kind"] == "selfcal_summary"]
     assert summaries, "no self-cal summary"
