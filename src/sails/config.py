@@ -243,12 +243,32 @@ class Archive(_Section):
         True, description="list the files inside the product tarball instead of the tarball")
 
 
+# The ALMA archive's mirrors (the hosts DataLink hands out download URLs on).
+ALMA_ARCHIVE_HOSTS = ("almascience.eso.org", "almascience.nrao.edu", "almascience.nao.ac.jp",
+                      "almascience.org")
+_HOST_ENTRY = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
 class Download(_Section):
     parallel_files: int = Field(4, ge=1)
     retries: int = Field(5, ge=0)
     timeout_seconds: float = Field(60.0, gt=0)
     backoff_seconds: float = Field(1.0, ge=0)
     chunk_bytes: int = Field(1 << 20, ge=1024)
+    redirect_hosts: list[str] = Field(
+        default_factory=lambda: list(ALMA_ARCHIVE_HOSTS),
+        description="hosts (host, or host:port for a non-default port) a download may be "
+        "redirected to, besides its own host and the [archive] URLs' hosts")
+
+    @field_validator("redirect_hosts", mode="after")
+    @classmethod
+    def _host_entries(cls, value: list[str]) -> list[str]:
+        out = [v.strip().lower() for v in value]
+        bad = [v for v in out if not _HOST_ENTRY.fullmatch(v)]
+        if bad:
+            raise ValueError(f"redirect_hosts entries must be host or host:port, no scheme "
+                             f"or path (got {bad[0]!r})")
+        return out
 
 
 _SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra")

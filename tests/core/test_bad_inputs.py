@@ -119,6 +119,7 @@ TOMLS = {
     "platform control": b'[platform]\nvm_prefix = "/mnt/x\\u001b"\nplatform_prefix = "/a"\n',
     "image ref": b'[images]\ncasa = "not an image"\n',
     "stage image typo": b'[canfar.stage_images]\nimage = "csa"\n',
+    "redirect host URL": b'[download]\nredirect_hosts = ["https://mirror.example/x"]\n',
 }
 CATALOGS = {"garbage": b"not a database" * 100, "truncated": b"SQLite format 3\x00" + bytes(50),
             "folder": None}
