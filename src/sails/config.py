@@ -569,6 +569,10 @@ max_rows = 200000     # TAP MAXREC: a result longer than this is refused, never 
 [download]
 parallel_files = 4
 retries = 5
+# A redirect may stay on its own host, or go to redirect_hosts (host, or host:port for a
+# non-default port) and the [archive] URLs' hosts; any other target is refused.
+# Default: the ALMA mirrors, almascience.{eso.org,nrao.edu,nao.ac.jp} and almascience.org.
+# redirect_hosts = ["almascience.eso.org", "mirror.example.org:8443"]
 
 [selfcal]
 # auto-selfcal keywords (see docs/selfcal.md); unset ones keep auto-selfcal's defaults.
