@@ -226,3 +226,22 @@ def test_names_with_markup_print_as_they_are(work, capsys):
     assert all(n in out for n in MARKUP_NAMES), out
     code, out = sails(capsys, "-p", str(project.root), "status")
     assert code == 0 and "[canfar] session x[/bold]" in out, out
+
+
+def test_skip_bad_skips_huge_numbers(work, capsys):
+    """A huge integer was an OverflowError that --skip-bad did not skip (issue #22, 8)."""
+    root, _good = work
+    rows = synthetic_rows(2, 1, spws=[25])
+    path = write_alminer_csv(rows, root / "two.csv")
+    text = list(csv.DictReader(io.StringIO(path.read_text())))
+    text[1]["t_min"] = "9" * 400
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(text[0]))
+    w.writeheader()
+    w.writerows(text)
+    path.write_text(out.getvalue())
+    project = init_project(root / "skip-bad")
+    code, said = sails(capsys, "-p", str(project.root), "ingest", "csv", str(path),
+                       "--no-datalink", "--skip-bad")
+    assert code == 0 and "1 bad row(s) skipped" in said and "t_min" in said, said
+    assert len(project.catalog.mous_ids()) == 1
