@@ -555,6 +555,9 @@ def test_demo_serves_the_fake_only_while_it_runs(canfar_env, tmp_path):
     said: list[str] = []
     with fake_canfar_for_demo(demo, root, said.append) as env:
         assert canfar_configured() and os.environ["CANFAR_URL"] == env["CANFAR_URL"]
+        token = env["CANFAR_TOKEN"]  # random, not demo-<pid> (issue #22)
+        assert len(token) >= 24 and str(os.getpid()) not in token
+        assert not token.startswith(("demo", "fake"))
         project = open_project(root)
         assert project.settings.platform.platform_prefix == str(demo / "arc" / "projects"
                                                                 / "demo")
