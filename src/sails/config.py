@@ -7,12 +7,20 @@ Environment overrides use ``__`` between section and key, e.g.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,6 +115,19 @@ class Execution(_Section):
         return self.casa_slots or (os.cpu_count() or 1)
 
 
+# registry-host[:port]/path[:tag][@sha256:digest], as skaha takes an image.
+_IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[A-Za-z0-9._-]+)+"
+                        r"(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?")
+
+
+def check_image_ref(value: str, what: str) -> str:
+    """An image reference a platform can pull; refused here, not when a job is submitted."""
+    if not _IMAGE_REF.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not an image reference "
+                         f"(registry/path[:tag], e.g. images.canfar.net/casa-6/casa:6.6.4-34)")
+    return value
+
+
 class Images(_Section):
     """Container images per stage kind (CANFAR backend)."""
 
@@ -114,12 +135,43 @@ class Images(_Section):
     pipeline: str = "images.canfar.net/casa-6/casa-pipeline:6.5.4-9"
     python: str = "images.canfar.net/skaha/astroml:latest"
 
+    @field_validator("casa", "pipeline", "python", mode="after")
+    @classmethod
+    def _image_refs(cls, value: str, info: Any) -> str:
+        return check_image_ref(value, f"[images] {info.field_name}")
+
 
 class Platform(_Section):
-    """Path mapping between this machine's mount and the platform's view of the project."""
+    """Path mapping between this machine's mount and the platform's view of the project.
+
+    Checked when the configuration is read (a mapping that cannot work must not wait for
+    the first job submitted hours into a run): both prefixes or neither, each an absolute,
+    normalised path other than ``/``.
+    """
 
     vm_prefix: str = ""
     platform_prefix: str = ""
+
+    @model_validator(mode="after")
+    def _prefixes(self) -> Platform:
+        vm, plat = self.vm_prefix, self.platform_prefix
+        if bool(vm) != bool(plat):
+            raise ValueError("[platform] needs both vm_prefix and platform_prefix, or neither "
+                             "(e.g. /mnt/arc/projects/x and /arc/projects/x)")
+        for key, value in (("vm_prefix", vm), ("platform_prefix", plat)):
+            if not value:
+                continue
+            if not value.isprintable():
+                raise ValueError(f"[platform] {key} holds a control character")
+            path = PurePosixPath(value)
+            if not path.is_absolute():
+                raise ValueError(f"[platform] {key} must be an absolute path (got {value!r})")
+            if path == PurePosixPath("/"):
+                raise ValueError(f"[platform] {key} cannot be / (it would map every path)")
+            if ".." in path.parts or str(path) != value.rstrip("/"):
+                raise ValueError(f"[platform] {key} must be a normalised path "
+                                 f"(no '.', '..' or '//'; got {value!r})")
+        return self
 
 
 class Canfar(_Section):
@@ -138,7 +190,12 @@ class Canfar(_Section):
     @field_validator("stage_images", mode="after")
     @classmethod
     def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
-        return _by_stage(value, "canfar.stage_images")
+        out = _by_stage(value, "canfar.stage_images")
+        for stage, image in out.items():
+            if image not in Images.model_fields:  # else a full reference
+                check_image_ref(image, f"canfar.stage_images.{stage} (an [images] key: "
+                                f"{', '.join(Images.model_fields)}; or a full image)")
+        return out
 
     poll_initial_seconds: float = Field(5.0, gt=0)
     poll_max_seconds: float = Field(60.0, gt=0)
@@ -187,12 +244,32 @@ class Archive(_Section):
         True, description="list the files inside the product tarball instead of the tarball")
 
 
+# The ALMA archive's mirrors (the hosts DataLink hands out download URLs on).
+ALMA_ARCHIVE_HOSTS = ("almascience.eso.org", "almascience.nrao.edu", "almascience.nao.ac.jp",
+                      "almascience.org")
+_HOST_ENTRY = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
 class Download(_Section):
     parallel_files: int = Field(4, ge=1)
     retries: int = Field(5, ge=0)
     timeout_seconds: float = Field(60.0, gt=0)
     backoff_seconds: float = Field(1.0, ge=0)
     chunk_bytes: int = Field(1 << 20, ge=1024)
+    redirect_hosts: list[str] = Field(
+        default_factory=lambda: list(ALMA_ARCHIVE_HOSTS),
+        description="hosts (host, or host:port for a non-default port) a download may be "
+        "redirected to, besides its own host and the [archive] URLs' hosts")
+
+    @field_validator("redirect_hosts", mode="after")
+    @classmethod
+    def _host_entries(cls, value: list[str]) -> list[str]:
+        out = [v.strip().lower() for v in value]
+        bad = [v for v in out if not _HOST_ENTRY.fullmatch(v)]
+        if bad:
+            raise ValueError(f"redirect_hosts entries must be host or host:port, no scheme "
+                             f"or path (got {bad[0]!r})")
+        return out
 
 
 _SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra")
@@ -515,6 +592,10 @@ max_rows = 200000     # TAP MAXREC: a result longer than this is refused, never 
 [download]
 parallel_files = 4
 retries = 5
+# A redirect may stay on its own host, or go to redirect_hosts (host, or host:port for a
+# non-default port) and the [archive] URLs' hosts; any other target is refused.
+# Default: the ALMA mirrors, almascience.{eso.org,nrao.edu,nao.ac.jp} and almascience.org.
+# redirect_hosts = ["almascience.eso.org", "mirror.example.org:8443"]
 
 [selfcal]
 # auto-selfcal keywords (see docs/selfcal.md); unset ones keep auto-selfcal's defaults.

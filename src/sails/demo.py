@@ -91,7 +91,7 @@ def fake_canfar_for_demo(root: Path, project_root: Path,
     """
     from sails.fakes.canfar import serve_for_project
 
-    fake, env = serve_for_project(project_root, token=f"demo-{os.getpid()}",
+    fake, env = serve_for_project(project_root,  # a random token
                                   platform_prefix=root / "arc" / "projects" / "demo")
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -98,6 +98,10 @@ CASES = [
     ("environment", ["status"], {"SAILS_EXECUTION__CASA_SLOTS": "9" * 40}),
     ("environment", ["status"], {"SAILS_EXECUTON__CASA_SLOTS": "2"}),
     ("environment", ["status"], {"SAILS_EXECUTION__LEASE_SECONDS": "-1"}),
+    ("environment", ["status"], {"SAILS_PLATFORM__VM_PREFIX": "/mnt/x"}),
+    ("environment", ["status"], {"SAILS_PLATFORM__VM_PREFIX": "x",
+                                 "SAILS_PLATFORM__PLATFORM_PREFIX": "/arc/x"}),
+    ("environment", ["status"], {"SAILS_IMAGES__CASA": "casa 6.7"}),
 ]
 
 TOMLS = {
@@ -107,6 +111,15 @@ TOMLS = {
     "huge int": b"[execution]\ncasa_slots = 99999999999999999999\n",
     "above bound": b"[execution]\ncasa_slots = 100000\n",
     "NUL": b"[execution]\x00\n",
+    # [platform] and image references: refused when read, not at the first job submitted
+    "platform one prefix": b'[platform]\nvm_prefix = "/mnt/arc/projects/x"\n',
+    "platform relative": b'[platform]\nvm_prefix = "mnt/x"\nplatform_prefix = "/arc/x"\n',
+    "platform root": b'[platform]\nvm_prefix = "/"\nplatform_prefix = "/arc/x"\n',
+    "platform dotdot": b'[platform]\nvm_prefix = "/mnt/x/../y"\nplatform_prefix = "/arc/x"\n',
+    "platform control": b'[platform]\nvm_prefix = "/mnt/x\\u001b"\nplatform_prefix = "/a"\n',
+    "image ref": b'[images]\ncasa = "not an image"\n',
+    "stage image typo": b'[canfar.stage_images]\nimage = "csa"\n',
+    "redirect host URL": b'[download]\nredirect_hosts = ["https://mirror.example/x"]\n',
 }
 CATALOGS = {"garbage": b"not a database" * 100, "truncated": b"SQLite format 3\x00" + bytes(50),
             "folder": None}
@@ -213,3 +226,22 @@ def test_names_with_markup_print_as_they_are(work, capsys):
     assert all(n in out for n in MARKUP_NAMES), out
     code, out = sails(capsys, "-p", str(project.root), "status")
     assert code == 0 and "[canfar] session x[/bold]" in out, out
+
+
+def test_skip_bad_skips_huge_numbers(work, capsys):
+    """A huge integer was an OverflowError that --skip-bad did not skip (issue #22, 8)."""
+    root, _good = work
+    rows = synthetic_rows(2, 1, spws=[25])
+    path = write_alminer_csv(rows, root / "two.csv")
+    text = list(csv.DictReader(io.StringIO(path.read_text())))
+    text[1]["t_min"] = "9" * 400
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(text[0]))
+    w.writeheader()
+    w.writerows(text)
+    path.write_text(out.getvalue())
+    project = init_project(root / "skip-bad")
+    code, said = sails(capsys, "-p", str(project.root), "ingest", "csv", str(path),
+                       "--no-datalink", "--skip-bad")
+    assert code == 0 and "1 bad row(s) skipped" in said and "t_min" in said, said
+    assert len(project.catalog.mous_ids()) == 1

@@ -25,12 +25,12 @@ import pytest
 from sails.errors import SailsError, TransientError
 from sails.execution.base import JobSpec
 from sails.execution.canfar import CanfarAuthError, CanfarBackend, session_name
-from sails.fakes.canfar import FakeCanfar, link_platform
+from sails.fakes.canfar import FakeCanfar, link_platform, new_token
 from sails.ids import parse_uid
 from sails.project import init_project, open_project
 from sails.stages.base import safe_name
 
-TOKEN = "tok-3f9a1c-SECRET-never-logged"
+TOKEN = new_token()  # random per run, as the demo's
 MOUS = "uid://A001/X1465/X15b"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 _stamps = itertools.count(1)
@@ -453,16 +453,25 @@ def test_fake_service_runs_as_a_program_for_the_demo(canfar_env, tmp_path):
 
     vm, plat = tmp_path / "vmproj", tmp_path / "arc" / "projects" / "demo"
     vm.mkdir()
+    token_file = tmp_path / "token"
+    env = {k: v for k, v in os.environ.items() if k != "CANFAR_TOKEN"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sails.fakes.canfar", "--token", "demo", "--port", "0",
-         "--vm-prefix", str(vm), "--platform-prefix", str(plat), "--link",
+        [sys.executable, "-m", "sails.fakes.canfar", "--token-file", str(token_file),
+         "--port", "0", "--vm-prefix", str(vm), "--platform-prefix", str(plat), "--link",
          "--pending-seconds", "0.05"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
+        stdout=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": SRC})
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("CANFAR_URL=http://127.0.0.1:")
         assert plat.resolve() == vm.resolve()
-        with Session(url=line.split("=", 1)[1], token="demo", errors="raise") as client:
+        token = token_file.read_text().strip()  # written for us: random, owner-only
+        assert len(token) >= 24 and token_file.stat().st_mode & 0o077 == 0
+        url = line.split("=", 1)[1]
+        for guess in ("demo", "fake-token", f"demo-{proc.pid}", f"demo-{os.getpid()}"):
+            with Session(url=url, token=guess, errors="raise") as client, \
+                    pytest.raises(Exception, match="401"):
+                client.fetch()
+        with Session(url=url, token=token, errors="raise") as client:
             (sid,) = client.create(name="hello", image="images.canfar.net/skaha/terminal:1",
                                    cmd="python3", args="-c print(6*7)")
             for _ in range(200):
@@ -546,6 +555,9 @@ def test_demo_serves_the_fake_only_while_it_runs(canfar_env, tmp_path):
     said: list[str] = []
     with fake_canfar_for_demo(demo, root, said.append) as env:
         assert canfar_configured() and os.environ["CANFAR_URL"] == env["CANFAR_URL"]
+        token = env["CANFAR_TOKEN"]  # random, not demo-<pid> (issue #22)
+        assert len(token) >= 24 and str(os.getpid()) not in token
+        assert not token.startswith(("demo", "fake"))
         project = open_project(root)
         assert project.settings.platform.platform_prefix == str(demo / "arc" / "projects"
                                                                 / "demo")
@@ -587,3 +599,32 @@ def test_size_model_sets_session_resources_the_user_left_alone(fake, project, ca
     assert model[1] > PIPELINE.get("split").ram_gb  # the model, not the table's 8 GB
     assert asked["split"] == model
     assert asked["image"] == (2, 6)
+
+
+def test_fake_refuses_guessable_tokens(tmp_path):
+    """The fake runs any command for its token: a short or fixed one is refused."""
+    from sails.fakes.canfar import main, read_token_file
+
+    for bad in ("fake-token", "demo-1234", "demo", ""):
+        with pytest.raises(ValueError, match="random secret"):
+            FakeCanfar(bad)
+    (tmp_path / "weak").write_text("demo-42\n")
+    with pytest.raises(ValueError):
+        read_token_file(tmp_path / "weak")
+    assert new_token() != new_token() and len(new_token()) >= 24
+    with pytest.raises(SystemExit) as ex:  # no token file and no CANFAR_TOKEN: refused
+        main(["--token-file", str(tmp_path / "weak"), "--port", "0"])
+    assert ex.value.code == 2
+
+
+def test_serve_for_project_token_is_random(canfar_env, tmp_path):
+    from sails.fakes.canfar import serve_for_project
+
+    root = init_project(tmp_path / "p").root
+    tokens = []
+    for n in range(2):
+        fake, env = serve_for_project(root, platform_prefix=tmp_path / "arc" / str(n))
+        fake.stop()
+        tokens.append(env["CANFAR_TOKEN"])
+    assert tokens[0] != tokens[1] and min(map(len, tokens)) >= 24
+    assert not any(t.startswith(("demo", "fake")) for t in tokens)

@@ -6,6 +6,11 @@ fake, which runs them as the shipped runtime would under CANFAR, seeing the proj
 its platform path), once locally. Downloads stay in the orchestrator either way. The canfar
 run must end like the local one: every stage done or skipped, the same products at the same
 relative paths, with the session ids in the catalog and the session logs in logs/<mous>/.
+
+The fake's sessions run in a bare CASA image (sails.fakes.casa_image: a venv with only the
+distributions a monolithic CASA ships, the container's PATH and environment), so the shipped
+runtime is tested as a real CANFAR image would run it: self-cal completes and records
+auto-selfcal's version from the vendored metadata (issue #22, defect 7).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pytest
 from pipeline_helpers import final_products, ingested_project, sails_cmd, tap_routes
 from sails.fakes.archive import ArchiveServer
 from sails.fakes.canfar import serve_for_project
+from sails.fakes.casa_image import ensure_casa_image
 from sails.ids import parse_uid
 
 CASA_STAGES = ("verify", "split", "auto_selfcal", "image")  # the stage table's job stages
@@ -122,3 +128,36 @@ def test_products_match_a_local_run(runs):
     assert {"ms", "ms_summary", "split_ms", "selfcal_summary", "cont_image"} <= kinds, kinds
     assert all(not p[3].startswith("/") for p in canfar_products), "paths outside the project"
     assert canfar_products == local_products
+
+
+def test_sessions_ran_in_the_bare_casa_image(runs):
+    """No session saw the developer's venv: the image's python, PATH and nothing else."""
+    fake = runs["fake"]
+    image = ensure_casa_image()
+    assert fake.commands["python3"].startswith(str(image) + "/")
+    for s in fake.sessions.values():
+        env = s.container_env
+        assert env["PATH"].split(":")[0] == str(image / "bin"), env["PATH"]
+        assert not {"VIRTUAL_ENV", "CASASITECONFIG", "CANFAR_TOKEN"} & set(env), sorted(env)
+        stdout = _stdout_log(runs["canfar"][0], s.id).read_text()
+        assert "Traceback" not in stdout, stdout[-2000:]
+
+
+def _stdout_log(project, sid):
+    for path in project.logs.glob("*/*.canfar.log"):
+        if f"# CANFAR session {sid} " in path.read_text():
+            return path.with_name(path.name.replace(".canfar.log", ".stdout.log"))
+    raise AssertionError(f"no log of session {sid}")
+
+
+def test_selfcal_completed_in_the_image_with_auto_selfcal_version(runs, sim_tiny):
+    """The run's very end: the self-cal readback (version from package metadata) held."""
+    project = runs["canfar"][0]
+    rows = [s for s in project.catalog.stages(sim_tiny.mous_uid) if s.stage == "selfcal"]
+    assert rows and all(s.status in ("done", "skipped") for s in rows), [
+        (s.label, s.status, s.error) for s in rows]
+    assert any(s.status == "done" for s in rows)
+    summaries = [p for p in project.catalog.products(sim_tiny.mous_uid)
+                 if p["kind"] == "selfcal_summary"]
+    assert summaries, "no self-cal summary"
+    assert {p["metrics"].get("auto_selfcal_version") for p in summaries} == {"2.1"}

@@ -40,17 +40,6 @@ def _mapped(platform: Platform) -> bool:
     return bool(platform.vm_prefix or platform.platform_prefix)
 
 
-def _check(platform: Platform) -> None:
-    if bool(platform.vm_prefix) != bool(platform.platform_prefix):
-        raise ConfigError(
-            "[platform] needs both vm_prefix and platform_prefix, or neither",
-            hint="set both (e.g. /mnt/arc/projects/x and /arc/projects/x) or leave both empty",
-        )
-    for key in ("vm_prefix", "platform_prefix"):
-        if not PurePosixPath(getattr(platform, key)).is_absolute():
-            raise ConfigError(f"[platform] {key} must be an absolute path")
-
-
 def to_platform_path(path: str | os.PathLike, platform: Platform) -> str:
     """How a job on the platform names ``path`` (a path on this machine).
 
@@ -58,7 +47,6 @@ def to_platform_path(path: str | os.PathLike, platform: Platform) -> str:
     """
     if not _mapped(platform):
         return os.fspath(path)
-    _check(platform)
     out = _swap(path, platform.vm_prefix, platform.platform_prefix)
     if out is None:
         raise ConfigError(
@@ -73,7 +61,6 @@ def to_vm_path(path: str | os.PathLike, platform: Platform) -> str:
     """How this machine names ``path`` (a path a job reported); unchanged if not mapped."""
     if not _mapped(platform):
         return os.fspath(path)
-    _check(platform)
     out = _swap(path, platform.platform_prefix, platform.vm_prefix)
     return os.fspath(path) if out is None else out
 
@@ -89,7 +76,6 @@ def tree_to_platform(obj: Any, platform: Platform) -> Any:
     """
     if not _mapped(platform):
         return obj
-    _check(platform)
     return _map_tree(obj, platform.vm_prefix, platform.platform_prefix)
 
 
@@ -97,7 +83,6 @@ def tree_to_vm(obj: Any, platform: Platform) -> Any:
     """Every absolute path string under ``platform_prefix`` in ``obj`` (e.g. a manifest)."""
     if not _mapped(platform):
         return obj
-    _check(platform)
     return _map_tree(obj, platform.platform_prefix, platform.vm_prefix)
 
 
@@ -119,7 +104,6 @@ def vm_mapper(platform: Platform) -> Callable[[str], str] | None:
     """``map_path`` for :func:`sails.casa.contract.read_manifest`: platform -> this machine."""
     if not _mapped(platform):
         return None
-    _check(platform)
     return lambda path: to_vm_path(path, platform)
 
 

@@ -8,6 +8,8 @@ the project space, but our package is not installed there. We copy the job entry
         run_job.py              # python run_job.py JOB.json
         sails/__init__.py       # minimal, generated
         sails/casa/...          # copied from the installed package
+        auto_selfcal/...        # vendored as source, with its
+        auto_selfcal-2.1.dist-info/METADATA   # metadata (importlib.metadata.version)
         RUNTIME.json            # what was shipped (written last: marks the copy complete)
 
 The folder name carries the package version and a digest of the shipped files, so an
@@ -150,6 +152,26 @@ def vendored_sources() -> dict[str, Path]:
         for path in sorted(pkg.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 out[str(Path(name) / path.relative_to(pkg))] = path
+        out.update(_vendored_metadata(name))
+    return out
+
+
+def _vendored_metadata(package: str) -> dict[str, Path]:
+    """The package's ``<dist>-<version>.dist-info/METADATA``, shipped beside it.
+
+    Job-side code reads the version with ``importlib.metadata`` (the self-cal summary
+    records auto-selfcal's version); in a CASA-only image the source alone has no metadata,
+    so the lookup failed at the very end of a finished run (issue #22, defect 7).
+    """
+    import importlib.metadata as md
+
+    out: dict[str, Path] = {}
+    for dist_name in md.packages_distributions().get(package, []):
+        dist = md.distribution(dist_name)
+        for f in dist.files or ():
+            parts = Path(str(f)).parts
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                out[str(f)] = Path(str(f.locate()))
     return out
 
 

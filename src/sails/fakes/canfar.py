@@ -11,20 +11,28 @@ Same endpoints and payloads as the real service, as the ``canfar`` client uses t
 
 with ``Authorization: Bearer <token>`` (401 otherwise). A headless session "runs" by
 executing its command here: ``cmd`` (looked up in ``commands``, standing in for what the
-container image provides, e.g. ``python3`` -> the CASA-capable interpreter) with ``args``
-split on single spaces, as skaha does, and the request's environment on top of a minimal
-container-like one. The job sees platform paths: point ``platform_prefix`` at the project
-with a symlink (:func:`link_platform`). Status goes Pending -> Running -> Completed/Failed;
+container image provides: ``python3`` -> the interpreter of a bare CASA image,
+:mod:`sails.fakes.casa_image`, a venv holding only what a monolithic CASA ships) with
+``args`` split on single spaces, as skaha does, and the request's environment on top of
+the one a container gets (the image's PATH, HOME, LANG; nothing of the developer's).
+The job sees platform paths: point ``platform_prefix`` at the project with a symlink
+(:func:`link_platform`). Status goes Pending -> Running -> Completed/Failed;
 a deleted session is Terminating, then gone (404); a finished one is gone after
 ``ttl_seconds``. Faults for tests: :meth:`FakeCanfar.fail_next` (HTTP 503/401/500 ...),
 ``hold_pending`` (sessions that never leave Pending), ``vanish_when_running`` (sessions
 that disappear while running), ``lifetime_seconds`` (sessions that expire).
 
-For the demo::
+The fake runs any command its callers send, so its token is a random secret
+(:func:`new_token`, at least :data:`MIN_TOKEN_CHARS` characters; a short or guessable one is
+refused), never on a command line. For the demo::
 
-    python -m sails.fakes.canfar --token demo --port 8765 \\
+    python -m sails.fakes.canfar --token-file ~/.fake-canfar-token --port 8765 \\
         --vm-prefix /path/to/project --platform-prefix /tmp/arc/projects/demo --link
-    CANFAR_URL=http://127.0.0.1:8765/skaha/v1 CANFAR_TOKEN=demo sails run --backend canfar
+    CANFAR_URL=http://127.0.0.1:8765/skaha/v1 CANFAR_TOKEN=$(cat ~/.fake-canfar-token) \\
+        sails run --backend canfar
+
+(``--token-file`` reads the token, or writes a new random one, mode 0600, if the file does
+not exist.)
 """
 
 from __future__ import annotations
@@ -50,8 +58,36 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 BASE_PATH = "/skaha/v1"
+MIN_TOKEN_CHARS = 24  # secrets.token_urlsafe(32) gives 43
 TERMINAL = ("Completed", "Failed")
 _ID_CHARS = string.ascii_lowercase + string.digits
+
+
+def new_token() -> str:
+    """A random bearer token for a fake service (nothing anyone could guess)."""
+    return secrets.token_urlsafe(32)
+
+
+def check_token(token: str) -> None:
+    """Refuse a token short enough to guess: the fake runs whatever its callers send."""
+    if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS or not token.isprintable():
+        raise ValueError(f"the fake CANFAR token must be a random secret of at least "
+                         f"{MIN_TOKEN_CHARS} printable characters (use new_token())")
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in ``path``; a new random one is written there (mode 0600) if missing."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = p.read_text().strip()
+    else:
+        token = new_token()
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    check_token(token)
+    return token
 
 
 def _iso(t: float | None) -> str | None:
@@ -80,6 +116,7 @@ class FakeSession:
     events: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    container_env: dict[str, str] | None = None  # what the process got (for tests)
     hold: bool = False
     vanish: bool = False
     cancelled: bool = False
@@ -115,12 +152,17 @@ class FakeCanfar:
                  terminate_seconds: float = 0.3, base_env: dict[str, str] | None = None,
                  image_prefix: str = "images.canfar.net/", legacy_statuses: bool = False
                  ) -> None:
+        from sails.fakes.casa_image import ensure_casa_image, image_python
+
+        check_token(token)
         self.token = token
         self.port = port
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fake-canfar-"))
-        self.commands = {"python3": sys.executable, "python": sys.executable,
-                         **(commands or {})}
+        # The container image: sessions run CASA's Python, never the developer's venv.
+        self.image = ensure_casa_image()
+        python = str(image_python(self.image))
+        self.commands = {"python3": python, "python": python, **(commands or {})}
         self.pending_seconds = pending_seconds
         self.hold_pending = hold_pending  # this many new sessions never leave Pending
         self.vanish_when_running = vanish_when_running  # ... disappear once Running
@@ -335,10 +377,12 @@ class FakeCanfar:
         if self.base_env is not None:
             env = dict(self.base_env)
         else:
-            from sails.casaenv import ensure_siteconfig
+            from sails.fakes.casa_image import container_path
 
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-                   "CASASITECONFIG": str(ensure_siteconfig()), "CASA_NO_TELEMETRY": "1"}
+            # What a container starts with: the image's PATH and locale. The image ships
+            # its own CASA config (no CASASITECONFIG), and no variable of the developer's
+            # shell or venv (VIRTUAL_ENV, PYTHONPATH, ...) gets in.
+            env = {"PATH": container_path(self.image), "LANG": "C.UTF-8"}
         env.update({"HOME": str(home), "SKAHA_SESSIONID": s.id})
         env.update(s.env)
         return env
@@ -359,9 +403,10 @@ class FakeCanfar:
                 return
             try:
                 out = open(s.log_path, "wb")  # noqa: SIM115 - handed to the child
+                s.container_env = self._container_env(s, home)
                 s.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
                     argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=self._container_env(s, home), cwd=str(home),
+                    env=s.container_env, cwd=str(home),
                     start_new_session=True)
                 out.close()
             except OSError as exc:
@@ -485,7 +530,7 @@ def link_platform(vm_prefix: str | os.PathLike, platform_prefix: str | os.PathLi
     return link
 
 
-def serve_for_project(project_root: str | os.PathLike, token: str = "demo-token",
+def serve_for_project(project_root: str | os.PathLike, token: str | None = None,
                       platform_prefix: str | os.PathLike | None = None,
                       **options: Any) -> tuple[FakeCanfar, dict[str, str]]:
     """Start a fake for ``sails run --backend canfar`` on a project; return it and the env.
@@ -493,8 +538,9 @@ def serve_for_project(project_root: str | os.PathLike, token: str = "demo-token"
     The project is seen by jobs under ``platform_prefix`` (default: a symlink in the
     temporary folder, like /arc/projects/<name>). Set the returned variables (CANFAR_URL,
     CANFAR_TOKEN and SAILS_* overrides for [platform] and fast polling) for the orchestrator,
-    and call ``fake.stop()`` when done.
+    and call ``fake.stop()`` when done. The token is a new random secret unless given.
     """
+    token = token or new_token()
     root = Path(project_root).resolve()
     if platform_prefix is None:
         base = Path(tempfile.gettempdir()) / f"sails-fake-arc-{os.getuid()}" / "projects"
@@ -517,7 +563,9 @@ def serve_for_project(project_root: str | os.PathLike, token: str = "demo-token"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--token", default=os.environ.get("CANFAR_TOKEN") or "fake-token")
+    p.add_argument("--token-file", required=not os.environ.get("CANFAR_TOKEN"),
+                   help="file holding the bearer token (a random one is written there if "
+                        "missing); default: $CANFAR_TOKEN")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--vm-prefix")
     p.add_argument("--platform-prefix")
@@ -529,7 +577,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (ns.vm_prefix and ns.platform_prefix):
             p.error("--link needs --vm-prefix and --platform-prefix")
         link_platform(ns.vm_prefix, ns.platform_prefix)
-    fake = FakeCanfar(ns.token, port=ns.port, pending_seconds=ns.pending_seconds).start()
+    try:
+        token = (read_token_file(ns.token_file) if ns.token_file
+                 else os.environ["CANFAR_TOKEN"])
+        check_token(token)
+    except (OSError, ValueError) as exc:
+        p.error(str(exc))
+    fake = FakeCanfar(token, port=ns.port, pending_seconds=ns.pending_seconds).start()
     print(f"CANFAR_URL={fake.url}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -308,7 +308,9 @@ def download_mous(
     mous = mous_uri(mous_id)
     catalog.mous(mous)  # NotFoundError for an unknown MOUS
     own_client = client is None
-    client = client or make_client(project.settings.download)
+    archive = project.settings.archive
+    client = client or make_client(project.settings.download,
+                                   archive_urls=(archive.tap_url, archive.datalink_url))
     reporter = progress or make_progress()
     try:
         with reporter as active:

@@ -10,14 +10,16 @@ disk fails at once and keeps the partial data for a later resume.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,29 +89,69 @@ def _larger_reads() -> None:
         HTTP11Connection.READ_NUM_BYTES = _READ_BYTES
 
 
-def check_redirect(response: httpx.Response) -> None:
-    """A redirect may go to another mirror, but only over http(s), never from https down to
-    plain http (a delivery must not be steered to file:, ftp: or an unencrypted copy)."""
-    if not response.is_redirect:
+def _origin(url: httpx.URL) -> tuple[str, int | None]:
+    """Host and explicit port (None: the scheme's default), as a redirect target is judged."""
+    return url.host.lower(), url.port
+
+
+def _entry_origin(entry: str) -> tuple[str, int | None]:
+    url = httpx.URL(f"http://{entry}/")
+    return url.host.lower(), url.port
+
+
+def allowed_redirect_origins(policy: Download,
+                             extra_urls: Iterable[str] = ()) -> frozenset[tuple[str, int | None]]:
+    """``[download] redirect_hosts`` plus the hosts of ``extra_urls`` (the archive's URLs)."""
+    out = {_entry_origin(h) for h in policy.redirect_hosts}
+    for url in extra_urls:
+        with contextlib.suppress(httpx.InvalidURL):
+            if httpx.URL(url).host:
+                out.add(_origin(httpx.URL(url)))
+    return frozenset(out)
+
+
+def check_redirect(response: httpx.Response,
+                   allowed: frozenset[tuple[str, int | None]] = frozenset()) -> None:
+    """A redirect may stay on its host or go to an allowed mirror, only over http(s), never
+    from https down to plain http (a delivery must not be steered to another server, file:,
+    ftp: or an unencrypted copy).
+
+    Runs as a response hook, which httpx calls *before* it builds ``next_request``: the
+    target is read from the ``Location`` header here, as httpx will resolve it.
+    """
+    if not response.has_redirect_location:
         return
-    target = response.next_request.url if response.next_request else None
     source = response.request.url
-    if target is None:
-        return
+    try:
+        target = source.join(response.headers["Location"])
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        raise DownloadError(f"refusing a redirect from {source}: its Location is not a URL",
+                            hint="the archive answered with a broken redirect") from None
     if target.scheme not in ("http", "https") or (source.scheme == "https"
                                                   and target.scheme == "http"):
         raise DownloadError(f"refusing a redirect from {source} to {target}",
                             hint="the archive answered with an unsafe redirect")
+    origin = _origin(target)
+    if origin != _origin(source) and origin not in allowed:
+        shown = origin[0] if origin[1] is None else f"{origin[0]}:{origin[1]}"
+        raise DownloadError(
+            f"refusing a redirect from {source} to {target}: host {shown} is not in "
+            f"[download] redirect_hosts",
+            hint=f"if {shown} is a trusted archive mirror, add it to [download] "
+                 f"redirect_hosts")
 
 
-def make_client(policy: Download, *, parallel: int | None = None) -> httpx.Client:
-    """An httpx client for downloads: timeouts from the policy, redirects, no compression."""
+def make_client(policy: Download, *, parallel: int | None = None,
+                archive_urls: Iterable[str] = ()) -> httpx.Client:
+    """An httpx client for downloads: timeouts from the policy, redirects (checked against
+    ``redirect_hosts`` and the hosts of ``archive_urls``), no compression."""
     _larger_reads()
     n = max(parallel or policy.parallel_files, 1)
+    allowed = allowed_redirect_origins(policy, archive_urls)
     return httpx.Client(
         timeout=httpx.Timeout(policy.timeout_seconds),
         follow_redirects=True,
-        event_hooks={"response": [check_redirect]},
+        event_hooks={"response": [functools.partial(check_redirect, allowed=allowed)]},
         limits=httpx.Limits(max_connections=n + 2, max_keepalive_connections=n + 2),
         headers={"User-Agent": f"alma-sails/{__version__}", "Accept-Encoding": "identity"},
     )
