@@ -56,6 +56,8 @@ def mosaic_geometry(mss: list[dict[str, Any]]) -> dict[str, Any] | None:
     The centre is the mean direction of the distinct pointings of every measurement set; the
     radius is the largest pointing offset from it (arcsec).
     """
+    if not all(m.get("pointings") for m in mss):
+        return None
     frame = mss[0]["pointings"][0][0]
     pts: list[tuple[float, float]] = []
     for m in mss:
@@ -72,6 +74,11 @@ def mosaic_geometry(mss: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"n_pointings": len(pts), "centre_deg": [ra0, dec0], "frame": frame,
             "radius_arcsec": radius, "pointings_deg": [list(p) for p in pts],
             "phasecenter": f"{frame} {ra0:.9f}deg {dec0:.9f}deg"}
+
+
+def _sel(m: dict[str, Any]) -> str:
+    """The field selection of one measurement set: its target field ids."""
+    return m.get("field_sel") or str(m["field_id"])
 
 
 def _unit(ra: float, dec: float) -> tuple[float, float, float]:
@@ -196,7 +203,7 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
     datacolumn = _common_column(mss, warnings)
     continuum = {
         "imagename": f"{stem}.{label}.cont.I",
-        "vis": [m["vis"] for m in mss], "field": [m["field_sel"] for m in mss],
+        "vis": [m["vis"] for m in mss], "field": [_sel(m) for m in mss],
         "spw": cont_sel, "datacolumn": datacolumn, "nterms": nterms,
         "deconvolver": "mtmfs" if nterms == 2 else "hogbom",
         "reffreq_hz": 0.5 * (lo + hi), "fractional_bw": fbw, "spw_ids": sorted(cont_spw_ids),
@@ -296,7 +303,7 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
         n = sum(b - a + 1 for a, b in free)
         if n < max(3, float(cfg.get("min_linefree_fraction", 0.1)) * s["nchan"]):
             contsub = False
-        fit.append({"vis": m["vis"], "field_id": m["field_id"], "field_sel": m["field_sel"],
+        fit.append({"vis": m["vis"], "field_id": m["field_id"], "field_sel": _sel(m),
                     "spw": s["id"],
                     "fitspec": f"{s['id']}:{im.chan_selection(free)}",
                     "datacolumn": m["datacolumn"], "nchan": s["nchan"],
