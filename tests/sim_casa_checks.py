@@ -32,8 +32,20 @@ def summary(ms: str, listfile: str) -> dict:
         "nchan": [int(md.nchan(i)) for i in range(md.nspw())],
         "antennas": list(md.antennanames()),
         "intents": sorted(md.intents()),
+        "field_dirs_deg": [[math.degrees(d["m0"]["value"]) % 360, math.degrees(d["m1"]["value"])]
+                           for d in (md.phasecenter(i) for i in range(md.nfields()))],
+        "fields_for_name": {n: [int(f) for f in md.fieldsforname(n)]
+                            for n in sorted(set(md.fieldnames()))},
     }
     md.close()
+    tb = casatools.table()
+    tb.open(ms + "/FIELD")
+    out["field_source_ids"] = [int(x) for x in tb.getcol("SOURCE_ID")]
+    tb.close()
+    tb.open(ms + "/ANTENNA")
+    out["dish_diameters"] = sorted({float(x) for x in tb.getcol("DISH_DIAMETER")})
+    out["stations"] = list(tb.getcol("STATION"))
+    tb.close()
     tb = casatools.table()
     tb.open(ms + "/SPECTRAL_WINDOW")
     out["bbc_no"] = [int(x) for x in tb.getcol("BBC_NO")]
@@ -183,8 +195,73 @@ def image_cube(ms: str, field: str, spw: str, imagename: str, cell: float, imsiz
             "spectrum": spec.tolist(), "velocity": vel.tolist()}
 
 
+def image_region_flux(ms: str, field: str, spw: str, imagename: str, cell: float,
+                      imsize: int, reffreq_ghz: float, phasecenter: str, gridder: str,
+                      niter: int, threshold: str, mask: list[str], regions: dict[str, dict],
+                      pb_probe_arcsec: list[float], scales: list[int]) -> dict:
+    """Clean (multiscale, user mask, pbcor) and sum the pbcor image inside each region.
+
+    ``regions``: name -> {"include": [[ra, dec, r_arcsec], ...], "exclude": [...]}; flux is
+    the sum over the region's pixels divided by the restoring-beam area in pixels. Also
+    returns the .pb value at ``pb_probe_arcsec`` north of the phase centre.
+    """
+    import casatasks
+    import casatools
+
+    _tclean(vis=ms, field=field, spw=spw, imagename=imagename, specmode="mfs",
+            reffreq=f"{reffreq_ghz}GHz", deconvolver="multiscale", scales=scales,
+            weighting="natural", cell=f"{cell}arcsec", imsize=imsize, niter=niter,
+            threshold=threshold, usemask="user", mask=mask, pbcor=True, datacolumn="corrected",
+            gridder=gridder, phasecenter=phasecenter, pblimit=0.2)
+    beam = _beam(imagename + ".image.pbcor")
+    ia = casatools.image()
+    ia.open(imagename + ".image.pbcor")
+    data = ia.getchunk()[:, :, 0, 0]
+    cs = ia.coordsys()
+    ia.close()
+    ia.open(imagename + ".pb")
+    pb = ia.getchunk()[:, :, 0, 0]
+    ia.close()
+    ref = cs.referencepixel()["numeric"]
+    refval = cs.referencevalue()["numeric"]
+    inc = cs.increment()["numeric"]
+    nx, ny = data.shape
+    ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    # flat-sky offsets (arcsec) of each pixel from the image centre
+    x = (ii - ref[0]) * inc[0] * 206264.806  # east positive (the RA increment is < 0)
+    y = (jj - ref[1]) * inc[1] * 206264.806
+    ra0, dec0 = refval[0], refval[1]
+
+    def offsets(ra_deg: float, dec_deg: float) -> tuple[float, float]:
+        return ((math.radians(ra_deg) - ra0) * math.cos(dec0) * 206264.806,
+                (math.radians(dec_deg) - dec0) * 206264.806)
+
+    cell_arcsec = abs(inc[0]) * 206264.806
+    beam_pix = math.pi * beam["bmaj"] * beam["bmin"] / (4 * math.log(2)) / cell_arcsec ** 2
+    out = {}
+    valid = np.isfinite(data)
+    for name, reg in regions.items():
+        sel = np.zeros_like(valid)
+        for ra, dec, r in reg["include"]:
+            ox, oy = offsets(ra, dec)
+            sel |= np.hypot(x - ox, y - oy) <= r
+        for ra, dec, r in reg.get("exclude", []):
+            ox, oy = offsets(ra, dec)
+            sel &= np.hypot(x - ox, y - oy) > r
+        out[name] = float(np.nansum(data[sel & valid]) / beam_pix)
+        out[name + "_blanked_pixels"] = int((sel & ~valid).sum())
+    probes = []
+    for r in pb_probe_arcsec:
+        j = int(round(ref[1] + r / (inc[1] * 206264.806)))
+        probes.append(float(pb[int(round(ref[0])), j]))
+    rms = casatasks.imstat(imagename=imagename + ".residual")["rms"][0]
+    return {"flux": out, "beam": beam, "pb_probe": probes, "residual_rms": float(rms),
+            "beam_pix": beam_pix}
+
+
 OPS = {"summary": summary, "compare": compare, "image_cont": image_cont,
-       "dirty_snr": dirty_snr, "image_cube": image_cube}
+       "dirty_snr": dirty_snr, "image_cube": image_cube,
+       "image_region_flux": image_region_flux}
 
 
 def main() -> None:

@@ -17,22 +17,79 @@ from sails.casa.tools import opened
 from sails.constants import C_KMS
 
 EXCLUDED_SPW_TAGS = ("WVR", "SQLD", "CH_AVG")
+#: Mosaics: the "inner region" of the mosaic metrics is where the mosaic's primary-beam
+#: response is at least this (flat noise there, away from the edge).
+MOSAIC_INNER_PB = 0.8
+#: Pointings closer than this (arcsec) are one pointing (the same field in several EBs).
+SAME_POINTING_ARCSEC = 0.01
 
 
 class PlanError(BadInput):
     """The data cannot be imaged as asked (no such field, no science spw ...)."""
 
 
-def _field_id(msmd, name: str, vis: str) -> int:
+def _field_ids(msmd, name: str, vis: str) -> list[int]:
+    """Every field row called ``name`` that has data: one, or a mosaic's pointings."""
     names = list(msmd.fieldnames())
     ids = [i for i, n in enumerate(names) if n == name]
     if not ids:
         raise PlanError(f"field {name!r} is not in {vis} (fields: {names})")
-    # several rows with one name (mosaics are not handled here): use the first with data
-    for fid in ids:
-        if len(msmd.scansforfield(fid)) > 0:
-            return fid
-    raise PlanError(f"field {name!r} has no scans in {vis}")
+    with_data = [fid for fid in ids if len(msmd.scansforfield(fid)) > 0]
+    if not with_data:
+        raise PlanError(f"field {name!r} has no scans in {vis}")
+    return with_data
+
+
+def _field_id(msmd, name: str, vis: str) -> int:
+    return _field_ids(msmd, name, vis)[0]
+
+
+def _direction_deg(msmd, fid: int) -> tuple[str, float, float]:
+    d = msmd.phasecenter(fid)
+    return (str(d.get("refer", "J2000")), math.degrees(d["m0"]["value"]) % 360.0,
+            math.degrees(d["m1"]["value"]))
+
+
+def mosaic_geometry(mss: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Centre, pointings and radius of a mosaic (None for a single pointing).
+
+    The centre is the mean direction of the distinct pointings of every measurement set; the
+    radius is the largest pointing offset from it (arcsec).
+    """
+    if not all(m.get("pointings") for m in mss):
+        return None
+    frame = mss[0]["pointings"][0][0]
+    pts: list[tuple[float, float]] = []
+    for m in mss:
+        for _f, ra, dec in m["pointings"]:
+            if not any(_sep_arcsec(ra, dec, a, b) < SAME_POINTING_ARCSEC for a, b in pts):
+                pts.append((ra, dec))
+    if len(pts) < 2:
+        return None
+    vec = [sum(c) for c in zip(*(_unit(ra, dec) for ra, dec in pts), strict=True)]
+    norm = math.sqrt(sum(c * c for c in vec))
+    ra0 = math.degrees(math.atan2(vec[1], vec[0])) % 360.0
+    dec0 = math.degrees(math.asin(vec[2] / norm))
+    radius = max(_sep_arcsec(ra, dec, ra0, dec0) for ra, dec in pts)
+    return {"n_pointings": len(pts), "centre_deg": [ra0, dec0], "frame": frame,
+            "radius_arcsec": radius, "pointings_deg": [list(p) for p in pts],
+            "phasecenter": f"{frame} {ra0:.9f}deg {dec0:.9f}deg"}
+
+
+def _sel(m: dict[str, Any]) -> str:
+    """The field selection of one measurement set: its target field ids."""
+    return m.get("field_sel") or str(m["field_id"])
+
+
+def _unit(ra: float, dec: float) -> tuple[float, float, float]:
+    a, d = math.radians(ra), math.radians(dec)
+    return (math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d))
+
+
+def _sep_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    u, v = _unit(ra1, dec1), _unit(ra2, dec2)
+    chord = math.sqrt(sum((x - y) ** 2 for x, y in zip(u, v, strict=True)))
+    return math.degrees(2 * math.asin(min(1.0, chord / 2))) * 3600.0
 
 
 def _has_column(vis: str, column: str) -> bool:
@@ -43,7 +100,9 @@ def _has_column(vis: str, column: str) -> bool:
 def describe_ms(vis: str, field: str, datacolumn: str = "auto") -> dict[str, Any]:
     """Field id, science spws with LSRK channel frequencies, longest baseline, dish size."""
     with opened("msmetadata", vis) as msmd:
-        fid = _field_id(msmd, field, vis)
+        fids = _field_ids(msmd, field, vis)
+        fid = fids[0]
+        pointings = [_direction_deg(msmd, f) for f in fids]
         names = list(msmd.namesforspws())
         spws = []
         for s in sorted(int(x) for x in msmd.spwsforfield(fid)):
@@ -60,11 +119,13 @@ def describe_ms(vis: str, field: str, datacolumn: str = "auto") -> dict[str, Any
             freqs = ms.cvelfreqs(spwids=[spw["id"]], fieldids=[fid], mode="channel",
                                  outframe="LSRK")
             spw["lsrk_hz"] = [float(f) for f in freqs]
-        ms.msselect({"field": str(fid)})
+        ms.msselect({"field": ",".join(str(f) for f in fids)})
         uvmax = float(ms.range(["uvdist"])["uvdist"][1])
     if datacolumn == "auto":
         datacolumn = "corrected" if _has_column(vis, "CORRECTED_DATA") else "data"
-    return {"vis": vis, "field_id": fid, "spws": spws, "max_baseline_m": uvmax,
+    return {"vis": vis, "field_id": fid, "field_ids": fids,
+            "field_sel": ",".join(str(f) for f in fids), "pointings": pointings,
+            "spws": spws, "max_baseline_m": uvmax,
             "dish_m": dish, "datacolumn": datacolumn}
 
 
@@ -106,8 +167,12 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
     dish = min(m["dish_m"] for m in mss + line_mss)
     cell = im.cell_arcsec(fmax, bmax, float(cfg["pixels_per_beam"]))
     pb_fwhm = im.pb_fwhm_arcsec(fmin, dish)
+    mosaic = mosaic_geometry(mss)
+    raw = im.raw_imsize(pb_fwhm, float(cfg["pb_factor"]), cell)
+    if mosaic:  # the union of the pointings: their spread plus one pointing's width
+        raw += math.ceil(2 * mosaic["radius_arcsec"] / cell)
     with opened("synthesisutils") as su:
-        imsize = int(su.getOptimumSize(im.raw_imsize(pb_fwhm, float(cfg["pb_factor"]), cell)))
+        imsize = int(su.getOptimumSize(raw))
 
     # Continuum: line-free channels of every science spw, per measurement set.
     cont_sel, cont_ranges, nfree, ntot, cont_spw_ids = [], [], 0, 0, set()
@@ -138,7 +203,7 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
     datacolumn = _common_column(mss, warnings)
     continuum = {
         "imagename": f"{stem}.{label}.cont.I",
-        "vis": [m["vis"] for m in mss], "field": [str(m["field_id"]) for m in mss],
+        "vis": [m["vis"] for m in mss], "field": [_sel(m) for m in mss],
         "spw": cont_sel, "datacolumn": datacolumn, "nterms": nterms,
         "deconvolver": "mtmfs" if nterms == 2 else "hogbom",
         "reffreq_hz": 0.5 * (lo + hi), "fractional_bw": fbw, "spw_ids": sorted(cont_spw_ids),
@@ -157,6 +222,8 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "field": field, "stem": stem, "cell_arcsec": cell, "imsize": imsize,
         "pb_fwhm_arcsec": pb_fwhm, "max_baseline_m": bmax, "dish_m": dish,
         "phasecenter_field": ref["field_id"], "continuum": continuum, "cubes": cubes,
+        "mosaic": mosaic, "gridder": "mosaic" if mosaic else "standard",
+        "phasecenter": mosaic["phasecenter"] if mosaic else "",
         "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
         "vsys_kms": vsys, "window_kms": window, "linefree_half_kms": excl,
     }
@@ -236,7 +303,8 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
         n = sum(b - a + 1 for a, b in free)
         if n < max(3, float(cfg.get("min_linefree_fraction", 0.1)) * s["nchan"]):
             contsub = False
-        fit.append({"vis": m["vis"], "field_id": m["field_id"], "spw": s["id"],
+        fit.append({"vis": m["vis"], "field_id": m["field_id"], "field_sel": _sel(m),
+                    "spw": s["id"],
                     "fitspec": f"{s['id']}:{im.chan_selection(free)}",
                     "datacolumn": m["datacolumn"], "nchan": s["nchan"],
                     "chan_width_hz": s["chan_width_hz"]})

@@ -157,12 +157,17 @@ def write_like(template: str, outfile: str, pixels: np.ndarray, unit: str = "") 
     return outfile
 
 
-def apparent_sensitivity(vis: list[str], fields: list[int], spws: list[str], imsize: int,
-                         cell_arcsec: float, weighting: str, robust: float) -> float | None:
-    """imager.apparentsens for the same data selection and weighting as the image (Jy/beam)."""
+def apparent_sensitivity(vis: list[str], fields: list[int | str], spws: list[str],
+                         imsize: int, cell_arcsec: float, weighting: str,
+                         robust: float) -> float | None:
+    """imager.apparentsens for the same data selection and weighting as the image (Jy/beam).
+
+    ``fields``: per MS a field id, or a mosaic's ids as ``"2,3,4"`` (the sensitivity of all
+    the data, i.e. where every pointing overlaps; a mosaic's own noise varies across it).
+    """
     with opened("imager") as imt:
         for v, f, s in zip(vis, fields, spws, strict=True):
-            imt.selectvis(vis=v, field=[int(f)], spw=s)
+            imt.selectvis(vis=v, field=[int(x) for x in str(f).split(",")], spw=s)
         imt.defineimage(nx=imsize, ny=imsize, cellx=f"{cell_arcsec}arcsec",
                         celly=f"{cell_arcsec}arcsec")
         if weighting == "briggs":

@@ -42,7 +42,9 @@ def _size(path: Path) -> int:
 @sim_app.command("generate")
 def generate(
     outdir: Path = typer.Argument(..., help="Folder to write the MOUS folders into."),
-    preset: str = typer.Option("demo", "--preset", "-P", help="tiny | selfcal | demo."),
+    preset: str = typer.Option(
+        "demo", "--preset", "-P",
+        help="tiny | selfcal | demo | group | group-tiny (a 12-m mosaic, 7-m and TP group OUS)."),
     seed: int = typer.Option(1, "--seed", help="Same seed, same visibilities (byte for byte)."),
     n_mous: int | None = typer.Option(None, "--n-mous", help="Number of MOUS."),
     targets: int | None = typer.Option(None, "--targets", help="Science targets per MOUS (1-3)."),
@@ -73,11 +75,12 @@ def generate(
     from sails.sim import load_truth
 
     table = Table(title=f"simulated MOUS in {Path(outdir).resolve()}")
-    for col in ("MOUS", "label", "EBs", "targets", "phase rms", "size", "time"):
+    for col in ("MOUS", "array", "label", "EBs", "targets", "phase rms", "size", "time"):
         table.add_column(col)
     for p in paths:
         truth = load_truth(p)
-        table.add_row(truth["mous_uid"], truth["label"], str(len(truth["ebs"])),
+        table.add_row(truth["mous_uid"], truth.get("array", "12m"), truth["label"],
+                      str(len(truth["ebs"])),
                       ", ".join(t["name"] for t in truth["targets"]),
                       f"{truth['phase_errors']['rms_deg']:g} deg",
                       f"{_size(p) / 1e6:.0f} MB", f"{truth['generation_s']:.1f} s")

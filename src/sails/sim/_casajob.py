@@ -57,7 +57,13 @@ class EBBuilder:
         self.me = casatools.measures()
         self.qa = casatools.quanta()
         self.rng = np.random.default_rng(eb["seed"])
-        self.fields = plan["calibrators"] + plan["targets"]
+        self.fields = []
+        for f in plan["fields"]:
+            if "target_index" in f:  # a pointing: the target's sky, seen from this centre
+                tgt = plan["targets"][f["target_index"]]
+                f = dict(tgt, ra_deg=f["ra_deg"], dec_deg=f["dec_deg"], sim_name=f["sim_name"],
+                         sky_ra_deg=tgt["ra_deg"], sky_dec_deg=tgt["dec_deg"])
+            self.fields.append(f)
         self.ref_hz = plan["ref_freq_ghz"] * 1e9
 
     # ----------------------------------------------------------------- skeleton
@@ -94,17 +100,19 @@ class EBBuilder:
                                freqresolution=f"{width!r}Hz", nchannels=s["nchan"],
                                stokes="XX YY", refcode="TOPO")
             sm.setfeed(mode="perfect X Y")
-            for f in self.fields:
-                sm.setfield(sourcename=f["name"], sourcedirection=self._direction(f))
+            for f in self.fields:  # pointings of a mosaic get unique names until renamed
+                sm.setfield(sourcename=f["sim_name"], sourcedirection=self._direction(f))
             sm.setlimits(shadowlimit=0.001, elevationlimit="3deg")
             sm.setauto(autocorrwt=0.0)
             sm.settimes(integrationtime=f"{plan['integration_s']}s", usehourangle=False,
                         referencetime=self.me.epoch("UTC", eb["start_utc"]))
             for sc in eb["scans"]:
-                for s in plan["spws"]:
-                    sm.observe(sourcename=sc["field"], spwname=s["name"],
-                               starttime=f"{sc['start_s']}s", stoptime=f"{sc['stop_s']}s",
-                               state_obs_mode=sc["intent"])
+                for sub in sc["subscans"]:
+                    name = self.fields[sub["field_id"]]["sim_name"]
+                    for s in plan["spws"]:
+                        sm.observe(sourcename=name, spwname=s["name"],
+                                   starttime=f"{sub['start_s']}s", stoptime=f"{sub['stop_s']}s",
+                                   state_obs_mode=sc["intent"])
 
     def fix_metadata(self) -> None:
         """Scan numbers as ALMA writes them, BBC_NO, project/EB ids, drop MODEL_DATA."""
@@ -116,10 +124,12 @@ class EBBuilder:
             for s in np.unique(sim_scan):
                 starts[int(s)] = float(times[sim_scan == s].min())
             order = sorted(set(round(v, 3) for v in starts.values()))
-            if len(order) != len(eb["scans"]):
-                raise RuntimeError(f"expected {len(eb['scans'])} scans, simulator made "
+            # one simulator scan per subscan; a mosaic scan's subscans share its number
+            scan_of = [sc["scan"] for sc in eb["scans"] for _ in sc["subscans"]]
+            if len(order) != len(scan_of):
+                raise RuntimeError(f"expected {len(scan_of)} subscans, simulator made "
                                    f"{len(order)}")
-            remap = {s: order.index(round(t, 3)) + 1 for s, t in starts.items()}
+            remap = {s: scan_of[order.index(round(t, 3))] for s, t in starts.items()}
             tb.putcol("SCAN_NUMBER", np.array([remap[int(s)] for s in sim_scan], dtype=np.int32))
             drop = ["MODEL_DATA"] + (["CORRECTED_DATA"] if plan["datacolumn"] == "data" else [])
             tb.removecols([c for c in drop if c in tb.colnames()])
@@ -138,15 +148,52 @@ class EBBuilder:
                                                 f"ExecBlock {eb['uid']}"]))
             tb.putcol("SCHEDULE_TYPE", np.array(["ALMA"]))
 
+    def name_fields(self) -> None:
+        """Give a mosaic's pointings their one source name and source id, as ALMA writes
+        them (the simulator needs a unique name per field while it builds the scans)."""
+        final = [f["name"] for f in self.fields]
+        sims = [f["sim_name"] for f in self.fields]
+        if final == sims:
+            return
+        with opened("table", str(self.ms / "FIELD"), nomodify=False) as tb:
+            src = tb.getcol("SOURCE_ID")
+            first = {}
+            for i, n in enumerate(final):
+                first.setdefault(n, int(src[i]))
+            tb.putcol("NAME", np.array(final))
+            tb.putcol("SOURCE_ID", np.array([first[n] for n in final], dtype=np.int32))
+        with opened("table", str(self.ms / "SOURCE"), nomodify=False) as tb:
+            if tb.nrows():
+                names = list(tb.getcol("NAME"))
+                by_sim = dict(zip(sims, final, strict=True))
+                tb.putcol("NAME", np.array([by_sim.get(n, n) for n in names]))
+                keep = {v for v in first.values()}
+                ids = tb.getcol("SOURCE_ID")
+                drop = [i for i, v in enumerate(ids) if int(v) not in keep]
+                if drop:
+                    tb.removerows(drop)
+
     # ----------------------------------------------------------------- sky model
     def _lm(self, field: dict[str, Any], dx: float, dy: float) -> tuple[float, float, float]:
-        """Direction cosines of an (east, north) arcsec offset from the field centre."""
+        """Direction cosines of an (east, north) arcsec offset from the target centre, seen
+        from the field's phase centre (a mosaic pointing need not be the target centre)."""
         ra0, dec0 = math.radians(field["ra_deg"]), math.radians(field["dec_deg"])
-        dec = dec0 + dy * ARCSEC
-        ra = ra0 + dx * ARCSEC / math.cos(dec)
+        ras = math.radians(field.get("sky_ra_deg", field["ra_deg"]))
+        decs = math.radians(field.get("sky_dec_deg", field["dec_deg"]))
+        dec = decs + dy * ARCSEC
+        ra = ras + dx * ARCSEC / math.cos(dec)
         lval = math.cos(dec) * math.sin(ra - ra0)
         mval = math.sin(dec) * math.cos(dec0) - math.cos(dec) * math.sin(dec0) * math.cos(ra - ra0)
         return lval, mval, math.sqrt(1.0 - lval * lval - mval * mval) - 1.0
+
+    def _pb_at(self, field: dict[str, Any], freqs: np.ndarray, dx: float,
+               dy: float) -> np.ndarray:
+        if "sky_ra_deg" not in field or (field["sky_ra_deg"], field["sky_dec_deg"]) == (
+                field["ra_deg"], field["dec_deg"]):
+            return self._pb(freqs, dx, dy)
+        lval, mval, _ = self._lm(field, dx, dy)
+        rho = math.asin(min(1.0, math.hypot(lval, mval))) / ARCSEC
+        return self._pb(freqs, rho, 0.0)
 
     def _pb(self, freqs: np.ndarray, dx: float, dy: float) -> np.ndarray:
         """Primary-beam power at an offset: blocked Airy pattern (CASA's ALMA model)."""
@@ -173,7 +220,7 @@ class EBBuilder:
             umin = u * math.cos(pa) - v * math.sin(pa)
             vis *= np.exp(-(math.pi ** 2) / (4 * LN2) * (bmaj ** 2 * umaj ** 2
                                                         + bmin ** 2 * umin ** 2))
-        return vis * self._pb(freqs, obj["dx_arcsec"], obj["dy_arcsec"])[:, None]
+        return vis * self._pb_at(field, freqs, obj["dx_arcsec"], obj["dy_arcsec"])[:, None]
 
     def _line_profile(self, blob: dict[str, Any], lo_hz: np.ndarray, hi_hz: np.ndarray,
                       rest_hz: float) -> np.ndarray:
@@ -250,7 +297,7 @@ class EBBuilder:
             dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
         with opened("table", str(self.ms / "FIELD")) as tb:
             field_names = list(tb.getcol("NAME"))
-        by_name = {f["name"]: f for f in self.fields}
+        by_name = {f["sim_name"]: f for f in self.fields}
         field_of = [by_name[n] for n in field_names]
         tsysf = np.array([a["tsys_factor"] for a in plan["antennas"]])
 
@@ -264,11 +311,12 @@ class EBBuilder:
             field_col = tb.getcol("FIELD_ID")
             ratios: dict[tuple[int, int], float] = {}
             for sc in np.unique(scan_col):
-                sel = scan_col == sc
-                fid = int(field_col[sel][0])
-                tmid = float(np.median(all_times[sel]))
-                epoch = self.qa.time(self.qa.quantity(tmid, "s"), form="ymd", prec=9)[0]
-                ratios[(int(sc), fid)] = 1.0 / self._topo_ratio(epoch, field_of[fid])
+                for fid in np.unique(field_col[scan_col == sc]):  # mosaic: several per scan
+                    sel = (scan_col == sc) & (field_col == fid)
+                    tmid = float(np.median(all_times[sel]))
+                    epoch = self.qa.time(self.qa.quantity(tmid, "s"), form="ymd", prec=9)[0]
+                    ratios[(int(sc), int(fid))] = 1.0 / self._topo_ratio(epoch,
+                                                                         field_of[int(fid)])
             # "quack": the first integration of every scan longer than four integrations
             quack_t = np.full(int(scan_col.max()) + 1, -1.0)
             for sc in np.unique(scan_col):
@@ -379,6 +427,7 @@ def run(job_path: Path) -> dict[str, Any]:
         builder.build_skeleton()
         builder.fix_metadata()
         stats = builder.fill()
+        builder.name_fields()
         checksum = builder.checksum()
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

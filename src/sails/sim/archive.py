@@ -76,6 +76,50 @@ def _galactic(ra: float, dec: float) -> tuple[float, float]:
     return float(g.l.deg), float(g.b.deg)
 
 
+def _hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Convex hull (monotone chain), counter-clockwise."""
+    pts = sorted(set(points))
+    if len(pts) < 3:
+        return pts
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[float, float]] = []
+    upper: list[tuple[float, float]] = []
+    for pt in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], pt) <= 0:
+            lower.pop()
+        lower.append(pt)
+    for pt in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], pt) <= 0:
+            upper.pop()
+        upper.append(pt)
+    return lower[:-1] + upper[:-1]
+
+
+def footprint(target: dict[str, Any], radius_deg: float) -> tuple[str, float]:
+    """(s_region, s_fov in deg) of a target: a Circle for one pointing, the archive's
+    Polygon outline of the pointings' union for a mosaic."""
+    ra0, dec0 = target["ra_deg"], target["dec_deg"]
+    pointings = target.get("pointings") or [{"ra_deg": ra0, "dec_deg": dec0}]
+    if len(pointings) == 1:
+        return f"Circle ICRS {ra0:.6f} {dec0:.6f} {radius_deg:.6f}", 2 * radius_deg
+    cosd = math.cos(math.radians(dec0))
+    pts = []
+    for p in pointings:  # flat-sky offsets (deg) of points on each pointing's circle
+        px, py = (p["ra_deg"] - ra0) * cosd, p["dec_deg"] - dec0
+        for k in range(24):
+            a = 2 * math.pi * k / 24
+            pts.append((round(px + radius_deg * math.cos(a), 9),
+                        round(py + radius_deg * math.sin(a), 9)))
+    hull = _hull(pts)
+    fov = 2 * max(math.hypot(x, y) for x, y in hull)
+    # the outline's vertices, as RA/Dec pairs (ALMA writes mosaics as such polygons)
+    coords = " ".join(f"{(ra0 + x / cosd) % 360:.6f} {dec0 + y:.6f}" for x, y in hull)
+    return f"Polygon ICRS {coords}", fov
+
+
 def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
     """ObsCore rows of one simulated MOUS (one per science target and science spw)."""
     sci = [s for s in truth["spws"] if s["kind"] == "FULL_RES"]
@@ -102,11 +146,16 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
             per_spw.append((s, f0, half, native, kms10))
         l_deg, b_deg = _galactic(t["ra_deg"], t["dec_deg"])
         obs_name = "_".join(t["name"].split())
+        dish = truth.get("dish_m", 12.0)
         for s, f0, half, _native, kms10 in per_spw:
             lam = C_M_S / (f0 * 1e9)
-            fov_deg = 1.13 * lam / 12.0 * 180 / math.pi
-            res_arcsec = 0.574 * lam / _percentile(bl, 80) * 206264.806
-            las_arcsec = 0.983 * lam / _percentile(bl, 5) * 206264.806
+            region, fov_deg = footprint(t, 1.13 * lam / dish * 180 / math.pi / 2)
+            if truth.get("array") == "TP":  # resolution of the map, every scale recovered
+                res_arcsec = 1.13 * lam / dish * 206264.806
+                las_arcsec = fov_deg * 3600.0
+            else:
+                res_arcsec = 0.574 * lam / _percentile(bl, 80) * 206264.806
+                las_arcsec = 0.983 * lam / _percentile(bl, 5) * 206264.806
             width_hz = s["chan_width_mhz"] * 1e6
             rows.append({
                 "obs_publisher_did": f"ADS/JAO.ALMA#{proposal}",
@@ -114,8 +163,7 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
                 "obs_id": f"{truth['mous_uid']}.source.{obs_name}.spw.{s['id']}",
                 "dataproduct_type": "cube", "calib_level": 2, "target_name": t["name"],
                 "s_ra": t["ra_deg"], "s_dec": t["dec_deg"], "s_fov": fov_deg,
-                "s_region": f"Circle ICRS {t['ra_deg']:.6f} {t['dec_deg']:.6f} "
-                            f"{fov_deg / 2:.6f}",
+                "s_region": region,
                 "s_resolution": res_arcsec, "t_min": t_min, "t_max": t_max,
                 "t_exptime": t["on_source_s"], "t_resolution": truth["integration_s"],
                 "em_min": C_M_S / ((f0 + half) * 1e9), "em_max": C_M_S / ((f0 - half) * 1e9),
@@ -126,7 +174,8 @@ def obscore_rows(truth: dict[str, Any]) -> list[dict[str, Any]]:
                 "gal_longitude": l_deg, "gal_latitude": b_deg,
                 "band_list": str(truth["band"]), "em_resolution": lam * width_hz / (f0 * 1e9),
                 "bandwidth": s["nchan"] * width_hz, "antenna_arrays": arrays,
-                "is_mosaic": "F", "obs_release_date": release.strftime("%Y-%m-%dT%H:%M:%S.000"),
+                "is_mosaic": "T" if t.get("is_mosaic") else "F",
+                "obs_release_date": release.strftime("%Y-%m-%dT%H:%M:%S.000"),
                 "spatial_resolution": res_arcsec, "frequency_support": " U ".join(supports),
                 "frequency": f0, "velocity_resolution": width_hz / (f0 * 1e9) * C_M_S,
                 "obs_creator_name": "Doe, Jane", "pub_title": "", "first_author": "",

@@ -108,20 +108,28 @@ def build_truth(spec: MousSpec, plan: dict[str, Any], result: dict[str, Any]) ->
         targets.append(dict(t, components=comps, line=line))
     sci = [s for s in plan["spws"] if s["kind"] == "FULL_RES"]
     nb = len(plan["antennas"]) * (len(plan["antennas"]) - 1) // 2
+    tp = plan.get("array") == "TP"
     for t in targets:  # natural-weighting continuum rms estimate (flags ignored)
-        n_int = sum(round((s["stop_s"] - s["start_s"]) / plan["integration_s"])
-                    for eb in plan["ebs"] for s in eb["scans"] if s["field"] == t["name"])
+        n_int = sum(round((sub["stop_s"] - sub["start_s"]) / plan["integration_s"])
+                    for eb in plan["ebs"] for s in eb["scans"] if s["field"] == t["name"]
+                    for sub in s["subscans"])
         inv = sum(2 * nb * n_int * s["nchan"] / s["weight_sigma_jy"] ** 2 for s in sci)
-        t["expected_cont_rms_jy"] = 1.0 / math.sqrt(inv) if inv else None
+        t["expected_cont_rms_jy"] = 1.0 / math.sqrt(inv) if inv and not tp else None
+        # a mosaic pointing gets 1/N of the time: its own (single-field) noise
+        t["expected_cont_rms_per_pointing_jy"] = (
+            t["expected_cont_rms_jy"] * math.sqrt(len(t["pointings"]))
+            if t["expected_cont_rms_jy"] else None)
         t["on_source_s"] = n_int * plan["integration_s"]
     ref = plan["ref_freq_ghz"] * 1e9
     return {
         "generator": "sails.sim", "version": sails.__version__,
         "casa_version": result.get("casa_version"), "seed": plan["seed"], "label": plan["label"],
-        "mous_uid": plan["mous_uid"], "mous_fs": plan["mous_fs"],
+        "mous_uid": plan["mous_uid"], "mous_fs": plan["mous_fs"], "array": plan["array"],
+        "config_file": plan["config_file"], "dish_m": plan["dish_m"],
+        "tp_products": result.get("tp_products", []),
         "group_ous_uid": plan["group_ous_uid"], "schedblock_uid": plan["schedblock_uid"],
         "schedblock_name": plan["schedblock_name"], "proposal_id": plan["proposal_id"],
-        "band": plan["band"], "config": f"alma.cycle10.{plan['config']}.cfg",
+        "band": plan["band"], "config": plan["config_file"],
         "ref_freq_ghz": plan["ref_freq_ghz"], "integration_s": plan["integration_s"],
         "antennas": plan["antennas"], "ebs": ebs, "spws": plan["spws"],
         "science_spw_ids": [s["id"] for s in sci],
@@ -147,6 +155,17 @@ def build_truth(spec: MousSpec, plan: dict[str, Any], result: dict[str, Any]) ->
     }
 
 
+def tp_result(plan: dict[str, Any], stage: Path) -> dict[str, Any]:
+    """A TP MOUS is delivered as image products (no measurement sets): write the cubes and
+    describe the EBs as the archive lists them."""
+    from sails.sim.tp import write_tp_products
+
+    products = write_tp_products(stage, plan)
+    ebs = [{"ms": None, "checksum": None, "flagged_fraction": 0.0, "n_rows": 0,
+            "start_mjd_s": None, "lsrk_over_topo_start": None} for _ in plan["ebs"]]
+    return {"ebs": ebs, "casa_version": None, "tp_products": products}
+
+
 def load_truth(mous_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(mous_dir) / TRUTH_NAME).read_text())
 
@@ -167,12 +186,16 @@ def simulate_mous(out_root: str | Path, spec: MousSpec, seed: int = 1, *,
     work = Path(tempfile.mkdtemp(prefix=f".sim-{plan['mous_fs']}-", dir=out_root))
     stage = work / plan["mous_fs"]
     t0 = time.time()
-    result = run_casa_job({"plan": plan, "out_dir": str(stage),
-                           "result": str(work / "result.json"),
-                           "casa_log": str(work / "casa.log")}, work, timeout_s)
+    if plan["array"] == "TP":
+        result = tp_result(plan, stage)
+    else:
+        result = run_casa_job({"plan": plan, "out_dir": str(stage),
+                               "result": str(work / "result.json"),
+                               "casa_log": str(work / "casa.log")}, work, timeout_s)
     truth = build_truth(spec, plan, result)
     truth["generation_s"] = round(time.time() - t0, 2)
-    write_weblog(stage / WEBLOG_DIR, truth)
+    if plan["array"] != "TP":  # a TP delivery holds image products, not a restore
+        write_weblog(stage / WEBLOG_DIR, truth)
     (stage / TRUTH_NAME).write_text(json.dumps(truth, indent=1))
     write_archive_view(stage, truth)
     os.replace(stage, final)

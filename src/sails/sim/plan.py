@@ -33,21 +33,39 @@ DISH_M = 12.0
 #: model CASA's imagers use for ALMA 12-m antennas (so pbcor images read true fluxes).
 PB_DISH_M = 10.7
 PB_BLOCKAGE_M = 0.75
+#: Per array: dish diameter (m), CASA's primary-beam Airy model (effective aperture and
+#: blockage, m; CASA's "ACA" model for the 7-m dishes), antenna names as ALMA spells them,
+#: the scheduling-block suffix and the casadata ``alma/simmos`` pad file.
+ARRAY_DISH_M = {"12m": DISH_M, "7m": 7.0, "TP": DISH_M}
+ARRAY_PB_M = {"12m": (PB_DISH_M, PB_BLOCKAGE_M), "7m": (6.25, 0.75), "TP": (PB_DISH_M,
+                                                                           PB_BLOCKAGE_M)}
+ARRAY_SB_SUFFIX = {"12m": "TM1", "7m": "7M", "TP": "TP"}
+ARRAY_ANTENNA_NAMES = {
+    "12m": [f"DA{41 + i}" for i in range(25)] + [f"DV{i + 1:02d}" for i in range(25)],
+    "7m": [f"CM{i + 1:02d}" for i in range(12)],
+    "TP": [f"PM{i + 1:02d}" for i in range(4)],
+}
 WVR_FREQ_GHZ = 183.31
 K_BOLTZ = 1.380649e-23
 ETA_CORR = 0.96
 SLEW_S = 6.0
 
 
-def config_path(config: int) -> Path:
+def config_name(config: int, array: str = "12m") -> str:
+    """The casadata ``alma/simmos`` file of an array: 12-m configuration N, ACA, or TP."""
+    return {"7m": "aca.cycle10.cfg", "TP": "aca.tp.cfg"}.get(
+        array, f"alma.cycle10.{int(config)}.cfg")
+
+
+def config_path(config: int, array: str = "12m") -> Path:
     import casadata  # pure data package; does not import casatools
 
-    return Path(casadata.datapath) / "alma" / "simmos" / f"alma.cycle10.{int(config)}.cfg"
+    return Path(casadata.datapath) / "alma" / "simmos" / config_name(config, array)
 
 
-def read_config(config: int) -> list[dict[str, Any]]:
+def read_config(config: int, array: str = "12m") -> list[dict[str, Any]]:
     """Pads of an ALMA cycle-10 configuration (local tangent-plane metres)."""
-    path = config_path(config)
+    path = config_path(config, array)
     if not path.exists():
         raise UserInputError(f"array configuration file not found: {path}")
     pads = []
@@ -82,6 +100,14 @@ def _jname(ra_deg: float, dec_deg: float) -> str:
     return f"J{hh:02d}{mm:02d}{sign}{int(d):02d}{int((d % 1) * 60):02d}"
 
 
+def pointing_position(ra0: float, dec0: float, dx_arcsec: float,
+                      dy_arcsec: float) -> tuple[float, float]:
+    """Sky position of an (east, north) arcsec offset: the convention of every offset here
+    (component positions in the truth, pointings, the CASA child's sky model)."""
+    dec = dec0 + dy_arcsec / 3600.0
+    return (ra0 + dx_arcsec / 3600.0 / math.cos(math.radians(dec))) % 360.0, dec
+
+
 def _offset(ra: float, dec: float, dra_deg: float, ddec_deg: float) -> tuple[float, float]:
     dec2 = max(-85.0, min(40.0, dec + ddec_deg))
     return (ra + dra_deg / max(0.2, math.cos(math.radians(dec2)))) % 360.0, dec2
@@ -89,7 +115,7 @@ def _offset(ra: float, dec: float, dra_deg: float, ddec_deg: float) -> tuple[flo
 
 def sefd_jy(spec: MousSpec) -> float:
     tsys = spec.tsys_k or BAND_TSYS_K[spec.band]
-    area = math.pi * (DISH_M / 2) ** 2
+    area = math.pi * (ARRAY_DISH_M[spec.array] / 2) ** 2
     return 2 * K_BOLTZ * tsys / (BAND_ETA_A[spec.band] * area) * 1e26
 
 
@@ -112,7 +138,8 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     x2 = int(rng_id.integers(0x100, 0xfff))
     mous_uid = spec.mous_uid or f"uid://A001/X{x1:x}/X{x2:x}"
     mous = parse_uid(mous_uid, "MOUS uid")
-    gous = f"uid://{mous.archive}/X{mous.x1}/X{max(1, int(mous.x2, 16) - 1):x}"
+    gous = spec.group_ous_uid or (
+        f"uid://{mous.archive}/X{mous.x1}/X{max(1, int(mous.x2, 16) - 1):x}")
     sb_uid = f"uid://{mous.archive}/X{mous.x1}/X{max(1, int(mous.x2, 16) - 2):x}"
     year = int(rng.integers(2021, 2025))
     proposal = spec.proposal_id or f"{year}.1.{int(rng.integers(100, 1600)):05d}.S"
@@ -122,9 +149,9 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     else:
         first = dt.date(year + 1, 1, 1) + dt.timedelta(days=int(rng.integers(0, 330)))
     # --- antennas: a seeded subset of the configuration's pads, with ALMA-like names
-    pads = read_config(spec.config)
+    pads = read_config(spec.config, spec.array)
     idx = sorted(rng.choice(len(pads), size=spec.n_antennas, replace=False).tolist())
-    names = [f"DA{41 + i}" for i in range(25)] + [f"DV{i + 1:02d}" for i in range(25)]
+    names = ARRAY_ANTENNA_NAMES[spec.array]
     ant_names = sorted(rng.choice(names, size=spec.n_antennas, replace=False).tolist())
     tsys_factor = np.clip(1 + 0.08 * rng.standard_normal(spec.n_antennas), 0.8, 1.25)
     antennas = [dict(pads[j], name=ant_names[k], tsys_factor=round(float(tsys_factor[k]), 4))
@@ -168,6 +195,19 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     wvr = ",CALIBRATE_WVR#ON_SOURCE" if spec.wvr else ""
     plan_scans = [(bandpass["name"], "CALIBRATE_BANDPASS#ON_SOURCE,CALIBRATE_FLUX#ON_SOURCE"
                    + wvr, spec.bandpass_scan_s)]
+    fields = [dict(c, sim_name=c["name"]) for c in (bandpass, phasecal)]
+    target_fields: list[list[int]] = []
+    for ti, tg in enumerate(spec.targets):
+        ids = []
+        for k, (dx, dy) in enumerate(tg.pointing_offsets()):
+            ra, dec = pointing_position(tg.ra_deg, tg.dec_deg, dx, dy)
+            ids.append(len(fields))
+            fields.append({"name": tg.name, "sim_name": tg.name if not tg.is_mosaic
+                           else f"{tg.name}#P{k}", "ra_deg": ra, "dec_deg": dec,
+                           "target_index": ti, "pointing_index": k, "dx_arcsec": dx,
+                           "dy_arcsec": dy})
+        target_fields.append(ids)
+    cal_index = {bandpass["name"]: [0], phasecal["name"]: [1]}
     for _ in range(spec.n_cycles):
         plan_scans.append((phasecal["name"], "CALIBRATE_PHASE#ON_SOURCE" + wvr,
                            spec.phasecal_scan_s))
@@ -176,12 +216,19 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     plan_scans.append((phasecal["name"], "CALIBRATE_PHASE#ON_SOURCE" + wvr,
                        spec.phasecal_scan_s))
     scans, t = [], 0.0
+    by_target = {tg.name: target_fields[i] for i, tg in enumerate(spec.targets)}
     for i, (field, intent, dur) in enumerate(plan_scans):
-        n_int = max(1, int(round(dur / spec.integration_s)))
-        stop = t + n_int * spec.integration_s
-        scans.append({"scan": i + 1, "field": field, "intent": intent, "start_s": t,
-                      "stop_s": stop})
-        t = stop + SLEW_S
+        # A mosaic scan visits every pointing in turn (one subscan per field), as ALMA does.
+        ids = by_target.get(field) or cal_index[field]
+        per = max(1, int(round(dur / spec.integration_s / len(ids))))
+        subscans, start = [], t
+        for fid in ids:
+            stop = t + per * spec.integration_s
+            subscans.append({"field_id": fid, "start_s": t, "stop_s": stop})
+            t = stop
+        scans.append({"scan": i + 1, "field": field, "intent": intent, "start_s": start,
+                      "stop_s": t, "subscans": subscans})
+        t = t + SLEW_S
     duration = t
     target_scans = [s["scan"] for s in scans if s["intent"].startswith("OBSERVE_TARGET")]
     # --- execution blocks
@@ -201,7 +248,11 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     targets = []
     for t in spec.targets:
         tj = {"name": t.name, "ra_deg": t.ra_deg, "dec_deg": t.dec_deg,
-              "components": [vars(c) | {} for c in t.components], "line": None}
+              "components": [vars(c) | {} for c in t.components], "line": None,
+              "is_mosaic": t.is_mosaic,
+              "pointings": [{k: fields[i][k] for k in ("ra_deg", "dec_deg", "dx_arcsec",
+                                                        "dy_arcsec")}
+                            for i in by_target[t.name]]}
         if t.line:
             tj["line"] = vars(t.line) | {
                 "blobs": [vars(b) for b in t.line.blobs()],
@@ -215,13 +266,17 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
         "label": spec.label,
         "mous_uid": mous.uri, "mous_fs": mous.fs, "group_ous_uid": gous,
         "schedblock_uid": sb_uid, "proposal_id": proposal,
-        "schedblock_name": f"{spec.targets[0].name[:12]}_a_{spec.band:02d}_TM1",
+        "schedblock_name": f"{spec.targets[0].name[:12]}_a_{spec.band:02d}_"
+                           f"{ARRAY_SB_SUFFIX[spec.array]}",
+        "array": spec.array, "config_file": config_name(spec.config, spec.array),
+        "fields": fields, "tp_noise_mjy": spec.tp_noise_mjy,
         "band": spec.band, "config": spec.config, "ref_freq_ghz": spec.reference_freq_ghz(),
         "integration_s": spec.integration_s, "antennas": antennas, "spws": spws,
         "calibrators": [bandpass, phasecal], "targets": targets, "ebs": ebs,
         "phase_rms_deg": spec.phase_rms_deg, "phase_timescale_s": spec.phase_timescale_s,
         "noise": spec.noise, "noise_scale": spec.noise_scale, "sefd_jy": sefd_jy(spec),
         "datacolumn": spec.datacolumn, "flags": spec.flags, "wvr": spec.wvr,
-        "dish_m": DISH_M, "pb_dish_m": PB_DISH_M, "pb_blockage_m": PB_BLOCKAGE_M,
+        "dish_m": ARRAY_DISH_M[spec.array], "pb_dish_m": ARRAY_PB_M[spec.array][0],
+        "pb_blockage_m": ARRAY_PB_M[spec.array][1],
         "c_kms": C_KMS,
     }

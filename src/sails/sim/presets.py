@@ -1,5 +1,6 @@
 """Ready-made simulations: ``tiny`` (tests, seconds), ``selfcal`` (one demo-sized MOUS with
-strong phase errors), ``demo`` (two MOUS, three targets, for the pipeline demo).
+strong phase errors), ``demo`` (two MOUS, three targets, for the pipeline demo), ``group``
+and ``group-tiny`` (one group OUS: a 12-m mosaic, a 7-m MOUS and a TP cube of one streamer).
 
 Each preset is a function returning a list of :class:`MousSpec`; ``customize`` applies the
 CLI's overrides (counts, band, names, phase rms) on top of a preset.
@@ -11,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sails.errors import UserInputError
-from sails.sim.spec import BAND_LINES, Component, LineSpec, MousSpec, TargetSpec
+from sails.sim.mosaic import hex_spacing_arcsec, hexagonal_pointings
+from sails.sim.spec import BAND_BASEBANDS, BAND_LINES, Component, LineSpec, MousSpec, TargetSpec
 
 # Sky positions of made-up but plausible star-forming regions, with names of the kinds ALMA
 # archives hold (hyphens, plus signs, dots).
@@ -78,10 +80,81 @@ def demo() -> list[MousSpec]:
     return [replace(selfcal_mous(), label="demo-a"), b]
 
 
+#: The group OUS of the ``group`` presets (its members share project and group uid).
+GROUP_OUS_UID = {"group": "uid://A001/X15a2/X2c0", "group-tiny": "uid://A001/X15a2/X2d0"}
+GROUP_PROPOSAL = "2023.1.00412.S"
+GROUP_SOURCE = ("Per-emb-2", 53.07467, 30.82994)
+
+
+def streamer_line(arc_flux_jykms: float, core_flux_jykms: float) -> LineSpec:
+    """A streamer of tens of arcsec: an arc of radius 20" (about 30" long, 18" wide) falling
+    onto a compact core, redshifted by 2 km/s along its length (C18O 2-1)."""
+    return LineSpec(vsys_kms=7.0, core_flux_jykms=core_flux_jykms, core_fwhm_kms=1.2,
+                    core_size_arcsec=0.8, arc_flux_jykms=arc_flux_jykms,
+                    arc_radius_arcsec=20.0, arc_start_deg=200.0, arc_span_deg=110.0, arc_n=8,
+                    arc_width_arcsec=18.0, arc_fwhm_kms=0.8, arc_dv_kms=2.0)
+
+
+def streamer_components(line: LineSpec, arc_flux_jy: float,
+                        core_flux_jy: float) -> list[Component]:
+    """The same streamer in dust continuum: a compact point source (component 0) and one
+    Gaussian per arc blob of the line (so line and continuum trace one extended sky)."""
+    arc = line.blobs()[1:]
+    comps = [Component(0.0, 0.0, core_flux_jy, 2.3, "point")]
+    comps += [Component(round(b.dx_arcsec, 4), round(b.dy_arcsec, 4), arc_flux_jy / len(arc),
+                        2.0, "gaussian", b.major_arcsec, b.minor_arcsec, 0.0) for b in arc]
+    return comps
+
+
+def group_specs(*, n_pointings: int = 19, n12: int = 12, n7: int = 10, cont_nchan: int = 16,
+                line_nchan: int = 64, line_chan_khz: float = 244.140625,
+                integration_s: float = 6.048, target_scan_s: float = 84.0, n_cycles: int = 3,
+                label: str = "group") -> list[MousSpec]:
+    """One group OUS: a 12-m hexagonal mosaic, a single-pointing 7-m MOUS and a TP cube,
+    all of one extended sky (the streamer), one project, one group OUS uid."""
+    name, ra, dec = GROUP_SOURCE
+    line = streamer_line(arc_flux_jykms=12.0, core_flux_jykms=1.5)
+    comps = streamer_components(line, arc_flux_jy=0.4, core_flux_jy=0.03)
+    top_ghz = max(BAND_BASEBANDS[6])
+    spacing = hex_spacing_arcsec(top_ghz, 12.0)
+    mosaic = TargetSpec(name, ra, dec, comps, line, hexagonal_pointings(n_pointings, spacing))
+    single = TargetSpec(name, ra, dec, comps, line)
+    common = dict(band=6, n_ebs=1, continuum_nchan=cont_nchan, line_nchan=line_nchan,
+                  line_chan_khz=line_chan_khz, integration_s=integration_s,
+                  bandpass_scan_s=30.0, phasecal_scan_s=18.0, n_cycles=n_cycles,
+                  proposal_id=GROUP_PROPOSAL, group_ous_uid=GROUP_OUS_UID[label])
+    # member uids follow the group's, as the archive numbers them
+    gous = GROUP_OUS_UID[label]
+    base = int(gous.rsplit("X", 1)[1], 16)
+    member = [f"{gous.rsplit('/', 1)[0]}/X{base + k:x}" for k in (1, 3, 5)]
+    twelve = MousSpec(targets=[mosaic], config=1, n_antennas=n12, target_scan_s=target_scan_s,
+                      label=f"{label}-12m", array="12m", mous_uid=member[0], **common)
+    # The ACA gets more time, as the ALMA OT asks for (about 2x the 12-m time for 7-m).
+    seven = MousSpec(targets=[single], config=1, n_antennas=n7,
+                     target_scan_s=2 * target_scan_s, label=f"{label}-7m", array="7m",
+                     mous_uid=member[1], **common)
+    tp = MousSpec(targets=[mosaic], config=1, n_antennas=3, target_scan_s=target_scan_s,
+                  label=f"{label}-tp", array="TP", mous_uid=member[2], **common)
+    return [twelve, seven, tp]
+
+
+def group() -> list[MousSpec]:
+    return group_specs()
+
+
+def group_tiny() -> list[MousSpec]:
+    """The same group, fast: fewer antennas, channels and integrations."""
+    return group_specs(n_pointings=7, n12=10, n7=8, cont_nchan=4, line_nchan=24,
+                       line_chan_khz=488.28125, integration_s=10.08, target_scan_s=70.0, n_cycles=2,
+                       label="group-tiny")
+
+
 PRESETS: dict[str, Callable[[], list[MousSpec]]] = {
     "tiny": tiny,
     "selfcal": selfcal,
     "demo": demo,
+    "group": group,
+    "group-tiny": group_tiny,
 }
 
 

@@ -35,6 +35,11 @@ BAND_ETA_A = {3: 0.71, 6: 0.68, 7: 0.63}
 BAND_RANGE_GHZ = {3: (84.0, 116.0), 6: (211.0, 275.0), 7: (275.0, 373.0)}
 DATACOLUMNS = ("corrected", "data")
 N_CONFIG_ANTENNAS = 43  # every alma.cycle10.N.cfg lists 43 pads
+#: The arrays of one ALMA group OUS: 12-m (main array), 7-m (ACA) and total power.
+ARRAYS = ("12m", "7m", "TP")
+#: Pads of the array file each array draws its antennas from (TP has no interferometer file).
+ARRAY_MAX_ANTENNAS = {"12m": N_CONFIG_ANTENNAS, "7m": 10, "TP": 4}
+MAX_POINTINGS = 37  # three hexagonal rings
 
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 
@@ -156,9 +161,30 @@ class TargetSpec:
     dec_deg: float
     components: list[Component] = field(default_factory=list)
     line: LineSpec | None = None
+    #: Mosaic pointings as (east, north) arcsec offsets from (ra_deg, dec_deg); None or one
+    #: entry is a single pointing. Each pointing becomes a FIELD row with the target's name.
+    pointings: list[list[float]] | None = None
+
+    def pointing_offsets(self) -> list[tuple[float, float]]:
+        if not self.pointings:
+            return [(0.0, 0.0)]
+        return [(float(p[0]), float(p[1])) for p in self.pointings]
+
+    @property
+    def is_mosaic(self) -> bool:
+        return len(self.pointing_offsets()) > 1
 
     def validate(self) -> None:
         check_source_name(self.name)
+        if self.pointings is not None:
+            if not 1 <= len(self.pointings) <= MAX_POINTINGS or any(
+                    len(p) != 2 for p in self.pointings):
+                raise UserInputError(
+                    f"target {self.name!r}: 1 to {MAX_POINTINGS} pointings of (east, north)"
+                    " arcsec offsets")
+            offs = self.pointing_offsets()
+            if len(set(offs)) != len(offs):
+                raise UserInputError(f"target {self.name!r}: duplicate mosaic pointings")
         if not (0.0 <= self.ra_deg < 360.0) or not (-90.0 < self.dec_deg < 47.0):
             raise UserInputError(
                 f"target {self.name!r}: RA must be in [0, 360) deg and Dec below +47 deg"
@@ -216,6 +242,9 @@ class MousSpec:
     start_date: str | None = None  # "YYYY-MM-DD" of the first EB; default from the seed
     eb_spacing_days: int = 3
     label: str = ""
+    array: str = "12m"  # "12m" | "7m" (ACA, aca.cycle10.cfg) | "TP" (a delivered FITS cube)
+    group_ous_uid: str | None = None  # members of one group OUS share it; default: derived
+    tp_noise_mjy: float = 5.0  # TP cube rms per channel (mJy/beam)
 
     # ------------------------------------------------------------------ derived values
     def science_spws(self) -> list[SpwSpec]:
@@ -240,9 +269,15 @@ class MousSpec:
             raise UserInputError(f"unknown band {self.band!r}", hint="use band 3, 6 or 7")
         if not 1 <= int(self.config) <= 10:
             raise UserInputError(f"unknown array configuration {self.config!r} (1..10)")
-        if not 2 <= int(self.n_antennas) <= N_CONFIG_ANTENNAS:
+        if self.array not in ARRAYS:
+            raise UserInputError(f"unknown array {self.array!r}",
+                                 hint=f"use one of {', '.join(ARRAYS)}")
+        top = ARRAY_MAX_ANTENNAS[self.array]
+        low = 1 if self.array == "TP" else 2
+        if not low <= int(self.n_antennas) <= top:
             raise UserInputError(
-                f"n_antennas must be between 2 and {N_CONFIG_ANTENNAS}, got {self.n_antennas}")
+                f"{self.array} n_antennas must be between {low} and {top}, got"
+                f" {self.n_antennas}")
         if not 1 <= int(self.n_ebs) <= 3:
             raise UserInputError(f"a MOUS has 1 to 3 execution blocks, got {self.n_ebs}")
         if not 1 <= len(self.targets) <= 3:
@@ -272,10 +307,14 @@ class MousSpec:
                     f"spw at {s.center_ghz} GHz is outside band {self.band} ({lo}-{hi} GHz)")
             if not 1 <= s.nchan <= 4096 or s.chan_width_mhz <= 0:
                 raise UserInputError("spw needs 1..4096 channels of positive width")
-        if self.mous_uid is not None:
-            from sails.ids import parse_uid
+        if self.array == "TP" and self.line() is None:
+            raise UserInputError("a TP MOUS needs a target with a line (TP delivers line cubes)")
+        from sails.ids import parse_uid
 
+        if self.mous_uid is not None:
             parse_uid(self.mous_uid, "MOUS uid")
+        if self.group_ous_uid is not None:
+            parse_uid(self.group_ous_uid, "group OUS uid")
         if self.start_date is not None and not re.fullmatch(r"\d{4}-\d\d-\d\d", self.start_date):
             raise UserInputError(f"start_date must look like 2024-05-01, not {self.start_date!r}")
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,13 @@ def products_for(manifest: dict[str, Any], dec: Decisions, splits: Path) -> list
         problems += check_split(eb, summary)
         spw = ",".join(map(str, sp["source_spws"]))
         m = su.get("metrics") or {}
+        # a mosaic is one target with several field rows: every pointing is kept
+        fields = Counter(f["name"] for f in summary["fields"] if f.get("scans"))
         out.append(Product("split_ms", str(ms), spw=spw, metrics={
             "eb": eb, "n_rows": sp["n_rows"], "source_spws": sp["source_spws"],
             "datacolumn_in": sp["datacolumn_in"], "n_fields": m.get("n_fields"),
-            "targets": sorted(f["name"] for f in summary["fields"] if f.get("scans")),
+            "targets": sorted(fields),
+            "mosaic_pointings": {n: k for n, k in sorted(fields.items()) if k > 1},
             "flagged_fraction": m.get("flagged_fraction")}))
         if listobs.is_file():
             out.append(Product("listobs", str(listobs)))

@@ -27,6 +27,7 @@ from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa import vis_checks
 from sails.casa.contract import IMAGING_PLAN_NAME, OOM
+from sails.casa.mosaic_stats import mosaic_metrics
 from sails.casa.steps import healing
 from sails.casa.steps.healing import Divergence, ImagingFailed
 from sails.casa.tools import opened, released
@@ -267,7 +268,8 @@ def _continuum_ranges(plan: dict[str, Any], mss: list[dict[str, Any]],
 def _common(plan: dict[str, Any]) -> dict[str, Any]:
     cfg = plan["cfg"]
     return {"imsize": [plan["imsize"], plan["imsize"]], "cell": f"{plan['cell_arcsec']}arcsec",
-            "weighting": cfg["weighting"], "robust": cfg["robust"], "gridder": "standard",
+            "weighting": cfg["weighting"], "robust": cfg["robust"],
+            "gridder": plan.get("gridder", "standard"), "phasecenter": plan.get("phasecenter", ""),
             "pblimit": cfg["pblimit"], "gain": cfg["gain"], "cyclefactor": cfg["cyclefactor"],
             "interactive": False, "parallel": False, "pbcor": False}
 
@@ -368,7 +370,7 @@ def image_continuum(ctx) -> dict[str, Any]:
     stem = cont["imagename"]
     spw = ",".join(str(s) for s in cont["spw_ids"])
     rms_final = st.noise(image, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
-    theo = st.apparent_sensitivity(cont["vis"], [int(f) for f in cont["field"]], cont["spw"],
+    theo = st.apparent_sensitivity(cont["vis"], cont["field"], cont["spw"],
                                    plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
                                    cfg["robust"])
     img = st.read(image)
@@ -395,6 +397,9 @@ def image_continuum(ctx) -> dict[str, Any]:
                      "fractional_bw": cont["fractional_bw"],
                      "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"]},
     }
+    if plan.get("mosaic"):
+        metrics["mosaic"] = mosaic_metrics(plan, image, pb, mask if Path(mask).exists()
+                                           else None, cfg["pblimit"])
     prods = [
         _product("cont_image", _export(ctx, pbcor, out / f"{stem}.pbcor.fits"), spw, metrics),
         _product("cont_pb", _export(ctx, pb, out / f"{stem}.pb.fits"), spw, {}),
@@ -421,6 +426,7 @@ def image_contsub(ctx) -> dict[str, Any]:
         for pm in cube["per_ms"]:
             if not pm.get("fitspec"):  # planned without continuum subtraction
                 pm["contsub"] = {"vis": pm["vis"], "field_id": pm["field_id"],
+                                 "field_sel": pm.get("field_sel", str(pm["field_id"])),
                                  "spw": pm["spw"], "datacolumn": pm["datacolumn"]}
                 continue
             key = f"{pm['vis']}|{pm['spw']}"
@@ -428,15 +434,17 @@ def image_contsub(ctx) -> dict[str, Any]:
                 outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}.contsub.ms"
                 shutil.rmtree(outvis, ignore_errors=True)
                 casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
-                          field=str(pm["field_id"]), spw=str(pm["spw"]),
+                          field=pm.get("field_sel", str(pm["field_id"])), spw=str(pm["spw"]),
                           fitspec=pm["fitspec"], fitorder=order,
                           datacolumn=pm["datacolumn"])
                 if not outvis.exists():
                     raise ImagingFailed(f"uvcontsub wrote no {outvis.name} (see the CASA log)")
                 with opened("msmetadata", str(outvis)) as msmd:
-                    fid = planmod._field_id(msmd, plan["field"], str(outvis))
+                    fids = planmod._field_ids(msmd, plan["field"], str(outvis))
+                    fid = fids[0]
                     spws = [int(s) for s in msmd.spwsforfield(fid)]
                 done[key] = {"vis": str(outvis), "field_id": fid, "spw": spws[0],
+                             "field_sel": ",".join(str(f) for f in fids),
                              "datacolumn": "data"}
             pm["contsub"] = done[key]
     _save_plan(ctx, plan)
@@ -480,7 +488,8 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     cs = [pm["contsub"] for pm in cube["per_ms"]]
     cols = {c.get("datacolumn", "data") for c in cs}
     base = dict(_common(plan), vis=[c["vis"] for c in cs],
-                field=[str(c["field_id"]) for c in cs], spw=[str(c["spw"]) for c in cs],
+                field=[c.get("field_sel", str(c["field_id"])) for c in cs],
+                spw=[str(c["spw"]) for c in cs],
                 datacolumn=cols.pop() if len(cols) == 1 else "data", imagename=name,
                 specmode="cube", nchan=cube["nchan"],
                 start=f"{cube['start_kms']}km/s", width=f"{cube['width_kms']}km/s",
@@ -637,7 +646,7 @@ def _cube_sensitivity(plan: dict[str, Any], cube: dict[str, Any]) -> float | Non
         lo = max(0, mid - k // 2)
         hi = min(pm["nchan"] - 1, lo + k - 1)
         vis.append(c["vis"])
-        fields.append(c["field_id"])
+        fields.append(c.get("field_sel", c["field_id"]))
         spws.append(f"{c['spw']}:{lo}~{hi}")
     return st.apparent_sensitivity(vis, fields, spws, plan["imsize"], plan["cell_arcsec"],
                                    cfg["weighting"], cfg["robust"])
