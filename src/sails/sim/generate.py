@@ -56,15 +56,17 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_casa_job(job: dict[str, Any], work: Path, timeout_s: float = 900.0) -> dict[str, Any]:
-    """Run ``python -m sails.sim._casajob`` on a job; return its result.json."""
+def run_casa_job(job: dict[str, Any], work: Path, timeout_s: float = 900.0,
+                 module: str = "sails.sim._casajob") -> dict[str, Any]:
+    """Run ``python -m <module>`` (a CASA child of :mod:`sails.sim`) on a job; return its
+    result.json."""
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
     out_log = work / "child.stdout.log"
     with out_log.open("w") as fh:
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "sails.sim._casajob", str(job_path)], cwd=work,
+                [sys.executable, "-m", module, str(job_path)], cwd=work,
                 env=_child_env(), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s,
                 check=False)
         except subprocess.TimeoutExpired:
