@@ -236,8 +236,8 @@ def restored_vs_truth(restored: str, truth: str) -> dict:
     return out
 
 
-OPS = {"restored_vs_truth": restored_vs_truth, "summary": summary, "compare": compare, "image_cont": image_cont,
-       "dirty_snr": dirty_snr, "image_cube": image_cube}
+OPS = {"restored_vs_truth": restored_vs_truth, "summary": summary, "compare": compare,
+       "image_cont": image_cont, "dirty_snr": dirty_snr, "image_cube": image_cube}
 
 
 def main() -> None:

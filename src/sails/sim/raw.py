@@ -30,8 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from sails.sim.generate import TRUTH_NAME, WEBLOG_DIR, check_output_dir, run_casa_job, \
-    simulate_mous
+from sails.sim.generate import (
+    TRUTH_NAME,
+    check_output_dir,
+    run_casa_job,
+    simulate_mous,
+)
 from sails.sim.spec import MousSpec
 
 # The versions the simulated README names (an ALMA Cycle 10 pipeline release).
@@ -160,8 +164,6 @@ def simulate_raw_mous(out_root: str | Path, spec: MousSpec, seed: int = 1, *,
     shutil.rmtree(work, ignore_errors=True)
     if tmp_root is not None:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    elif (srdp / WEBLOG_DIR).exists():
-        pass  # the SRDP twin keeps its weblog
     return final
 
 
