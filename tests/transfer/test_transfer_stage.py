@@ -150,7 +150,7 @@ def test_raw_only_mous_blocks_verify(archive, project):
     raw = sorted(Path(p.path).name for p in products if p.kind == "raw_asdm")
     assert raw == ["uid___A002_Xd_X1.asdm.sdm", "uid___A002_Xd_X2.asdm.sdm"]
     for name in raw:
-        assert tree_bytes(project.datasets_raw / RAW / name) == \
+        assert tree_bytes(project.datasets_raw / RAW / "raw" / name) == \
             tree_bytes(archive.root / RAW / name)
     # verify, claimed next, waits for a calibration restore (no CASA job is started)
     assert run_one(project, stages=["verify"]).status == "blocked"

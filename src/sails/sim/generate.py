@@ -187,10 +187,17 @@ def mous_seed(seed: int, index: int) -> int:
 
 
 def simulate_project(out_root: str | Path, specs: list[MousSpec] | None = None, *,
-                     preset: str = "demo", seed: int = 1, overwrite: bool = False) -> list[Path]:
-    """Simulate several MOUS (a preset's, or ``specs``) plus project-level archive tables."""
+                     preset: str = "demo", seed: int = 1, overwrite: bool = False,
+                     raw: bool | None = None) -> list[Path]:
+    """Simulate several MOUS (a preset's, or ``specs``) plus project-level archive tables;
+    ``raw`` (default: the preset is a raw one) writes raw deliveries (:mod:`sails.sim.raw`)."""
     from sails.sim.archive import write_project_archive_view
+    from sails.sim.presets import RAW_PRESETS
     from sails.sim.presets import preset as get_preset
+    from sails.sim.raw import simulate_raw_mous
+
+    raw = preset in RAW_PRESETS if raw is None else raw
+    one = simulate_raw_mous if raw else simulate_mous
 
     specs = specs if specs is not None else get_preset(preset)
     for s in specs:
@@ -202,7 +209,7 @@ def simulate_project(out_root: str | Path, specs: list[MousSpec] | None = None, 
         s = mous_seed(seed, i)
         while make_plan(spec, s)["mous_uid"] in seen and spec.mous_uid is None:
             s += 1
-        path = simulate_mous(out_root, spec, s, overwrite=overwrite)
+        path = one(out_root, spec, s, overwrite=overwrite)
         seen.add(load_truth(path)["mous_uid"])
         paths.append(path)
     write_project_archive_view(out_root, paths)

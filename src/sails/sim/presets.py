@@ -78,11 +78,22 @@ def demo() -> list[MousSpec]:
     return [replace(selfcal_mous(), label="demo-a"), b]
 
 
+def raw() -> list[MousSpec]:
+    """The tiny MOUS as a raw delivery (ASDMs, caltables, calapply.txt, README, scriptForPI:
+    :mod:`sails.sim.raw`) instead of an SRDP restore."""
+    return [replace(s, label="raw") for s in tiny()]
+
+
 PRESETS: dict[str, Callable[[], list[MousSpec]]] = {
     "tiny": tiny,
+    "raw": raw,
     "selfcal": selfcal,
     "demo": demo,
 }
+
+
+# Presets simulated as raw deliveries rather than SRDP restores.
+RAW_PRESETS = frozenset({"raw"})
 
 
 def preset(name: str) -> list[MousSpec]:
