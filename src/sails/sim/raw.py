@@ -73,15 +73,20 @@ try:
 except ImportError:  # monolithic CASA: the tasks are already defined
     pass
 
+import shutil
+
 os.makedirs("../calibrated", exist_ok=True)
 os.chdir("../calibrated")
-for tgz in sorted(glob.glob("../calibration/*.tgz")):
+for tgz in sorted(glob.glob("../calibration/*caltables.tgz")):
     with tarfile.open(tgz) as tf:
-        tf.extractall(".")
+        tf.extractall(".", filter="data")
 for asdm in sorted(glob.glob("../raw/*.asdm.sdm") + glob.glob("../*.asdm.sdm")):
     vis = os.path.basename(asdm)[:-len(".asdm.sdm")] + ".ms"
     importasdm(asdm=asdm, vis=vis, asis="{asis}", bdfflags=False,
                process_caldevice=False, with_pointing_correction=False, ocorr_mode="ca")
+    shutil.rmtree(vis + ".flagversions", ignore_errors=True)
+    with tarfile.open("../calibration/" + vis + ".flagversions.tgz") as tf:
+        tf.extractall(".", filter="data")
     flagmanager(vis=vis, mode="restore", versionname="{flagversion}")
 for txt in sorted(glob.glob("../calibration/*.calapply.txt")):
     exec(open(txt).read())
