@@ -183,7 +183,7 @@ def image_cube(ms: str, field: str, spw: str, imagename: str, cell: float, imsiz
             "spectrum": spec.tolist(), "velocity": vel.tolist()}
 
 
-def restored_vs_truth(restored: str, truth: str) -> dict:
+def restored_vs_truth(restored: str, truth: str, truth_column: str = "DATA") -> dict:
     """Per antenna: median |CORRECTED| / |DATA_truth| and phase(CORRECTED - truth) statistics
     over unflagged visibilities of rows present in both MS (matched on spw, time, baseline)."""
     import casatools
@@ -213,7 +213,7 @@ def restored_vs_truth(restored: str, truth: str) -> dict:
             continue
         a1, a2 = qt.getcol("ANTENNA1"), qt.getcol("ANTENNA2")
         assert (a1 == qr.getcol("ANTENNA1")).all() and (a2 == qr.getcol("ANTENNA2")).all()
-        vt, vr = qt.getcol("DATA"), qr.getcol("CORRECTED_DATA")
+        vt, vr = qt.getcol(truth_column), qr.getcol("CORRECTED_DATA")
         ok = ~(qt.getcol("FLAG") | qr.getcol("FLAG")) & (np.abs(vt) > 0)
         ratio = np.abs(vr) / np.where(np.abs(vt) > 0, np.abs(vt), 1)
         dphi = np.degrees(np.angle(vr * np.conj(vt)))

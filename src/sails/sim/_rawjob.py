@@ -17,6 +17,7 @@ The job writes ``result.json`` last.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tarfile
@@ -58,6 +59,23 @@ def one_polarization(ms: Path) -> None:
     with opened("table", str(ms / "POLARIZATION"), nomodify=False) as tb:
         if tb.nrows() > 1:
             tb.removerows(list(range(1, tb.nrows())))
+
+
+def make_twin(bad: Path, cal_ms: Path) -> None:
+    """``bad`` (corrupted DATA) gets CORRECTED_DATA = the calibrated visibilities of
+    ``cal_ms`` (same rows, it is a copy) and replaces it: an SRDP restore's calibrated MS."""
+    from casatasks import clearcal
+
+    clearcal(vis=str(bad), addmodel=False)
+    with opened("table", str(cal_ms)) as src, opened("table", str(bad), nomodify=False) as dst:
+        n_dd = len(np.unique(src.getcol("DATA_DESC_ID")))
+        for ddid in range(n_dd):
+            with released(src.query(f"DATA_DESC_ID=={ddid}")) as qs, \
+                    released(dst.query(f"DATA_DESC_ID=={ddid}")) as qd:
+                if qs.nrows():
+                    qd.putcol("CORRECTED_DATA", qs.getcol("DATA"))
+    shutil.rmtree(cal_ms)
+    os.replace(bad, cal_ms)
 
 
 def _rows_by_spw(ms: Path) -> dict[int, int]:
@@ -117,7 +135,10 @@ def make_eb(job: dict[str, Any], eb: dict[str, Any], root: Path, work: Path) -> 
     asdm = root / "raw" / f"{name}.asdm.sdm"
     asdm.parent.mkdir(parents=True, exist_ok=True)
     exportasdm(vis=str(bad), asdm=str(asdm), datacolumn="DATA")
-    shutil.rmtree(bad)
+    if eb.get("srdp_twin"):  # the same EB as an SRDP restore holds it: raw DATA + CORRECTED
+        make_twin(bad, Path(eb["cal_ms"]))
+    else:
+        shutil.rmtree(bad)
     ms = work / f"{name}.ms"
     importasdm(asdm=str(asdm), vis=str(ms), **IMPORT_OPTIONS)
     copied = copy_flags(Path(eb["cal_ms"]), ms)

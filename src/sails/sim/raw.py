@@ -14,8 +14,9 @@ archive serves for such a MOUS::
     README                            names the CASA and pipeline version
     truth.json, obscore.xml, alminer.csv   (the truth has the gains under "raw")
 
-With ``srdp_root`` the calibrated EBs stay there as the equivalent SRDP restore (the same
-MOUS and visibilities), so a test can compare the two routes.
+With ``srdp_root`` the EBs stay there as the equivalent SRDP restore (the same MOUS and
+visibilities: the corrupted DATA and the calibrated CORRECTED_DATA, as a restore holds
+them), so a test can compare the two routes.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def simulate_raw_mous(out_root: str | Path, spec: MousSpec, seed: int = 1, *,
     for i, eb in enumerate(truth["ebs"]):
         amp, phase = gains_for(len(truth["antennas"]), seed * 100 + i)
         ebs.append({"name": Path(eb["ms"]).stem, "cal_ms": str(srdp / eb["ms"]),
-                    "amp": amp, "phase_deg": phase})
+                    "amp": amp, "phase_deg": phase, "srdp_twin": tmp_root is None})
     result = run_casa_job({"ebs": ebs, "mous_fs": truth["mous_fs"], "out_dir": str(stage),
                            "work": str(work), "result": str(work / "result.json"),
                            "casa_log": str(work / "casa.log")}, work, timeout_s,
