@@ -20,7 +20,6 @@ from sails.archive import (
 )
 from sails.archive.rows import map_rows
 from sails.catalog import Block, Catalog, new_owner
-from sails.catalog.reasons import message
 from sails.errors import IllegalTransitionError, IngestError, NotFoundError, UserInputError
 from sails.fakes.tap import RECORDED_MOUS, shared_testdata_dir
 from sails.sim.archive_rows import synthetic_rows, write_alminer_csv
