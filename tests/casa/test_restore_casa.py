@@ -118,6 +118,9 @@ def test_restore_writes_corrected_data_equal_to_the_simulated_calibration(
     factor = rep["ms_bytes"] / rep["asdm_bytes"]
     print(f"restored MS / ASDM bytes: {factor:.3f} (size model: {RESTORE_FACTOR})")
     assert factor == pytest.approx(RESTORE_FACTOR, rel=0.25)
+    row = project.catalog.find_stage(mous, "restore")  # the size model, as sails du shows it
+    print(f"restore predicted {row.predicted_bytes} B, measured {row.measured_bytes} B")
+    assert 1 / 1.5 <= row.predicted_bytes / row.measured_bytes <= 1.5
     ms = project.mous_dir(mous) / f"{eb['eb']}.ms"
     assert Path(eb["ms"]) == ms and (ms / "table.dat").is_file()
     truth_ms = sim_raw.srdp.ms[0]
