@@ -305,6 +305,7 @@ class Storage(_Section):
     keep_selfcal_ms: bool = False
     remove_casa_images: bool = True  # once the FITS are written
     remove_download_work: bool = True  # tarballs / .part files after verified extraction
+    remove_raw_delivery: bool = True  # datasets_raw/<mous> once restored into verified MS
 
 
 class Casa(_Section):
@@ -566,6 +567,7 @@ remove_selfcal_work = true    # auto-selfcal working copies and iteration images
 keep_selfcal_ms = false       # keep the self-calibrated *.selfcal.ms
 remove_casa_images = true     # CASA image folders once their FITS are written
 remove_download_work = true   # tarballs and partial downloads after verified extraction
+remove_raw_delivery = true    # a raw delivery once the restore stage restored it
 
 [casa]
 # The restore stage (raw deliveries without an SRDP restore) applies the delivery's
