@@ -77,6 +77,28 @@ def sim_selfcal(tmp_path_factory) -> SimMous:
     return _simulate(tmp_path_factory.mktemp("sim-selfcal"), selfcal_mous(), seed=1)
 
 
+@dataclass(frozen=True)
+class SimRaw:
+    """A simulated raw delivery (``raw``) and its SRDP twin (``srdp``: the same MOUS and
+    calibrated visibilities, delivered as a restore) in separate archive roots."""
+
+    raw: SimMous
+    srdp: SimMous
+
+
+@pytest.fixture(scope="session")
+def sim_raw(tmp_path_factory) -> SimRaw:
+    """The ``raw`` preset: tiny MOUS as ASDMs + caltables + calapply.txt (about 10 s)."""
+    from sails.sim import load_truth
+    from sails.sim.presets import raw
+    from sails.sim.raw import simulate_raw_mous
+
+    root = tmp_path_factory.mktemp("sim-raw")
+    path = simulate_raw_mous(root / "raw", raw()[0], seed=1, srdp_root=root / "srdp")
+    twin = root / "srdp" / path.name
+    return SimRaw(SimMous(path, load_truth(path)), SimMous(twin, load_truth(twin)))
+
+
 def run_casa_check(op: str, workdir: Path, timeout: float = 600, **args: Any) -> dict[str, Any]:
     """Run one op of tests/sim_casa_checks.py in a CASA child process; return its JSON."""
     from sails.casaenv import casa_env

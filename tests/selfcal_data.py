@@ -124,7 +124,7 @@ def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "") -> SelfcalM
     for i, name in enumerate(names):
         cat.upsert_target({"mous_id": mous_id, "alma_source_name": name, "obs_id": f"obs{i}"})
     owner = new_owner("test")
-    for stage in ("download", "verify", "split"):
+    for stage in ("download", "restore", "verify", "split"):
         row = cat.claim(cat.find_stage(mous_id, stage).id, owner)
         products = [Product("split_ms", str(p)) for p in splits] if stage == "split" else []
         cat.complete(row.id, owner, products)

@@ -383,6 +383,29 @@ class Storage(_Section):
     keep_selfcal_ms: bool = False
     remove_casa_images: bool = True  # once the FITS are written
     remove_download_work: bool = True  # tarballs / .part files after verified extraction
+    remove_raw_delivery: bool = True  # datasets_raw/<mous> once restored into verified MS
+
+
+class Casa(_Section):
+    """Monolithic CASA installations for the restore stage's pinned-CASA path."""
+
+    installs: dict[str, list[str]] = Field(
+        default_factory=dict, description="CASA version -> the command that starts it, as an "
+        "argument list (e.g. \"6.5.4\" = [\"apptainer\", \"exec\", \"casa-6.5.4.sif\", \"casa\"])")
+    allow_delivery_scripts: bool = Field(
+        False, description="restore raw deliveries by running their scriptForPI with the "
+        "matching install (code from outside: off by default; otherwise the CASA-wheels "
+        "restore applies calapply.txt's applycal calls and runs nothing from the delivery)")
+    script_timeout_minutes: float = Field(720.0, gt=0)
+
+    @field_validator("installs", mode="after")
+    @classmethod
+    def _argument_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for version, argv in value.items():
+            if not argv or not all(isinstance(a, str) and a for a in argv):
+                raise ValueError(f"[casa] installs.{version!r} must be a non-empty list of "
+                                 "arguments")
+        return value
 
 
 class Sources(_Section):
@@ -428,6 +451,7 @@ class Settings(BaseSettings):
     qa: QaSettings = Field(default_factory=QaSettings)
     storage: Storage = Field(default_factory=Storage)
     sources: Sources = Field(default_factory=Sources)
+    casa: Casa = Field(default_factory=Casa)
 
     @field_validator("resources", mode="after")
     @classmethod
@@ -647,6 +671,7 @@ remove_selfcal_work = true    # auto-selfcal working copies and iteration images
 keep_selfcal_ms = false       # keep the self-calibrated *.selfcal.ms
 remove_casa_images = true     # CASA image folders once their FITS are written
 remove_download_work = true   # tarballs and partial downloads after verified extraction
+remove_raw_delivery = true    # a raw delivery once the restore stage restored it
 
 [sources]
 # Targets of different MOUS observing the same sky form one source (docs/sources.md);
@@ -657,4 +682,12 @@ within = "name"               # "group": same group OUS + name only; "name": als
 match_names = "normalised"    # or "exact" (case, spaces, '_', '-', '.' then count)
 # aliases = { "M 83" = "M83" }                     # target name -> source name
 # exclude = ["uid://A001/X1/X2", "uid://A001/X1/X3:NGC 253", "Sgr B2"]  # stand alone
+
+[casa]
+# The restore stage (raw deliveries without an SRDP restore) applies the delivery's
+# calapply.txt with the installed CASA wheels and runs nothing from the delivery. With
+# allow_delivery_scripts = true it runs the delivery's scriptForPI instead, with the
+# installation matching the README's CASA version (code from outside: off by default).
+allow_delivery_scripts = false
+# installs = { "6.5.4" = ["apptainer", "exec", "casa-6.5.4.sif", "casa"] }
 """

@@ -55,9 +55,11 @@ def tap_routes(obscore_file: Path) -> dict:
     return {"/tap/sync": lambda handler, params: handle_tap_sync(handler, params, table)}
 
 
-def ingest_from_server(project, server, proposal_ids: list[str], actor: str = "demo") -> list[str]:
+def ingest_from_server(project, server, proposal_ids: list[str], actor: str = "demo",
+                       srdp: bool = True) -> list[str]:
     """Ingest a served archive the way a user would: TAP query by project code, DataLink,
-    then the SRDP restore URL of every MOUS. Returns the MOUS ids ingested."""
+    then (``srdp``) the SRDP restore URL of every MOUS; a raw survey (preset ``raw``) has
+    none, and its restore stage restores the raw deliveries. Returns the MOUS ids."""
     from sails.archive import QueryFilters, ingest_query, register_srdp
     from sails.ids import parse_uid
 
@@ -65,7 +67,7 @@ def ingest_from_server(project, server, proposal_ids: list[str], actor: str = "d
         project.catalog, QueryFilters(projects=sorted(proposal_ids)), project.settings.archive,
         tap_url=f"{server.url}/tap", datalink_url=f"{server.url}/datalink/sync")
     mous_ids = sorted({r.mous["mous_id"] for r in records.records})
-    for mous in mous_ids:
+    for mous in mous_ids if srdp else []:
         register_srdp(project.catalog, mous, f"{server.url}/srdp/{parse_uid(mous).fs}/",
                       actor=actor)
     return mous_ids
@@ -140,6 +142,7 @@ def _run(project, *, archive_dir: Path, preset: str, seed: int, max_parallel: in
     from sails.fakes.archive import ArchiveServer
     from sails.flows.engine import run_pipeline
     from sails.sim import load_truth, simulate_project
+    from sails.sim.presets import RAW_PRESETS
 
     timings: dict[str, float] = {}
 
@@ -155,9 +158,12 @@ def _run(project, *, archive_dir: Path, preset: str, seed: int, max_parallel: in
     with ArchiveServer(archive_dir, extra_routes=tap_routes(archive_dir / "obscore.xml")) as server:
         log(f"archive served at {server.url} (TAP, DataLink, SRDP restores)")
         t = time.time()
-        mous_ids = ingest_from_server(project, server, codes)
+        raw = preset in RAW_PRESETS
+        mous_ids = ingest_from_server(project, server, codes, srdp=not raw)
         timings["ingest"] = time.time() - t
-        log(f"ingested {len(mous_ids)} MOUS via TAP + DataLink; SRDP restores registered")
+        log(f"ingested {len(mous_ids)} MOUS via TAP + DataLink; "
+            + ("raw deliveries: the restore stage restores them" if raw
+               else "SRDP restores registered"))
         t = time.time()
         runner = run or run_pipeline
         pipeline = runner(project, max_parallel=max_parallel, backend=backend)

@@ -135,7 +135,11 @@ PIPELINE = StageTable((
     Stage("download", Scope.MOUS, (), Runs.ORCHESTRATOR, "sails.stages.download",
           "Fetch the MOUS's data (SRDP restore or archive delivery), verified and resumable.",
           cores=1, ram_gb=2),
-    Stage("verify", Scope.MOUS, ("download",), Runs.JOB, "sails.stages.verify",
+    Stage("restore", Scope.MOUS, ("download",), Runs.JOB, "sails.stages.restore",
+          "Restore the calibration of a raw delivery (CASA wheels applycal, or the delivery's"
+          " scriptForPI on a pinned CASA); skipped when an SRDP restore was downloaded.",
+          cores=1, ram_gb=8),
+    Stage("verify", Scope.MOUS, ("restore",), Runs.JOB, "sails.stages.verify",
           "Describe each measurement set and check it against the catalog.",
           cores=1, ram_gb=4),
     Stage("split", Scope.MOUS, ("verify",), Runs.JOB, "sails.stages.split",

@@ -14,6 +14,9 @@ Formulas (bytes; ``vis`` = visibilities = rows x channels x correlations):
 - split: ``vis_split = vis_in x target_time_fraction x science_channel_fraction``; bytes =
   ``vis_split x bytes_per_vis`` of the delivered MS (measured: it carries the storage
   managers' overheads) x ``SPLIT_FACTOR``.
+- restore (raw deliveries only): final = ``RESTORE_FACTOR`` x the ASDMs' bytes (the
+  imported MS holds DATA and CORRECTED_DATA as complex64 where the ASDM's binary data are
+  smaller, plus flag versions); peak = final + the ASDMs' bytes (caltables are small).
 - verify: ``VERIFY_BYTES_PER_MS`` per MS (a summary and a listobs).
 - auto_selfcal: ``AUTO_SELFCAL_FACTOR`` x the split bytes (a working copy of each split, one
   ``*.selfcal.ms`` per target with DATA, MODEL and CORRECTED columns, flag versions, the
@@ -44,6 +47,9 @@ FITS_PER_IMAGE = 3  # pbcor, pb and mask exported as FITS
 MOMENTS = 3  # mom0, mom1, mom8 per cube: a CASA image and a FITS each
 IMAGE_OVERHEAD = 170_000  # table/keyword files of one CASA image directory, measured
 FRINGE_PER_RESOLUTION = 1.2  # plan's fringe spacing (longest baseline) / ObsCore s_resolution
+# restored MS (DATA + CORRECTED_DATA) / ASDM bytes: measured 1.84 on the simulated tiny raw
+# delivery (11.79 MB MS from a 6.42 MB ASDM; tests/casa/test_restore_casa.py prints it)
+RESTORE_FACTOR = 1.84
 VERIFY_BYTES_PER_MS = 24_000  # summary JSON + listobs text of one MS, measured
 # working copy + *.selfcal.ms (3 data columns) + flag versions + per-solint images: measured
 # 6.8x, 10.7x and 13.9x the split on three simulated tiny MOUS (the number of solution
@@ -144,6 +150,12 @@ def cube_bytes(npix: int, nchan: int) -> int:
 def moments_bytes(npix: int) -> int:
     plane = npix * npix * BYTES_PER_PIXEL
     return MOMENTS * (2 * plane + IMAGE_OVERHEAD)
+
+
+def restore(asdm_bytes: int) -> Prediction:
+    final = int(asdm_bytes * RESTORE_FACTOR)
+    return Prediction(final + asdm_bytes, final, "ASDM bytes x RESTORE_FACTOR"
+                      if asdm_bytes else "nothing to restore")
 
 
 def verify(n_ms: int) -> Prediction:

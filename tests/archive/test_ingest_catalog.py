@@ -20,7 +20,6 @@ from sails.archive import (
 )
 from sails.archive.rows import map_rows
 from sails.catalog import Block, Catalog, new_owner
-from sails.catalog.reasons import message
 from sails.errors import IllegalTransitionError, IngestError, NotFoundError, UserInputError
 from sails.fakes.tap import RECORDED_MOUS, shared_testdata_dir
 from sails.sim.archive_rows import synthetic_rows, write_alminer_csv
@@ -78,8 +77,8 @@ def test_m83_row_lands_in_the_catalog(cat):
     p = cat.query("SELECT * FROM projects")[0]
     assert (p["project_code"], p["pi_name"]) == ("2017.1.00079.S", "Koda, Jin")
     assert {(s.stage, s.target, s.status) for s in cat.stages(M83)} == {
-        ("download", "", "pending"), ("verify", "", "pending"), ("split", "", "pending"),
-        ("auto_selfcal", "", "pending"), ("cleanup", "", "pending"),
+        ("download", "", "pending"), ("restore", "", "pending"), ("verify", "", "pending"),
+        ("split", "", "pending"), ("auto_selfcal", "", "pending"), ("cleanup", "", "pending"),
         ("selfcal", "M83", "pending"), ("image", "M83", "pending")}
 
 
@@ -172,17 +171,17 @@ def test_fifty_thousand_row_csv(cat, tmp_path):
     assert (rs.rows_read, len(rs.records), rs.problems) == (50_000, 50_000, [])
     s = ingest_records(cat, rs)
     assert (s.mous.added, s.targets.added) == (6250, 50_000)
-    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 5 + 6250 * 2 * 2
+    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 6 + 6250 * 2 * 2
     assert cat.query("SELECT COUNT(DISTINCT spw_id) FROM targets")[0][0] == 4
 
 
 # ---------------------------------------------------------------------- raw-only policy
-def test_raw_only_mous_blocks_verify_and_keeps_download_pending(cat):
+def test_raw_only_mous_goes_to_restore_and_keeps_download_pending(cat):
     s = ingest_records(cat, recorded_mous_rows(), {RECORDED_MOUS: recorded_files()})
-    assert s.blocked == [RECORDED_MOUS] and s.files.added == 7
-    verify = cat.find_stage(RECORDED_MOUS, "verify")
-    assert (verify.status, verify.reason_code) == ("blocked", Block.NEEDS_RESTORE)
-    assert verify.reason == message(Block.NEEDS_RESTORE)
+    assert s.raw_only == [RECORDED_MOUS] and s.files.added == 7
+    # the restore stage restores the delivery before verify: nothing is blocked
+    for stage in ("restore", "verify"):
+        assert cat.find_stage(RECORDED_MOUS, stage).status == "pending"
     assert cat.find_stage(RECORDED_MOUS, "download").status == "pending"
     assert cat.mous(RECORDED_MOUS)["num_asdms"] == 4
     raw = [f for f in cat.files(RECORDED_MOUS) if f["kind"] == "raw"]
@@ -195,7 +194,7 @@ def test_raw_only_mous_blocks_verify_and_keeps_download_pending(cat):
     # Re-ingesting the same rows and files changes nothing, not even an event.
     before = snapshot(cat)
     again = ingest_records(cat, recorded_mous_rows(), {RECORDED_MOUS: recorded_files()})
-    assert again.blocked == [] and again.files.unchanged == 7
+    assert again.raw_only == [RECORDED_MOUS] and again.files.unchanged == 7
     assert snapshot(cat) == before
 
 
@@ -203,7 +202,7 @@ def test_srdp_url_takes_precedence_and_unblocks_verify(cat):
     ingest_records(cat, recorded_mous_rows(), {RECORDED_MOUS: recorded_files()})
     url = "https://almascience.org/dataPortal/requests/anonymous/123/restore.tar"
     res = register_srdp(cat, RECORDED_MOUS, url)
-    assert res.changed and res.unblocked and not res.download_reset
+    assert res.changed and not res.unblocked and not res.download_reset
     assert cat.find_stage(RECORDED_MOUS, "verify").status == "pending"
     assert cat.mous(RECORDED_MOUS)["srdp_url"] == url
     srdp = [f for f in cat.files(RECORDED_MOUS) if f["kind"] == "srdp"]
@@ -217,7 +216,7 @@ def test_srdp_url_takes_precedence_and_unblocks_verify(cat):
     assert not again.changed and not again.unblocked
     assert snapshot(cat) == before
     s = ingest_records(cat, recorded_mous_rows(), {RECORDED_MOUS: recorded_files()})
-    assert s.blocked == [] and cat.find_stage(RECORDED_MOUS, "verify").status == "pending"
+    assert s.raw_only == [] and cat.find_stage(RECORDED_MOUS, "verify").status == "pending"
 
 
 def test_srdp_after_a_raw_download_sends_the_download_back(cat):
@@ -228,8 +227,9 @@ def test_srdp_after_a_raw_download_sends_the_download_back(cat):
         register_srdp(cat, RECORDED_MOUS, "https://example.org/restore.tar")
     cat.complete(dl.id, owner)
     res = register_srdp(cat, RECORDED_MOUS, "https://example.org/restore.tar")
-    assert res.download_reset and res.unblocked
+    assert res.download_reset
     assert cat.find_stage(RECORDED_MOUS, "download").status == "pending"
+    assert cat.find_stage(RECORDED_MOUS, "restore").status == "pending"
     assert cat.find_stage(RECORDED_MOUS, "verify").status == "pending"
 
 

@@ -129,8 +129,8 @@ def test_recorded_datalink_through_pyvo(cat, archive):
     assert len(products) == 6 and not any(f["filename"].endswith(".tar") for f in products)
     assert {f["kind"] for f in files} == {"readme", "auxiliary", "raw", "product"}
     assert cat.mous(RECORDED_MOUS)["num_asdms"] == 4
-    assert s.blocked == [RECORDED_MOUS]
-    assert cat.find_stage(RECORDED_MOUS, "verify").status == "blocked"
+    assert s.raw_only == [RECORDED_MOUS]
+    assert cat.find_stage(RECORDED_MOUS, "verify").status == "pending"
     assert cat.find_stage(RECORDED_MOUS, "download").status == "pending"
     # Same query again: nothing changes.
     before = snapshot(cat)
@@ -321,15 +321,14 @@ def test_cli_query_dry_run_then_ingest_then_srdp(project, capsys):
     assert "nothing resolved yet" in out and cat.files(RECORDED_MOUS) == []
     assert run_cli(*p, "ingest", "datalink") == 0  # every MOUS without files
     out = capsys.readouterr().out
-    assert "verify was blocked for 1 MOUS" in out and "raw: 4 ASDMs" in out
+    assert "1 MOUS has only raw ASDMs" in out and "raw: 4 ASDMs" in out
     assert "10.12 GB" in out
     assert run_cli(*p, "ingest", "query", "--project", "2017.1.01185.S") == 0
     out = capsys.readouterr().out
-    assert "verify was blocked" not in out
-    assert cat.find_stage(RECORDED_MOUS, "verify").status == "blocked"
+    assert cat.find_stage(RECORDED_MOUS, "verify").status == "pending"
     assert run_cli(*p, "ingest", "srdp", RECORDED_MOUS, "https://example.org/restore.tar") == 0
     out = capsys.readouterr().out
-    assert "verify: blocked -> pending" in out and "SRDP restore" in out
+    assert "SRDP restore" in out
     assert run_cli(*p, "mous", "set-spw-remap", RECORDED_MOUS, '{"25": 0, "27": 1}') == 0
     assert cat.spw_remap(RECORDED_MOUS) == {25: 0, 27: 1}
     assert run_cli(*p, "ingest", "query", "--name", "@" + str(_names(project)),

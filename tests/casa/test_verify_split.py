@@ -114,6 +114,7 @@ def add_mous(project, ms_sources: list[Path], targets: list[dict], *,
     owner = new_owner("test")
     cat.claim(row.id, owner)
     cat.complete(row.id, owner)
+    cat.skip(cat.find_stage(mous, "restore").id, None, "calibrated measurement sets")
     return mous
 
 

@@ -32,7 +32,8 @@ def test_pragmas_and_rows(cat):
     assert cat.schema_version() == SCHEMA_VERSION
     assert cat.target_names(MOUS) == ["IRAS 4A", "Per-emb 'x' +1"]
     stages = {(s.stage, s.target) for s in cat.stages(MOUS)}
-    assert stages == {("download", ""), ("verify", ""), ("split", ""), ("auto_selfcal", ""),
+    assert stages == {("download", ""), ("restore", ""), ("verify", ""), ("split", ""),
+                      ("auto_selfcal", ""),
                       ("cleanup", ""), ("selfcal", "IRAS 4A"), ("image", "IRAS 4A"),
                       ("selfcal", "Per-emb 'x' +1"), ("image", "Per-emb 'x' +1")}
 
@@ -61,6 +62,9 @@ def test_dependency_order_and_lifecycle(cat):
     assert row.status == "running" and row.lease_owner == owner
     assert cat.claim_next("w2") is None  # nothing else is runnable yet
     cat.complete(row.id, owner, [Product("ms", "/x/a.ms", bytes=10)])
+    assert [s.stage for s in cat.runnable()] == ["restore"]
+    r = cat.claim_next(owner)
+    cat.skip(r.id, owner, "an SRDP restore was downloaded")
     assert [s.stage for s in cat.runnable()] == ["verify"]
     v = cat.claim_next(owner)
     cat.fail(v.id, owner, "no OBSERVE_TARGET intent in a.ms")
@@ -110,7 +114,7 @@ def test_illegal_transitions(cat):
 
 def test_reset_cascades_and_refuses_running(cat):
     o = "w"
-    for _ in range(4):
+    for _ in range(5):
         r = cat.claim_next(o)
         cat.complete(r.id, o, [Product(r.stage, f"/p/{r.stage}", bytes=1)])
     sc = cat.claim_next(o, stages=["selfcal"])
@@ -119,7 +123,7 @@ def test_reset_cascades_and_refuses_running(cat):
     rows = cat.reset(MOUS, "verify", force=True)
     assert {r.stage for r in rows} == {"verify", "split", "auto_selfcal", "selfcal"}
     assert cat.find_stage(MOUS, "download").status == "done"
-    assert {p["stage"] for p in cat.products(MOUS)} == {"download"}
+    assert {p["stage"] for p in cat.products(MOUS)} == {"download", "restore"}
     assert cat.stage(sc.id).status == "pending"
 
 
@@ -151,7 +155,8 @@ def test_migrates_v1_file_without_losing_rows(tmp_path):
     assert c.mous_ids() == ["uid://A001/X1465/X15b"]
     split = c.find_stage("uid://A001/X1465/X15b", "split")
     assert split.status == "failed" and split.error == "disk full" and split.job_ref is None
-    events = [e for e in c.events("uid://A001/X1465/X15b") if e["stage"] != "cleanup"]
+    events = [e for e in c.events("uid://A001/X1465/X15b")
+              if e["stage"] not in ("cleanup", "restore")]
     assert len(events) == 2 and events[1]["actor"] == "migration"  # + auto_selfcal's row
     assert c.products()[0]["bytes"] == 1234
     c.retry("uid://A001/X1465/X15b")  # and the migrated file works
@@ -192,7 +197,7 @@ def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
     c = Catalog(path)
     assert c.schema_version() == SCHEMA_VERSION
     after = [(r.id, r.mous_id, r.target, r.stage, r.status, r.reason, r.error, r.attempts)
-             for r in c.stages() if r.stage not in ("auto_selfcal", "cleanup")]
+             for r in c.stages() if r.stage not in ("auto_selfcal", "cleanup", "restore")]
     assert sorted(after) == sorted(before)  # every old row kept, unchanged
     assert len(c.products()) == n_products
     auto = {r.mous_id: r for r in c.stages(stage="auto_selfcal")}
@@ -206,7 +211,10 @@ def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
     runnable = {(r.mous_id, r.stage, r.target) for r in c.runnable()}
     assert runnable == {("uid://A001/X2/X1", "image", "Src+B"),
                         ("uid://A001/X2/X3", "auto_selfcal", "")}
-    assert len([e for e in c.events() if e["stage"] != "cleanup"]) == n_events + 3  # one
+    restore = {r.mous_id: r.status for r in c.stages(stage="restore")}
+    assert set(restore.values()) == {"skipped"}  # the MOUS were past it: not run late
+    assert len([e for e in c.events() if e["stage"] not in ("cleanup", "restore")]) == \
+        n_events + 3  # one
     # "created by the migration" each (the cleanup rows come from the stage table)
     c.retry("uid://A001/X2/X2")  # a failed MOUS run is retried as one
     assert c.find_stage("uid://A001/X2/X2", "auto_selfcal").status == "pending"

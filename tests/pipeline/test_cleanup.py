@@ -26,7 +26,7 @@ def _dir(path: Path, n: int) -> str:
     return str(path)
 
 
-def _project(root: Path):
+def _project(root: Path, raw: bool = False):
     project = init_project(root)
     cat = project.catalog
     cat.upsert_mous({"mous_id": MOUS, "num_asdms": 1})
@@ -45,6 +45,11 @@ def _project(root: Path):
         "image": [Product("cont_image", _file(d / "products" / "Src_A" / "c.pbcor.fits", 100),
                           "Src A")],
     }
+    if raw:  # a raw delivery, restored into eb.ms
+        r = project.datasets_raw / d.name
+        made["download"] = [Product("raw_asdm", _dir(r / "raw" / "eb.asdm.sdm", 3000)),
+                            Product("file", _file(r / "calibration" / "eb.ms.calapply.txt", 9))]
+        made["restore"] = [Product("ms", str(d / "eb.ms"))]
     _file(d / "auto_selfcal" / "eb_targets.ms" / "f", 4000)  # working copy, not a product
     _file(d / "auto_selfcal" / "result.json", 5)
     _file(d / "products" / "Src_A" / "casa" / "c.image" / "f", 2000)
@@ -80,6 +85,18 @@ def test_cleanup_removes_intermediates_keeps_products(tmp_path):
     assert not (d / "products" / "Src_A" / "casa").exists()
     assert not (d / "auto_selfcal" / "eb_targets.ms").exists()
     assert project.catalog.find_stage(MOUS, "cleanup").status == "done"
+    _agree(project)
+
+
+def test_cleanup_removes_a_restored_raw_delivery_and_keeps_the_restored_ms(tmp_path):
+    project = _project(tmp_path / "p", raw=True)
+    raw = project.datasets_raw / project.mous_dir(MOUS).name
+    would = {r.path for r in plan(project, MOUS)}
+    assert raw in would and project.mous_dir(MOUS) / "eb.ms" not in would, would
+    out = subprocess.run([sys.executable, "-m", "sails.cli.entry", "-p", str(project.root),
+                          "cleanup"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not raw.exists() and (project.mous_dir(MOUS) / "eb.ms" / "table.f0").is_file()
     _agree(project)
 
 

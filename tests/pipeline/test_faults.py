@@ -142,7 +142,7 @@ def test_catalog_held_past_busy_timeout_neither_double_dispatches_nor_stops(
     assert t_released - t_held >= BUSY_S * 3  # the lock really outlasted the busy timeout
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[-1500:] for o in outs]
-    upto = [s for s in cat.stages() if s.stage in ("download", "verify", "split")]
+    upto = [s for s in cat.stages() if s.stage in ("download", "restore", "verify", "split")]
     assert all(s.status in ("done", "skipped") for s in upto), [
         (s.label, s.status, s.error) for s in upto]
     # No double dispatch: a stage row is never claimed again while it runs (a stage whose

@@ -61,7 +61,8 @@ def test_canfar_run_completes_every_stage(runs, sim_tiny):
     project, proc, out = runs["canfar"]
     assert proc.returncode == 0, out
     stages = project.catalog.stages(sim_tiny.mous_uid)
-    assert {s.stage for s in stages} == {"download", "selfcal", "cleanup", *CASA_STAGES}
+    assert {s.stage for s in stages} == {"download", "restore", "selfcal", "cleanup",
+                                         *CASA_STAGES}
     assert all(s.status in ("done", "skipped") for s in stages), [
         (s.label, s.status, s.error) for s in stages]
     assert not list((project.work / "jobs" / "canfar").glob("*.json")), "records left behind"

@@ -89,7 +89,7 @@ def test_a_toy_stage_in_one_row(tmp_path, monkeypatch, capsys, scope):
     rows = cat.stages(MOUS, "toy")
     assert sorted(r.target for r in rows) == (sorted(TARGETS) if scope == Scope.TARGET
                                               else [""])
-    assert {r.stage for r in cat.runnable()} == {"toy", "verify"}  # both wait on download
+    assert {r.stage for r in cat.runnable()} == {"toy", "restore"}  # both wait on download
 
     code, out = sails(capsys, "-p", str(project.root), "run", "--until", "toy")
     assert code == 0, out

@@ -11,12 +11,11 @@ import httpx
 import pytest
 from astropy.io.votable import parse_single_table
 
-from sails.catalog import Block, Product, new_owner
-from sails.catalog.reasons import message
+from sails.catalog import Product, new_owner
 from sails.errors import DownloadError
 from sails.fakes.archive import ArchiveServer
 from sails.project import init_project
-from sails.stages.download import download_mous
+from sails.stages.download import RAW_DOWNLOADED, download_mous
 from sails.stages.execute import run_one
 from sails.transfer import LogProgress
 from transfer_fixtures import make_mous, tree_bytes
@@ -138,29 +137,31 @@ def test_files_listed_inside_the_tarball_are_reassembled(archive, project):
     assert sorted(p.path for p in again) == sorted(p.path for p in products)
 
 
-def test_raw_only_mous_blocks_verify(archive, project):
-    """Through the real stage executor: download done with products, then verify blocked."""
+def test_raw_only_mous_goes_to_restore_which_blocks_without_calibration(archive, project):
+    """Through the real stage executor: download done with products, then restore (before
+    verify) blocks: these ASDMs came with no README version and no calapply.txt."""
     cat = project.catalog
     ingest_datalink(cat, archive, RAW)
     report = run_one(project, stages=["download"])
-    assert report.status == "done" and message(Block.NEEDS_RESTORE) in report.message
+    assert report.status == "done" and report.message == RAW_DOWNLOADED
     products = [Product(kind=r["kind"], path=r["path"], bytes=r["bytes"])
                 for r in cat.products(RAW, stage="download")]
     assert all(p.bytes and p.bytes > 0 for p in products)
     raw = sorted(Path(p.path).name for p in products if p.kind == "raw_asdm")
     assert raw == ["uid___A002_Xd_X1.asdm.sdm", "uid___A002_Xd_X2.asdm.sdm"]
     for name in raw:
-        assert tree_bytes(project.datasets_raw / RAW / name) == \
+        assert tree_bytes(project.datasets_raw / RAW / "raw" / name) == \
             tree_bytes(archive.root / RAW / name)
-    # verify, claimed next, waits for a calibration restore (no CASA job is started)
-    assert run_one(project, stages=["verify"]).status == "blocked"
-    verify = cat.find_stage(RAW, "verify")
-    assert verify.status == "blocked" and verify.reason_code == Block.NEEDS_RESTORE
-    # Running again leaves it blocked and fetches nothing.
+    # verify waits for restore, which blocks with the reason (no CASA job is started)
+    assert run_one(project, stages=["verify"]) is None
+    assert run_one(project, stages=["restore"]).status == "blocked"
+    restore = cat.find_stage(RAW, "restore")
+    assert "cannot restore the raw delivery" in restore.reason, restore.reason
+    assert cat.find_stage(RAW, "verify").status == "pending"
+    # Running again fetches nothing.
     before = archive.bytes_sent
     download_mous(project, cat, RAW, progress=LogProgress())
     assert archive.bytes_sent == before
-    assert cat.find_stage(RAW, "verify").status == "blocked"
 
 
 def tarball(members: dict[str, bytes], evil: str | None = None) -> bytes:

@@ -5,9 +5,11 @@ same rows changes nothing. Metadata updates never touch stage states; the only s
 module changes is the raw-only policy below.
 
 Raw-only policy: a MOUS whose DataLink lists raw ASDMs but no SRDP restore keeps ``download``
-pending (the raw data will be fetched) and has its ``verify`` stage blocked with
-:attr:`Block.NEEDS_RESTORE` until a calibration restore exists. Registering an SRDP URL
-(:func:`register_srdp`) unblocks it; SRDP data take precedence over raw data.
+pending (the raw delivery will be fetched) and is listed as ``raw_only``: its ``restore``
+stage restores the calibration from the delivery before ``verify`` runs. A ``verify`` that
+an older version blocked with :attr:`Block.NEEDS_RESTORE` is unblocked. Registering an SRDP
+URL (:func:`register_srdp`) makes the download fetch the SRDP restore instead (SRDP data take
+precedence over raw data) and ``restore`` is then skipped.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class IngestSummary:
     rows_read: int = 0
     duplicates: int = 0
     skipped: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
+    raw_only: list[str] = field(default_factory=list)  # restored by the restore stage
     unblocked: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     plans: list[DownloadPlan] = field(default_factory=list)
@@ -134,7 +136,7 @@ class IngestSummary:
             "duplicates": self.duplicates, "skipped": self.skipped,
             "projects": self.projects.as_dict(), "mous": self.mous.as_dict(),
             "targets": self.targets.as_dict(), "files": self.files.as_dict(),
-            "blocked": self.blocked, "unblocked": self.unblocked, "warnings": self.warnings,
+            "raw_only": self.raw_only, "unblocked": self.unblocked, "warnings": self.warnings,
             "plans": [p.as_dict() for p in self.plans],
         }
 
@@ -154,17 +156,18 @@ def _newest(records: list[Record]) -> Record:
 
 def apply_raw_only_policy(catalog: Catalog, con: sqlite3.Connection, mous_id: str,
                           summary: IngestSummary | None = None) -> None:
-    """Block ``verify`` of a raw-only MOUS; unblock it once an SRDP restore is known."""
+    """List a raw-only MOUS (its restore stage restores it); a verify that an older version
+    blocked waiting for a restore is unblocked, since restore now runs before it."""
     plan = download_plan(catalog, mous_id)
     verify = catalog.find_stage(mous_id, "verify")
-    if plan.source == "srdp":
-        if catalog.unblock(verify.id, "SRDP restore registered", only_code=Block.NEEDS_RESTORE,
-                           actor=ACTOR, con=con) and summary is not None:
-            summary.unblocked.append(mous_id)
-    elif plan.source == "raw" and verify.status == "pending":
-        catalog.block(verify.id, None, Block.NEEDS_RESTORE, con=con)
-        if summary is not None:
-            summary.blocked.append(mous_id)
+    why = ("SRDP restore registered" if plan.source == "srdp"
+           else "the restore stage restores the raw delivery")
+    if catalog.unblock(verify.id, why, only_code=Block.NEEDS_RESTORE, actor=ACTOR,
+                       con=con) and summary is not None:
+        summary.unblocked.append(mous_id)
+    if plan.source == "raw" and summary is not None and \
+            catalog.find_stage(mous_id, "download").status == "pending":
+        summary.raw_only.append(mous_id)
 
 
 def _store_files(catalog: Catalog, con: sqlite3.Connection, mous_id: str,

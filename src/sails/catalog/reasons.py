@@ -37,3 +37,7 @@ def message(code: Block, detail: str | None = None) -> str:
     if detail and code in (Block.STAGE, Block.USER):
         return detail
     return MESSAGES[code] + (f" ({detail})" if detail else "")
+
+
+# A stage added to the table after a MOUS had already gone past it (its row is skipped).
+LATE_STAGE_REASON = "stage added after this MOUS had passed it"

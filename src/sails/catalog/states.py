@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sails.catalog.model import FINISHED, Product, StageRow, check_stage, owner_is_dead
-from sails.catalog.reasons import Block, Failure, message
+from sails.catalog.reasons import LATE_STAGE_REASON, Block, Failure, message
 from sails.errors import IllegalTransitionError, LeaseLostError, NotFoundError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Scope, StageTable
@@ -72,16 +72,32 @@ class StateMachine:
     """Stage rows and their transitions (a mixin of :class:`sails.catalog.Catalog`)."""
 
     # ------------------------------------------------------------------ rows per stage
-    def _ensure_stages(self, con: sqlite3.Connection, mous_id: str, target: str) -> None:
-        """Create the pending rows the stage table declares for a MOUS ('') or a target."""
+    def _ensure_stages(self, con: sqlite3.Connection, mous_id: str, target: str,
+                       late: bool = False) -> None:
+        """Create the pending rows the stage table declares for a MOUS ('') or a target.
+
+        ``late``: rows of a stage added to the table after the MOUS existed; one whose
+        dependent stages of the MOUS have already started is created ``skipped`` (the MOUS
+        is past it: e.g. a restore row for a MOUS verified before restore existed)."""
         scope = Scope.TARGET if target else Scope.MOUS
         for st in PIPELINE.at_scope(scope):
             cur = con.execute(
                 "INSERT OR IGNORE INTO stages (mous_id, target, stage, updated_at)"
                 " VALUES (?, ?, ?, ?)", (mous_id, target, st.name, time.time()))
-            if cur.rowcount:
-                self._event(con, mous_id, target, st.name, "catalog", None, "pending",
-                            "created")
+            if not cur.rowcount:
+                continue
+            self._event(con, mous_id, target, st.name, "catalog", None, "pending", "created")
+            later = PIPELINE.downstream(st.name)[1:]
+            if late and later and con.execute(
+                    f"SELECT 1 FROM stages WHERE mous_id = ? AND status != 'pending' AND stage"
+                    f" IN ({', '.join('?' * len(later))}) LIMIT 1",
+                    (mous_id, *later)).fetchone():
+                why = LATE_STAGE_REASON
+                con.execute("UPDATE stages SET status = 'skipped', reason = ?, updated_at = ?"
+                            " WHERE mous_id = ? AND target = ? AND stage = ?",
+                            (why, time.time(), mous_id, target, st.name))
+                self._event(con, mous_id, target, st.name, "catalog", "pending", "skipped",
+                            why)
 
     def _after_open(self) -> None:
         """A stage added to the table gets its rows in an existing catalog (once)."""
@@ -89,10 +105,10 @@ class StateMachine:
             return
         with self.write() as con:
             for mous_id in [r[0] for r in con.execute("SELECT mous_id FROM mous")]:
-                self._ensure_stages(con, mous_id, "")
+                self._ensure_stages(con, mous_id, "", late=True)
             for mous_id, target in con.execute(
                     "SELECT DISTINCT mous_id, alma_source_name FROM targets").fetchall():
-                self._ensure_stages(con, mous_id, target)
+                self._ensure_stages(con, mous_id, target, late=True)
             con.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
                         " SET value = excluded.value", (STAGE_TABLE_KEY, PIPELINE.fingerprint()))
 

@@ -121,15 +121,17 @@ def print_summary(summary) -> None:
         console.print(Text.assemble((f"{len(summary.skipped)} bad row(s) skipped:", "yellow"),
                                     " " + "; ".join(summary.skipped[:5])
                                     + (" ..." if len(summary.skipped) > 5 else "")))
-    if summary.blocked:
-        n = len(summary.blocked)
+    if summary.raw_only:
+        n = len(summary.raw_only)
         console.print(Text.assemble(
-            (f"verify {verb} blocked for {n} MOUS", "magenta"),
-            " (needs calibration restore: only raw ASDMs are available; register an SRDP "
-            f"restore with `sails ingest srdp MOUS URL`): {_list(summary.blocked)}"))
+            (f"{n} MOUS {'have' if n != 1 else 'has'} only raw ASDMs", "magenta"),
+            " (the restore stage restores their calibration from the delivery; an SRDP "
+            f"restore registered with `sails ingest srdp MOUS URL` wins): "
+            f"{_list(summary.raw_only)}"))
     if summary.unblocked:
         console.print(f"verify {verb} unblocked for {len(summary.unblocked)} MOUS (SRDP "
-                      f"restore known): {_list(summary.unblocked)}")
+                      f"restore known, or restored by the restore stage): "
+                      f"{_list(summary.unblocked)}")
     for w in summary.warnings[:20]:
         console.print(Text.assemble(("warning:", "yellow"), f" {w}"))
     if summary.plans:

@@ -44,7 +44,8 @@ def generate(
     outdir: Path = typer.Argument(..., help="Folder to write the MOUS folders into."),
     preset: str = typer.Option(
         "demo", "--preset", "-P",
-        help="tiny | selfcal | demo | group | group-tiny (a 12-m mosaic, 7-m and TP group OUS)."),
+        help="tiny | raw | selfcal | demo | group | group-tiny (group: a 12-m mosaic, "
+             "7-m and TP group OUS)."),
     seed: int = typer.Option(1, "--seed", help="Same seed, same visibilities (byte for byte)."),
     n_mous: int | None = typer.Option(None, "--n-mous", help="Number of MOUS."),
     targets: int | None = typer.Option(None, "--targets", help="Science targets per MOUS (1-3)."),
@@ -63,6 +64,7 @@ def generate(
     """Generate simulated MOUS under OUTDIR (one folder per MOUS, named by its uid)."""
     from sails.sim import customize, simulate_project
     from sails.sim import preset as get_preset
+    from sails.sim.presets import RAW_PRESETS
 
     specs = customize(get_preset(preset), n_mous=n_mous, n_targets=targets, n_ebs=ebs,
                       band=band, phase_rms_deg=phase_rms, n_antennas=antennas,
@@ -71,7 +73,8 @@ def generate(
         s.validate()
     t0 = time.time()
     with console.status(f"simulating {len(specs)} MOUS with CASA..."):
-        paths = simulate_project(outdir, specs, seed=seed, overwrite=force)
+        paths = simulate_project(outdir, specs, seed=seed, overwrite=force,
+                                 raw=preset in RAW_PRESETS)
     from sails.sim import load_truth
 
     table = Table(title=f"simulated MOUS in {Path(outdir).resolve()}")

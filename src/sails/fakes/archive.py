@@ -55,6 +55,9 @@ Route = Callable[[BaseHTTPRequestHandler, dict[str, str]], None]
 DEFAULT_HIDDEN = ("truth.json", "*obscore*", "*alminer*", ".*", "*.tmp")
 # Top-level folders that go into the auxiliary tarball rather than the product one.
 AUX_DIRS = ("script", "calibration", "log", "qa")
+# A MOUS folder's own README (a raw delivery's, naming the CASA version) is served as the
+# #documentation file rather than inside a tarball.
+README_NAME = "README"
 DEFAULT_PROJECT = "2099.1.00001.S"
 _PROJECT_RE = re.compile(r"^\d{4}\.\d\.\d{5}\.[A-Z]+$")
 _CHUNK = 1 << 20
@@ -245,7 +248,7 @@ class ArchiveServer:
         aux = TarSpec(f"{project}_{mous_fs}_auxiliary.tar", "#auxiliary", mous_fs)
         raws: list[TarSpec] = []
         for entry in sorted(mdir.iterdir()):
-            if self.is_hidden(entry.name) or entry.is_symlink():
+            if self.is_hidden(entry.name) or entry.is_symlink() or entry.name == README_NAME:
                 continue
             if entry.is_dir() and entry.name.endswith(".asdm.sdm"):
                 spec = TarSpec(f"{project}_{entry.name}.tar", "#progenitor", mous_fs)
@@ -291,6 +294,9 @@ class ArchiveServer:
     def readme_text(self, mous_fs: str) -> bytes:
         specs = self.tar_specs(mous_fs)
         lines = [f"Simulated ALMA delivery for member OUS {parse_uid(mous_fs).uri}", ""]
+        own = self.mous_dirs()[mous_fs] / README_NAME if mous_fs in self.mous_dirs() else None
+        if own is not None and own.is_file():
+            lines += [own.read_text(errors="replace").rstrip(), ""]
         lines += [f"  {s.name}  ({s.semantics})" for s in specs]
         return ("\n".join(lines) + "\n").encode()
 

@@ -56,15 +56,17 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_casa_job(job: dict[str, Any], work: Path, timeout_s: float = 900.0) -> dict[str, Any]:
-    """Run ``python -m sails.sim._casajob`` on a job; return its result.json."""
+def run_casa_job(job: dict[str, Any], work: Path, timeout_s: float = 900.0,
+                 module: str = "sails.sim._casajob") -> dict[str, Any]:
+    """Run ``python -m <module>`` (a CASA child of :mod:`sails.sim`) on a job; return its
+    result.json."""
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
     out_log = work / "child.stdout.log"
     with out_log.open("w") as fh:
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "sails.sim._casajob", str(job_path)], cwd=work,
+                [sys.executable, "-m", module, str(job_path)], cwd=work,
                 env=_child_env(), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s,
                 check=False)
         except subprocess.TimeoutExpired:
@@ -208,10 +210,17 @@ def mous_seed(seed: int, index: int) -> int:
 
 
 def simulate_project(out_root: str | Path, specs: list[MousSpec] | None = None, *,
-                     preset: str = "demo", seed: int = 1, overwrite: bool = False) -> list[Path]:
-    """Simulate several MOUS (a preset's, or ``specs``) plus project-level archive tables."""
+                     preset: str = "demo", seed: int = 1, overwrite: bool = False,
+                     raw: bool | None = None) -> list[Path]:
+    """Simulate several MOUS (a preset's, or ``specs``) plus project-level archive tables;
+    ``raw`` (default: the preset is a raw one) writes raw deliveries (:mod:`sails.sim.raw`)."""
     from sails.sim.archive import write_project_archive_view
+    from sails.sim.presets import RAW_PRESETS
     from sails.sim.presets import preset as get_preset
+    from sails.sim.raw import simulate_raw_mous
+
+    raw = preset in RAW_PRESETS if raw is None else raw
+    one = simulate_raw_mous if raw else simulate_mous
 
     specs = specs if specs is not None else get_preset(preset)
     for s in specs:
@@ -223,7 +232,7 @@ def simulate_project(out_root: str | Path, specs: list[MousSpec] | None = None, 
         s = mous_seed(seed, i)
         while make_plan(spec, s)["mous_uid"] in seen and spec.mous_uid is None:
             s += 1
-        path = simulate_mous(out_root, spec, s, overwrite=overwrite)
+        path = one(out_root, spec, s, overwrite=overwrite)
         seen.add(load_truth(path)["mous_uid"])
         paths.append(path)
     write_project_archive_view(out_root, paths)

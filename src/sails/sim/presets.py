@@ -149,13 +149,24 @@ def group_tiny() -> list[MousSpec]:
                        label="group-tiny")
 
 
+def raw() -> list[MousSpec]:
+    """The tiny MOUS as a raw delivery (ASDMs, caltables, calapply.txt, README, scriptForPI:
+    :mod:`sails.sim.raw`) instead of an SRDP restore."""
+    return [replace(s, label="raw") for s in tiny()]
+
+
 PRESETS: dict[str, Callable[[], list[MousSpec]]] = {
     "tiny": tiny,
+    "raw": raw,
     "selfcal": selfcal,
     "demo": demo,
     "group": group,
     "group-tiny": group_tiny,
 }
+
+
+# Presets simulated as raw deliveries rather than SRDP restores.
+RAW_PRESETS = frozenset({"raw"})
 
 
 def preset(name: str) -> list[MousSpec]:

@@ -9,7 +9,9 @@ delivered data, not the working copies that are several times their size):
 - ``remove_selfcal_work``: everything in the auto-selfcal folder that is not, and does not
   hold, a kept self-cal product (summary, gain tables, initial/final FITS, weblog, the run's
   manifest); the ``*.selfcal.ms`` too unless ``keep_selfcal_ms``;
-- ``remove_casa_images``: ``products/<target>/casa/`` once that target's FITS are on disk.
+- ``remove_casa_images``: ``products/<target>/casa/`` once that target's FITS are on disk;
+- ``remove_raw_delivery``: ``datasets_raw/<mous>/`` (ASDMs, caltables, scripts) once the
+  restore stage restored it into measurement sets (verified, since cleanup comes last).
 
 It never removes a path that is, or holds, a product recorded as final (every product not
 named above), nor a delivered measurement set. Crash-safe: the list of paths is written
@@ -57,8 +59,14 @@ def plan(project, mous_id: str) -> list[Removal]:
     removable_kinds = {"split_ms"} if st.remove_splits else set()
     if st.remove_selfcal_work and not st.keep_selfcal_ms:
         removable_kinds.add("selfcal_ms")
-    keep = [Path(p["path"]) for p in products if p["kind"] not in removable_kinds]
+    raw_dir = project.datasets_raw / mous_dir.name
+    restored = st.remove_raw_delivery and any(
+        p["kind"] == "ms" for p in cat.products(mous_id, stage="restore"))
+    keep = [Path(p["path"]) for p in products if p["kind"] not in removable_kinds
+            and not (restored and _under(raw_dir, Path(p["path"])))]
     cands: list[tuple[Path, str]] = []
+    if restored:
+        cands.append((raw_dir, "raw delivery (restored into measurement sets and verified)"))
     if st.remove_download_work and cat.products(mous_id, stage="download"):
         cands.append((project.work / "download" / mous_dir.name,
                       "download work area (tarballs, partial files)"))

@@ -6,8 +6,9 @@ What is fetched follows the same precedence rule as ingest's download plan (cata
 1. an SRDP restore (``srdp`` rows or ``mous.srdp_url``), crawled recursively below its URL,
    plus the README;
 2. else, if raw ASDMs are listed (``raw``): the raw ASDM tarballs, the auxiliary tarball and
-   the README. Raw data needs a calibration restore: the stage ends ``done`` with the
-   ``raw_asdm`` products and blocks the MOUS's ``verify`` stage;
+   the README, into ``datasets_raw/<mous_fs>/`` (``raw/``, ``calibration/``, ``script/``...).
+   Raw data needs a calibration restore: the stage ends ``done`` with the ``raw_asdm``
+   products and the ``restore`` stage restores them before ``verify``;
 3. else the archive products (``product``, ``other``): tarballs are extracted safely; files
    listed inside a tarball (DataLink ``#this`` recursion) keep their path inside it, so a
    measurement set delivered file by file is put together again.
@@ -34,8 +35,7 @@ import httpx
 
 from sails.archive.ingest import download_plan
 from sails.atomic import write_json_atomic
-from sails.catalog import Block, Catalog, Product
-from sails.catalog.reasons import message
+from sails.catalog import Catalog, Product
 from sails.errors import DownloadError, SailsError
 from sails.ids import mous_uri, parse_uid
 from sails.project import Project
@@ -59,6 +59,7 @@ from sails.transfer.organize import product_for
 log = logging.getLogger("sails.stages.download")
 
 MANIFEST_NAME = ".sails-download.json"
+RAW_DOWNLOADED = "raw delivery downloaded (no SRDP restore): the restore stage restores it"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+ -]*$")
 
 
@@ -338,6 +339,5 @@ def run(ctx: StageContext) -> Outcome:
     """Stage entry point (see sails.stages.base)."""
     products = download_mous(ctx.project, ctx.catalog, ctx.row.mous_id)
     if is_raw_only(p.kind for p in products):
-        return Outcome.done(products=products, reason="raw ASDMs downloaded; verify will wait: "
-                            + message(Block.NEEDS_RESTORE))
+        return Outcome.done(products=products, reason=RAW_DOWNLOADED)
     return Outcome.done(products=products)

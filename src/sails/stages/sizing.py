@@ -46,9 +46,9 @@ def stage_folder(project, row: StageRow) -> Path | None:
 
 def measure(project, row: StageRow) -> int:
     """What the stage left on disk: its folder, or (download) its recorded products."""
-    if row.stage == "download":
+    if row.stage in ("download", "restore"):
         return sum(du(Path(p["path"])) for p in project.catalog.products(row.mous_id,
-                                                                         stage="download"))
+                                                                         stage=row.stage))
     folder = stage_folder(project, row)
     return du(folder) if folder else 0
 
@@ -79,8 +79,8 @@ def _split_bytes(catalog, mous_id: str) -> int:
 
 
 def _delivered_bytes(catalog, mous_id: str) -> int:
-    got = [p["bytes"] or 0 for p in catalog.products(mous_id, stage="download")
-           if p["kind"] == "ms"]
+    got = [p["bytes"] or 0 for st in ("download", "restore")
+           for p in catalog.products(mous_id, stage=st) if p["kind"] == "ms"]
     if got:
         return sum(got)
     return _download_prediction(catalog, mous_id).final_bytes
@@ -146,8 +146,20 @@ def predict(project, row: StageRow) -> sizes.Prediction:
     cat = project.catalog
     if row.stage == "download":
         return _download_prediction(cat, row.mous_id)
+    if row.stage == "restore":
+        down = cat.products(row.mous_id, stage="download")
+        if any(p["kind"] == "ms" for p in down):
+            return sizes.restore(0)  # an SRDP restore: skipped
+        if down:
+            return sizes.restore(sum(p["bytes"] or 0 for p in down if p["kind"] == "raw_asdm"))
+        from sails.archive.ingest import download_plan  # before download: the listed sizes
+
+        plan = download_plan(cat, row.mous_id)
+        return sizes.restore(sum(f.get("size") or 0 for f in plan.files if f["kind"] == "raw")
+                             if plan.source == "raw" else 0)
     if row.stage == "verify":
-        n = sum(1 for p in cat.products(row.mous_id, stage="download") if p["kind"] == "ms")
+        n = sum(1 for st in ("download", "restore") for p in cat.products(row.mous_id, stage=st)
+                if p["kind"] == "ms")
         return sizes.verify(max(1, n))
     if row.stage == "split":
         facts = _ms_facts(cat, row.mous_id)

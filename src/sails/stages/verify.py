@@ -445,7 +445,8 @@ def _size_facts(d: EbDecision) -> dict[str, Any]:
 def run(ctx: StageContext) -> Outcome:
     cat = ctx.catalog
     mous = cat.mous(ctx.mous_id)
-    if is_raw_only(p["kind"] for p in cat.products(ctx.mous_id, stage="download")):
+    if is_raw_only(p["kind"] for st in ("download", "restore")
+                   for p in cat.products(ctx.mous_id, stage=st)):
         return Outcome.blocked(code=Block.NEEDS_RESTORE)
     ms_paths = find_measurement_sets(ctx.mous_dir)
     out_dir = ctx.mous_dir / VERIFY_DIR

@@ -2,7 +2,10 @@
 
 * calibrated measurement sets (``*.ms`` folders)  -> ``datasets/<mous_fs>/<name>.ms``
 * ``weblog_restore`` folders                      -> ``SRDP_weblogs/<mous_fs>/``
-* raw ASDMs (``*.asdm.sdm`` folders)              -> ``datasets_raw/<mous_fs>/<name>``
+* raw ASDMs (``*.asdm.sdm`` folders)              -> ``datasets_raw/<mous_fs>/raw/<name>``
+* a raw delivery's ``script/``, ``calibration/``, ``qa/`` and ``log/`` files
+                                                  -> ``datasets_raw/<mous_fs>/<path>``
+  (the layout ALMA's restore scripts expect; the restore stage reads it there)
 * any other file                                  -> ``datasets/<mous_fs>/archive/<path>``
 
 Paths inside archive tarballs start with ``<project>/science_goal.*/group.*/member.*/``;
@@ -20,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sails.catalog import Product
+
+# Folders of an archive delivery that belong with the raw data (the auxiliary tarball).
+DELIVERY_DIRS = ("script", "calibration", "qa", "log")
 
 
 @dataclass
@@ -102,7 +108,7 @@ def organize(staging: Path, layout: Layout,
             elif d.endswith(".ms"):
                 dst, kind = _unique(layout, layout.datasets / d), "ms"
             elif d.endswith(".asdm.sdm"):
-                dst, kind = _unique(layout, layout.raw / d), "raw_asdm"
+                dst, kind = _unique(layout, layout.raw / "raw" / d), "raw_asdm"
             else:
                 continue
             dirs.remove(d)
@@ -114,7 +120,9 @@ def organize(staging: Path, layout: Layout,
             if src.is_symlink() or f.endswith(".part"):
                 continue
             rel = _strip_prefix(src.relative_to(staging))
-            dst = _unique(layout, layout.archive / rel)
+            base = layout.raw if len(rel.parts) > 1 and rel.parts[0] in DELIVERY_DIRS \
+                else layout.archive
+            dst = _unique(layout, base / rel)
             place(src, dst)
             products.append(Product(kind="file", path=str(dst), bytes=dst.stat().st_size))
             moved[src] = products[-1]
