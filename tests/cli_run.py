@@ -9,7 +9,9 @@ def sails(capsys, *args: str) -> tuple[int, str]:
     from sails.cli import main
     from sails.cli.app import console
 
-    old_argv, old_width = sys.argv, console.width
+    # Restore the console's own setting (None: follow COLUMNS/the terminal), not the width
+    # it computed now, which would pin later tests' consoles to this test's terminal.
+    old_argv, old_width = sys.argv, console._width
     sys.argv, console.width = ["sails", *args], 200
     try:
         main()
@@ -17,5 +19,5 @@ def sails(capsys, *args: str) -> tuple[int, str]:
     except SystemExit as exc:
         code = int(exc.code or 0)
     finally:
-        sys.argv, console.width = old_argv, old_width
+        sys.argv, console._width = old_argv, old_width
     return code, capsys.readouterr().out
