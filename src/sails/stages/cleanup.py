@@ -32,7 +32,8 @@ from sails.stages.sizing import PRODUCTS_DIR, du, gb
 from sails.stages.split import SPLITS_DIR
 
 PLAN_NAME = ".sails-cleanup.json"
-REMOVABLE_KINDS = {"split_ms", "selfcal_ms"}  # recorded products cleanup may remove
+# recorded products cleanup may remove
+REMOVABLE_KINDS = {"split_ms", "selfcal_ms", "selfcal_fullres_ms"}
 KEEP_IN_SELFCAL = {"result.json"}  # the run's manifest (the selfcal stage reads it)
 FITS_KINDS = {"cont_image", "cube"}
 
@@ -56,7 +57,7 @@ def plan(project, mous_id: str) -> list[Removal]:
     products = [p for p in cat.products(mous_id) if not p.get("removed_at")]
     removable_kinds = {"split_ms"} if st.remove_splits else set()
     if st.remove_selfcal_work and not st.keep_selfcal_ms:
-        removable_kinds.add("selfcal_ms")
+        removable_kinds |= {"selfcal_ms", "selfcal_fullres_ms"}  # cubes are made by now
     keep = [Path(p["path"]) for p in products if p["kind"] not in removable_kinds]
     cands: list[tuple[Path, str]] = []
     if st.remove_download_work and cat.products(mous_id, stage="download"):

@@ -31,6 +31,7 @@ SUMMARY_METRICS = (
     "snr_nf_initial", "snr_nf_final", "rms_nf_initial", "rms_nf_final", "beam_initial",
     "beam_final", "solints_attempted", "solints_accepted", "final_mode", "band",
     "final_solint", "final_solint_mode", "stop_reason", "theoretical_rms", "target_ms_applied",
+    "fullres_applied",
 )
 
 
@@ -86,6 +87,8 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
             # Where imaging finds the self-calibrated visibilities for this target.
             "target_ms": [_abs(workdir, n) for n in files.get("target_ms", [])]
             if s.get("target_ms_applied") else [],
+            # Full-resolution copies with self-calibrated CORRECTED_DATA: the line cubes' data.
+            "fullres_ms": [_abs(workdir, n) for n in files.get("fullres_ms", [])],
         })
         if files.get("summary"):
             out.append(Product("selfcal_summary", _abs(workdir, files["summary"]), target,
@@ -97,6 +100,9 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
                                 ("selfcal_image_final", "image_final")):
             for name in files.get(f"{key}_fits") or files.get(key, []):
                 out.append(Product(stage_kind, _abs(workdir, name), target, metrics=small))
+        for name in files.get("fullres_ms", []):
+            out.append(Product("selfcal_fullres_ms", _abs(workdir, name), target,
+                               metrics={**small, "datacolumn": "corrected"}))
         for name in files.get("gaintables", []):
             out.append(Product("gaintable", _abs(workdir, name), target, metrics=small))
         if files.get("weblog_page"):
