@@ -439,3 +439,17 @@ def test_moment_masks_drop_noise_islands():
     vel = np.arange(12) * 0.5
     e1 = moments.mom1_error(cube, noise, strict, vel)
     assert 0 < e1[20, 20, 0] < 0.5
+
+
+def test_report_shows_before_and_after_selfcal_line_peaks():
+    from sails.report.target import cube_selfcal_table
+
+    html = cube_selfcal_table({"selfcal_applied": True, "contsub_method": "uvcontsub",
+                               "line_peak_nosc": 0.5, "line_peak_sc": 1.0,
+                               "line_peak_gain": 2.0, "peak_velocity_kms": 6.1})
+    assert "line peak before self-cal" in html and "2.00" in html
+    assert "self-calibrated (full resolution)" in html
+    html = cube_selfcal_table({"selfcal_applied": False, "selfcal_why_not": "too faint",
+                               "line_peak_nosc": 0.5})
+    assert "not self-calibrated: too faint" in html
+    assert cube_selfcal_table({"peak": 1.0}) == ""

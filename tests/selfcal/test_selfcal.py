@@ -160,11 +160,13 @@ def test_products_recorded_and_present(sc):
 
 
 def test_unapplied_copies_are_not_kept(sc):
-    m = sc.clean  # default options: nothing is written back, so the copies are dropped
+    m = sc.clean  # default options: only copies holding applied full-res solutions stay
     workdir = m.project.mous_dir(m.mous_id) / "auto_selfcal"
     manifest = json.loads((workdir / "result.json").read_text())
-    assert manifest["ok"] and manifest["steps"]["auto_selfcal"]["target_ms_kept"] == []
-    assert not any(workdir.glob("*_targets.ms"))
+    step = manifest["steps"]["auto_selfcal"]
+    assert manifest["ok"] and step["apply_full_res"] is True
+    assert step["target_ms_kept"] == step["fullres_ms"]
+    assert sorted(p.name for p in workdir.glob("*_targets.ms")) == step["fullres_ms"]
     kinds = {p["kind"] for p in m.project.catalog.products(m.mous_id)}
     assert "selfcal_target_ms" not in kinds
     for t in m.targets:
