@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from selfcal_data import ready_project  # noqa: E402
 from sails.sim import simulate_mous  # noqa: E402
 from sails.sim.presets import demo  # noqa: E402
 from sails.stages.execute import run_one  # noqa: E402
+from selfcal_data import ready_project  # noqa: E402
 
 
 def run_stages(project, mous: str, stages: list[str]) -> float:
