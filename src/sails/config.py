@@ -287,6 +287,8 @@ class Imaging(_Section):
     growiterations: int = Field(75, ge=0)
     lines: list[ExtraLine] = Field(default_factory=list)
     make_cubes: bool = True
+    all_spw_cubes: bool = Field(False, description="also a native-resolution cube of every "
+                                "science spw (as the ALMA pipeline makes), kind spw_cube")
     keep_contsub: bool = False
     previews: bool = True
     timeout_minutes: float | None = Field(None, gt=0)

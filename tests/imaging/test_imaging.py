@@ -453,3 +453,28 @@ def test_report_shows_before_and_after_selfcal_line_peaks():
                                "line_peak_nosc": 0.5})
     assert "not self-calibrated: too faint" in html
     assert cube_selfcal_table({"peak": 1.0}) == ""
+
+
+def test_all_spw_cubes_plan_a_native_cube_of_every_science_spw():
+    from sails.casa.imaging_plan import _plan_spw_cube, catalogue_linefree
+
+    c18o = {"name": "C18O_2-1", "species": "C18O", "transition": "2-1",
+            "rest_ghz": 219.560354}
+    cfg = {"systemic_velocity_kms": 6.0, "velocity_window_kms": 8.0,
+           "line_free_margin_kms": 3.0, "channel_width_kms": None,
+           "min_linefree_fraction": 0.1}
+    f_sys = 219.560354e9 * (1 - 6.0 / 299792.458)
+    wide = _spw(1, f_sys - 120 * 122070.3125, 240, 122070.3125)
+    tdm = _spw(3, 232e9, 16, 125e6)
+    ms = {"vis": "/data/eb1_targets.ms", "field_id": 3, "spws": [wide, tdm],
+          "datacolumn": "data"}
+    free_of = catalogue_linefree([c18o], 6.0)
+    warnings: list[str] = []
+    cube = _plan_spw_cube(wide, [ms], free_of, cfg, "member.x.T_sci", {"1": "25"}, warnings)
+    assert cube["kind"] == "spw" and cube["imagename"] == "member.x.T_sci.spw25.cube.I"
+    assert cube["nchan"] >= 236 and cube["per_ms"][0]["spw"] == 1
+    # continuum fitted outside the catalogue line, as for the line cube of that spw
+    assert cube["contsub_method"] == "uvcontsub"
+    assert cube["per_ms"][0]["fitspec"].startswith("1:0~")
+    cube = _plan_spw_cube(tdm, [ms], free_of, cfg, "member.x.T_sci", {}, warnings)
+    assert cube["imagename"] == "member.x.T_sci.spw3.cube.I" and cube["nchan"] >= 12

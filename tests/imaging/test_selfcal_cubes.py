@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from astropy.io import fits
 from scipy.special import erf
 
+from sails.project import open_project
 from sails.sim import simulate_mous
 from sails.sim.presets import customize, tiny
 from sails.stages.execute import run_one
@@ -59,11 +61,20 @@ def sc_cubes(tmp_path_factory):
     assert fullres, "self-cal was not applied to any full-resolution MS"
     for p in fullres:
         shutil.rmtree(p)
-    m.project.catalog.reset(m.mous_id, "image")
-    run_all(m.project, m.mous_id)
-    without = cube_of(m.project, m.mous_id)
+    # ... and this run also makes the optional native cube of every science spw
+    toml = m.project.root / "sails.toml"
+    text = toml.read_text()
+    assert "\n[imaging]\n" in text
+    toml.write_text(text.replace("\n[imaging]\n", "\n[imaging]\nall_spw_cubes = true\n", 1))
+    project = open_project(m.project.root)
+    project.catalog.reset(m.mous_id, "image")
+    run_all(project, m.mous_id)
+    without = cube_of(project, m.mous_id)
     truth = json.loads((sim / "truth.json").read_text())
-    return {"with": with_sc, "without": without, "truth": truth, "m": m, "fullres": fullres}
+    spw_cubes = [p for p in project.catalog.products(m.mous_id, stage="image")
+                 if p["kind"] == "spw_cube"]
+    return {"with": with_sc, "without": without, "truth": truth, "m": m, "fullres": fullres,
+            "spw_cubes": spw_cubes, "splits": m.splits}
 
 
 def model_peak(blobs: list[dict], beam_deg: tuple[float, float, float],
@@ -153,6 +164,20 @@ def test_the_same_mous_without_selfcal_in_its_cubes_fails_the_peak_check(sc_cube
     print(f"line peak / truth without self-cal: {ratio:.3f}, velocity error {dvel:.2f} chan")
     assert not passes_peak_check(ratio, dvel), (ratio, dvel)
     assert m["line_peak_sc"] is None and m["line_peak_gain"] is None
+
+
+@pytest.mark.casa
+def test_all_spw_cubes_one_native_cube_per_science_spw(sc_cubes):
+    cubes = sc_cubes["spw_cubes"]
+    plan = json.loads((Path(sc_cubes["without"]["path"]).parent / "plan.json").read_text())
+    science = plan["line_ms"][0]["spws"]  # the split's science windows (FULL_RES)
+    assert len(science) >= 2 and len(cubes) == len(science), [c["path"] for c in cubes]
+    assert all(re.search(r"\.spw\d+\.cube\.I\.pbcor\.fits$", c["path"]) for c in cubes)
+    got = sorted(c["metrics"]["nchan"] for c in cubes)
+    nchan = sorted(s["nchan"] for s in science)
+    assert all(n - 2 <= g <= n for g, n in zip(got, nchan, strict=True)), (got, nchan)
+    assert all(c["metrics"]["rms"] > 0 and c["metrics"]["selfcal_applied"] is False
+               for c in cubes)
 
 
 @pytest.mark.casa

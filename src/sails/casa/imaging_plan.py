@@ -183,10 +183,18 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
             if cube:
                 cubes.append(cube)
 
+    spw_cubes = []
+    if cfg.get("make_cubes", True) and cfg.get("all_spw_cubes"):
+        for s0 in line_mss[0]["spws"]:
+            cube = _plan_spw_cube(s0, line_mss, free_of, cfg, stem, spw_labels, warnings)
+            if cube:
+                spw_cubes.append(cube)
+
     plan = {
         "field": field, "stem": stem, "cell_arcsec": cell, "imsize": imsize,
         "pb_fwhm_arcsec": pb_fwhm, "max_baseline_m": bmax, "dish_m": dish,
         "phasecenter_field": ref["field_id"], "continuum": continuum, "cubes": cubes,
+        "spw_cubes": spw_cubes,
         "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
         "vsys_kms": vsys, "window_kms": window, "linefree_half_kms": excl,
     }
@@ -210,12 +218,37 @@ def _common_column(mss: list[dict[str, Any]], warnings: list[str]) -> str:
     return "data"
 
 
+def _plan_spw_cube(s0: dict[str, Any], line_mss: list[dict[str, Any]], free_of: LinefreeFn,
+                   cfg: dict[str, Any], stem: str, spw_labels: dict[str, str],
+                   warnings: list[str]) -> dict[str, Any] | None:
+    """``imaging.all_spw_cubes``: a native-resolution cube of the whole science spw ``s0``
+    (as the ALMA pipeline makes), continuum-subtracted like the line cubes. Planned as a
+    line cube whose "line" is the spw centre and whose window is the whole spw."""
+    lo, hi = _spw_range(s0)
+    label = spw_labels.get(str(s0["id"]), str(s0["id"]))
+    pseudo = {"name": f"spw{label}", "species": "", "transition": "",
+              "rest_ghz": 0.5 * (lo + hi) / 1e9}
+    half = C_KMS * (hi - lo) / (lo + hi)
+    sub = [dict(m, spws=[s for s in m["spws"] if s["id"] == s0["id"]]) for m in line_mss]
+    sub = [m for m in sub if m["spws"]]
+    excl = float(cfg["velocity_window_kms"]) + float(cfg["line_free_margin_kms"])
+    mine: list[str] = []
+    cube = _plan_cube(pseudo, sub, free_of, dict(cfg, systemic_velocity_kms=0.0,
+                                                 velocity_window_kms=half * 1.001),
+                      stem, spw_labels, mine, [], excl_kms=excl)
+    warnings += [w for w in mine if "clipped" not in w and "only" not in w]
+    if cube:
+        cube.update(kind="spw", imagename=f"{stem}.spw{label}.cube.I")
+    return cube
+
+
 def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], free_of: LinefreeFn,
                cfg: dict[str, Any], stem: str, spw_labels: dict[str, str],
-               warnings: list[str], in_band: list[str]) -> dict[str, Any] | None:
+               warnings: list[str], in_band: list[str],
+               excl_kms: float | None = None) -> dict[str, Any] | None:
     vsys = float(cfg["systemic_velocity_kms"])
     window = float(cfg["velocity_window_kms"])
-    excl = window + float(cfg["line_free_margin_kms"])
+    excl = excl_kms if excl_kms is not None else window + float(cfg["line_free_margin_kms"])
     rest = ln["rest_ghz"] * 1e9
     f_sys = im.sky_freq(vsys, rest)
     per_ms = []

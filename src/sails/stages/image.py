@@ -274,6 +274,8 @@ def run(ctx: StageContext) -> Outcome:
     if healed:
         what += f"; {len(healed)} image(s) healed after diverging (see their metrics)"
     reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
+    if cubes and ok and not cube_data["line_vis_selfcal"]:
+        reason += f"; cubes from the split data ({cube_data['why']})"
     if cuts:
         reason += "; size limits: " + "; ".join(c["why"] for c in cuts)
     return Outcome.done(products, reason)

@@ -261,6 +261,7 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
             "nterms": plan["continuum"]["nterms"],
             "fractional_bw": plan["continuum"]["fractional_bw"],
             "cubes": [c["line"]["name"] for c in plan["cubes"]],
+            "spw_cubes": [c["spw_label"] for c in plan.get("spw_cubes", [])],
             "lines_in_band": plan["lines_in_band"],
             "continuum": plan["continuum"]["imagename"], "products": []}
 
@@ -435,17 +436,17 @@ def image_continuum(ctx) -> dict[str, Any]:
 def image_contsub(ctx) -> dict[str, Any]:
     """uvcontsub of every (MS, spw) a cube needs, fitting the catalogue's line-free channels."""
     plan = _load_plan(ctx)
-    if not plan["cubes"]:
+    if not plan["cubes"] and not plan.get("spw_cubes"):
         return {"products": [], "contsub": []}
     work = ctx.out / "work"
     work.mkdir(exist_ok=True)
     done: dict[str, dict[str, Any]] = {}
     order = int(plan["cfg"]["uvcontsub_fitorder"])
     before = (plan.get("cube_data") or {}).get("before_column")
-    for cube in plan["cubes"]:
+    for cube in plan["cubes"] + plan.get("spw_cubes", []):
         for pm in cube["per_ms"]:
             cols = [("contsub", pm["datacolumn"])]
-            if before:  # the same data before self-cal, for the before/after line peak
+            if before and cube.get("kind") != "spw":  # the data before self-cal: line peak
                 cols.append(("contsub_before", before))
             for key_out, col in cols:
                 if not pm.get("fitspec"):  # planned without continuum subtraction
@@ -499,7 +500,7 @@ def image_cubes(ctx) -> dict[str, Any]:
     plan = _load_plan(ctx)
     prods: list[dict[str, Any]] = []
     summary = {}
-    for cube in plan["cubes"]:
+    for cube in plan["cubes"] + plan.get("spw_cubes", []):
         p, s = _one_cube(ctx, plan, cube)
         prods.extend(p)
         summary[cube["line"]["name"]] = s
@@ -538,7 +539,8 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                           for i in range(dirty.shape[-1])]) / sigma
     n_edge = max(1, cube["nchan"] // 10)
     edge_snr = float(np.nanmax(np.r_[chan_peak[:n_edge], chan_peak[-n_edge:]]))
-    edge_emission = bool(cube.get("contsub", True)) and edge_snr > cfg["edge_clip_sigma"]
+    edge_emission = (bool(cube.get("contsub", True)) and cube.get("kind") != "spw"
+                     and edge_snr > cfg["edge_clip_sigma"])
     if edge_emission:
         ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line may "
                  "extend beyond the velocity window (widen imaging.velocity_window_kms)")
@@ -573,6 +575,8 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
     runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
     pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
+    if cube.get("kind") == "spw":  # imaging.all_spw_cubes: the cube, no moments
+        return _spw_cube_products(ctx, plan, cube, image, pb, pbcor, sigma, runs, heal, inside)
 
     # Moment masks (PHANGS strict/broad, no noise islands): on the flat-noise cube.
     img = st.read(image)
@@ -690,6 +694,30 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                            "velocity_centroid_kms": centroid}))
     return prods, {"rms": rms, "theoretical_rms": theo, "line_flux_jykms": line_flux,
                    "velocity_centroid_kms": centroid}
+
+
+def _spw_cube_products(ctx, plan: dict[str, Any], cube: dict[str, Any], image: str, pb: str,
+                       pbcor: str, sigma: float, runs: list, heal: dict[str, Any],
+                       inside: np.ndarray):
+    """Products and metrics of a whole-spw cube (``spw_cube``, ``spw_cube_pb``)."""
+    pb_d = _inside(pb, plan["cfg"]["pblimit"])
+    rms = st.noise(image, pb, plan["cfg"]["pblimit"])
+    cd = plan.get("cube_data") or {}
+    spw = cube["spw_label"]
+    metrics = {"spw": spw, "rms": rms, "rms_dirty": sigma, "beam": st.beam(image),
+               "peak": _nanmax_in(st.read(pbcor), inside & pb_d), "nchan": cube["nchan"],
+               "native_width_kms": cube["native_width_kms"],
+               "restfreq_ghz": cube["restfreq_hz"] / 1e9,
+               "continuum_subtracted": bool(cube.get("contsub", True)),
+               "contsub_method": cube.get("contsub_method"),
+               "selfcal_applied": bool(cd.get("selfcal_applied")),
+               "selfcal_why_not": cd.get("why_not"), "tclean": runs, "healing": heal}
+    out = ctx.out
+    prods = [_product("spw_cube", _export(ctx, pbcor, out / f"{cube['imagename']}.pbcor.fits"),
+                      spw, metrics),
+             _product("spw_cube_pb", _export(ctx, pb, out / f"{cube['imagename']}.pb.fits"),
+                      spw, {"spw": spw})]
+    return prods, {"rms": rms, "spw": spw}
 
 
 def _moment_errors(pbc: np.ndarray, pbd: np.ndarray, rms: float, broad: np.ndarray,
