@@ -51,9 +51,9 @@ def main() -> None:
         step = json.loads((m.project.mous_dir(m.mous_id) / "auto_selfcal" / "result.json")
                           .read_text())["steps"]["auto_selfcal"]
         applycal_s = float(step["applycal_full_res_s"])
-        fullres = [p["path"] for p in m.project.catalog.products(m.mous_id, stage="selfcal")
-                   if p["kind"] == "selfcal_fullres_ms"]
-        fullres = sorted(set(fullres))
+        fullres = sorted({x for p in m.project.catalog.products(m.mous_id, stage="selfcal")
+                          if p["kind"] == "selfcal_summary"
+                          for x in (p["metrics"] or {}).get("fullres_ms") or []})
         aside = root / "aside"
         aside.mkdir()
         times: dict[str, list[float]] = {"today": [], "selfcal": []}

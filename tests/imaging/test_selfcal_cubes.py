@@ -56,8 +56,12 @@ def sc_cubes(tmp_path_factory):
     with_sc["path"] = str(keep)
     # The same MOUS without self-cal in its cubes: the full-resolution copies are gone
     # (as after a cleanup), so the image stage falls back to the split data.
-    fullres = [Path(p["path"]) for p in m.project.catalog.products(m.mous_id, stage="selfcal")
-               if p["kind"] == "selfcal_fullres_ms"]
+    summary = next(p for p in m.project.catalog.products(m.mous_id, stage="selfcal")
+                   if p["kind"] == "selfcal_summary")
+    fullres = [Path(p) for p in summary["metrics"]["fullres_ms"]]
+    recorded = [Path(p["path"]) for p in m.project.catalog.products(m.mous_id, target="")
+                if p["kind"] == "selfcal_fullres_ms"]
+    assert recorded == fullres  # once, by the MOUS's auto_selfcal row
     assert fullres, "self-cal was not applied to any full-resolution MS"
     for p in fullres:
         shutil.rmtree(p)

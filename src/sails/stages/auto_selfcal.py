@@ -27,7 +27,13 @@ from sails.config import Platform
 from sails.errors import CasaJobError, SailsError
 from sails.execution.paths import vm_mapper
 from sails.stages.base import Outcome, StageContext
-from sails.stages.selfcal import STEP_NAME, band_text, target_ms_paths, workdir_for
+from sails.stages.selfcal import (
+    STEP_NAME,
+    band_text,
+    fullres_paths,
+    target_ms_paths,
+    workdir_for,
+)
 
 
 def split_inputs(ctx: StageContext) -> list[Path]:
@@ -111,6 +117,10 @@ def run(ctx: StageContext) -> Outcome:
     products = [Product("selfcal_target_ms", path, metrics={"band": band,
                                                            "datacolumn": "corrected"})
                 for band, path in target_ms_paths(workdir, results)]
+    # A product path is recorded once: a copy auto-selfcal applied to is already listed.
+    listed = {p.path for p in products}
+    products += [Product("selfcal_fullres_ms", path, metrics={"datacolumn": "corrected"})
+                 for path in fullres_paths(workdir, step) if path not in listed]
     per_target = "; ".join(f"{t}: {band_text(bands)}" for t, bands in sorted(results.items()))
     return Outcome.done(products, reason=f"auto-selfcal {how} on {len(inputs)} split MS(s)"
                         + (f" ({per_target})" if per_target else ""))

@@ -43,9 +43,12 @@ def split_mss(ctx: StageContext) -> list[Path]:
 
 def fullres_inputs(ctx: StageContext) -> list[Path]:
     """Full-resolution copies with this target's self-calibrated CORRECTED_DATA (made by the
-    self-cal job, :mod:`sails.casa.steps.fullres`); [] when there are none."""
+    self-cal job, :mod:`sails.casa.steps.fullres`; listed in the target's summary); [] when
+    there are none (an older run, ``apply_full_res`` off, removed by cleanup)."""
     prods = ctx.catalog.products(ctx.mous_id, target=ctx.row.target, stage="selfcal")
-    paths = [Path(p["path"]) for p in prods if p["kind"] == "selfcal_fullres_ms"]
+    summary = [p for p in prods if p["kind"] == "selfcal_summary"]
+    paths = [Path(x) for x in ((summary[-1]["metrics"] or {}).get("fullres_ms") or [])
+             ] if summary else []
     return [p for p in paths if p.exists()]
 
 

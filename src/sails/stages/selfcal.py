@@ -56,6 +56,11 @@ def band_text(bands: dict[str, dict[str, Any]]) -> str:
                      for b, s in bands.items())
 
 
+def fullres_paths(workdir: Path, step: dict[str, Any]) -> list[str]:
+    """The full-resolution copies the self-cal job applied solutions to (one per EB)."""
+    return [str(workdir / n) for n in step.get("fullres_ms") or []]
+
+
 def target_ms_paths(workdir: Path, results: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(band, path) of the updated ``*_targets.ms`` (they hold every target: one per MOUS)."""
     seen = set()
@@ -87,7 +92,8 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
             # Where imaging finds the self-calibrated visibilities for this target.
             "target_ms": [_abs(workdir, n) for n in files.get("target_ms", [])]
             if s.get("target_ms_applied") else [],
-            # Full-resolution copies with self-calibrated CORRECTED_DATA: the line cubes' data.
+            # Full-resolution copies with self-calibrated CORRECTED_DATA: the line cubes' data
+            # (one MS holds every target: recorded once, by the auto_selfcal row).
             "fullres_ms": [_abs(workdir, n) for n in files.get("fullres_ms", [])],
         })
         if files.get("summary"):
@@ -100,9 +106,6 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
                                 ("selfcal_image_final", "image_final")):
             for name in files.get(f"{key}_fits") or files.get(key, []):
                 out.append(Product(stage_kind, _abs(workdir, name), target, metrics=small))
-        for name in files.get("fullres_ms", []):
-            out.append(Product("selfcal_fullres_ms", _abs(workdir, name), target,
-                               metrics={**small, "datacolumn": "corrected"}))
         for name in files.get("gaintables", []):
             out.append(Product("gaintable", _abs(workdir, name), target, metrics=small))
         if files.get("weblog_page"):
