@@ -246,7 +246,8 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
     plan["cfg"] = cfg
     # DATA of a self-calibrated MS is the data before self-cal: the cubes' "before" peak.
     plan["cube_data"] = {"selfcal_applied": cube_sc, "why_not": why or None,
-                         "before_column": "data" if cube_sc and all(
+                         "before_column": "data" if cube_sc and cfg.get(
+                             "selfcal_line_peaks", True) and all(
                              m["datacolumn"] == "corrected" for m in line_mss) else None}
     if cfg.get("cell_arcsec"):
         plan["cell_arcsec"] = float(cfg["cell_arcsec"])
