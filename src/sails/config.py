@@ -272,7 +272,8 @@ class Download(_Section):
         return out
 
 
-_SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra")
+_SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra",
+                       "apply_full_res")
 
 
 class Selfcal(_Section):
@@ -301,6 +302,9 @@ class Selfcal(_Section):
     use_xvfb: bool = False  # plotms under Xvfb crashed here and hung auto-selfcal; opt in
     export_fits: bool = True
     keep_input_copies: bool = False
+    # The final solutions applied (sails' applycal) to full-resolution copies of the split
+    # data, from which the line cubes are made (auto-selfcal's .selfcal.ms is averaged).
+    apply_full_res: bool = True
     timeout_hours: float = Field(48.0, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -337,6 +341,9 @@ class Imaging(_Section):
     line_free_margin_kms: float = Field(10.0, ge=0)
     min_linefree_fraction: float = Field(0.1, ge=0, lt=1)
     uvcontsub_fitorder: int = Field(1, ge=0, le=2)
+    edge_fit_fraction: float = Field(0.1, gt=0, lt=0.5, description="a line window with no "
+                                     "catalogue line-free channel: continuum fitted (order 0) "
+                                     "to this fraction of its channels at each edge")
     edge_clip_sigma: float = Field(5.0, gt=0, description="dirty-cube edge-emission check")
     multiscale_threshold_sigma: float = Field(4.0, gt=0)
     singlescale_threshold_sigma: float = Field(2.0, gt=0)
@@ -358,6 +365,12 @@ class Imaging(_Section):
     growiterations: int = Field(75, ge=0)
     lines: list[ExtraLine] = Field(default_factory=list)
     make_cubes: bool = True
+    selfcal_line_peaks: bool = Field(True, description="with self-calibrated cubes, also a "
+                                     "dirty cube of the data before self-cal for the "
+                                     "before/after line peak (~0.18 of the image stage's time "
+                                     "on the demo data)")
+    all_spw_cubes: bool = Field(False, description="also a native-resolution cube of every "
+                                "science spw (as the ALMA pipeline makes), kind spw_cube")
     keep_contsub: bool = False
     previews: bool = True
     timeout_minutes: float | None = Field(None, gt=0)

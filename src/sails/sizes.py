@@ -44,7 +44,7 @@ GB = 1024**3
 BYTES_PER_PIXEL = 4  # float32
 CASA_IMAGES = 8  # image, residual, model, psf, pb, mask, signal mask, pbcor per tclean run
 FITS_PER_IMAGE = 3  # pbcor, pb and mask exported as FITS
-MOMENTS = 3  # mom0, mom1, mom8 per cube: a CASA image and a FITS each
+MOMENTS = 5  # mom0, mom1, mom8, mom0_err, mom1_err per cube: a CASA image and a FITS each
 IMAGE_OVERHEAD = 170_000  # table/keyword files of one CASA image directory, measured
 FRINGE_PER_RESOLUTION = 1.2  # plan's fringe spacing (longest baseline) / ObsCore s_resolution
 # restored MS (DATA + CORRECTED_DATA) / ASDM bytes: measured 1.84 on the simulated tiny raw

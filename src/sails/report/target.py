@@ -97,6 +97,24 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "x"
 
 
+def cube_selfcal_table(m: dict[str, Any]) -> str:
+    """Which data a cube was made from, how its continuum was removed, and the line peak
+    before and after self-cal (dirty cubes of the same data, Jy/beam)."""
+    if "selfcal_applied" not in m:
+        return ""  # a cube from before these metrics existed
+    data = ("self-calibrated (full resolution)" if m.get("selfcal_applied")
+            else f"not self-calibrated: {m.get('selfcal_why_not') or 'self-cal skipped'}")
+    gain = m.get("line_peak_gain")
+    return kv_table([
+        ("cube data", data),
+        ("continuum subtraction", m.get("contsub_method")),
+        ("line peak before self-cal", fmt_flux(m.get("line_peak_nosc"))),
+        ("line peak after self-cal", fmt_flux(m.get("line_peak_sc"))),
+        ("after / before", "-" if gain is None else f"{gain:.2f}"),
+        ("peak velocity (km/s)", fmt_num(m.get("peak_velocity_kms"))),
+    ])
+
+
 @dataclass
 class TargetPage:
     root: Path  # project root
@@ -338,6 +356,7 @@ class TargetPage:
                                         f"{esc(where or 'continuum peak')}"))
                 out.append("</div><div>")
                 out.append(image_metrics_table(c.get("metrics") or {}, c.get("spw")))
+                out.append(cube_selfcal_table(c.get("metrics") or {}))
                 out.append("</div></div>")
         return "".join(out)
 

@@ -403,6 +403,13 @@ def glob_escape(text: str) -> str:
 # --------------------------------------------------------------------------- the step
 
 
+def fullres_names(applied: list[dict[str, Any]], field: str, band: str) -> list[str]:
+    """Full-resolution MSs holding ``field``'s self-calibrated data (the name auto-selfcal
+    used: the alias of a renamed field)."""
+    return sorted({s["target_ms"] for s in applied
+                   if s.get("applied") and s["target"] == field and s["band"] == band})
+
+
 def check_options(options: dict[str, Any]) -> None:
     """Refuse option names auto_selfcal does not declare (its ``**kwargs`` would hide typos)."""
     from auto_selfcal import auto_selfcal
@@ -428,8 +435,12 @@ def auto_selfcal_version() -> str:
 
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
                      use_xvfb: bool = False, fits: bool = True,
-                     keep_input_copies: bool = False) -> dict[str, Any]:
-    """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target."""
+                     keep_input_copies: bool = False,
+                     apply_full_res: bool = False) -> dict[str, Any]:
+    """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target.
+
+    ``apply_full_res``: apply the final solutions to the full-resolution copies
+    (:mod:`sails.casa.steps.fullres`), which are kept for the line cubes."""
     options = dict(options or {})
     check_options(options)
     workdir = Path(ctx.out)
@@ -453,10 +464,20 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
     if not (workdir / LIBRARY_PICKLE).exists():
         raise RuntimeError("auto_selfcal finished without writing selfcal_library.pickle")
 
+    full: dict[str, Any] = {"applied": [], "ms": [], "applycal_s": 0.0}
+    if apply_full_res:
+        from sails.casa.steps import fullres
+
+        with open(workdir / LIBRARY_PICKLE, "rb") as fh:
+            full = fullres.apply_full_res(workdir, pickle.load(fh))  # noqa: S301 - our own
+        for s in full["applied"]:
+            if s.get("error"):
+                ctx.warn(f"self-cal not applied to the full-resolution data: {s['error']}")
     t2 = time.time()
     applied = bool(options.get("apply_to_target_ms") or options.get("uvcontsub_target_ms"))
     if not keep_input_copies and not applied:
-        for n in names:  # unchanged copies of the split: not worth their disk space
+        for n in [n for n in names if n not in full["ms"]]:
+            # unchanged copies of the split: not worth their disk space
             shutil.rmtree(workdir / n, ignore_errors=True)
             shutil.rmtree(workdir / f"{n}.flagversions", ignore_errors=True)
 
@@ -471,6 +492,9 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
             files = summ["files"]
             summ["target_ms_applied"] = bool(options.get("apply_to_target_ms")
                                              and summ["success"] and files["target_ms"])
+            files["fullres_ms"] = fullres_names(full["applied"],
+                                                summ.get("field_alias") or target, band)
+            summ["fullres_applied"] = bool(files["fullres_ms"])
             if fits:
                 for key in ("image_initial", "image_final"):
                     files[key + "_fits"] = [f for f in (export_fits(workdir, im)
@@ -494,6 +518,10 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         "contsub_ms": contsub,
         "display": display,
         "weblog": "weblog/index.html" if (workdir / "weblog" / "index.html").exists() else None,
+        "apply_full_res": bool(apply_full_res),
+        "fullres_ms": full["ms"],
+        "fullres_applycal": full["applied"],
+        "applycal_full_res_s": full["applycal_s"],
         "copy_s": round(copy_s, 3),
         "auto_selfcal_s": round(selfcal_s, 3),
         "readback_s": round(time.time() - t2, 3),
