@@ -199,8 +199,9 @@ class EBBuilder:
         for comp in field["components"]:
             spec = comp["flux_jy"] * (freqs / ref) ** comp["spectral_index"]
             out += spec[:, None] * self._spatial(uvw, freqs, field, comp)
-        line = field.get("line")
-        if line:
+        for line in [field.get("line"), *(field.get("extra_lines") or [])]:
+            if not line:
+                continue
             rest = line["rest_freq_ghz"] * 1e9
             lo = (freqs - np.abs(widths) / 2) * lsrk_over_topo
             hi = (freqs + np.abs(widths) / 2) * lsrk_over_topo

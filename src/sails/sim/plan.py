@@ -201,14 +201,10 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
     targets = []
     for t in spec.targets:
         tj = {"name": t.name, "ra_deg": t.ra_deg, "dec_deg": t.dec_deg,
-              "components": [vars(c) | {} for c in t.components], "line": None}
+              "components": [vars(c) | {} for c in t.components], "line": None,
+              "extra_lines": [_line_json(ln) for ln in t.extra_lines]}
         if t.line:
-            tj["line"] = vars(t.line) | {
-                "blobs": [vars(b) for b in t.line.blobs()],
-                "sky_freq_ghz": t.line.sky_freq_ghz(),
-                "integrated_flux_jykms": t.line.integrated_flux_jykms,
-                "velocity_range_kms": list(t.line.velocity_range_kms()),
-            }
+            tj["line"] = _line_json(t.line)
         targets.append(tj)
     return {
         "seed": int(seed),
@@ -224,4 +220,14 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
         "datacolumn": spec.datacolumn, "flags": spec.flags, "wvr": spec.wvr,
         "dish_m": DISH_M, "pb_dish_m": PB_DISH_M, "pb_blockage_m": PB_BLOCKAGE_M,
         "c_kms": C_KMS,
+    }
+
+
+def _line_json(ln) -> dict[str, Any]:
+    """A line of the plan/truth: its spec plus the blobs and derived numbers."""
+    return vars(ln) | {
+        "blobs": [vars(b) for b in ln.blobs()],
+        "sky_freq_ghz": ln.sky_freq_ghz(),
+        "integrated_flux_jykms": ln.integrated_flux_jykms,
+        "velocity_range_kms": list(ln.velocity_range_kms()),
     }

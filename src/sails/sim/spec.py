@@ -156,6 +156,12 @@ class TargetSpec:
     dec_deg: float
     components: list[Component] = field(default_factory=list)
     line: LineSpec | None = None
+    # More lines of the same source (a line-rich hot core: lines in the continuum windows
+    # that no catalogue window excludes). Last field: positional constructions stay valid.
+    extra_lines: list[LineSpec] = field(default_factory=list)
+
+    def all_lines(self) -> list[LineSpec]:
+        return ([self.line] if self.line else []) + list(self.extra_lines)
 
     def validate(self) -> None:
         check_source_name(self.name)
@@ -165,8 +171,8 @@ class TargetSpec:
                 " (never rises above 20 deg elevation at ALMA otherwise)")
         for c in self.components:
             c.validate()
-        if self.line:
-            self.line.validate()
+        for ln in self.all_lines():
+            ln.validate()
 
 
 @dataclass
@@ -316,7 +322,8 @@ def _build(cls: type, data: Any) -> Any:
     unknown = set(data) - set(known)
     if unknown:
         raise UserInputError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    sub = {"targets": TargetSpec, "components": Component, "line": LineSpec, "spws": SpwSpec}
+    sub = {"targets": TargetSpec, "components": Component, "line": LineSpec, "spws": SpwSpec,
+           "extra_lines": LineSpec}
     kwargs = {}
     for k, v in data.items():
         if k in sub and v is not None:

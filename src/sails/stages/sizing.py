@@ -102,7 +102,7 @@ def _image_facts(project, row: StageRow) -> tuple[sizes.ImageFacts, int] | None:
         spws = [[t["min_freq_ghz"] * 1e9, t["max_freq_ghz"] * 1e9, t["freq_res_khz"] * 1e3]
                 for t in rows if t.get("min_freq_ghz") and t.get("max_freq_ghz")
                 and t.get("freq_res_khz")]
-    vsys = s.target_velocities_kms.get(row.target, s.systemic_velocity_kms)
+    vsys = s.target_velocities_kms.get(row.target, s.systemic_velocity_kms) or 0.0
     chans = []
     line_share = 0.0
     for ln in catalogue(s.lines) if s.make_cubes else []:

@@ -366,7 +366,7 @@ def image_continuum(ctx) -> dict[str, Any]:
 
     out = ctx.out
     stem = cont["imagename"]
-    spw = ",".join(str(s) for s in cont["spw_ids"])
+    spw = ",".join(str(s) for s in cont.get("archive_spw_ids") or cont["spw_ids"])
     rms_final = st.noise(image, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
     theo = st.apparent_sensitivity(cont["vis"], [int(f) for f in cont["field"]], cont["spw"],
                                    plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
@@ -393,7 +393,10 @@ def image_continuum(ctx) -> dict[str, Any]:
                      "reffreq_ghz": cont["reffreq_hz"] / 1e9,
                      "freq_range_ghz": [f / 1e9 for f in cont["freq_range_hz"]],
                      "fractional_bw": cont["fractional_bw"],
-                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"]},
+                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"],
+                     "archive_spws": cont.get("archive_spw_ids"),
+                     "linefree_source": cont.get("linefree_source"),
+                     "vsys_kms": plan.get("vsys_kms"), "vsys_origin": plan.get("vsys_origin")},
     }
     prods = [
         _product("cont_image", _export(ctx, pbcor, out / f"{stem}.pbcor.fits"), spw, metrics),

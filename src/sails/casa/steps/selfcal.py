@@ -426,9 +426,28 @@ def auto_selfcal_version() -> str:
         return str(getattr(module, "__version__", None) or "unknown")
 
 
+def place_contdat(workdir: Path, contdat_arg: dict[str, Any] | None,
+                  renames: dict[str, str]) -> bool:
+    """Write the findcont ranges as auto-selfcal's ``cont.dat`` (split spw ids, aliased field
+    names); auto-selfcal then flags the lines before averaging instead of guessing."""
+    if not contdat_arg:
+        return False
+    from sails.imaging import contdat
+
+    ranges = {f: {a: [tuple(r) for r in rr] for a, rr in spws.items()}
+              for f, spws in (contdat_arg.get("ranges") or {}).items()}
+    spw_map = {a: (int(v[0]), str(v[1] or "")) for a, v in contdat_arg["spw_map"].items()}
+    text = contdat.for_auto_selfcal(ranges, spw_map, renames)
+    if "SpectralWindow" not in text:
+        return False
+    (workdir / contdat.CONTDAT_NAME).write_text(text)
+    return True
+
+
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
                      use_xvfb: bool = False, fits: bool = True,
-                     keep_input_copies: bool = False) -> dict[str, Any]:
+                     keep_input_copies: bool = False,
+                     contdat: dict[str, Any] | None = None) -> dict[str, Any]:
     """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target."""
     options = dict(options or {})
     check_options(options)
@@ -442,6 +461,7 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         for n in names:
             rename_fields(workdir / n, renames)
         ctx.warn(f"fields renamed for auto-selfcal (names restored afterwards): {renames}")
+    contdat_used = place_contdat(workdir, contdat, renames)
     copy_s = time.time() - t0
 
     from auto_selfcal import auto_selfcal
@@ -490,6 +510,8 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         "inputs": fingerprints,
         "input_names": names,
         "field_aliases": renames,
+        "contdat_used": contdat_used,
+        "contdat_ranges": (contdat or {}).get("ranges"),
         "target_ms_kept": [n for n in names if (workdir / n).exists()],
         "contsub_ms": contsub,
         "display": display,
