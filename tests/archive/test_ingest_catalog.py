@@ -79,7 +79,7 @@ def test_m83_row_lands_in_the_catalog(cat):
     assert (p["project_code"], p["pi_name"]) == ("2017.1.00079.S", "Koda, Jin")
     assert {(s.stage, s.target, s.status) for s in cat.stages(M83)} == {
         ("download", "", "pending"), ("verify", "", "pending"), ("split", "", "pending"),
-        ("auto_selfcal", "", "pending"), ("cleanup", "", "pending"),
+        ("findcont", "", "pending"), ("auto_selfcal", "", "pending"), ("cleanup", "", "pending"),
         ("selfcal", "M83", "pending"), ("image", "M83", "pending")}
 
 
@@ -172,7 +172,7 @@ def test_fifty_thousand_row_csv(cat, tmp_path):
     assert (rs.rows_read, len(rs.records), rs.problems) == (50_000, 50_000, [])
     s = ingest_records(cat, rs)
     assert (s.mous.added, s.targets.added) == (6250, 50_000)
-    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 5 + 6250 * 2 * 2
+    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 6 + 6250 * 2 * 2
     assert cat.query("SELECT COUNT(DISTINCT spw_id) FROM targets")[0][0] == 4
 
 

@@ -49,7 +49,8 @@ def test_concurrent_runs_each_stage_once(run_a, sim_tiny):
     starts = starts_per_stage(cat)
     assert starts and set(starts.values()) == {1}, starts
     good = [s for s in cat.stages(sim_tiny.mous_uid)]
-    assert {s.stage for s in good} == {"download", "verify", "split", "auto_selfcal", "selfcal",
+    assert {s.stage for s in good} == {"download", "verify", "split", "findcont", "auto_selfcal",
+                                       "selfcal",
                                        "image", "cleanup"}
     assert all(s.status in ("done", "skipped") for s in good), [
         (s.label, s.status, s.error) for s in good]

@@ -21,7 +21,7 @@ from sails.fakes.archive import ArchiveServer
 from sails.fakes.canfar import serve_for_project
 from sails.ids import parse_uid
 
-CASA_STAGES = ("verify", "split", "auto_selfcal", "image")  # the stage table's job stages
+CASA_STAGES = ("verify", "split", "findcont", "auto_selfcal", "image")  # job stages
 
 pytestmark = pytest.mark.casa
 

@@ -104,7 +104,8 @@ def linefree_source(spw: dict[str, Any], cont: ContForField | None) -> str:
     return "contdat" if cont and _archive_id(spw) in cont else "catalogue"
 
 
-def contdat_channels(spw: dict[str, Any], ranges: list[tuple[float, float]]) -> list[tuple[int, int]]:
+def contdat_channels(spw: dict[str, Any],
+                     ranges: list[tuple[float, float]]) -> list[tuple[int, int]]:
     """Channels of ``spw`` lying wholly inside one of ``ranges`` (GHz): a channel that
     straddles a range edge may hold line emission (another EB's LSRK grid is shifted)."""
     freqs = spw["lsrk_hz"]
@@ -244,7 +245,8 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "pb_fwhm_arcsec": pb_fwhm, "max_baseline_m": bmax, "dish_m": dish,
         "phasecenter_field": ref["field_id"], "continuum": continuum, "cubes": cubes,
         "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
-        "vsys_kms": vsys, "vsys_origin": vsys_origin, "window_kms": window, "linefree_half_kms": excl,
+        "vsys_kms": vsys, "vsys_origin": vsys_origin, "window_kms": window,
+        "linefree_half_kms": excl,
     }
     limits = cfg.get("size_limits") or {}
     plan["mitigation"] = sizes.mitigate(

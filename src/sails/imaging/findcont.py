@@ -114,7 +114,8 @@ def _runs(flag: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def _to_ghz(freqs: np.ndarray, width: float, runs: list[tuple[int, int]]) -> list[tuple[float, float]]:
+def _to_ghz(freqs: np.ndarray, width: float,
+            runs: list[tuple[int, int]]) -> list[tuple[float, float]]:
     """Channel runs -> frequency ranges over the channels' edges (ascending)."""
     out = []
     for a, b in runs:
