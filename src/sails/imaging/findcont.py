@@ -60,10 +60,18 @@ class SpwResult:
 
 def robust_fit(y: np.ndarray, x: np.ndarray, order: int, clip: float,
                max_iter: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """(continuum model, sigma, channels kept) of ``y`` by iterative sigma clipping."""
-    keep = np.isfinite(y)
-    model = np.zeros_like(y)
-    sigma = 0.0
+    """(continuum model, sigma, channels kept) of ``y`` by iterative sigma clipping.
+
+    Starts from the median and MAD (a least-squares first fit would be pulled up by strong
+    lines, leaving every line-free channel "below" it), then refits the polynomial to the
+    kept channels until they no longer change."""
+    ok = np.isfinite(y)
+    if not ok.any():
+        return np.zeros_like(y), 0.0, ok
+    med = float(np.median(y[ok]))
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(y[ok] - med))) or float(np.std(y[ok]))
+    model = np.full_like(y, med)
+    keep = ok & (np.abs(y - med) <= clip * sigma) if sigma > 0 else ok
     for _ in range(max_iter):
         if keep.sum() <= order + 2:
             break
@@ -180,10 +188,12 @@ def find_continuum(freqs_hz: Sequence[float], peak: Sequence[float], mean: Seque
 
 def match_lines(freqs: np.ndarray, z: np.ndarray, runs: list[tuple[int, int]],
                 lines: Sequence[dict[str, Any]], vsys_prior: float | None,
-                vmax_kms: float = 300.0) -> list[dict[str, Any]]:
+                vmax_kms: float = 300.0, prior_kms: float = 30.0) -> list[dict[str, Any]]:
     """Catalogue lines whose sky frequency lies in a found line range (each range's peak
     channel, refined by a parabola, gives the velocity). Without a prior the velocity must be
-    within +-``vmax_kms``; with one, the closest catalogue line to it wins."""
+    within +-``vmax_kms`` of 0; with one, within +-``prior_kms`` of it (a line of another
+    species must not pass for a catalogue line far from the source velocity). The closest
+    catalogue line wins."""
     out = []
     for a, b in runs:
         seg = slice(a, b + 1)
@@ -194,7 +204,7 @@ def match_lines(freqs: np.ndarray, z: np.ndarray, runs: list[tuple[int, int]],
             rest = float(ln["rest_ghz"]) * 1e9
             v = C_KMS * (1 - f_peak / rest)
             ref = vsys_prior if vsys_prior is not None else 0.0
-            if abs(v - ref) > vmax_kms:
+            if abs(v - ref) > (vmax_kms if vsys_prior is None else prior_kms):
                 continue
             if best is None or abs(v - ref) < abs(best["v_kms"] - ref):
                 best = {"name": ln["name"], "rest_ghz": float(ln["rest_ghz"]), "v_kms": v,
