@@ -116,3 +116,21 @@ def test_systemic_velocity_origins_in_order():
     assert origin == "setup" and v == pytest.approx(42.0, abs=0.2)
     assert plan.systemic_velocity({}, [{"spws": [wide]}], LINES) == (0.0, "default")
     assert set(VSYS_ORIGINS) == {"config", "data", "setup", "default"}
+
+
+def test_shipped_cont_dat_is_found_but_not_our_own(tmp_path):
+    from sails.stages.findcont import apply_overrides, shipped_contdat
+
+    mous = tmp_path / "m"
+    (mous / "findcont").mkdir(parents=True)
+    (mous / "findcont" / "cont.dat").write_text("")  # ours: never "shipped"
+    (mous / "x_targets.ms").mkdir()
+    (mous / "x_targets.ms" / "cont.dat").write_text("")  # inside an MS: not looked at
+    assert shipped_contdat(mous) is None
+    (mous / "calibration").mkdir()
+    (mous / "calibration" / "member.uid___A001_X1_X2.cont.dat").write_text("")
+    assert shipped_contdat(mous).name == "member.uid___A001_X1_X2.cont.dat"
+    ranges = {"A": {"25": [(1.0, 2.0)]}}
+    assert apply_overrides(ranges, {"A": {"27": [[4.0, 3.0]]}, "B": {"25": [[1, 2]]}}) == [
+        "A spw 27", "B spw 25"]
+    assert ranges == {"A": {"25": [(1.0, 2.0)], "27": [(3.0, 4.0)]}, "B": {"25": [(1.0, 2.0)]}}

@@ -59,7 +59,9 @@ def shipped_contdat(mous_dir: Path) -> Path | None:
         dirs[:] = [d for d in dirs if not d.endswith(SKIP_DIRS)
                    and not (rel == Path(".") and d in OWN_FOLDERS)]
         for f in sorted(files):
-            if f == contdat.CONTDAT_NAME or f.endswith("_" + contdat.CONTDAT_NAME):
+            # cont.dat, or the pipeline's member.<mous>.cont.dat / <prefix>_cont.dat
+            if f == contdat.CONTDAT_NAME or f.endswith(("." + contdat.CONTDAT_NAME,
+                                                        "_" + contdat.CONTDAT_NAME)):
                 return Path(root) / f
     return None
 
