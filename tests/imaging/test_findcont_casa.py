@@ -166,3 +166,20 @@ def test_shipped_cont_dat_is_reused_and_the_override_wins(runs):
     row = [p for p in proj.catalog.products(mous, stage="findcont") if p["kind"] == "cont_dat"]
     assert row[0]["metrics"]["overridden"] == [f"{target} spw 7"]
     assert json.loads(json.dumps(m["ranges_ghz"]))["7"] == [[232.0, 232.3]]
+
+
+def test_report_shows_spw_spectra_ranges_and_velocity_origin(runs):
+    from sails.ids import parse_uid
+    from sails.report.build import generate
+    from sails.report.data import page_stem
+
+    proj, mous = runs["found"], runs["data"]["mous_id"]
+    generate(proj)
+    page = proj.reports / "targets" / f"{page_stem(parse_uid(mous).fs, runs['target'])}.html"
+    html = page.read_text()
+    assert "Spectral windows" in html and "from the data" in html
+    assert "57.2" in html or "57.3" in html  # the systemic velocity found
+    pngs = sorted(page.parent.glob("*.spws.png"))
+    assert pngs and pngs[0].stat().st_size > 5000
+    assert pngs[0].name in html
+    assert "preview unavailable" not in html.split("Spectral windows")[1].split("<h2>")[0]
