@@ -502,7 +502,7 @@ retries = 5
 # auto-selfcal keywords (see docs/selfcal.md); unset ones keep auto-selfcal's defaults.
 do_amp_selfcal = true
 apply_to_target_ms = false   # also write the solutions into the split *_targets.ms copies
-uvcontsub_target_ms = false  # needs a cont.dat in datasets/<mous>/auto_selfcal
+uvcontsub_target_ms = false  # uses the findcont stage's cont.dat
 spectral_average = true
 use_xvfb = false             # opt in: plotms weblog plots under Xvfb (see docs/selfcal.md)
 # extra = { scale_fov = 1.5 }

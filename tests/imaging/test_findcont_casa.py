@@ -144,7 +144,8 @@ def test_auto_selfcal_reads_the_cont_dat(runs):
 
 def test_product_names_carry_archive_spw_ids(runs):
     truth, mous = runs["data"]["truth"], runs["data"]["mous_id"]
-    assert [s["kind"] for s in truth["spws"]][:3] == ["WVR", "FULL_RES", "CH_AVG"]
+    kinds = [s["kind"] for s in truth["spws"]]
+    assert kinds[:7] == ["WVR", "SQLD", "SQLD", "SQLD", "SQLD", "FULL_RES", "CH_AVG"]
     ids = truth["science_spw_ids"]
     assert ids != list(range(len(ids)))  # the split renumbers them 0..n-1
     cont = _cont_image(runs["found"], mous)

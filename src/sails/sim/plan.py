@@ -151,6 +151,12 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
                      "center_ghz": WVR_FREQ_GHZ, "nchan": 4, "chan_width_mhz": 1500.0,
                      "is_line": False, "bbc_no": 0, "science_index": None})
     band = f"ALMA_RB_{spec.band:02d}"
+    if spec.sqld:  # square-law detector windows: no visibilities a pipeline images
+        for s in spec.science_spws():
+            spws.append({"id": len(spws), "name": f"BB_{s.baseband}#SQLD", "kind": "SQLD",
+                         "baseband": s.baseband, "center_ghz": s.center_ghz, "nchan": 1,
+                         "chan_width_mhz": 2000.0, "is_line": False, "bbc_no": s.baseband,
+                         "science_index": None})
     for k, s in enumerate(spec.science_spws()):
         base = f"X{sw_base + 37 * k}#{band}#BB_{s.baseband}#SW-01"
         common = {"baseband": s.baseband, "center_ghz": s.center_ghz, "is_line": s.is_line,

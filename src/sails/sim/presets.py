@@ -101,8 +101,9 @@ def hot_core_lines(vsys_kms: float, flux_jykms: float = 7.0) -> list[LineSpec]:
 def linerich(vsys_kms: float = 57.3) -> list[MousSpec]:
     """A line-rich hot core (50 mJy point continuum, seven strong lines in the continuum
     windows, C18O 2-1 in the line window) at a systemic velocity nobody configured; the
-    continuum windows have 64 channels so the lines are resolved from the continuum. Small
-    enough for tests (12 antennas, one EB)."""
+    continuum windows have 64 channels so the lines are resolved from the continuum. Archive
+    spw numbering with WVR, SQLD, FULL_RES + CH_AVG windows. Small enough for tests (12
+    antennas, one EB)."""
     t = TargetSpec("G34.43+0.24", 283.32771, 1.41917,
                    [Component(0.0, 0.0, 0.05, 2.5, "point")],
                    LineSpec(vsys_kms=vsys_kms, core_flux_jykms=2.0, arc_flux_jykms=1.5),
@@ -110,7 +111,7 @@ def linerich(vsys_kms: float = 57.3) -> list[MousSpec]:
     return [MousSpec(targets=[t], band=6, config=1, n_antennas=12, n_ebs=1,
                      continuum_nchan=64, line_nchan=48, line_chan_khz=488.28125,
                      bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=36.0,
-                     n_cycles=3, label="linerich")]
+                     n_cycles=3, sqld=True, label="linerich")]
 
 
 PRESETS: dict[str, Callable[[], list[MousSpec]]] = {

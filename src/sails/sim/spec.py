@@ -222,6 +222,9 @@ class MousSpec:
     start_date: str | None = None  # "YYYY-MM-DD" of the first EB; default from the seed
     eb_spacing_days: int = 3
     label: str = ""
+    # SQLD windows (one per baseband, total-power detector data, after the WVR window) as
+    # real ALMA data has: the science windows then have the higher archive numbers.
+    sqld: bool = False
 
     # ------------------------------------------------------------------ derived values
     def science_spws(self) -> list[SpwSpec]:

@@ -40,7 +40,7 @@ def stage_folder(project, row: StageRow) -> Path | None:
     """The folder a stage writes (measured after it ran); None: it writes none of its own."""
     mous_dir = project.mous_dir(row.mous_id)
     return {"verify": mous_dir / VERIFY_DIR, "split": mous_dir / SPLITS_DIR,
-            "auto_selfcal": mous_dir / WORKDIR_NAME,
+            "findcont": mous_dir / "findcont", "auto_selfcal": mous_dir / WORKDIR_NAME,
             "image": mous_dir / PRODUCTS_DIR / safe_name(row.target or "x")}.get(row.stage)
 
 

@@ -11,6 +11,7 @@ ranges, continuum fractions, line ranges, the velocity found) into the job folde
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,12 @@ def _dirty_cube(ctx, mss: list[dict[str, Any]], spw_id: int, name: str) -> str:
     base = str(ctx.out / "work" / name)
     for ext in (".image", ".pb", ".psf", ".residual", ".sumwt", ".weight", ".model"):
         shutil.rmtree(base + ext, ignore_errors=True)
+    # niter=0 and per-plane beams: nothing is deconvolved or convolved to a common beam
     tclean(vis=[m["vis"] for m in mss], field=[str(m["field_id"]) for m in mss],
            spw=[str(spw_id)] * len(mss), datacolumn="data", imagename=base, specmode="cube",
            outframe="LSRK", veltype="radio", interpolation="nearest", nchan=-1,
            imsize=[imsize, imsize], cell=f"{cell}arcsec", gridder="standard",
-           weighting="natural", niter=0, pblimit=0.2, restoringbeam="common",
-           calcpsf=True, calcres=True, parallel=False)
+           weighting="natural", niter=0, pblimit=0.2, parallel=False)
     if not Path(base + ".image").exists():
         raise RuntimeError(f"tclean made no dirty cube for spw {spw_id} ({name})")
     return base
@@ -105,14 +106,18 @@ def find_target(ctx, vis: list[str], target: str, lines: list[dict[str, Any]],
     results = []
     for spw in mss[0]["spws"]:
         sid = spw["id"]
+        t0 = time.perf_counter()
         base = _dirty_cube(ctx, mss, sid, f"{safe}.spw{sid}")
+        t1 = time.perf_counter()
         freqs, peak, mean = _spectra(base + ".image", base + ".pb")
+        t2 = time.perf_counter()
         res = find_continuum(freqs, peak, mean, lines, prior, p)
         results.append(res)
         aid = archive_ids.get(str(sid), str(sid))
         spws_out[aid] = {"split_id": sid, "archive_id": aid, "name": spw["name"],
                          "freqs_ghz": [round(float(f) / 1e9, 9) for f in freqs],
                          "peak_jy": [_num(x) for x in peak], "mean_jy": [_num(x) for x in mean],
+                         "tclean_s": round(t1 - t0, 3), "spectra_s": round(t2 - t1, 3),
                          **res.to_dict()}
         for ext in (".image", ".pb", ".psf", ".residual", ".sumwt", ".weight", ".model"):
             shutil.rmtree(base + ext, ignore_errors=True)  # cheap to remake, big to keep
