@@ -134,3 +134,16 @@ def test_shipped_cont_dat_is_found_but_not_our_own(tmp_path):
     assert apply_overrides(ranges, {"A": {"27": [[4.0, 3.0]]}, "B": {"25": [[1, 2]]}}) == [
         "A spw 27", "B spw 25"]
     assert ranges == {"A": {"25": [(1.0, 2.0)], "27": [(3.0, 4.0)]}, "B": {"25": [(1.0, 2.0)]}}
+
+
+def test_whole_window_spws_are_not_given_to_auto_selfcal():
+    from sails.stages.findcont import whole_spws
+
+    res = {"A": {"spws": {"25": {"cont_fraction": 1.0, "nchan": 8},
+                          "27": {"cont_fraction": 0.8, "nchan": 64},
+                          "29": {"cont_fraction": 0.5, "nchan": 1}}},
+           "B": {"spws": {"25": {"cont_fraction": 1.0, "nchan": 8},
+                          "27": {"cont_fraction": 1.0, "nchan": 64},
+                          "29": {"cont_fraction": 1.0, "nchan": 1}}}}
+    assert whole_spws(res, []) == ["25", "29"]  # 27 has lines for A
+    assert whole_spws(res, ["B spw 25"]) == ["29"]

@@ -89,9 +89,11 @@ def contdat_for(ctx: StageContext) -> dict[str, Any] | None:
     if not rows:
         return None
     row = rows[-1]
-    split_to_archive = (row["metrics"] or {}).get("archive_spws") or {}
+    m = row["metrics"] or {}
+    whole = set(m.get("whole_spws") or [])
     return {"ranges": contdat.read(row["path"]),
-            "spw_map": {a: [int(sid), ""] for sid, a in split_to_archive.items()},
+            "spw_map": {a: [int(sid), ""] for sid, a in (m.get("archive_spws") or {}).items()
+                        if a not in whole},
             "path": row["path"]}
 
 

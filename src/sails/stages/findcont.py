@@ -98,6 +98,20 @@ def metrics_of(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def whole_spws(results: dict[str, Any], changed: list[str]) -> list[str]:
+    """Archive spws found to be continuum over every channel for every target (or too
+    narrow to search): auto-selfcal is not told about them (its cont.dat reader needs two
+    channels, and a whole-window range changes nothing), unless a target overrides them."""
+    per: dict[str, list[bool]] = {}
+    for r in results.values():
+        for aid, sp in (r.get("spws") or {}).items():
+            per.setdefault(aid, []).append(sp.get("cont_fraction", 0) >= 1.0
+                                           or int(sp.get("nchan", 2)) < 2)
+    over = {c.rsplit(" spw ", 1)[1] for c in changed}
+    return sorted((a for a, flags in per.items() if all(flags) and a not in over),
+                  key=lambda a: (len(a), a))
+
+
 def run(ctx: StageContext) -> Outcome:
     s = ctx.settings.imaging
     if not s.findcont:
@@ -129,7 +143,8 @@ def run(ctx: StageContext) -> Outcome:
     source = "delivery" if shipped is not None else "findcont"
     products = [Product("cont_dat", str(out), bytes=out.stat().st_size,
                         metrics={"source": source, "shipped": str(shipped) if shipped else None,
-                                 "overridden": changed, "archive_spws": archive_ids})]
+                                 "overridden": changed, "archive_spws": archive_ids,
+                                 "whole_spws": whole_spws(results, changed)})]
     for t in targets:
         m = metrics_of(results.get(t) or {})
         m["source"] = source

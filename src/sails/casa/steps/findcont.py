@@ -115,6 +115,7 @@ def find_target(ctx, vis: list[str], target: str, lines: list[dict[str, Any]],
         results.append(res)
         aid = archive_ids.get(str(sid), str(sid))
         spws_out[aid] = {"split_id": sid, "archive_id": aid, "name": spw["name"],
+                         "nchan": int(spw["nchan"]),
                          "freqs_ghz": [round(float(f) / 1e9, 9) for f in freqs],
                          "peak_jy": [_num(x) for x in peak], "mean_jy": [_num(x) for x in mean],
                          "tclean_s": round(t1 - t0, 3), "spectra_s": round(t2 - t1, 3),
