@@ -36,7 +36,7 @@ class FindContParams:
     prior_half_kms: float = 15.0  # catalogue windows: vsys prior +- this
     fit_order: int = 1  # continuum polynomial over the spw
     max_iter: int = 10
-    min_channels: int = 6  # fewer channels: too few to clip; the whole spw is continuum
+    min_channels: int = 12  # fewer channels: too few to clip; the whole spw is continuum
 
 
 @dataclass
@@ -79,11 +79,13 @@ def robust_fit(y: np.ndarray, x: np.ndarray, order: int, clip: float,
         model = np.polyval(coef, x)
         res = y - model
         sigma = MAD_TO_SIGMA * float(np.median(np.abs(res[keep] - np.median(res[keep]))))
-        if sigma <= 0:
-            sigma = float(np.std(res[keep])) or 1e-30
-        new = np.isfinite(y) & (np.abs(res) <= clip * sigma)
-        if np.array_equal(new, keep):
-            break
+        # a few channels lying on the fit make the MAD tiny: the kept channels' scatter
+        # (degrees of freedom counted) is a floor
+        dof = max(int(keep.sum()) - order - 1, 1)
+        sigma = max(sigma, float(np.sqrt(np.sum(res[keep] ** 2) / dof))) or 1e-30
+        new = ok & (np.abs(res) <= clip * sigma)
+        if np.array_equal(new, keep) or new.sum() < 0.5 * ok.sum():
+            break  # converged, or clipping would call most of the window a line
         keep = new
     return model, sigma, keep
 

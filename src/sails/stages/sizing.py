@@ -155,6 +155,12 @@ def predict(project, row: StageRow) -> sizes.Prediction:
             n = _split_bytes(cat, row.mous_id)
             return sizes.Prediction(n, n, "upper bound from the delivery size")
         return sizes.split(facts)
+    if row.stage == "findcont":
+        widths = [w for p in cat.products(row.mous_id, stage="verify")
+                  for w in ((p["metrics"] or {}).get("sizes") or {}).get(
+                      "science_spw_widths", []) if None not in w]
+        chans = [max(1, round(abs(w[1] - w[0]) / abs(w[2]))) for w in widths if w[2]]
+        return sizes.findcont(len(cat.target_names(row.mous_id)), chans)
     if row.stage == "auto_selfcal":
         return sizes.auto_selfcal(_split_bytes(cat, row.mous_id))
     if row.stage == "image":
