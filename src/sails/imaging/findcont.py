@@ -32,6 +32,7 @@ class FindContParams:
     thresh: float = 4.5  # sigma: a channel this far from the continuum fit is a line
     prior_thresh: float = 3.0  # sigma, inside a catalogue line's window
     grow: float = 2.0  # sigma: neighbours of a line channel above this join it
+    lone_factor: float = 1.5  # a channel without a neighbour above grow needs this x thresh
     pad_channels: int = 1  # channels added on each side of every line range
     prior_half_kms: float = 15.0  # catalogue windows: vsys prior +- this
     fit_order: int = 1  # continuum polynomial over the spw
@@ -175,7 +176,14 @@ def find_continuum(freqs_hz: Sequence[float], peak: Sequence[float], mean: Seque
         sig[name] = sigma
         z = np.nan_to_num((y - model) / sigma, nan=0.0) if sigma > 0 else np.zeros(n)
         strong = (np.abs(z) > p.thresh) | (prior & (np.abs(z) > p.prior_thresh))
-        line |= _grow(strong, np.abs(z) > p.grow)
+        # a lone channel (no neighbour above ``grow``) must be much stronger: the peak
+        # spectrum of a faint field is a maximum over noise pixels, with a long upper tail
+        weak = np.abs(z) > p.grow
+        neighbour = np.zeros(n, bool)
+        neighbour[1:] |= weak[:-1]
+        neighbour[:-1] |= weak[1:]
+        strong &= neighbour | (np.abs(z) > p.lone_factor * p.thresh)
+        line |= _grow(strong, weak)
         z_best = np.where(np.abs(z) > np.abs(z_best), z, z_best)
     line = _pad(line, p.pad_channels)
     cont_runs = _runs(~line)
