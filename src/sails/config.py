@@ -332,9 +332,14 @@ class Imaging(_Section):
     pb_factor: float = Field(1.5, gt=0, description="image width in units of the PB FWHM")
     pblimit: float = Field(0.2, gt=0, lt=1)
     nterms2_fractional_bw: float = Field(0.1, gt=0)
-    systemic_velocity_kms: float = 0.0
+    systemic_velocity_kms: float | None = Field(
+        None, description="LSRK radio; None: from the data, else the spw set-up, else 0")
     target_velocities_kms: dict[str, float] = Field(
         default_factory=dict, description="per-target systemic velocity (by source name)")
+    findcont: bool = Field(True, description="find line-free ranges from the data (cont.dat)")
+    cont_ranges_ghz: dict[str, dict[str, list[tuple[float, float]]]] = Field(
+        default_factory=dict, description="per-target line-free LSRK GHz ranges by archive "
+        "spw id, e.g. {\"HOPS-56\" = {\"25\" = [[216.0, 216.4]]}}; replaces found ranges")
     velocity_window_kms: float = Field(20.0, gt=0)
     channel_width_kms: float | None = Field(None, gt=0)
     interpolation: Literal["linear", "nearest", "cubic"] = "linear"
@@ -638,7 +643,7 @@ retries = 5
 # auto-selfcal keywords (see docs/selfcal.md); unset ones keep auto-selfcal's defaults.
 do_amp_selfcal = true
 apply_to_target_ms = false   # also write the solutions into the split *_targets.ms copies
-uvcontsub_target_ms = false  # needs a cont.dat in datasets/<mous>/auto_selfcal
+uvcontsub_target_ms = false  # uses the findcont stage's cont.dat
 spectral_average = true
 use_xvfb = false             # opt in: plotms weblog plots under Xvfb (see docs/selfcal.md)
 # extra = { scale_fov = 1.5 }
@@ -650,7 +655,8 @@ pixels_per_beam = 5.0       # cell = longest-baseline fringe / this
 pb_factor = 1.5             # image width in PB FWHM (rounded to an FFT-friendly size)
 pblimit = 0.2
 nterms2_fractional_bw = 0.1 # mtmfs nterms=2 above this fractional bandwidth
-systemic_velocity_kms = 0.0 # LSRK, radio
+# systemic_velocity_kms = 6.0 # LSRK, radio; unset: from the data, else the spw set-up
+findcont = true             # line-free ranges from the data (cont.dat per MOUS)
 velocity_window_kms = 20.0  # cubes cover systemic +- this
 # channel_width_kms = 0.5   # default: native
 line_free_margin_kms = 10.0 # line-free = outside systemic +- (window + margin)

@@ -162,6 +162,20 @@ def verify(n_ms: int) -> Prediction:
     return Prediction(n_ms * VERIFY_BYTES_PER_MS, n_ms * VERIFY_BYTES_PER_MS, "MS count")
 
 
+FINDCONT_BASE_BYTES = 12_000  # cont.dat, manifest, job records
+FINDCONT_BYTES_PER_CHANNEL = 120  # spectra (peak, mean, frequency) in two JSON files
+FINDCONT_CUBE_SIDE = 128  # typical coarse dirty-cube side (3 pixels per beam, 1.2 x PB)
+
+
+def findcont(n_targets: int, channels: list[int]) -> Prediction:
+    """The findcont folder: spectra per target and channel; at the peak one coarse dirty
+    cube (image, pb, psf, residual, weight, sumwt: six float planes) of the widest spw."""
+    n = max(1, n_targets)
+    kept = FINDCONT_BASE_BYTES + n * FINDCONT_BYTES_PER_CHANNEL * sum(channels)
+    cube = 6 * 4 * FINDCONT_CUBE_SIDE ** 2 * max(channels or [1])
+    return Prediction(kept + cube, kept, "targets x science channels")
+
+
 def cube_channels(window_kms: float, width_kms: float, spw_kms: float) -> int:
     """Channels of a cube: +-window at ``width_kms``, clipped to the spw (less one channel
     each side, as the plan does)."""

@@ -78,7 +78,8 @@ def test_m83_row_lands_in_the_catalog(cat):
     assert (p["project_code"], p["pi_name"]) == ("2017.1.00079.S", "Koda, Jin")
     assert {(s.stage, s.target, s.status) for s in cat.stages(M83)} == {
         ("download", "", "pending"), ("restore", "", "pending"), ("verify", "", "pending"),
-        ("split", "", "pending"), ("auto_selfcal", "", "pending"), ("cleanup", "", "pending"),
+        ("split", "", "pending"), ("findcont", "", "pending"), ("auto_selfcal", "", "pending"),
+        ("cleanup", "", "pending"),
         ("selfcal", "M83", "pending"), ("image", "M83", "pending")}
 
 

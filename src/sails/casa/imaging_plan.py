@@ -152,12 +152,40 @@ def linefree(spw: dict[str, Any], lines: list[dict[str, Any]], vsys: float,
 LinefreeFn = Callable[[dict[str, Any], float], list[tuple[int, int]]]
 """(spw, half-width km/s of the catalogue windows) -> line-free channel ranges of the spw."""
 
+ContForField = dict[str, list[tuple[float, float]]]  # archive spw id -> LSRK GHz ranges
 
-def linefree_for(lines: list[dict[str, Any]], vsys: float, cont: Any = None) -> LinefreeFn:
-    """The line-free channel rule every consumer (continuum image, uvcontsub) uses.
-    ``cont=None``: the catalogue windows around ``vsys`` for every spw (cont.dat ranges found
-    from the data plug in here)."""
+
+def _archive_id(spw: dict[str, Any]) -> str:
+    return str(spw.get("archive_id", spw["id"]))
+
+
+def linefree_source(spw: dict[str, Any], cont: ContForField | None) -> str:
+    """Where ``spw``'s line-free channels come from: ``contdat`` (ranges found from the data,
+    shipped, or given per target) or ``catalogue`` (windows around catalogue lines)."""
+    return "contdat" if cont and _archive_id(spw) in cont else "catalogue"
+
+
+def contdat_channels(spw: dict[str, Any],
+                     ranges: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Channels of ``spw`` lying wholly inside one of ``ranges`` (GHz): a channel that
+    straddles a range edge may hold line emission (another EB's LSRK grid is shifted)."""
+    freqs = spw["lsrk_hz"]
+    half = abs(freqs[1] - freqs[0]) / 2 if len(freqs) > 1 else spw["chan_width_hz"] / 2
+    slack = 0.02 * half
+    chans = [i for i, f in enumerate(freqs)
+             if any(lo * 1e9 - slack <= f - half and f + half <= hi * 1e9 + slack
+                    for lo, hi in ranges)]
+    return im.ranges_of(chans)
+
+
+def linefree_for(lines: list[dict[str, Any]], vsys: float,
+                 cont: ContForField | None) -> LinefreeFn:
+    """The line-free channel rule every consumer (continuum image, uvcontsub) uses: the
+    cont.dat ranges of a spw when ``cont`` has them, else the catalogue windows around
+    ``vsys`` (``cont=None``: the catalogue for every spw)."""
     def fn(spw: dict[str, Any], half_kms: float) -> list[tuple[int, int]]:
+        if linefree_source(spw, cont) == "contdat":
+            return contdat_channels(spw, cont[_archive_id(spw)])  # type: ignore[index]
         return linefree(spw, lines, vsys, half_kms)
     return fn
 
@@ -177,16 +205,56 @@ def edge_channels(nchan: int, fraction: float) -> list[tuple[int, int]]:
     return [(0, k - 1), (nchan - k, nchan - 1)]
 
 
+def velocity_from_setup(spws: list[dict[str, Any]], lines: list[dict[str, Any]],
+                        max_abs_kms: float = 300.0,
+                        narrow_hz: float = 1.0e9) -> tuple[float, str] | None:
+    """(velocity, line) from the narrowest window (< ``narrow_hz`` wide) whose centre is a
+    catalogue line within +-``max_abs_kms``: the Observing Tool centres a line window on the
+    line at the source velocity, so the window centre gives the velocity. ``spws`` need
+    ``lsrk_hz``. None when no narrow window sits on a catalogue line."""
+    narrow = [s for s in spws if s["chan_width_hz"] * s["nchan"] < narrow_hz]
+    for s in sorted(narrow, key=lambda x: x["chan_width_hz"] * x["nchan"]):
+        f = s["lsrk_hz"]
+        centre = 0.5 * (min(f) + max(f))
+        cands = [(im.radio_velocity(centre, ln["rest_ghz"] * 1e9), ln["name"]) for ln in lines]
+        cands = [c for c in cands if abs(c[0]) <= max_abs_kms]
+        if cands:
+            return min(cands, key=lambda c: abs(c[0]))
+    return None
+
+
+def systemic_velocity(cfg: dict[str, Any], mss: list[dict[str, Any]],
+                      lines: list[dict[str, Any]]) -> tuple[float, str]:
+    """(velocity km/s, ``vsys_origin``): ``config`` (imaging.systemic_velocity_kms or the
+    target's), else ``data`` (the strongest catalogue line the continuum finder found,
+    ``cfg['data_velocity_kms']``), else ``setup`` (:func:`velocity_from_setup`), else
+    ``default`` (0 km/s). The labels are :data:`sails.imaging.lines.VSYS_ORIGINS`."""
+    if cfg.get("systemic_velocity_kms") is not None:
+        return float(cfg["systemic_velocity_kms"]), "config"
+    if cfg.get("data_velocity_kms") is not None:
+        return float(cfg["data_velocity_kms"]), "data"
+    narrow = [s for m in mss for s in m["spws"]]
+    got = velocity_from_setup(narrow, lines) if narrow else None
+    if got is not None:
+        return float(got[0]), "setup"
+    return 0.0, "default"
+
+
 def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: str,
               lines: list[dict[str, Any]], cfg: dict[str, Any], stem: str,
               spw_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything tclean needs for the continuum and each cube of one target."""
     spw_labels = spw_labels or {}
-    vsys = float(cfg["systemic_velocity_kms"])
+    for m in (*mss, *line_mss):  # archive ids, for cont.dat and product names
+        for s in m["spws"]:
+            s["archive_id"] = spw_labels.get(str(s["id"]), str(s["id"]))
+    vsys, vsys_origin = systemic_velocity(cfg, line_mss, lines)
+    cfg = {**cfg, "systemic_velocity_kms": vsys}
+    cont = cfg.get("cont_ranges") or None
+    free_of = linefree_for(lines, vsys, cont)
     window = float(cfg["velocity_window_kms"])
     excl = window + float(cfg["line_free_margin_kms"])
     min_free = float(cfg.get("min_linefree_fraction", 0.1))
-    free_of = catalogue_linefree(lines, vsys)
     warnings: list[str] = []
 
     ref = mss[0]
@@ -206,10 +274,12 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
 
     # Continuum: line-free channels of every science spw, per measurement set.
     cont_sel, cont_ranges, nfree, ntot, cont_spw_ids = [], [], 0, 0, set()
+    sources: dict[str, str] = {}
     for m in mss:
         parts = []
         for s in m["spws"]:
             free = free_of(s, excl)
+            sources[_archive_id(s)] = linefree_source(s, cont)
             n = sum(b - a + 1 for a, b in free)
             ntot += s["nchan"]
             if n < max(1, min_free * s["nchan"]):
@@ -238,6 +308,8 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "deconvolver": "mtmfs" if nterms == 2 else "hogbom",
         "reffreq_hz": 0.5 * (lo + hi), "fractional_bw": fbw, "spw_ids": sorted(cont_spw_ids),
         "linefree_fraction": nfree / max(ntot, 1), "freq_range_hz": [lo, hi],
+        "linefree_source": sources,
+        "archive_spw_ids": [spw_labels.get(str(s), str(s)) for s in sorted(cont_spw_ids)],
     }
 
     # Cubes: every catalogue line whose systemic frequency falls in a science spw.
@@ -263,7 +335,8 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "phasecenter": mosaic["phasecenter"] if mosaic else "",
         "spw_cubes": spw_cubes,
         "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
-        "vsys_kms": vsys, "window_kms": window, "linefree_half_kms": excl,
+        "vsys_kms": vsys, "vsys_origin": vsys_origin, "window_kms": window,
+        "linefree_half_kms": excl,
     }
     limits = cfg.get("size_limits") or {}
     plan["mitigation"] = sizes.mitigate(

@@ -154,7 +154,8 @@ class TargetPage:
                 f'<a href="../../index.html">back to the overview</a></p>')
         # Images first: that is what an astronomer opens the page for.
         sections = [head, self.qa_html(), self.stages_html(), self.continuum_html(),
-                    self.selfcal_html(), self.lines_html(), self.size_limits_html(),
+                    self.spectra_html(), self.selfcal_html(), self.lines_html(),
+                    self.size_limits_html(),
                     self.verify_html(), self.metadata_html(), self.products_html(),
                     self.logs_html(), self.events_html()]
         return page(f"{title} - {m.mous_id}", "".join(sections), root="../../")
@@ -313,6 +314,30 @@ class TargetPage:
             out.append("</div><div>")
             out.append(image_metrics_table(mets, p.get("spw")))
             out.append("</div></div>")
+        return "".join(out)
+
+    def spectra_html(self) -> str:
+        """Per-spw spectra with the continuum ranges shaded; the systemic velocity."""
+        from sails.report import spectra
+
+        found = by_kind(self.unit.products, "findcont")
+        cont = by_kind(self.unit.products, "cont_image")
+        vsys = spectra.vsys_text(cont[-1].get("metrics") if cont else None)
+        if not found and not vsys:
+            return ""
+        out = ["<h2>Spectral windows</h2>"] + ([f"<p>{vsys}</p>"] if vsys else [])
+        if found:
+            p = found[-1]
+            f = self.file(p)
+            m = p.get("metrics") or {}
+            out_png, key = self.png("spws")
+            entry = self.cache.make(out_png, key, [f], lambda f=f, o=out_png: spectra.spectra_png(
+                f, o, f"{self.unit.target}: dirty-cube peak spectra"))
+            src = {"findcont": "found from the data", "delivery": "shipped with the data"}
+            cap = (f"continuum ranges {esc(src.get(m.get('source'), m.get('source')))}"
+                   " (cont.dat); red: catalogue lines found")
+            out.append(self._figure(entry, out_png, cap))
+            out.append(spectra.ranges_table(m))
         return "".join(out)
 
     def lines_html(self) -> str:

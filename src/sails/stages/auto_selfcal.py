@@ -67,7 +67,10 @@ def reusable_result(workdir: Path, inputs: list[Path], options: dict[str, Any],
         current = [input_fingerprint(p) for p in inputs]
     except OSError:
         return None
-    same_options = step.get("options") == json.loads(json.dumps(options))
+    recorded = dict(step.get("options") or {})
+    if step.get("contdat_ranges") is not None:
+        recorded["_sails_contdat"] = step["contdat_ranges"]
+    same_options = recorded == json.loads(json.dumps(options))
     same_apply = bool(step.get("apply_full_res", False)) == bool(apply_full_res)
     return (step if same_options and same_apply and same_inputs(step.get("inputs"), current)
             else None)
@@ -88,12 +91,35 @@ def crash_error(mous_id: str, manifest: dict[str, Any], casa_log: str | None,
                         log_path=casa_log)
 
 
+def contdat_for(ctx: StageContext) -> dict[str, Any] | None:
+    """The findcont stage's cont.dat for auto-selfcal: its ranges by archive spw and the
+    archive -> split spw ids (auto-selfcal's MSs are the splits). None without one."""
+    from sails.imaging import contdat
+
+    rows = [r for r in ctx.catalog.products(ctx.mous_id, stage="findcont")
+            if r["kind"] == "cont_dat" and Path(r["path"]).is_file()]
+    if not rows:
+        return None
+    row = rows[-1]
+    m = row["metrics"] or {}
+    whole = set(m.get("whole_spws") or [])
+    return {"ranges": contdat.read(row["path"]),
+            "spw_map": {a: [int(sid), ""] for sid, a in (m.get("archive_spws") or {}).items()
+                        if a not in whole},
+            "path": row["path"]}
+
+
 def run(ctx: StageContext) -> Outcome:
     workdir = workdir_for(ctx.mous_dir)
     inputs = split_inputs(ctx)
     cfg = ctx.settings.selfcal
     options = cfg.auto_selfcal_options()
-    step = reusable_result(workdir, inputs, options, ctx.settings.platform,
+    cont = contdat_for(ctx)
+    if cont is not None:  # a changed cont.dat is a different run (its ranges are options)
+        options_key = {**options, "_sails_contdat": json.loads(json.dumps(cont["ranges"]))}
+    else:
+        options_key = options
+    step = reusable_result(workdir, inputs, options_key, ctx.settings.platform,
                            apply_full_res=cfg.apply_full_res)
     how = "reused the earlier run (same splits and options)"
     if step is None:
@@ -102,6 +128,8 @@ def run(ctx: StageContext) -> Outcome:
             "use_xvfb": cfg.use_xvfb, "fits": cfg.export_fits,
             "keep_input_copies": cfg.keep_input_copies,
             "apply_full_res": cfg.apply_full_res,
+            **({"contdat": {"ranges": cont["ranges"], "spw_map": cont["spw_map"]}}
+               if cont is not None else {}),
         }}
         try:
             manifest = ctx.run_casa([job_step], workdir, suffix="auto_selfcal",
@@ -122,5 +150,6 @@ def run(ctx: StageContext) -> Outcome:
     products += [Product("selfcal_fullres_ms", path, metrics={"datacolumn": "corrected"})
                  for path in fullres_paths(workdir, step) if path not in listed]
     per_target = "; ".join(f"{t}: {band_text(bands)}" for t, bands in sorted(results.items()))
+    used = " with the findcont cont.dat" if step.get("contdat_used") else ""
     return Outcome.done(products, reason=f"auto-selfcal {how} on {len(inputs)} split MS(s)"
-                        + (f" ({per_target})" if per_target else ""))
+                        + used + (f" ({per_target})" if per_target else ""))

@@ -21,6 +21,7 @@ from sails.names import legacy_safe_name
 from sails.qa import overrides
 from sails.qa.overrides import TargetOverride
 from sails.stages.base import Outcome, StageContext, safe_name
+from sails.stages.findcont import archive_spw_labels, findcont_cfg
 
 PREVIEW_KINDS = {"cont_image": "inferno", "mom0": "inferno", "mom1": "RdBu_r",
                  "mom8": "inferno"}
@@ -80,6 +81,7 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
     target = ctx.row.target
     cfg = s.model_dump(exclude={"lines", "target_velocities_kms"})
     cfg["systemic_velocity_kms"] = s.target_velocities_kms.get(target, s.systemic_velocity_kms)
+    cfg.update(findcont_cfg(ctx, target))  # found ranges and velocity (findcont stage)
     cfg.update(overrides.imaging_cfg(override))
     qa = ctx.settings.qa
     cfg["heal"] = {"enabled": qa.heal, "max_attempts": qa.heal_max_attempts,
@@ -90,7 +92,8 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
     plan_args = {"vis": vis, "field": target, "lines": [ln.to_dict() for ln in
                                                         catalogue(s.lines)],
                  "cfg": cfg, "stem": stem, "line_vis": line_vis,
-                 "cube_data": cube_data or {}}
+                 "cube_data": cube_data or {},
+                 "spw_labels": archive_spw_labels(ctx)}
     steps = [{"op": "image_plan", "name": "plan", "args": plan_args},
              {"op": "image_continuum", "name": "continuum", "args": {}}]
     if cfg["make_cubes"]:

@@ -394,7 +394,7 @@ def image_continuum(ctx) -> dict[str, Any]:
 
     out = ctx.out
     stem = cont["imagename"]
-    spw = ",".join(str(s) for s in cont["spw_ids"])
+    spw = ",".join(str(s) for s in cont.get("archive_spw_ids") or cont["spw_ids"])
     rms_final = st.noise(image, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
     theo = st.apparent_sensitivity(cont["vis"], cont["field"], cont["spw"],
                                    plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
@@ -421,7 +421,10 @@ def image_continuum(ctx) -> dict[str, Any]:
                      "reffreq_ghz": cont["reffreq_hz"] / 1e9,
                      "freq_range_ghz": [f / 1e9 for f in cont["freq_range_hz"]],
                      "fractional_bw": cont["fractional_bw"],
-                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"]},
+                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"],
+                     "archive_spws": cont.get("archive_spw_ids"),
+                     "linefree_source": cont.get("linefree_source"),
+                     "vsys_kms": plan.get("vsys_kms"), "vsys_origin": plan.get("vsys_origin")},
     }
     if plan.get("mosaic"):
         metrics["mosaic"] = mosaic_metrics(plan, image, pb, mask if Path(mask).exists()

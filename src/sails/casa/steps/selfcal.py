@@ -433,10 +433,46 @@ def auto_selfcal_version() -> str:
         return str(getattr(module, "__version__", None) or "unknown")
 
 
+def averaged_to_one_channel(ms: Path, spectral_average: bool) -> set[int]:
+    """Spw ids auto-selfcal averages down to a single channel (bandwidth below 1.5 x its
+    desired width): its cont.dat reader (``LSRKfreq_to_chan``) then fails with an
+    IndexError on the averaged MS, so such windows are not put in its cont.dat."""
+    if not spectral_average:
+        return set()
+    from auto_selfcal.selfcal_helpers import get_desired_width
+
+    with opened("table", str(ms / "SPECTRAL_WINDOW")) as tb:
+        bws = [abs(float(b)) for b in tb.getcol("TOTAL_BANDWIDTH")]
+        refs = [float(f) for f in tb.getcol("REF_FREQUENCY")]
+    return {i for i, (bw, f) in enumerate(zip(bws, refs, strict=True))
+            if bw / get_desired_width(f) < 1.5}
+
+
+def place_contdat(workdir: Path, contdat_arg: dict[str, Any] | None,
+                  renames: dict[str, str], narrow: set[int] | None = None) -> bool:
+    """Write the findcont ranges as auto-selfcal's ``cont.dat`` (split spw ids, aliased field
+    names); auto-selfcal then flags the lines before averaging instead of guessing.
+    ``narrow``: split spw ids left out (see :func:`averaged_to_one_channel`)."""
+    if not contdat_arg:
+        return False
+    from sails.imaging import contdat
+
+    ranges = {f: {a: [tuple(r) for r in rr] for a, rr in spws.items()}
+              for f, spws in (contdat_arg.get("ranges") or {}).items()}
+    spw_map = {a: (int(v[0]), str(v[1] or "")) for a, v in contdat_arg["spw_map"].items()
+               if int(v[0]) not in (narrow or set())}
+    text = contdat.for_auto_selfcal(ranges, spw_map, renames)
+    if "SpectralWindow" not in text:
+        return False
+    (workdir / contdat.CONTDAT_NAME).write_text(text)
+    return True
+
+
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
                      use_xvfb: bool = False, fits: bool = True,
                      keep_input_copies: bool = False,
-                     apply_full_res: bool = False) -> dict[str, Any]:
+                     apply_full_res: bool = False,
+                     contdat: dict[str, Any] | None = None) -> dict[str, Any]:
     """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target.
 
     ``apply_full_res``: apply the final solutions to the full-resolution copies
@@ -453,6 +489,10 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         for n in names:
             rename_fields(workdir / n, renames)
         ctx.warn(f"fields renamed for auto-selfcal (names restored afterwards): {renames}")
+    narrow = (averaged_to_one_channel(workdir / names[0], options.get("spectral_average",
+                                                                       True))
+              if contdat else set())
+    contdat_used = place_contdat(workdir, contdat, renames, narrow)
     copy_s = time.time() - t0
 
     from auto_selfcal import auto_selfcal
@@ -514,6 +554,8 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         "inputs": fingerprints,
         "input_names": names,
         "field_aliases": renames,
+        "contdat_used": contdat_used,
+        "contdat_ranges": (contdat or {}).get("ranges"),
         "target_ms_kept": [n for n in names if (workdir / n).exists()],
         "contsub_ms": contsub,
         "display": display,
