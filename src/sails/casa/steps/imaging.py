@@ -535,6 +535,36 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
 
     steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
     runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
+    return finish_cube(ctx, plan, cube, name, CubeRun(
+        sigma, sidelobe, base["sidelobethreshold"], edge_snr, edge_emission, runs, heal,
+        user_mask))
+
+
+class CubeRun(NamedTuple):
+    """What the deconvolution of a cube leaves for its products and metrics (one tclean
+    job, or the channel chunks of :mod:`sails.casa.steps.cube_chunks` put together)."""
+    sigma: float  # the dirty noise the thresholds came from
+    sidelobe: float
+    sidelobethreshold: float
+    edge_snr: float
+    edge_emission: bool
+    runs: list
+    heal: Any
+    user_mask: bool
+
+
+def finish_cube(ctx, plan: dict[str, Any], cube: dict[str, Any], name: str, r: CubeRun):
+    """The deconvolved cube ``name`` -> pbcor, signal mask, moments, spectrum, metrics,
+    FITS products."""
+    cfg = plan["cfg"]
+    ln = cube["line"]
+    image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
+                              f"{name}.mask")
+    inside = _inside(pb, cfg["pblimit"])
+    sigma, sidelobe, edge_snr, edge_emission = r.sigma, r.sidelobe, r.edge_snr, r.edge_emission
+    runs, heal, user_mask = r.runs, r.heal, r.user_mask
+    thr_ms = cfg["multiscale_threshold_sigma"] * sigma
+    thr_ss = cfg["singlescale_threshold_sigma"] * sigma
     pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
 
     # Signal mask for the moments: hysteresis on the flat-noise cube, plus the clean mask.
@@ -585,7 +615,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         "flux_imfit": mom0_fit.get("flux_jy"), "imfit": mom0_fit,
         "line_flux_jykms": line_flux, "velocity_centroid_kms": centroid,
         "thresholds_jy": [thr_ms, thr_ss], "edge_snr": edge_snr,
-        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
+        "psf_sidelobe": sidelobe, "sidelobethreshold": r.sidelobethreshold,
         "edge_emission": bool(edge_emission), "tclean": runs, "spectral": spectral,
         "residual_snr": float(np.nanmax(healing.dirty_peaks(resid, inside))) / rms
         if rms else None, "healing": heal,
