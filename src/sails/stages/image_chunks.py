@@ -71,7 +71,7 @@ class ChunkRunner:
             with self._lock:
                 state.setdefault("jobs", {})[key] = ref
                 self._save(state)
-            self._event(f"chunk {key}: job {ref} started")
+            self._event(f"{'chunk ' if '#' in key else ''}{key}: job {ref} started")
         return state.get("jobs", {}).get(key), on_started
 
     # ------------------------------------------------------------------ run
@@ -98,7 +98,7 @@ class ChunkRunner:
             self._event("main imaging job reused (finished in an earlier run)")
         else:
             main = ctx.run_casa(steps, out, timeout_s=timeout_s,
-                                record=self._record(state, "main"))
+                                record=self._record(state, "main imaging"))
             state.update(main=main, assembled=None)
             self._save(state)
         plan = json.loads((out / contract.IMAGING_PLAN_NAME).read_text())
@@ -112,7 +112,7 @@ class ChunkRunner:
                                             c["chunking"]["chunks"]] for c in cubes},
             "chunk_results": results}}]
         merged_from = ctx.run_casa(assemble, out, suffix="assemble", timeout_s=timeout_s,
-                                   record=self._record(state, "assemble"))
+                                   record=self._record(state, "cube assembly"))
         merged = dict(main, steps={**main.get("steps", {}), **merged_from.get("steps", {})})
         state.update(assembled=merged_from.get("job_id"), merged=merged)
         self._save(state)
