@@ -120,3 +120,55 @@ def test_a_download_proceeds_while_a_casa_job_holds_the_only_slot(tmp_path, monk
         reasons = [e["reason"] for e in cat.events(MOUS_B) if e["to_status"] == "done"]
         assert reasons[:1] != ["fetched while a CASA job held the slot"] or (
             nap_a.status != "done")
+
+
+BORROW = '''
+"""A toy CPU stage that borrows a second CPU slot (as a chunked cube does for its chunks)."""
+import time
+
+from sails.execution import slots
+from sails.stages.base import Outcome
+
+def run(ctx):
+    pool = slots.current(1)
+    t0 = time.time()
+    got = pool.try_acquire()
+    used = pool.used
+    time.sleep(0.5)
+    if got:
+        pool.release()
+    return Outcome.done(reason=f"{t0} {time.time()} {int(got)} {used}")
+'''
+
+
+def test_borrowed_cpu_slots_count_against_casa_slots(tmp_path, monkeypatch):
+    folder = tmp_path / "toy_modules"
+    folder.mkdir()
+    (folder / "toy_borrow.py").write_text(textwrap.dedent(BORROW))
+    monkeypatch.syspath_prepend(str(folder))
+    rows = list(PIPELINE.stages)
+    rows.insert(1, Stage("borrow", Scope.MOUS, ("download",), Runs.ORCHESTRATOR,
+                         "toy_borrow", "Borrow a slot."))
+    monkeypatch.setattr(PIPELINE, "stages", StageTable(tuple(rows)).stages)
+    project = init_project(tmp_path / "p")
+    owner = new_owner("test")
+    mous = [f"uid://A001/X77/X{i}" for i in range(1, 4)]
+    for m in mous:
+        project.catalog.upsert_mous({"mous_id": m})
+        row = project.catalog.claim(project.catalog.find_stage(m, "download").id, owner)
+        project.catalog.complete(row.id, owner)
+    summary = run_pipeline(project, until="borrow", max_parallel=2)
+    assert summary.failed == 0
+    spans = []
+    for m in mous:
+        done = [e for e in project.catalog.events(m)
+                if e["stage"] == "borrow" and e["to_status"] == "done"]
+        t0, t1, got, used = done[-1]["reason"].split()
+        assert int(used) <= 2  # never more slots in use than casa_slots
+        spans.append((float(t0), float(t1), int(got)))
+    spans.sort()
+    # a stage holding a borrowed slot leaves none for another stage: they never overlap
+    for (a0, a1, got), (b0, _b1, _) in zip(spans, spans[1:], strict=False):
+        if got:
+            assert b0 >= a1, spans
+    assert any(got for *_, got in spans)
