@@ -78,17 +78,15 @@ def image_once(root: Path, data: dict, *, slots: int, min_channels: int, window:
 
 
 def job_cpu(proj, mous: str) -> dict[str, float]:
-    """CPU seconds of each CASA job of the image stage (from the jobs' manifests)."""
-    from sails.casa import contract
-
+    """CPU seconds of each CASA job of the image stage (the jobs' manifests; a chunked
+    cube's metrics keep its main and chunk jobs')."""
     out: dict[str, float] = {}
-    for state in proj.mous_dir(mous).glob("work/chunks/*/state.json"):
-        st = json.loads(state.read_text())
-        out["main"] = st["main"]["cpu_s"]
-        for d in sorted(state.parent.iterdir()):
-            m = contract.read_manifest(d) if d.is_dir() else None
-            if m is not None:
-                out[d.name.rsplit(".", 1)[-1]] = m.extra["cpu_s"]
+    for p in proj.catalog.products(mous, stage="image"):
+        chunks = (p["metrics"] or {}).get("chunks") if p["kind"] == "cube" else None
+        if chunks:
+            out["main"] = chunks["main_job"]["cpu_s"]
+            for i, job in enumerate(chunks["jobs"]):
+                out[f"chunk{i:02d}"] = job["cpu_s"]
     for res in proj.mous_dir(mous).glob("products/*/result.json"):
         out["assemble" if out else "main"] = json.loads(res.read_text())["cpu_s"]
     return out

@@ -115,6 +115,11 @@ def test_chunked_and_unchunked_cubes_agree(cubes):
     whole, chunked = _cube(cubes["whole"][0], mous), _cube(cubes["chunked"][0], mous)
     assert "chunks" not in whole["metrics"]
     assert chunked["metrics"]["chunks"]["k"] == 2
+    jobs = chunked["metrics"]["chunks"]["jobs"]  # each chunk job has its own record
+    assert len({j["job_id"] for j in jobs}) == 2 and all(j["cpu_s"] > 0 for j in jobs)
+    # assembled: the chunks' images are in the cube, their folder is gone
+    assert not (cubes["chunked"][0].mous_dir(mous) / "work" / "chunks").exists() or not any(
+        (cubes["chunked"][0].mous_dir(mous) / "work" / "chunks").iterdir())
     with fits.open(whole["path"]) as a, fits.open(chunked["path"]) as b:
         ha, hb = a[0].header, b[0].header
         for k in ("BMAJ", "BMIN", "BPA"):

@@ -8,9 +8,11 @@ one job that puts each cube together and makes its products. K defaults to
 ``execution.casa_slots``: one round of jobs, each starting CASA once.
 
 Every job has its own record in ``<mous>/work/chunks/<target>/state.json`` (job references
-for reattaching, the main job's manifest) and an event in the catalog. A rerun of the stage
-(after a crash or a SIGKILL) reuses the main job and every finished chunk (a manifest that
-says ok) and runs only the others; changed inputs (the job's steps) start over.
+for reattaching, the main job's manifest) and an event in the catalog; the cube's metrics
+keep each job's wall and CPU seconds. A rerun of the stage (after a crash or a SIGKILL)
+reuses the main job and every finished chunk (a manifest that says ok) and runs only the
+others; changed inputs (the job's steps) start over. Once the cube is assembled the folder
+goes (its images are in the cube): a later run images afresh.
 """
 
 from __future__ import annotations
@@ -89,17 +91,13 @@ class ChunkRunner:
             shutil.rmtree(self.root, ignore_errors=True)
             state = {"fingerprint": fp}
         done = contract.read_manifest(out) if out.exists() else None
-        if state.get("assembled") and done is not None and done.ok and (
-                done.job_id == state["assembled"]):
-            self._event("chunked cubes already assembled in an earlier run")
-            return state["merged"]
         main = state.get("main")
         if main and done is not None and done.ok and done.job_id == main.get("job_id"):
             self._event("main imaging job reused (finished in an earlier run)")
         else:
             main = ctx.run_casa(steps, out, timeout_s=timeout_s,
                                 record=self._record(state, "main imaging"))
-            state.update(main=main, assembled=None)
+            state.update(main=main)
             self._save(state)
         plan = json.loads((out / contract.IMAGING_PLAN_NAME).read_text())
         cubes = plan.get("chunked") or []
@@ -110,14 +108,15 @@ class ChunkRunner:
             "main_dir": str(out),
             "chunk_dirs": {c["imagename"]: [str(self._dir(ch)) for ch in
                                             c["chunking"]["chunks"]] for c in cubes},
-            "chunk_results": results}}]
+            "chunk_results": results, "main_job": _cost(main)}}]
         merged_from = ctx.run_casa(assemble, out, suffix="assemble", timeout_s=timeout_s,
                                    record=self._record(state, "cube assembly"))
         merged = dict(main, steps={**main.get("steps", {}), **merged_from.get("steps", {})})
-        state.update(assembled=merged_from.get("job_id"), merged=merged)
-        self._save(state)
         self._event(f"chunked cube(s) {', '.join(c['line']['name'] for c in cubes)} "
                     "assembled")
+        # Done: the chunks' images are in the cube now, and a later run of the stage (a
+        # reset, new inputs) images afresh.
+        shutil.rmtree(self.root, ignore_errors=True)
         return merged
 
     def _dir(self, chunk: dict[str, Any]) -> Path:
@@ -136,7 +135,8 @@ class ChunkRunner:
             for ch in c["chunking"]["chunks"]:
                 m = contract.read_manifest(self._dir(ch))
                 if m is not None and m.ok and m.step("chunk") is not None:
-                    results[c["imagename"]][ch["index"]] = m.step("chunk")
+                    results[c["imagename"]][ch["index"]] = dict(m.step("chunk"),
+                                                                job=_cost(m.to_dict()))
                     self._event(f"chunk {ch['key']}: reused (finished in an earlier run)")
                 else:
                     todo.append((c, ch))
@@ -170,12 +170,18 @@ class ChunkRunner:
                         errors.append(exc)
                         self._event(f"chunk {ch['key']}: failed ({exc})")
                         continue
-                    results[c["imagename"]][ch["index"]] = contract.step_output(
-                        manifest, "chunk")
+                    results[c["imagename"]][ch["index"]] = dict(
+                        contract.step_output(manifest, "chunk") or {}, job=_cost(manifest))
                     self._event(f"chunk {ch['key']}: finished")
         if errors:
             raise errors[0]
         return results
+
+
+def _cost(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A job's id, wall and CPU seconds (recorded in the cube's metrics)."""
+    return {"job_id": manifest.get("job_id"), "wall_s": manifest.get("wall_s"),
+            "cpu_s": manifest.get("cpu_s")}
 
 
 def runner_for(ctx: StageContext):

@@ -198,7 +198,8 @@ def _concat(parts: list[str], out: str) -> None:
 
 
 def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
-                          chunk_results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+                          chunk_results: dict[str, list[dict[str, Any]]],
+                          main_job: dict[str, Any] | None = None) -> dict[str, Any]:
     """Main job folder + concatenated, re-restored chunked cubes -> the target's products."""
     main = Path(main_dir)
     _link_tree(main, ctx.out)
@@ -238,7 +239,8 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
                 prod["metrics"]["chunks"] = {
                     "k": chk["k"], "noise_estimate": chk["noise_estimate"],
                     "channels": [[c["first"], c["nchan"]] for c in chk["chunks"]],
-                    "beam": "common beam of all channels, restored after concatenation"}
+                    "beam": "common beam of all channels, restored after concatenation",
+                    "main_job": main_job, "jobs": [r.get("job") for r in results]}
         prods.extend(p)
         summary[cube["line"]["name"]] = s
     if not cfg.get("keep_contsub_for_chunks", False):
