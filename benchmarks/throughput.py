@@ -139,7 +139,8 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float):
     casa = sum((r.row.duration_s or 0.0) for r in summary.reports if r.row.stage != "download")
     print(f"    [{'separate pools' if separate else 'one pool'}] wall {wall:.1f} s; stage "
           f"times: downloads {dl:.1f} s, every other stage {casa:.1f} s; "
-          f"{summary.ran} stage runs, through {sorted({r.row.stage for r in summary.reports})}")
+          f"{summary.ran} stage runs, through {sorted({r.row.stage for r in summary.reports})}"
+          f"; overlap (sum of stage times / wall, load-independent) {(dl + casa) / wall:.2f}x")
     return wall, dl, summary
 
 
