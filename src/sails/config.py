@@ -98,6 +98,9 @@ class Execution(_Section):
         60.0, ge=0, description="first wait before retrying a transient stage failure; "
         "doubles with each attempt")
     retry_backoff_max_seconds: float = Field(3600.0, ge=0, description="longest such wait")
+    separate_pools: bool = Field(
+        True, description="downloads take download.parallel_mous slots, never a CASA slot "
+        "(false: one pool of casa_slots for every stage)")
     use_prefect: bool = Field(False, description="`sails run` runs through Prefect flows "
                               "(embedded API) unless --no-prefect")
 
@@ -252,6 +255,8 @@ _HOST_ENTRY = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-
 
 class Download(_Section):
     parallel_files: int = Field(4, ge=1)
+    parallel_mous: int = Field(2, ge=1, le=64, description="MOUS downloading at once (their "
+                               "own pool, beside execution.casa_slots)")
     retries: int = Field(5, ge=0)
     timeout_seconds: float = Field(60.0, gt=0)
     backoff_seconds: float = Field(1.0, ge=0)
@@ -357,6 +362,11 @@ class Imaging(_Section):
     moment_mask_hi_sigma: float = Field(4.0, gt=0)
     moment_mask_lo_sigma: float = Field(2.0, gt=0)
     niter: int = Field(100000, ge=0)
+    chunk_min_channels: int = Field(
+        0, ge=0, description="cubes with at least this many channels are imaged as channel "
+        "chunks, each its own job (0: never)")
+    chunks: int = Field(0, ge=0, le=256, description="chunks per such cube; 0: "
+                        "execution.casa_slots (one round of jobs)")
     gain: float = Field(0.1, gt=0)
     cyclefactor: float = Field(1.0, gt=0)
     scales: list[int] = Field(default_factory=lambda: [0, 5, 15])
@@ -579,6 +589,7 @@ backend = "local"     # "local" (child processes here), "canfar" (headless sessi
 # stage_backends = { auto_selfcal = "canfar", image = "canfar" }  # per CASA stage
 # (download always runs in the orchestrator; `sails run --backend X` sets every CASA stage)
 casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
+separate_pools = true # downloads take download.parallel_mous slots, never a CASA slot
 lease_seconds = 3600  # a claimed stage whose lease expires is recovered by the next run
 catalog_busy_seconds = 60  # a catalog write waits this long for another process's
 max_attempts = 3      # transient failures retried this many times
@@ -633,6 +644,7 @@ max_rows = 200000     # TAP MAXREC: a result longer than this is refused, never 
 
 [download]
 parallel_files = 4
+parallel_mous = 2     # MOUS downloading at once, beside the CASA slots (separate_pools)
 retries = 5
 # A redirect may stay on its own host, or go to redirect_hosts (host, or host:port for a
 # non-default port) and the [archive] URLs' hosts; any other target is refused.
@@ -665,6 +677,8 @@ multiscale_threshold_sigma = 4.0   # cubes: multiscale to this, then
 singlescale_threshold_sigma = 2.0  # single-scale inside the mask to this
 scales = [0, 5, 15]         # pixels
 make_cubes = true
+chunk_min_channels = 0      # cubes this long (channels) are imaged as chunks in parallel jobs
+chunks = 0                  # chunks per cube; 0 = execution.casa_slots
 # Extra lines for cubes, beside the shipped catalogue:
 # [[imaging.lines]]
 # name = "CH3OH_4-3"

@@ -20,6 +20,7 @@ from sails.errors import CasaJobError, SailsError
 from sails.names import legacy_safe_name
 from sails.qa import overrides
 from sails.qa.overrides import TargetOverride
+from sails.stages import image_chunks
 from sails.stages.base import Outcome, StageContext, safe_name
 from sails.stages.findcont import archive_spw_labels, findcont_cfg
 
@@ -251,8 +252,9 @@ def run(ctx: StageContext) -> Outcome:
     out = output_dir(ctx)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        manifest = ctx.run_casa(build_steps(ctx, vis, line_vis, override, cube_data), out,
-                                timeout_s=timeout)
+        run = image_chunks.runner_for(ctx) or ctx.run_casa  # large cubes: chunk jobs
+        manifest = run(build_steps(ctx, vis, line_vis, override, cube_data), out,
+                       timeout_s=timeout)
     except CasaJobError as exc:
         ram = ctx.settings.resources_for("image").ram_gb
         job_manifest = ctx.jobs[-1].manifest if ctx.jobs else None

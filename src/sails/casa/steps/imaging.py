@@ -585,6 +585,42 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
 
     steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
     runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
+    peak_dirty = _nanmax_in(dirty, inside)
+    before = _before_peak(ctx, plan, cube, base, name, inside, label)
+    return finish_cube(ctx, plan, cube, name, CubeRun(
+        sigma, sidelobe, base["sidelobethreshold"], edge_snr, edge_emission, runs, heal,
+        user_mask, peak_dirty, before))
+
+
+class CubeRun(NamedTuple):
+    """What the deconvolution of a cube leaves for its products and metrics (one tclean
+    job, or the channel chunks of :mod:`sails.casa.steps.cube_chunks` put together)."""
+    sigma: float  # the dirty noise the thresholds came from
+    sidelobe: float
+    sidelobethreshold: float
+    edge_snr: float
+    edge_emission: bool
+    runs: list
+    heal: Any
+    user_mask: bool
+    # Line peaks of the dirty cube from the data as imaged and from the data before self-cal
+    # (None where not measured: chunked cubes have no whole dirty cube).
+    peak_dirty: float | None = None
+    before_peak: float | None = None
+
+
+def finish_cube(ctx, plan: dict[str, Any], cube: dict[str, Any], name: str, r: CubeRun):
+    """The deconvolved cube ``name`` -> pbcor, signal mask, moments, spectrum, metrics,
+    FITS products."""
+    cfg = plan["cfg"]
+    ln = cube["line"]
+    image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
+                              f"{name}.mask")
+    inside = _inside(pb, cfg["pblimit"])
+    sigma, sidelobe, edge_snr, edge_emission = r.sigma, r.sidelobe, r.edge_snr, r.edge_emission
+    runs, heal, user_mask = r.runs, r.heal, r.user_mask
+    thr_ms = cfg["multiscale_threshold_sigma"] * sigma
+    thr_ss = cfg["singlescale_threshold_sigma"] * sigma
     pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
     if cube.get("kind") == "spw":  # imaging.all_spw_cubes: the cube, no moments
         return _spw_cube_products(ctx, plan, cube, image, pb, pbcor, sigma, runs, heal, inside)
@@ -608,7 +644,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         casa_task(ctx, "immoments", imagename=pbcor, moments=[mom], outfile=outf,
                   mask=f'"{mimg}" > 0.5' if mimg else "")
         moms[mom] = outf
-    before = _before_peak(ctx, plan, cube, base, name, inside, label)
+    peak_dirty, before = r.peak_dirty, r.before_peak
 
     # Metrics.
     vel = _velocities(image, cube["restfreq_hz"])
@@ -628,7 +664,6 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     peak_flat = _nanmax_in(img, inside)
     chan_max = np.array([_nanmax_in(img[..., i], inside[..., i]) for i in range(img.shape[-1])])
     peak_vel = float(vel[int(np.nanargmax(chan_max))]) if np.isfinite(chan_max).any() else None
-    peak_dirty = _nanmax_in(dirty, inside)
     cd = plan.get("cube_data") or {}
     sc = bool(cd.get("selfcal_applied"))
     mom0_fit = st.fit_brightest(moms[0], cell, bm) if bm and sig.any() else {}
@@ -648,14 +683,14 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         # before self-cal (DATA of the self-calibrated MS): what self-cal did for the line.
         "line_peak_sc": peak_dirty if sc else None,
         "line_peak_nosc": before if sc else peak_dirty,
-        "line_peak_gain": peak_dirty / before if sc and before else None,
+        "line_peak_gain": peak_dirty / before if sc and before and peak_dirty else None,
         "rms": rms, "rms_dirty": sigma, "theoretical_rms": theo,
         "rms_ratio": rms / theo if theo else None, "peak": _nanmax_in(pbc, inside),
         "dynamic_range": peak_flat / rms if rms else None, "beam": bm,
         "flux_imfit": mom0_fit.get("flux_jy"), "imfit": mom0_fit,
         "line_flux_jykms": line_flux, "velocity_centroid_kms": centroid,
         "thresholds_jy": [thr_ms, thr_ss], "edge_snr": edge_snr,
-        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
+        "psf_sidelobe": sidelobe, "sidelobethreshold": r.sidelobethreshold,
         "edge_emission": bool(edge_emission), "tclean": runs, "spectral": spectral,
         "residual_snr": float(np.nanmax(healing.dirty_peaks(resid, inside))) / rms
         if rms else None, "healing": heal,
@@ -750,7 +785,8 @@ def _before_peak(ctx, plan: dict[str, Any], cube: dict[str, Any], base: dict[str
         return None
     bname = f"{name}.before_selfcal"
     healing.wipe(bname)
-    kw = dict(base, vis=[c["vis"] for c in cs], field=[str(c["field_id"]) for c in cs],
+    kw = dict(base, vis=[c["vis"] for c in cs],
+              field=[c.get("field_sel", str(c["field_id"])) for c in cs],
               spw=[str(c["spw"]) for c in cs], datacolumn=cs[0]["datacolumn"],
               imagename=bname, niter=0, deconvolver="hogbom")
     run_tclean(ctx, f"{label} (before self-cal)", **kw)
