@@ -29,7 +29,7 @@ from selfcal_data import ready_project
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 
-STAGES = ["auto_selfcal", "selfcal", "image"]
+STAGES = ["findcont", "auto_selfcal", "selfcal", "image"]
 
 
 def run_all(project, mous: str) -> None:
@@ -48,7 +48,7 @@ def sc_cubes(tmp_path_factory):
     root = tmp_path_factory.mktemp("sccubes")
     spec = customize(tiny(), n_targets=1, phase_rms_deg=50.0)[0]
     sim = simulate_mous(root / "sim", spec, seed=5)
-    m = ready_project(root / "proj", sim)
+    m = ready_project(root / "proj", sim, findcont=True)  # continuum found from the data
     run_all(m.project, m.mous_id)
     with_sc = cube_of(m.project, m.mous_id)
     keep = root / "with_selfcal.cube.fits"
