@@ -349,8 +349,11 @@ CHILD = textwrap.dedent("""
                              {"op": "write_text", "name": "w",
                               "args": {"name": "first.txt", "text": "from the first run"}}],
                    stamp="20260101T999999")
-    def started(ref):
-        open(sys.argv[2], "w").write(ref)
+    def started(ref):  # atomically: the test kills this process once the file exists
+        import os
+        with open(sys.argv[2] + ".tmp", "w") as f:
+            f.write(ref)
+        os.replace(sys.argv[2] + ".tmp", sys.argv[2])
     CanfarBackend(project).run(job, on_started=started)
 """)
 
