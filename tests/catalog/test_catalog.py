@@ -8,6 +8,7 @@ import pytest
 
 from sails.catalog import SCHEMA_VERSION, Block, Catalog, Product
 from sails.errors import CatalogError, IllegalTransitionError, LeaseLostError, UserInputError
+from sails.pipeline import PIPELINE
 
 MOUS = "uid://A001/X1465/X15b"
 DATA = Path(__file__).parents[1] / "data"
@@ -118,7 +119,7 @@ def test_illegal_transitions(cat):
 
 def test_reset_cascades_and_refuses_running(cat):
     o = "w"
-    for _ in range(5):
+    for _ in range(len(PIPELINE.until("auto_selfcal"))):  # every MOUS stage up to self-cal
         r = cat.claim_next(o)
         cat.complete(r.id, o, [Product(r.stage, f"/p/{r.stage}", bytes=1)])
     sc = cat.claim_next(o, stages=["selfcal"])
