@@ -133,35 +133,8 @@ def image_cube_chunk(ctx, plan_path: str, cube_key: str, index: int) -> dict[str
     imaging._check_finite(label, f"{name}.residual", cleaned=False)
     inside = imaging._inside(f"{name}.pb", cfg["pblimit"])
     peaks0 = healing.dirty_peaks(f"{name}.residual", inside)
-    thr_ms = cfg["multiscale_threshold_sigma"] * chk["sigma"]
-    thr_ss = cfg["singlescale_threshold_sigma"] * chk["sigma"]
-    mask = f"{name}.mask"
-
-    def attempt(p: dict[str, Any], n: int) -> list:
-        runs = list(runs0)
-        if n > 1:
-            healing.wipe(name)
-            runs = [imaging.run_tclean(ctx, label, **dict(base, niter=0,
-                                                          deconvolver="hogbom"))]
-        kw = healing.apply(base, p, multiscale=True, automask=not user_mask)
-        runs.append(imaging.run_tclean(ctx, label, **dict(
-            kw, niter=cfg["niter"], deconvolver="multiscale", threshold=f"{thr_ms}Jy",
-            calcres=False, calcpsf=False)))
-        if Path(mask).exists() and float(np.nansum(st.read(mask))) > 0:
-            single = dict(kw, niter=cfg["niter"], deconvolver="hogbom",
-                          threshold=f"{thr_ss}Jy", calcres=False, calcpsf=False,
-                          usemask="user", mask="")
-            for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold",
-                      "minbeamfrac", "negativethreshold", "growiterations", "dogrowprune",
-                      "fastnoise", "scales"):
-                single.pop(k, None)
-            runs.append(imaging.run_tclean(ctx, label, **single))
-        imaging._check_finite(label, f"{name}.image", cleaned=True)
-        healing.check_attempt(label, name, "", inside, peaks0, cfg)
-        return runs
-
-    steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
-    runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
+    runs, heal = imaging.deconvolve_cube(ctx, label, base, name, runs0, cfg, chk["sigma"],
+                                         user_mask, inside, peaks0)
     return {"products": [], "chunk": ch, "runs": runs, "healing": heal,
             "user_mask": user_mask}
 

@@ -556,6 +556,22 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
         ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line may "
                  "extend beyond the velocity window (widen imaging.velocity_window_kms)")
     peaks0 = healing.dirty_peaks(resid, inside)
+    runs, heal = deconvolve_cube(ctx, label, base, name, runs0, cfg, sigma, user_mask,
+                                 inside, peaks0)
+    peak_dirty = _nanmax_in(dirty, inside)
+    before = _before_peak(ctx, plan, cube, base, name, inside, label)
+    return finish_cube(ctx, plan, cube, name, CubeRun(
+        sigma, sidelobe, base["sidelobethreshold"], edge_snr, edge_emission, runs, heal,
+        user_mask, peak_dirty, before))
+
+
+def deconvolve_cube(ctx, label: str, base: dict[str, Any], name: str, runs0: list,
+                    cfg: dict[str, Any], sigma: float, user_mask: bool, inside: np.ndarray,
+                    peaks0: Any) -> tuple[list, Any]:
+    """Multiscale (auto-mask) then single-scale (that mask) cleaning of the dirty cube
+    ``name`` down to thresholds from ``sigma``, up the healing ladder: (tclean runs,
+    healing record). One rule for whole cubes and their channel chunks."""
+    mask = f"{name}.mask"
     thr_ms = cfg["multiscale_threshold_sigma"] * sigma
     thr_ss = cfg["singlescale_threshold_sigma"] * sigma
 
@@ -579,17 +595,12 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                       "fastnoise", "scales"):
                 single.pop(k, None)
             runs.append(run_tclean(ctx, label, **single))
-        _check_finite(label, image, cleaned=True)
+        _check_finite(label, f"{name}.image", cleaned=True)
         healing.check_attempt(label, name, "", inside, peaks0, cfg)
         return runs
 
     steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
-    runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
-    peak_dirty = _nanmax_in(dirty, inside)
-    before = _before_peak(ctx, plan, cube, base, name, inside, label)
-    return finish_cube(ctx, plan, cube, name, CubeRun(
-        sigma, sidelobe, base["sidelobethreshold"], edge_snr, edge_emission, runs, heal,
-        user_mask, peak_dirty, before))
+    return healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
 
 
 class CubeRun(NamedTuple):
