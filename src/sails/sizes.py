@@ -20,7 +20,9 @@ Formulas (bytes; ``vis`` = visibilities = rows x channels x correlations):
 - verify: ``VERIFY_BYTES_PER_MS`` per MS (a summary and a listobs).
 - auto_selfcal: ``AUTO_SELFCAL_FACTOR`` x the split bytes (a working copy of each split, one
   ``*.selfcal.ms`` per target with DATA, MODEL and CORRECTED columns, flag versions, the
-  per-iteration images and the weblog); peak = final.
+  per-iteration images and the weblog), plus ``FULLRES_FACTOR`` x the split bytes for the
+  full-resolution copies with the solutions applied (``selfcal.apply_full_res``); peak =
+  final.
 - image (per target): a plane is ``nx x nx x nchan x 4`` bytes; a tclean run writes
   ``CASA_IMAGES`` CASA images of it (plus ``IMAGE_OVERHEAD`` each) and ``FITS_PER_IMAGE``
   FITS; each cube adds ``MOMENTS`` 2-D moment maps (CASA + FITS); nx = ``pb_factor x PB FWHM
@@ -55,6 +57,9 @@ VERIFY_BYTES_PER_MS = 24_000  # summary JSON + listobs text of one MS, measured
 # 6.8x, 10.7x and 13.9x the split on three simulated tiny MOUS (the number of solution
 # intervals auto-selfcal tries depends on the S/N); this is their geometric middle.
 AUTO_SELFCAL_FACTOR = 9.7
+# selfcal.apply_full_res: a full-resolution copy of each split with the solutions applied
+# (DATA + CORRECTED_DATA: about twice the split, which carries one data column)
+FULLRES_FACTOR = 2.0
 CONTSUB_FACTOR = 1.0  # the continuum-subtracted line-spw MS, relative to that spw's data
 DEFAULT_BYTES_PER_VIS = 24.0  # DATA + CORRECTED (complex64) + flags/weights, per visibility
 SPLIT_FACTOR = 1.1  # a split adds WEIGHT/SIGMA_SPECTRUM; storage-manager tiles round up
@@ -125,9 +130,11 @@ def split_upper_bound(delivered_bytes: int) -> int:
     return int(delivered_bytes * SPLIT_FACTOR)
 
 
-def auto_selfcal(split_bytes: int) -> Prediction:
-    total = int(split_bytes * AUTO_SELFCAL_FACTOR)
-    return Prediction(total, total, "split size")
+def auto_selfcal(split_bytes: int, full_res: bool = True) -> Prediction:
+    factor = AUTO_SELFCAL_FACTOR + (FULLRES_FACTOR if full_res else 0.0)
+    total = int(split_bytes * factor)
+    return Prediction(total, total, "split size" + (" (+ full-resolution copies)"
+                                                    if full_res else ""))
 
 
 def image_pixels(resolution_arcsec: float, fov_arcsec: float, pixels_per_beam: float,

@@ -146,7 +146,8 @@ def run_pipeline(
     pools = pool_slots(settings, slots, allowed)
     # Per pool, the slots in use; stages borrow free CPU slots for their extra jobs (chunks).
     slot_pools = {name: SlotPool(n) for name, (n, _) in pools.items()}
-    cpu_pool = slot_pools.get("cpu") or slot_pools["all"]
+    # (no CPU pool when only downloads are in scope: nothing borrows from it then)
+    cpu_pool = slot_pools.get("cpu") or slot_pools.get("all") or SlotPool(slots)
     token = CPU_SLOTS.set(cpu_pool)
     in_pool: dict[Future, str] = {}
     notify = on_event or (lambda kind, obj: None)

@@ -174,7 +174,8 @@ def predict(project, row: StageRow) -> sizes.Prediction:
         chans = [max(1, round(abs(w[1] - w[0]) / abs(w[2]))) for w in widths if w[2]]
         return sizes.findcont(len(cat.target_names(row.mous_id)), chans)
     if row.stage == "auto_selfcal":
-        return sizes.auto_selfcal(_split_bytes(cat, row.mous_id))
+        return sizes.auto_selfcal(_split_bytes(cat, row.mous_id),
+                                  full_res=project.settings.selfcal.apply_full_res)
     if row.stage == "image":
         facts = _image_facts(project, row)
         if facts is None:
