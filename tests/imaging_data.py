@@ -87,7 +87,9 @@ def register(project, data: dict) -> str:
     owner = new_owner("test")
     for stage in ("download", "verify", "split"):
         row = cat.claim(cat.find_stage(mous_id, stage).id, owner)
-        prods = [Product("split_ms", str(p)) for p in data["splits"]] if stage == "split" else []
+        src = {"source_spws": data["truth"]["science_spw_ids"]}  # split keeps archive order
+        prods = ([Product("split_ms", str(p), metrics=src) for p in data["splits"]]
+                 if stage == "split" else [])
         cat.complete(row.id, owner, prods)
     cat.skip(cat.find_stage(mous_id, "restore").id, None, "not a raw delivery")
     for t in truth["targets"]:

@@ -97,8 +97,11 @@ class SelfcalMous:
     truth: dict[str, Any]
 
 
-def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "") -> SelfcalMous:
+def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "",
+                  findcont: bool = False) -> SelfcalMous:
     """A project space holding ``sim_dir``'s MOUS with download/verify/split done.
+
+    ``findcont``: leave the findcont stage pending (to run it), else it is skipped.
 
     ``selfcal_toml``: lines added to the ``[selfcal]`` table of its sails.toml.
     """
@@ -128,6 +131,9 @@ def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "") -> SelfcalM
         row = cat.claim(cat.find_stage(mous_id, stage).id, owner)
         products = [Product("split_ms", str(p)) for p in splits] if stage == "split" else []
         cat.complete(row.id, owner, products)
+    if not findcont:  # self-cal on the catalogue windows, as with imaging.findcont = false
+        row = cat.claim(cat.find_stage(mous_id, "findcont").id, owner)
+        cat.skip(row.id, owner, "test: catalogue windows (findcont not under test)")
     return SelfcalMous(project, mous_id, names, splits, truth)
 
 

@@ -98,6 +98,9 @@ class Execution(_Section):
         60.0, ge=0, description="first wait before retrying a transient stage failure; "
         "doubles with each attempt")
     retry_backoff_max_seconds: float = Field(3600.0, ge=0, description="longest such wait")
+    separate_pools: bool = Field(
+        True, description="downloads take download.parallel_mous slots, never a CASA slot "
+        "(false: one pool of casa_slots for every stage)")
     use_prefect: bool = Field(False, description="`sails run` runs through Prefect flows "
                               "(embedded API) unless --no-prefect")
 
@@ -252,6 +255,8 @@ _HOST_ENTRY = re.compile(r"([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-
 
 class Download(_Section):
     parallel_files: int = Field(4, ge=1)
+    parallel_mous: int = Field(2, ge=1, le=64, description="MOUS downloading at once (their "
+                               "own pool, beside execution.casa_slots)")
     retries: int = Field(5, ge=0)
     timeout_seconds: float = Field(60.0, gt=0)
     backoff_seconds: float = Field(1.0, ge=0)
@@ -272,7 +277,8 @@ class Download(_Section):
         return out
 
 
-_SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra")
+_SELFCAL_STAGE_ONLY = ("use_xvfb", "export_fits", "keep_input_copies", "timeout_hours", "extra",
+                       "apply_full_res")
 
 
 class Selfcal(_Section):
@@ -301,6 +307,9 @@ class Selfcal(_Section):
     use_xvfb: bool = False  # plotms under Xvfb crashed here and hung auto-selfcal; opt in
     export_fits: bool = True
     keep_input_copies: bool = False
+    # The final solutions applied (sails' applycal) to full-resolution copies of the split
+    # data, from which the line cubes are made (auto-selfcal's .selfcal.ms is averaged).
+    apply_full_res: bool = True
     timeout_hours: float = Field(48.0, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -328,15 +337,23 @@ class Imaging(_Section):
     pb_factor: float = Field(1.5, gt=0, description="image width in units of the PB FWHM")
     pblimit: float = Field(0.2, gt=0, lt=1)
     nterms2_fractional_bw: float = Field(0.1, gt=0)
-    systemic_velocity_kms: float = 0.0
+    systemic_velocity_kms: float | None = Field(
+        None, description="LSRK radio; None: from the data, else the spw set-up, else 0")
     target_velocities_kms: dict[str, float] = Field(
         default_factory=dict, description="per-target systemic velocity (by source name)")
+    findcont: bool = Field(True, description="find line-free ranges from the data (cont.dat)")
+    cont_ranges_ghz: dict[str, dict[str, list[tuple[float, float]]]] = Field(
+        default_factory=dict, description="per-target line-free LSRK GHz ranges by archive "
+        "spw id, e.g. {\"HOPS-56\" = {\"25\" = [[216.0, 216.4]]}}; replaces found ranges")
     velocity_window_kms: float = Field(20.0, gt=0)
     channel_width_kms: float | None = Field(None, gt=0)
     interpolation: Literal["linear", "nearest", "cubic"] = "linear"
     line_free_margin_kms: float = Field(10.0, ge=0)
     min_linefree_fraction: float = Field(0.1, ge=0, lt=1)
     uvcontsub_fitorder: int = Field(1, ge=0, le=2)
+    edge_fit_fraction: float = Field(0.1, gt=0, lt=0.5, description="a line window with no "
+                                     "catalogue line-free channel: continuum fitted (order 0) "
+                                     "to this fraction of its channels at each edge")
     edge_clip_sigma: float = Field(5.0, gt=0, description="dirty-cube edge-emission check")
     multiscale_threshold_sigma: float = Field(4.0, gt=0)
     singlescale_threshold_sigma: float = Field(2.0, gt=0)
@@ -345,6 +362,11 @@ class Imaging(_Section):
     moment_mask_hi_sigma: float = Field(4.0, gt=0)
     moment_mask_lo_sigma: float = Field(2.0, gt=0)
     niter: int = Field(100000, ge=0)
+    chunk_min_channels: int = Field(
+        0, ge=0, description="cubes with at least this many channels are imaged as channel "
+        "chunks, each its own job (0: never)")
+    chunks: int = Field(0, ge=0, le=256, description="chunks per such cube; 0: "
+                        "execution.casa_slots (one round of jobs)")
     gain: float = Field(0.1, gt=0)
     cyclefactor: float = Field(1.0, gt=0)
     scales: list[int] = Field(default_factory=lambda: [0, 5, 15])
@@ -358,6 +380,12 @@ class Imaging(_Section):
     growiterations: int = Field(75, ge=0)
     lines: list[ExtraLine] = Field(default_factory=list)
     make_cubes: bool = True
+    selfcal_line_peaks: bool = Field(True, description="with self-calibrated cubes, also a "
+                                     "dirty cube of the data before self-cal for the "
+                                     "before/after line peak (~0.18 of the image stage's time "
+                                     "on the demo data)")
+    all_spw_cubes: bool = Field(False, description="also a native-resolution cube of every "
+                                "science spw (as the ALMA pipeline makes), kind spw_cube")
     keep_contsub: bool = False
     previews: bool = True
     timeout_minutes: float | None = Field(None, gt=0)
@@ -561,6 +589,7 @@ backend = "local"     # "local" (child processes here), "canfar" (headless sessi
 # stage_backends = { auto_selfcal = "canfar", image = "canfar" }  # per CASA stage
 # (download always runs in the orchestrator; `sails run --backend X` sets every CASA stage)
 casa_slots = 0        # CASA jobs in parallel; 0 = number of cores
+separate_pools = true # downloads take download.parallel_mous slots, never a CASA slot
 lease_seconds = 3600  # a claimed stage whose lease expires is recovered by the next run
 catalog_busy_seconds = 60  # a catalog write waits this long for another process's
 max_attempts = 3      # transient failures retried this many times
@@ -615,6 +644,7 @@ max_rows = 200000     # TAP MAXREC: a result longer than this is refused, never 
 
 [download]
 parallel_files = 4
+parallel_mous = 2     # MOUS downloading at once, beside the CASA slots (separate_pools)
 retries = 5
 # A redirect may stay on its own host, or go to redirect_hosts (host, or host:port for a
 # non-default port) and the [archive] URLs' hosts; any other target is refused.
@@ -625,7 +655,7 @@ retries = 5
 # auto-selfcal keywords (see docs/selfcal.md); unset ones keep auto-selfcal's defaults.
 do_amp_selfcal = true
 apply_to_target_ms = false   # also write the solutions into the split *_targets.ms copies
-uvcontsub_target_ms = false  # needs a cont.dat in datasets/<mous>/auto_selfcal
+uvcontsub_target_ms = false  # uses the findcont stage's cont.dat
 spectral_average = true
 use_xvfb = false             # opt in: plotms weblog plots under Xvfb (see docs/selfcal.md)
 # extra = { scale_fov = 1.5 }
@@ -637,7 +667,8 @@ pixels_per_beam = 5.0       # cell = longest-baseline fringe / this
 pb_factor = 1.5             # image width in PB FWHM (rounded to an FFT-friendly size)
 pblimit = 0.2
 nterms2_fractional_bw = 0.1 # mtmfs nterms=2 above this fractional bandwidth
-systemic_velocity_kms = 0.0 # LSRK, radio
+# systemic_velocity_kms = 6.0 # LSRK, radio; unset: from the data, else the spw set-up
+findcont = true             # line-free ranges from the data (cont.dat per MOUS)
 velocity_window_kms = 20.0  # cubes cover systemic +- this
 # channel_width_kms = 0.5   # default: native
 line_free_margin_kms = 10.0 # line-free = outside systemic +- (window + margin)
@@ -646,6 +677,8 @@ multiscale_threshold_sigma = 4.0   # cubes: multiscale to this, then
 singlescale_threshold_sigma = 2.0  # single-scale inside the mask to this
 scales = [0, 5, 15]         # pixels
 make_cubes = true
+chunk_min_channels = 0      # cubes this long (channels) are imaged as chunks in parallel jobs
+chunks = 0                  # chunks per cube; 0 = execution.casa_slots
 # Extra lines for cubes, beside the shipped catalogue:
 # [[imaging.lines]]
 # name = "CH3OH_4-3"

@@ -30,6 +30,13 @@ class Scope(StrEnum):
     SOURCE = "source"  # one row per source of several members (sails.catalog.sources)
 
 
+class Pool(StrEnum):
+    """Which concurrency a stage's rows draw from when ``execution.separate_pools`` is on:
+    downloads wait on the network, so they must never hold a CASA slot while the CPU idles."""
+    CPU = "cpu"  # execution.casa_slots
+    NETWORK = "network"  # download.parallel_mous
+
+
 class Runs(StrEnum):
     JOB = "job"  # builds CASA jobs, run by the configured backend (local, canfar)
     ORCHESTRATOR = "orchestrator"  # runs in the orchestrator process (HTTP, manifests)
@@ -47,6 +54,7 @@ class Stage:
     ram_gb: int = 4
     command: str | None = None  # CLI command that runs it; None: the stage's name
     config_aliases: tuple[str, ...] = ()  # older config keys that meant this stage
+    pool: Pool = Pool.CPU  # the slots its rows take (see Pool)
 
     @property
     def cli_command(self) -> str:
@@ -112,6 +120,12 @@ class StageTable:
                 out.append(st.name)
         return tuple(s for s in self.names if s in out)
 
+    def in_pool(self, pool: Pool, names: tuple[str, ...] | list[str] | None = None
+                ) -> list[str]:
+        """The stage names (of ``names``, default all) whose rows take ``pool``'s slots."""
+        return [s.name for s in self.stages if s.pool == pool and (names is None
+                                                                  or s.name in names)]
+
     def commands(self) -> dict[str, tuple[Stage, ...]]:
         """CLI command -> the stages it runs, in table order."""
         out: dict[str, list[Stage]] = {}
@@ -134,7 +148,7 @@ class StageTable:
 PIPELINE = StageTable((
     Stage("download", Scope.MOUS, (), Runs.ORCHESTRATOR, "sails.stages.download",
           "Fetch the MOUS's data (SRDP restore or archive delivery), verified and resumable.",
-          cores=1, ram_gb=2),
+          cores=1, ram_gb=2, pool=Pool.NETWORK),
     Stage("restore", Scope.MOUS, ("download",), Runs.JOB, "sails.stages.restore",
           "Restore the calibration of a raw delivery (CASA wheels applycal, or the delivery's"
           " scriptForPI on a pinned CASA); skipped when an SRDP restore was downloaded.",
@@ -145,7 +159,10 @@ PIPELINE = StageTable((
     Stage("split", Scope.MOUS, ("verify",), Runs.JOB, "sails.stages.split",
           "Split each EB's science targets and spws into datasets/<mous>/splits/.",
           cores=1, ram_gb=8),
-    Stage("auto_selfcal", Scope.MOUS, ("split",), Runs.JOB, "sails.stages.auto_selfcal",
+    Stage("findcont", Scope.MOUS, ("split",), Runs.JOB, "sails.stages.findcont",
+          "Find every target's line-free ranges from the data (cont.dat, like hif_findcont).",
+          cores=1, ram_gb=4),
+    Stage("auto_selfcal", Scope.MOUS, ("findcont",), Runs.JOB, "sails.stages.auto_selfcal",
           "Run auto-selfcal once on all of the MOUS's split data.",
           cores=4, ram_gb=16, command="selfcal", config_aliases=("selfcal",)),
     Stage("selfcal", Scope.TARGET, ("auto_selfcal",), Runs.ORCHESTRATOR,
@@ -169,10 +186,11 @@ def stage(name: str) -> Stage:
 
 def markdown_table(table: StageTable = PIPELINE) -> str:
     """The stage table as docs/pipeline.md shows it (a test keeps the two equal)."""
-    lines = ["| stage | scope | after | runs | cores | RAM GB | command | module |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stage | scope | after | runs | pool | cores | RAM GB | command | module |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for st in table:
         lines.append(f"| `{st.name}` | {st.scope} | {', '.join(st.after) or '-'} | {st.runs} "
+                     f"| {st.pool} "
                      f"| {st.cores} | {st.ram_gb} | `sails {st.cli_command}` | "
                      f"`{st.module}` |")
     return "\n".join(lines) + "\n"

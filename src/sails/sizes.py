@@ -20,7 +20,9 @@ Formulas (bytes; ``vis`` = visibilities = rows x channels x correlations):
 - verify: ``VERIFY_BYTES_PER_MS`` per MS (a summary and a listobs).
 - auto_selfcal: ``AUTO_SELFCAL_FACTOR`` x the split bytes (a working copy of each split, one
   ``*.selfcal.ms`` per target with DATA, MODEL and CORRECTED columns, flag versions, the
-  per-iteration images and the weblog); peak = final.
+  per-iteration images and the weblog), plus ``FULLRES_FACTOR`` x the split bytes for the
+  full-resolution copies with the solutions applied (``selfcal.apply_full_res``); peak =
+  final.
 - image (per target): a plane is ``nx x nx x nchan x 4`` bytes; a tclean run writes
   ``CASA_IMAGES`` CASA images of it (plus ``IMAGE_OVERHEAD`` each) and ``FITS_PER_IMAGE``
   FITS; each cube adds ``MOMENTS`` 2-D moment maps (CASA + FITS); nx = ``pb_factor x PB FWHM
@@ -44,7 +46,7 @@ GB = 1024**3
 BYTES_PER_PIXEL = 4  # float32
 CASA_IMAGES = 8  # image, residual, model, psf, pb, mask, signal mask, pbcor per tclean run
 FITS_PER_IMAGE = 3  # pbcor, pb and mask exported as FITS
-MOMENTS = 3  # mom0, mom1, mom8 per cube: a CASA image and a FITS each
+MOMENTS = 5  # mom0, mom1, mom8, mom0_err, mom1_err per cube: a CASA image and a FITS each
 IMAGE_OVERHEAD = 170_000  # table/keyword files of one CASA image directory, measured
 FRINGE_PER_RESOLUTION = 1.2  # plan's fringe spacing (longest baseline) / ObsCore s_resolution
 # restored MS (DATA + CORRECTED_DATA) / ASDM bytes: measured 1.84 on the simulated tiny raw
@@ -55,6 +57,9 @@ VERIFY_BYTES_PER_MS = 24_000  # summary JSON + listobs text of one MS, measured
 # 6.8x, 10.7x and 13.9x the split on three simulated tiny MOUS (the number of solution
 # intervals auto-selfcal tries depends on the S/N); this is their geometric middle.
 AUTO_SELFCAL_FACTOR = 9.7
+# selfcal.apply_full_res: a full-resolution copy of each split with the solutions applied
+# (DATA + CORRECTED_DATA: about twice the split, which carries one data column)
+FULLRES_FACTOR = 2.0
 CONTSUB_FACTOR = 1.0  # the continuum-subtracted line-spw MS, relative to that spw's data
 DEFAULT_BYTES_PER_VIS = 24.0  # DATA + CORRECTED (complex64) + flags/weights, per visibility
 SPLIT_FACTOR = 1.1  # a split adds WEIGHT/SIGMA_SPECTRUM; storage-manager tiles round up
@@ -125,9 +130,11 @@ def split_upper_bound(delivered_bytes: int) -> int:
     return int(delivered_bytes * SPLIT_FACTOR)
 
 
-def auto_selfcal(split_bytes: int) -> Prediction:
-    total = int(split_bytes * AUTO_SELFCAL_FACTOR)
-    return Prediction(total, total, "split size")
+def auto_selfcal(split_bytes: int, full_res: bool = True) -> Prediction:
+    factor = AUTO_SELFCAL_FACTOR + (FULLRES_FACTOR if full_res else 0.0)
+    total = int(split_bytes * factor)
+    return Prediction(total, total, "split size" + (" (+ full-resolution copies)"
+                                                    if full_res else ""))
 
 
 def image_pixels(resolution_arcsec: float, fov_arcsec: float, pixels_per_beam: float,
@@ -160,6 +167,20 @@ def restore(asdm_bytes: int) -> Prediction:
 
 def verify(n_ms: int) -> Prediction:
     return Prediction(n_ms * VERIFY_BYTES_PER_MS, n_ms * VERIFY_BYTES_PER_MS, "MS count")
+
+
+FINDCONT_BASE_BYTES = 12_000  # cont.dat, manifest, job records
+FINDCONT_BYTES_PER_CHANNEL = 120  # spectra (peak, mean, frequency) in two JSON files
+FINDCONT_CUBE_SIDE = 128  # typical coarse dirty-cube side (3 pixels per beam, 1.2 x PB)
+
+
+def findcont(n_targets: int, channels: list[int]) -> Prediction:
+    """The findcont folder: spectra per target and channel; at the peak one coarse dirty
+    cube (image, pb, psf, residual, weight, sumwt: six float planes) of the widest spw."""
+    n = max(1, n_targets)
+    kept = FINDCONT_BASE_BYTES + n * FINDCONT_BYTES_PER_CHANNEL * sum(channels)
+    cube = 6 * 4 * FINDCONT_CUBE_SIDE ** 2 * max(channels or [1])
+    return Prediction(kept + cube, kept, "targets x science channels")
 
 
 def cube_channels(window_kms: float, width_kms: float, spw_kms: float) -> int:

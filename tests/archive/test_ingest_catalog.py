@@ -22,6 +22,7 @@ from sails.archive.rows import map_rows
 from sails.catalog import Block, Catalog, new_owner
 from sails.errors import IllegalTransitionError, IngestError, NotFoundError, UserInputError
 from sails.fakes.tap import RECORDED_MOUS, shared_testdata_dir
+from sails.pipeline import PIPELINE, Scope
 from sails.sim.archive_rows import synthetic_rows, write_alminer_csv
 
 ARCHIVE = shared_testdata_dir() / "alma-archive"
@@ -78,7 +79,8 @@ def test_m83_row_lands_in_the_catalog(cat):
     assert (p["project_code"], p["pi_name"]) == ("2017.1.00079.S", "Koda, Jin")
     assert {(s.stage, s.target, s.status) for s in cat.stages(M83)} == {
         ("download", "", "pending"), ("restore", "", "pending"), ("verify", "", "pending"),
-        ("split", "", "pending"), ("auto_selfcal", "", "pending"), ("cleanup", "", "pending"),
+        ("split", "", "pending"), ("findcont", "", "pending"), ("auto_selfcal", "", "pending"),
+        ("cleanup", "", "pending"),
         ("selfcal", "M83", "pending"), ("image", "M83", "pending")}
 
 
@@ -171,7 +173,9 @@ def test_fifty_thousand_row_csv(cat, tmp_path):
     assert (rs.rows_read, len(rs.records), rs.problems) == (50_000, 50_000, [])
     s = ingest_records(cat, rs)
     assert (s.mous.added, s.targets.added) == (6250, 50_000)
-    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == 6250 * 6 + 6250 * 2 * 2
+    per_mous, per_target = (len(PIPELINE.at_scope(sc)) for sc in (Scope.MOUS, Scope.TARGET))
+    assert cat.query("SELECT COUNT(*) FROM stages")[0][0] == \
+        6250 * per_mous + 6250 * 2 * per_target
     assert cat.query("SELECT COUNT(DISTINCT spw_id) FROM targets")[0][0] == 4
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from sails.catalog import SCHEMA_VERSION, Block, Catalog, Product
 from sails.errors import CatalogError, IllegalTransitionError, LeaseLostError, UserInputError
+from sails.pipeline import PIPELINE
 
 MOUS = "uid://A001/X1465/X15b"
 DATA = Path(__file__).parents[1] / "data"
@@ -33,6 +34,7 @@ def test_pragmas_and_rows(cat):
     assert cat.target_names(MOUS) == ["IRAS 4A", "Per-emb 'x' +1"]
     stages = {(s.stage, s.target) for s in cat.stages(MOUS)}
     assert stages == {("download", ""), ("restore", ""), ("verify", ""), ("split", ""),
+                      ("findcont", ""),
                       ("auto_selfcal", ""),
                       ("cleanup", ""), ("selfcal", "IRAS 4A"), ("image", "IRAS 4A"),
                       ("selfcal", "Per-emb 'x' +1"), ("image", "Per-emb 'x' +1")}
@@ -76,6 +78,9 @@ def test_dependency_order_and_lifecycle(cat):
     cat.complete(v.id, owner)
     s = cat.claim_next(owner)
     cat.complete(s.id, owner, [Product("split_ms", "/x/a_targets.ms", bytes=5)])
+    assert [r.stage for r in cat.runnable()] == ["findcont"]  # cont.dat before self-cal
+    f = cat.claim_next(owner)
+    cat.complete(f.id, owner)
     assert [r.stage for r in cat.runnable()] == ["auto_selfcal"]  # one run for the MOUS
     a = cat.claim_next(owner)
     assert cat.runnable() == []  # its targets' results wait for it
@@ -114,14 +119,14 @@ def test_illegal_transitions(cat):
 
 def test_reset_cascades_and_refuses_running(cat):
     o = "w"
-    for _ in range(5):
+    for _ in range(len(PIPELINE.until("auto_selfcal"))):  # every MOUS stage up to self-cal
         r = cat.claim_next(o)
         cat.complete(r.id, o, [Product(r.stage, f"/p/{r.stage}", bytes=1)])
     sc = cat.claim_next(o, stages=["selfcal"])
     with pytest.raises(IllegalTransitionError, match="running"):
         cat.reset(MOUS, "verify")
     rows = cat.reset(MOUS, "verify", force=True)
-    assert {r.stage for r in rows} == {"verify", "split", "auto_selfcal", "selfcal"}
+    assert {r.stage for r in rows} == {"verify", "split", "findcont", "auto_selfcal", "selfcal"}
     assert cat.find_stage(MOUS, "download").status == "done"
     assert {p["stage"] for p in cat.products(MOUS)} == {"download", "restore"}
     assert cat.stage(sc.id).status == "pending"
@@ -156,7 +161,7 @@ def test_migrates_v1_file_without_losing_rows(tmp_path):
     split = c.find_stage("uid://A001/X1465/X15b", "split")
     assert split.status == "failed" and split.error == "disk full" and split.job_ref is None
     events = [e for e in c.events("uid://A001/X1465/X15b")
-              if e["stage"] not in ("cleanup", "restore")]
+              if e["stage"] not in ("cleanup", "restore", "findcont")]
     assert len(events) == 2 and events[1]["actor"] == "migration"  # + auto_selfcal's row
     assert c.products()[0]["bytes"] == 1234
     c.retry("uid://A001/X1465/X15b")  # and the migrated file works
@@ -197,7 +202,8 @@ def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
     c = Catalog(path)
     assert c.schema_version() == SCHEMA_VERSION
     after = [(r.id, r.mous_id, r.target, r.stage, r.status, r.reason, r.error, r.attempts)
-             for r in c.stages() if r.stage not in ("auto_selfcal", "cleanup", "restore")]
+             for r in c.stages()
+             if r.stage not in ("auto_selfcal", "cleanup", "restore", "findcont")]
     assert sorted(after) == sorted(before)  # every old row kept, unchanged
     assert len(c.products()) == n_products
     auto = {r.mous_id: r for r in c.stages(stage="auto_selfcal")}
@@ -209,13 +215,19 @@ def test_migrates_v2_file_selfcal_becomes_a_mous_stage(tmp_path):
     # X3 had not self-calibrated yet: pending, and the next thing to run there
     assert auto["uid://A001/X2/X3"].status == "pending"
     runnable = {(r.mous_id, r.stage, r.target) for r in c.runnable()}
+    # findcont, a newer stage row, runs only where no later stage has started (X3); X3's
+    # auto_selfcal now waits for it (a finished or failed auto_selfcal is not redone)
     assert runnable == {("uid://A001/X2/X1", "image", "Src+B"),
-                        ("uid://A001/X2/X3", "auto_selfcal", "")}
+                        ("uid://A001/X2/X3", "findcont", "")}
     restore = {r.mous_id: r.status for r in c.stages(stage="restore")}
     assert set(restore.values()) == {"skipped"}  # the MOUS were past it: not run late
-    assert len([e for e in c.events() if e["stage"] not in ("cleanup", "restore")]) == \
-        n_events + 3  # one
-    # "created by the migration" each (the cleanup rows come from the stage table)
+    findcont = {r.mous_id: r.status for r in c.stages(stage="findcont")}
+    assert findcont == {"uid://A001/X2/X1": "skipped", "uid://A001/X2/X2": "skipped",
+                        "uid://A001/X2/X3": "pending"}  # X3 had not self-calibrated yet
+    assert len([e for e in c.events()
+                if e["stage"] not in ("cleanup", "restore", "findcont")]) == n_events + 3
+    # one "created by the migration" each (the cleanup, restore and findcont rows come from
+    # the stage table)
     c.retry("uid://A001/X2/X2")  # a failed MOUS run is retried as one
     assert c.find_stage("uid://A001/X2/X2", "auto_selfcal").status == "pending"
     assert {r.status for r in c.stages("uid://A001/X2/X2", "selfcal")} == {"pending"}
@@ -237,7 +249,8 @@ def test_waiting_for_names_the_unfinished_prerequisites(cat):
     image = cat.find_stage(MOUS, "image", "IRAS 4A")
     assert [w.stage for w in cat.waiting_for(image)] == ["selfcal"]
     auto = cat.find_stage(MOUS, "auto_selfcal")
-    assert [w.stage for w in cat.waiting_for(auto)] == ["split"]
+    assert [w.stage for w in cat.waiting_for(auto)] == ["findcont"]
+    assert [w.stage for w in cat.waiting_for(cat.find_stage(MOUS, "findcont"))] == ["split"]
 
 
 def test_error_after_sqlite_rolled_back_is_the_real_one(cat):

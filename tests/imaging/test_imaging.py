@@ -97,7 +97,7 @@ def _spw(sid: int, f0_hz: float, nchan: int, df_hz: float) -> dict:
 
 
 def test_cube_planning_from_the_catalogue_windows():
-    from sails.casa.imaging_plan import _plan_cube, linefree
+    from sails.casa.imaging_plan import _plan_cube, catalogue_linefree, linefree
 
     c18o = {"name": "C18O_2-1", "species": "C18O", "transition": "2-1",
             "rest_ghz": 219.560354}
@@ -114,20 +114,24 @@ def test_cube_planning_from_the_catalogue_windows():
     assert free[0][0] == 0 and free[-1][1] == 239 and len(free) == 2
     assert all(abs(x - 6.0) > 11.0 - 0.17 for x in v)  # edges within half a channel
     warnings, in_band = [], []
-    cube = _plan_cube(c18o, [ms], [c18o], cfg, "member.x.T_sci", {}, warnings, in_band)
-    assert cube["contsub"] and in_band == ["C18O_2-1"]
+    free_of = catalogue_linefree([c18o], 6.0)
+    cube = _plan_cube(c18o, [ms], free_of, cfg, "member.x.T_sci", {}, warnings, in_band)
+    assert cube["contsub"] and in_band == ["C18O_2-1"] and cube["contsub_method"] == "uvcontsub"
     assert cube["imagename"] == "member.x.T_sci.spw1.C18O_2-1.cube.I"
     assert cube["per_ms"][0]["fitspec"].startswith("1:0~")
     assert cube["start_kms"] == pytest.approx(6.0 - 8.0, abs=cube["width_kms"])
     assert cube["nchan"] * cube["width_kms"] == pytest.approx(16.0, abs=2 * cube["width_kms"])
-    # a narrow window: no line-free channels -> cube without continuum subtraction
+    # a narrow window: no catalogue line-free channel -> the continuum is fitted (order 0)
+    # to the outer 10% of the channels on each side, and the plan says so
     narrow = _spw(1, f_sys - 16 * 488281.25, 32, 488281.25)
-    cube = _plan_cube(c18o, [dict(ms, spws=[narrow])], [c18o], cfg, "s", {}, warnings, [])
-    assert cube is not None and not cube["contsub"] and cube["per_ms"][0]["fitspec"] is None
-    assert "WITHOUT continuum subtraction" in warnings[-1]
+    cube = _plan_cube(c18o, [dict(ms, spws=[narrow])], free_of, cfg, "s", {}, warnings, [])
+    assert cube is not None and cube["contsub"]
+    assert cube["contsub_method"] == "uvcontsub_edges_order0"
+    assert cube["per_ms"][0]["fitspec"] == "1:0~2;29~31" and cube["per_ms"][0]["fitorder"] == 0
+    assert "outer 10%" in warnings[-1]
     # TDM continuum channels (250 MHz ~ 340 km/s): no cube
     tdm = _spw(0, f_sys - 4 * 250e6, 8, 250e6)
-    assert _plan_cube(c18o, [dict(ms, spws=[tdm])], [c18o], cfg, "s", {}, warnings,
+    assert _plan_cube(c18o, [dict(ms, spws=[tdm])], free_of, cfg, "s", {}, warnings,
                       []) is None
     assert "coarser than" in warnings[-1]
 
@@ -392,3 +396,85 @@ def test_diverging_imaging_fails_with_a_clear_reason(imaged):
     # the ladder was climbed to its last step, and the failure names it
     assert "gave up after attempt 4 (tighter mask; gain=0.05" in row.error, row.error
     assert imaged["bad"].catalog.products(imaged["noise"]["mous_id"], stage="image") == []
+
+
+def test_sidelobe_guard_leaves_a_compact_source_maskable():
+    """The region above level x peak of a beam-shaped source covers ln(1/level) beams; it
+    must exceed minbeamfrac or auto-multithresh prunes it (the old 0.8 gave 0.22 < 0.3)."""
+    from sails.casa.steps.imaging import mask_level, sidelobe_guard
+
+    cfg = {"sidelobethreshold": 2.0, "minbeamfrac": 0.3}
+    for sidelobe in (0.45, 0.6):
+        slt = sidelobe_guard(cfg, sidelobe)
+        assert math.log(1 / (slt * sidelobe)) >= cfg["minbeamfrac"], (sidelobe, slt)
+    assert mask_level(0.3) == pytest.approx(0.9 * math.exp(-0.3))
+    assert mask_level(0.0) == 0.8
+    assert sidelobe_guard(cfg, 0.2) == 2.0  # a good PSF: unchanged
+
+
+def test_moment_masks_drop_noise_islands():
+    """PHANGS-style: a one-channel spike and a sub-beam island never enter a moment mask;
+    a real line (several channels, several beams) does; error maps are per pixel."""
+    from sails.casa import moments
+
+    rng = np.random.default_rng(1)
+    cube = rng.normal(0, 1.0, (40, 40, 1, 12))
+    cube[5, 5, 0, 6] = 9.0  # one-channel, one-pixel spike
+    cube[30, 30, 0, 3:6] = 8.0  # three channels, one pixel: below a beam area
+    yy, xx = np.mgrid[0:40, 0:40]
+    blob = 6.0 * np.exp(-((xx - 20) ** 2 + (yy - 20) ** 2) / (2 * 2.5 ** 2))
+    for k in (4, 5, 6, 7):
+        cube[..., 0, k] += blob.T
+    strict, broad = moments.masks(cube, 1.0, 4.0, 2.0, beam_px=12.0)
+    assert strict[20, 20, 0, 5] and strict[20, 20, 0, 6]
+    assert not strict[5, 5, 0, 6] and not strict[30, 30, 0, 4]
+    # without pruning (the old hysteresis mask) both islands were in
+    from sails.casa.imaging_stats import signal_mask
+    old = signal_mask(cube, 1.0, 4.0, 2.0)
+    assert old[5, 5, 0, 6] and old[30, 30, 0, 4]
+    noise = np.ones((40, 40, 1, 1))
+    e0 = moments.mom0_error(noise, broad, 0.5)
+    assert e0[20, 20, 0] == pytest.approx(0.5 * math.sqrt(broad[20, 20, 0].sum()))
+    assert np.isnan(e0[5, 5, 0])
+    vel = np.arange(12) * 0.5
+    e1 = moments.mom1_error(cube, noise, strict, vel)
+    assert 0 < e1[20, 20, 0] < 0.5
+
+
+def test_report_shows_before_and_after_selfcal_line_peaks():
+    from sails.report.target import cube_selfcal_table
+
+    html = cube_selfcal_table({"selfcal_applied": True, "contsub_method": "uvcontsub",
+                               "line_peak_nosc": 0.5, "line_peak_sc": 1.0,
+                               "line_peak_gain": 2.0, "peak_velocity_kms": 6.1})
+    assert "line peak before self-cal" in html and "2.00" in html
+    assert "self-calibrated (full resolution)" in html
+    html = cube_selfcal_table({"selfcal_applied": False, "selfcal_why_not": "too faint",
+                               "line_peak_nosc": 0.5})
+    assert "not self-calibrated: too faint" in html
+    assert cube_selfcal_table({"peak": 1.0}) == ""
+
+
+def test_all_spw_cubes_plan_a_native_cube_of_every_science_spw():
+    from sails.casa.imaging_plan import _plan_spw_cube, catalogue_linefree
+
+    c18o = {"name": "C18O_2-1", "species": "C18O", "transition": "2-1",
+            "rest_ghz": 219.560354}
+    cfg = {"systemic_velocity_kms": 6.0, "velocity_window_kms": 8.0,
+           "line_free_margin_kms": 3.0, "channel_width_kms": None,
+           "min_linefree_fraction": 0.1}
+    f_sys = 219.560354e9 * (1 - 6.0 / 299792.458)
+    wide = _spw(1, f_sys - 120 * 122070.3125, 240, 122070.3125)
+    tdm = _spw(3, 232e9, 16, 125e6)
+    ms = {"vis": "/data/eb1_targets.ms", "field_id": 3, "spws": [wide, tdm],
+          "datacolumn": "data"}
+    free_of = catalogue_linefree([c18o], 6.0)
+    warnings: list[str] = []
+    cube = _plan_spw_cube(wide, [ms], free_of, cfg, "member.x.T_sci", {"1": "25"}, warnings)
+    assert cube["kind"] == "spw" and cube["imagename"] == "member.x.T_sci.spw25.cube.I"
+    assert cube["nchan"] >= 236 and cube["per_ms"][0]["spw"] == 1
+    # continuum fitted outside the catalogue line, as for the line cube of that spw
+    assert cube["contsub_method"] == "uvcontsub"
+    assert cube["per_ms"][0]["fitspec"].startswith("1:0~")
+    cube = _plan_spw_cube(tdm, [ms], free_of, cfg, "member.x.T_sci", {}, warnings)
+    assert cube["imagename"] == "member.x.T_sci.spw3.cube.I" and cube["nchan"] >= 12

@@ -75,7 +75,7 @@ def test_new_mous_waits_for_the_one_in_progress_to_be_cleaned_up(tmp_path):
     cat.complete(second.id, OWNER, [])
     work = project.mous_dir(A) / "auto_selfcal" / "work.ms"
     _sparse(work, 200_000_000)  # A's intermediates: with them B does not fit
-    _finish(project, A, ["split", "auto_selfcal", "selfcal", "image"])
+    _finish(project, A, ["split", "findcont", "auto_selfcal", "selfcal", "image"])
     assert _claim(project).stage == "cleanup"
     assert cat.find_stage(B, "download").status == "blocked"
     work.unlink()  # what cleanup removes

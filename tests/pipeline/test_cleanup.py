@@ -38,6 +38,7 @@ def _project(root: Path, raw: bool = False):
         "split": [Product("split_ms", _dir(d / "splits" / "eb_targets.ms", 4000)),
                   Product("listobs", _file(d / "splits" / "eb_targets.listobs.txt", 10))],
         "verify": [],
+        "findcont": [],
         "auto_selfcal": [],
         "selfcal": [Product("selfcal_ms", _dir(d / "auto_selfcal" / "a.selfcal.ms", 3000),
                             "Src A"),

@@ -49,8 +49,8 @@ def test_concurrent_runs_each_stage_once(run_a, sim_tiny):
     starts = starts_per_stage(cat)
     assert starts and set(starts.values()) == {1}, starts
     good = [s for s in cat.stages(sim_tiny.mous_uid)]
-    assert {s.stage for s in good} == {"download", "restore", "verify", "split", "auto_selfcal",
-                                       "selfcal", "image", "cleanup"}
+    assert {s.stage for s in good} == {"download", "restore", "verify", "split", "findcont",
+                                       "auto_selfcal", "selfcal", "image", "cleanup"}
     assert all(s.status in ("done", "skipped") for s in good), [
         (s.label, s.status, s.error) for s in good]
     images = [p for p in cat.products(sim_tiny.mous_uid) if p["kind"] == "cont_image"]

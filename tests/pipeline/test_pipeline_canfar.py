@@ -27,7 +27,7 @@ from sails.fakes.canfar import serve_for_project
 from sails.fakes.casa_image import ensure_casa_image
 from sails.ids import parse_uid
 
-CASA_STAGES = ("verify", "split", "auto_selfcal", "image")  # the stage table's job stages
+CASA_STAGES = ("verify", "split", "findcont", "auto_selfcal", "image")  # job stages
 
 pytestmark = pytest.mark.casa
 

@@ -216,7 +216,7 @@ def test_stage_table_rejects_what_it_cannot_run():
         StageTable((Stage("a", Scope.MOUS, (), **job), Stage("a", Scope.MOUS, (), **job)))
     with pytest.raises(ValueError, match="must match"):
         StageTable((Stage("A b", Scope.MOUS, (), **job),))
-    assert PIPELINE.downstream("split") == ("split", "auto_selfcal", "selfcal", "image",
+    assert PIPELINE.downstream("split") == ("split", "findcont", "auto_selfcal", "selfcal", "image",
                                              "cleanup")
     assert PIPELINE.commands()["selfcal"] == (PIPELINE.get("auto_selfcal"),
                                               PIPELINE.get("selfcal"))

@@ -101,7 +101,7 @@ def _imaged_project(tmp_path):
     for t in (T1, T2):
         cat.upsert_target({"mous_id": MOUS, "alma_source_name": t, "obs_id": f"o.{t}"})
     owner = new_owner("test")
-    for st in ("download", "restore", "verify", "split", "auto_selfcal"):
+    for st in ("download", "restore", "verify", "split", "findcont", "auto_selfcal"):
         row = cat.claim(cat.find_stage(MOUS, st).id, owner)
         cat.complete(row.id, owner)
     for t in (T1, T2):

@@ -160,11 +160,13 @@ def test_products_recorded_and_present(sc):
 
 
 def test_unapplied_copies_are_not_kept(sc):
-    m = sc.clean  # default options: nothing is written back, so the copies are dropped
+    m = sc.clean  # default options: only copies holding applied full-res solutions stay
     workdir = m.project.mous_dir(m.mous_id) / "auto_selfcal"
     manifest = json.loads((workdir / "result.json").read_text())
-    assert manifest["ok"] and manifest["steps"]["auto_selfcal"]["target_ms_kept"] == []
-    assert not any(workdir.glob("*_targets.ms"))
+    step = manifest["steps"]["auto_selfcal"]
+    assert manifest["ok"] and step["apply_full_res"] is True
+    assert step["target_ms_kept"] == step["fullres_ms"]
+    assert sorted(p.name for p in workdir.glob("*_targets.ms")) == step["fullres_ms"]
     kinds = {p["kind"] for p in m.project.catalog.products(m.mous_id)}
     assert "selfcal_target_ms" not in kinds
     for t in m.targets:
@@ -388,3 +390,46 @@ def test_virtual_display_without_xvfb_or_with_a_display(tmp_path, monkeypatch):
     with virtual_display(True, warnings.append) as how:
         assert how == "none"
     assert "did not start" in warnings[-1]
+
+
+def test_reuse_requires_the_same_full_resolution_apply(tmp_path):
+    """A run that did not apply its solutions to full-resolution copies (or one from before
+    that step existed) is not reused when the cubes need them, and the other way round."""
+    from sails.casa.contract import Manifest, input_fingerprint, write_manifest
+    from sails.config import Platform
+    from sails.stages.auto_selfcal import reusable_result
+
+    ms = tmp_path / "eb_targets.ms"
+    ms.mkdir()
+    (ms / "table.dat").write_text("x")
+    options = {"weblog": False}
+    work = tmp_path / "auto_selfcal"
+    work.mkdir()
+    for recorded in (None, False, True):
+        step = {"options": options, "inputs": [input_fingerprint(ms)]}
+        if recorded is not None:
+            step["apply_full_res"] = recorded
+        write_manifest(work, Manifest(ok=True, steps={"auto_selfcal": step}))
+        for wanted in (False, True):
+            got = reusable_result(work, [ms], options, Platform(), apply_full_res=wanted)
+            assert (got is not None) == (bool(recorded) == wanted), (recorded, wanted)
+
+
+def test_final_solutions_are_read_from_the_library():
+    """What sails' applycal onto the full-resolution data uses: auto-selfcal's final tables,
+    interpolation, spw map and mode per target/band/MS; failed targets get none."""
+    from sails.casa.steps.fullres import final_solutions
+
+    lib = {"HOPS-56": {"Band_6": {
+        "SC_success": True, "vislist": ["eb.selfcal.ms"],
+        "original_vislist_map": {"eb.selfcal.ms": "eb_targets.ms"},
+        "eb.selfcal.ms": {"gaintable_final": ["a.g", "b.g"],
+                          "applycal_interpolate_final": ["nearest", "linearPD"],
+                          "spwmap_final": [[0, 0, 0], []], "applycal_mode_final": "calonly",
+                          "spws_orig": "0,1,2"}}},
+        "Faint": {"Band_6": {"SC_success": False, "vislist": ["eb.selfcal.ms"]}}}
+    sols = final_solutions(lib)
+    assert sols == [{"target": "HOPS-56", "band": "Band_6", "selfcal_ms": "eb.selfcal.ms",
+                     "target_ms": "eb_targets.ms", "gaintable": ["a.g", "b.g"],
+                     "interp": ["nearest", "linearPD"], "spwmap": [[0, 0, 0], []],
+                     "applymode": "calonly", "spw": "0,1,2"}]

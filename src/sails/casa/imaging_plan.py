@@ -8,6 +8,7 @@ with msmetadata, never by passing an archive name through CASA's selection synta
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from sails import sizes
@@ -148,12 +149,109 @@ def linefree(spw: dict[str, Any], lines: list[dict[str, Any]], vsys: float,
     return im.ranges_of(i for i in range(len(freqs)) if i not in bad)
 
 
+LinefreeFn = Callable[[dict[str, Any], float], list[tuple[int, int]]]
+"""(spw, half-width km/s of the catalogue windows) -> line-free channel ranges of the spw."""
+
+ContForField = dict[str, list[tuple[float, float]]]  # archive spw id -> LSRK GHz ranges
+
+
+def _archive_id(spw: dict[str, Any]) -> str:
+    return str(spw.get("archive_id", spw["id"]))
+
+
+def linefree_source(spw: dict[str, Any], cont: ContForField | None) -> str:
+    """Where ``spw``'s line-free channels come from: ``contdat`` (ranges found from the data,
+    shipped, or given per target) or ``catalogue`` (windows around catalogue lines)."""
+    return "contdat" if cont and _archive_id(spw) in cont else "catalogue"
+
+
+def contdat_channels(spw: dict[str, Any],
+                     ranges: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Channels of ``spw`` lying wholly inside one of ``ranges`` (GHz): a channel that
+    straddles a range edge may hold line emission (another EB's LSRK grid is shifted)."""
+    freqs = spw["lsrk_hz"]
+    half = abs(freqs[1] - freqs[0]) / 2 if len(freqs) > 1 else spw["chan_width_hz"] / 2
+    slack = 0.02 * half
+    chans = [i for i, f in enumerate(freqs)
+             if any(lo * 1e9 - slack <= f - half and f + half <= hi * 1e9 + slack
+                    for lo, hi in ranges)]
+    return im.ranges_of(chans)
+
+
+def linefree_for(lines: list[dict[str, Any]], vsys: float,
+                 cont: ContForField | None) -> LinefreeFn:
+    """The line-free channel rule every consumer (continuum image, uvcontsub) uses: the
+    cont.dat ranges of a spw when ``cont`` has them, else the catalogue windows around
+    ``vsys`` (``cont=None``: the catalogue for every spw)."""
+    def fn(spw: dict[str, Any], half_kms: float) -> list[tuple[int, int]]:
+        if linefree_source(spw, cont) == "contdat":
+            return contdat_channels(spw, cont[_archive_id(spw)])  # type: ignore[index]
+        return linefree(spw, lines, vsys, half_kms)
+    return fn
+
+
+def catalogue_linefree(lines: list[dict[str, Any]], vsys: float) -> LinefreeFn:
+    """Today's rule: catalogue windows only (``linefree_for(lines, vsys, None)``)."""
+    return linefree_for(lines, vsys, None)
+
+
+def edge_channels(nchan: int, fraction: float) -> list[tuple[int, int]]:
+    """The outer ``fraction`` of a spw's channels on each side (at least one each): the
+    continuum of a narrow line window whose catalogue window covers all of it is fitted
+    there, with order 0, as the ALMA pipeline falls back to for a line-filled window."""
+    k = max(1, int(round(fraction * nchan)))
+    if 2 * k >= nchan:
+        return []
+    return [(0, k - 1), (nchan - k, nchan - 1)]
+
+
+def velocity_from_setup(spws: list[dict[str, Any]], lines: list[dict[str, Any]],
+                        max_abs_kms: float = 300.0,
+                        narrow_hz: float = 1.0e9) -> tuple[float, str] | None:
+    """(velocity, line) from the narrowest window (< ``narrow_hz`` wide) whose centre is a
+    catalogue line within +-``max_abs_kms``: the Observing Tool centres a line window on the
+    line at the source velocity, so the window centre gives the velocity. ``spws`` need
+    ``lsrk_hz``. None when no narrow window sits on a catalogue line."""
+    narrow = [s for s in spws if s["chan_width_hz"] * s["nchan"] < narrow_hz]
+    for s in sorted(narrow, key=lambda x: x["chan_width_hz"] * x["nchan"]):
+        f = s["lsrk_hz"]
+        centre = 0.5 * (min(f) + max(f))
+        cands = [(im.radio_velocity(centre, ln["rest_ghz"] * 1e9), ln["name"]) for ln in lines]
+        cands = [c for c in cands if abs(c[0]) <= max_abs_kms]
+        if cands:
+            return min(cands, key=lambda c: abs(c[0]))
+    return None
+
+
+def systemic_velocity(cfg: dict[str, Any], mss: list[dict[str, Any]],
+                      lines: list[dict[str, Any]]) -> tuple[float, str]:
+    """(velocity km/s, ``vsys_origin``): ``config`` (imaging.systemic_velocity_kms or the
+    target's), else ``data`` (the strongest catalogue line the continuum finder found,
+    ``cfg['data_velocity_kms']``), else ``setup`` (:func:`velocity_from_setup`), else
+    ``default`` (0 km/s). The labels are :data:`sails.imaging.lines.VSYS_ORIGINS`."""
+    if cfg.get("systemic_velocity_kms") is not None:
+        return float(cfg["systemic_velocity_kms"]), "config"
+    if cfg.get("data_velocity_kms") is not None:
+        return float(cfg["data_velocity_kms"]), "data"
+    narrow = [s for m in mss for s in m["spws"]]
+    got = velocity_from_setup(narrow, lines) if narrow else None
+    if got is not None:
+        return float(got[0]), "setup"
+    return 0.0, "default"
+
+
 def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: str,
               lines: list[dict[str, Any]], cfg: dict[str, Any], stem: str,
               spw_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything tclean needs for the continuum and each cube of one target."""
     spw_labels = spw_labels or {}
-    vsys = float(cfg["systemic_velocity_kms"])
+    for m in (*mss, *line_mss):  # archive ids, for cont.dat and product names
+        for s in m["spws"]:
+            s["archive_id"] = spw_labels.get(str(s["id"]), str(s["id"]))
+    vsys, vsys_origin = systemic_velocity(cfg, line_mss, lines)
+    cfg = {**cfg, "systemic_velocity_kms": vsys}
+    cont = cfg.get("cont_ranges") or None
+    free_of = linefree_for(lines, vsys, cont)
     window = float(cfg["velocity_window_kms"])
     excl = window + float(cfg["line_free_margin_kms"])
     min_free = float(cfg.get("min_linefree_fraction", 0.1))
@@ -176,10 +274,12 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
 
     # Continuum: line-free channels of every science spw, per measurement set.
     cont_sel, cont_ranges, nfree, ntot, cont_spw_ids = [], [], 0, 0, set()
+    sources: dict[str, str] = {}
     for m in mss:
         parts = []
         for s in m["spws"]:
-            free = linefree(s, lines, vsys, excl)
+            free = free_of(s, excl)
+            sources[_archive_id(s)] = linefree_source(s, cont)
             n = sum(b - a + 1 for a, b in free)
             ntot += s["nchan"]
             if n < max(1, min_free * s["nchan"]):
@@ -208,15 +308,24 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "deconvolver": "mtmfs" if nterms == 2 else "hogbom",
         "reffreq_hz": 0.5 * (lo + hi), "fractional_bw": fbw, "spw_ids": sorted(cont_spw_ids),
         "linefree_fraction": nfree / max(ntot, 1), "freq_range_hz": [lo, hi],
+        "linefree_source": sources,
+        "archive_spw_ids": [spw_labels.get(str(s), str(s)) for s in sorted(cont_spw_ids)],
     }
 
     # Cubes: every catalogue line whose systemic frequency falls in a science spw.
     cubes, in_band = [], []
     if cfg.get("make_cubes", True):
         for ln in sorted(lines, key=lambda x: x["rest_ghz"]):
-            cube = _plan_cube(ln, line_mss, lines, cfg, stem, spw_labels, warnings, in_band)
+            cube = _plan_cube(ln, line_mss, free_of, cfg, stem, spw_labels, warnings, in_band)
             if cube:
                 cubes.append(cube)
+
+    spw_cubes = []
+    if cfg.get("make_cubes", True) and cfg.get("all_spw_cubes"):
+        for s0 in line_mss[0]["spws"]:
+            cube = _plan_spw_cube(s0, line_mss, free_of, cfg, stem, spw_labels, warnings)
+            if cube:
+                spw_cubes.append(cube)
 
     plan = {
         "field": field, "stem": stem, "cell_arcsec": cell, "imsize": imsize,
@@ -224,8 +333,10 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
         "phasecenter_field": ref["field_id"], "continuum": continuum, "cubes": cubes,
         "mosaic": mosaic, "gridder": "mosaic" if mosaic else "standard",
         "phasecenter": mosaic["phasecenter"] if mosaic else "",
+        "spw_cubes": spw_cubes,
         "ms": mss, "line_ms": line_mss, "warnings": warnings, "lines_in_band": in_band,
-        "vsys_kms": vsys, "window_kms": window, "linefree_half_kms": excl,
+        "vsys_kms": vsys, "vsys_origin": vsys_origin, "window_kms": window,
+        "linefree_half_kms": excl,
     }
     limits = cfg.get("size_limits") or {}
     plan["mitigation"] = sizes.mitigate(
@@ -247,12 +358,37 @@ def _common_column(mss: list[dict[str, Any]], warnings: list[str]) -> str:
     return "data"
 
 
-def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[dict[str, Any]],
+def _plan_spw_cube(s0: dict[str, Any], line_mss: list[dict[str, Any]], free_of: LinefreeFn,
+                   cfg: dict[str, Any], stem: str, spw_labels: dict[str, str],
+                   warnings: list[str]) -> dict[str, Any] | None:
+    """``imaging.all_spw_cubes``: a native-resolution cube of the whole science spw ``s0``
+    (as the ALMA pipeline makes), continuum-subtracted like the line cubes. Planned as a
+    line cube whose "line" is the spw centre and whose window is the whole spw."""
+    lo, hi = _spw_range(s0)
+    label = spw_labels.get(str(s0["id"]), str(s0["id"]))
+    pseudo = {"name": f"spw{label}", "species": "", "transition": "",
+              "rest_ghz": 0.5 * (lo + hi) / 1e9}
+    half = C_KMS * (hi - lo) / (lo + hi)
+    sub = [dict(m, spws=[s for s in m["spws"] if s["id"] == s0["id"]]) for m in line_mss]
+    sub = [m for m in sub if m["spws"]]
+    excl = float(cfg["velocity_window_kms"]) + float(cfg["line_free_margin_kms"])
+    mine: list[str] = []
+    cube = _plan_cube(pseudo, sub, free_of, dict(cfg, systemic_velocity_kms=0.0,
+                                                 velocity_window_kms=half * 1.001),
+                      stem, spw_labels, mine, [], excl_kms=excl)
+    warnings += [w for w in mine if "clipped" not in w and "only" not in w]
+    if cube:
+        cube.update(kind="spw", imagename=f"{stem}.spw{label}.cube.I")
+    return cube
+
+
+def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], free_of: LinefreeFn,
                cfg: dict[str, Any], stem: str, spw_labels: dict[str, str],
-               warnings: list[str], in_band: list[str]) -> dict[str, Any] | None:
+               warnings: list[str], in_band: list[str],
+               excl_kms: float | None = None) -> dict[str, Any] | None:
     vsys = float(cfg["systemic_velocity_kms"])
     window = float(cfg["velocity_window_kms"])
-    excl = window + float(cfg["line_free_margin_kms"])
+    excl = excl_kms if excl_kms is not None else window + float(cfg["line_free_margin_kms"])
     rest = ln["rest_ghz"] * 1e9
     f_sys = im.sky_freq(vsys, rest)
     per_ms = []
@@ -297,28 +433,41 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], lines: list[d
                         "by the spw edge")
     start, nchan = im.cube_grid(v_lo, v_hi, width)
     fit = []
-    contsub = True
+    method = "uvcontsub"
+    min_fit = float(cfg.get("min_linefree_fraction", 0.1))
     for m, s in per_ms:
-        free = linefree(s, lines, vsys, excl)
+        free = free_of(s, excl)
         n = sum(b - a + 1 for a, b in free)
-        if n < max(3, float(cfg.get("min_linefree_fraction", 0.1)) * s["nchan"]):
-            contsub = False
+        if n < max(3, min_fit * s["nchan"]):
+            method = "uvcontsub_edges_order0"
         fit.append({"vis": m["vis"], "field_id": m["field_id"], "field_sel": _sel(m),
                     "spw": s["id"],
-                    "fitspec": f"{s['id']}:{im.chan_selection(free)}",
+                    "fitspec": f"{s['id']}:{im.chan_selection(free)}", "fitorder": None,
                     "datacolumn": m["datacolumn"], "nchan": s["nchan"],
                     "chan_width_hz": s["chan_width_hz"]})
-    if not contsub:
-        # A line in the band still deserves a cube: image it with its continuum.
-        warnings.append(f"{ln['name']}: too few line-free channels outside +-"
-                        f"{excl:g} km/s to fit the continuum; cube made WITHOUT continuum "
-                        "subtraction (narrow spw, or set imaging.line_free_margin_kms)")
-        for f in fit:
-            f["fitspec"] = None
+    if method != "uvcontsub":
+        # The catalogue window covers the whole (narrow) spw: fit a constant to its edge
+        # channels, the part of a line window farthest from the line (ALMA tunes it there).
+        frac = float(cfg.get("edge_fit_fraction", 0.1))
+        edges = [edge_channels(f["nchan"], frac) for f in fit]
+        if all(edges):
+            warnings.append(f"{ln['name']}: too few line-free channels outside +-{excl:g} "
+                            f"km/s; continuum fitted (order 0) to the outer {frac:.0%} of "
+                            "the channels on each side")
+            for f, e in zip(fit, edges, strict=True):
+                f.update(fitspec=f"{f['spw']}:{im.chan_selection(e)}", fitorder=0)
+        else:
+            method = "none"
+            warnings.append(f"{ln['name']}: too few channels to fit the continuum; cube "
+                            "made WITHOUT continuum subtraction")
+            for f in fit:
+                f["fitspec"] = None
+    contsub = method != "none"
     label = spw_labels.get(str(s0["id"]), str(s0["id"]))
     return {
         "line": ln, "imagename": f"{stem}.spw{label}.{ln['name']}.cube.I",
         "spw_label": label, "spw_id": s0["id"], "per_ms": fit, "contsub": contsub,
+        "contsub_method": method,
         "start_kms": start,
         "width_kms": width, "nchan": nchan, "native_width_kms": native,
         "restfreq_hz": rest, "chan_factor": max(1, int(round(width / native))),

@@ -29,6 +29,7 @@ import json
 import os
 import pkgutil
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -137,6 +138,13 @@ def _install(staging: Path, dest: Path, ok: bool = True) -> None:
         shutil.rmtree(failed, ignore_errors=True)
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this job process (and helpers it waited for) since it started."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     dest = Path(job["output_dir"])
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +195,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 ln.split("\t")[-1] for ln in severe[-3:])
     result.wall_s = round(time.time() - t0, 3)
     result.finished = time.time()
+    result.extra["cpu_s"] = round(_cpu_s(), 3)  # CASA start-up included: what the job cost
     write_manifest(staging, result)
     _install(staging, dest, bool(result.ok))
     return result.to_dict()

@@ -40,7 +40,8 @@ JOB_PACKAGE = "sails.casa"
 # Pure-Python packages a job needs that a CASA container lacks are shipped whole beside
 # sails/ (auto-selfcal: its own needs, matplotlib and scipy, come with monolithic CASA).
 VENDORED_PACKAGES = ("auto_selfcal",)
-JOB_SIDE_ALLOWED = frozenset({"numpy", "casatools", "casatasks", *VENDORED_PACKAGES})
+# scipy: a requirement of casatasks itself, so every CASA (wheels or monolithic) has it.
+JOB_SIDE_ALLOWED = frozenset({"numpy", "scipy", "casatools", "casatasks", *VENDORED_PACKAGES})
 
 ENTRY_TEXT = '''\
 """ALMA-SAILS job entry point (shipped copy): python run_job.py JOB.json"""

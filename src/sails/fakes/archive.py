@@ -107,8 +107,11 @@ class ArchiveServer:
         hidden: tuple[str, ...] = DEFAULT_HIDDEN,
         project_code: str | None = None,
         verbose: bool = False,
+        rate_bytes_per_s: float | None = None,
     ) -> None:
         self.root = Path(root).resolve()
+        # Per-connection throttle for file bodies (a realistic archive link in benchmarks).
+        self.rate_bytes_per_s = rate_bytes_per_s
         if not self.root.is_dir():
             raise UserInputError(f"cannot serve {self.root}: not a folder")
         self.host = host
@@ -646,10 +649,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD" or length == 0:
             return
+        rate = self.archive.rate_bytes_per_s
+        step = _CHUNK if not rate else max(16 << 10, min(_CHUNK, int(rate / 20)))
+        t0 = time.monotonic()
         with open(path, "rb") as fh:
             offset, left = start, length
             while left > 0:
-                want = min(left, _CHUNK)
+                if rate:  # throttled: never ahead of rate x elapsed
+                    ahead = (offset - start) / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                want = min(left, step)
                 # Counted before sending (a client may finish before we return); a chunk
                 # cut short by a hang-up counts whole (at most 1 MiB too many).
                 self.archive.add_bytes(want)

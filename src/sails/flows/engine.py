@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from sails.catalog import StageRow, check_stage, new_owner
 from sails.errors import CatalogBusyError, LeaseLostError
+from sails.execution.slots import CPU_SLOTS, SlotPool
 from sails.ids import mous_uri
-from sails.pipeline import PIPELINE
+from sails.pipeline import PIPELINE, Pool
 from sails.qa.stale import mark_stale
 from sails.stages.execute import StageReport, run_claimed
 from sails.stages.sizing import claim_admitted, requeue_disk_full
@@ -46,6 +47,21 @@ def stages_until(until: str | None) -> list[str]:
     if until is None:
         return list(PIPELINE.names)
     return list(PIPELINE.until(check_stage(until)))
+
+
+def pool_slots(settings, slots: int, allowed: list[str]) -> dict[str, tuple[int, list[str]]]:
+    """Pool name -> (its slots, the stages drawing from it). With
+    ``execution.separate_pools`` downloads have ``download.parallel_mous`` slots of their own
+    (a download waits on the network: it must not hold a CASA slot), every other stage the
+    ``slots`` CASA slots; without it one pool of ``slots`` serves every stage."""
+    if not settings.execution.separate_pools:
+        return {"all": (slots, list(allowed))}
+    out = {}
+    for pool, n in ((Pool.NETWORK, settings.download.parallel_mous), (Pool.CPU, slots)):
+        names = PIPELINE.in_pool(pool, allowed)
+        if names:
+            out[str(pool)] = (n, names)
+    return out
 
 
 def retry_delay(settings, attempts: int) -> float:
@@ -127,8 +143,16 @@ def run_pipeline(
     requeue_disk_full(project, mous_list)
     retry_at: dict[int, float] = {}
     running: dict[Future, StageRow] = {}
+    pools = pool_slots(settings, slots, allowed)
+    # Per pool, the slots in use; stages borrow free CPU slots for their extra jobs (chunks).
+    slot_pools = {name: SlotPool(n) for name, (n, _) in pools.items()}
+    # (no CPU pool when only downloads are in scope: nothing borrows from it then)
+    cpu_pool = slot_pools.get("cpu") or slot_pools.get("all") or SlotPool(slots)
+    token = CPU_SLOTS.set(cpu_pool)
+    in_pool: dict[Future, str] = {}
     notify = on_event or (lambda kind, obj: None)
-    with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="stage") as pool:
+    workers = sum(n for n, _ in pools.values())  # threads; CASA processes are bounded by slots
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
         while True:
             now = time.time()
             for stage_id, when in list(retry_at.items()):
@@ -139,21 +163,26 @@ def run_pipeline(
                         continue  # the catalog is held by another process: next round
                     del retry_at[stage_id]
             busy = False
-            while len(running) < slots and not (stop and stop.is_set()):
-                try:
-                    row = claim_admitted(project, owner, lease, stages=allowed,
-                                         mous=mous_list)
-                except CatalogBusyError:  # another process holds the catalog: wait, go on
-                    busy = True
-                    break
-                if row is None:
-                    break
-                notify("started", row)
-                # Each stage runs in a copy of this context (Prefect's flow-run context rides
-                # along when the engine runs inside a flow).
-                ctx = contextvars.copy_context()
-                fut = pool.submit(ctx.run, run_stage, project, row, owner, backend)
-                running[fut] = row
+            for pname, (_n, names) in pools.items():
+                slots_of = slot_pools[pname]
+                while not (stop and stop.is_set()) and slots_of.try_acquire():
+                    try:
+                        row = claim_admitted(project, owner, lease, stages=names,
+                                             mous=mous_list)
+                    except CatalogBusyError:  # another process holds the catalog: wait
+                        slots_of.release()
+                        busy = True
+                        break
+                    if row is None:
+                        slots_of.release()
+                        break
+                    notify("started", row)
+                    # Each stage runs in a copy of this context (Prefect's flow-run context
+                    # rides along when the engine runs inside a flow).
+                    ctx = contextvars.copy_context()
+                    fut = pool.submit(ctx.run, run_stage, project, row, owner, backend)
+                    running[fut] = row
+                    in_pool[fut] = pname
             if not running:
                 if busy and not (stop and stop.is_set()):
                     time.sleep(BUSY_WAIT_S)
@@ -165,6 +194,7 @@ def run_pipeline(
             done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in done:
                 row = running.pop(fut)
+                slot_pools[in_pool.pop(fut)].release()
                 try:
                     report = fut.result()
                 except (LeaseLostError, CatalogBusyError) as exc:  # recovery requeues it
@@ -176,6 +206,7 @@ def run_pipeline(
                 attempts = report.row.attempts
                 if report.transient and attempts < settings.execution.max_attempts:
                     retry_at[report.row.id] = time.time() + retry_delay(settings, attempts)
+    CPU_SLOTS.reset(token)
     summary.wall_s = time.time() - t0
     summary.counts = _scope_counts(project, mous_list)
     return summary

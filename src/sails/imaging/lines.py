@@ -84,3 +84,13 @@ def lines_in_range(lines: list[Line], f_lo_ghz: float, f_hi_ghz: float,
                    v_center_kms: float) -> list[Line]:
     """Lines whose systemic-velocity sky frequency lies inside [f_lo, f_hi] (LSRK GHz)."""
     return [ln for ln in lines if f_lo_ghz <= ln.sky_ghz(v_center_kms) <= f_hi_ghz]
+
+
+# Where a target's systemic velocity came from (``vsys_origin`` in plans, metrics, report),
+# in the order they are tried (:func:`sails.casa.imaging_plan.systemic_velocity`).
+VSYS_ORIGINS: dict[str, str] = {
+    "config": "given in sails.toml (imaging.systemic_velocity_kms / target_velocities_kms)",
+    "data": "from the data: the strongest catalogue line the continuum finder found",
+    "setup": "from the spectral set-up: the centre of the narrowest line window",
+    "default": "nothing known: 0 km/s assumed",
+}

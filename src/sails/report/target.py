@@ -97,6 +97,24 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "x"
 
 
+def cube_selfcal_table(m: dict[str, Any]) -> str:
+    """Which data a cube was made from, how its continuum was removed, and the line peak
+    before and after self-cal (dirty cubes of the same data, Jy/beam)."""
+    if "selfcal_applied" not in m:
+        return ""  # a cube from before these metrics existed
+    data = ("self-calibrated (full resolution)" if m.get("selfcal_applied")
+            else f"not self-calibrated: {m.get('selfcal_why_not') or 'self-cal skipped'}")
+    gain = m.get("line_peak_gain")
+    return kv_table([
+        ("cube data", data),
+        ("continuum subtraction", m.get("contsub_method")),
+        ("line peak before self-cal", fmt_flux(m.get("line_peak_nosc"))),
+        ("line peak after self-cal", fmt_flux(m.get("line_peak_sc"))),
+        ("after / before", "-" if gain is None else f"{gain:.2f}"),
+        ("peak velocity (km/s)", fmt_num(m.get("peak_velocity_kms"))),
+    ])
+
+
 @dataclass
 class TargetPage:
     root: Path  # project root
@@ -136,7 +154,8 @@ class TargetPage:
                 f'<a href="../../index.html">back to the overview</a></p>')
         # Images first: that is what an astronomer opens the page for.
         sections = [head, self.qa_html(), self.stages_html(), self.continuum_html(),
-                    self.selfcal_html(), self.lines_html(), self.size_limits_html(),
+                    self.spectra_html(), self.selfcal_html(), self.lines_html(),
+                    self.size_limits_html(),
                     self.verify_html(), self.metadata_html(), self.products_html(),
                     self.logs_html(), self.events_html()]
         return page(f"{title} - {m.mous_id}", "".join(sections), root="../../")
@@ -297,6 +316,30 @@ class TargetPage:
             out.append("</div></div>")
         return "".join(out)
 
+    def spectra_html(self) -> str:
+        """Per-spw spectra with the continuum ranges shaded; the systemic velocity."""
+        from sails.report import spectra
+
+        found = by_kind(self.unit.products, "findcont")
+        cont = by_kind(self.unit.products, "cont_image")
+        vsys = spectra.vsys_text(cont[-1].get("metrics") if cont else None)
+        if not found and not vsys:
+            return ""
+        out = ["<h2>Spectral windows</h2>"] + ([f"<p>{vsys}</p>"] if vsys else [])
+        if found:
+            p = found[-1]
+            f = self.file(p)
+            m = p.get("metrics") or {}
+            out_png, key = self.png("spws")
+            entry = self.cache.make(out_png, key, [f], lambda f=f, o=out_png: spectra.spectra_png(
+                f, o, f"{self.unit.target}: dirty-cube peak spectra"))
+            src = {"findcont": "found from the data", "delivery": "shipped with the data"}
+            cap = (f"continuum ranges {esc(src.get(m.get('source'), m.get('source')))}"
+                   " (cont.dat); red: catalogue lines found")
+            out.append(self._figure(entry, out_png, cap))
+            out.append(spectra.ranges_table(m))
+        return "".join(out)
+
     def lines_html(self) -> str:
         prods = self.unit.products
         cubes = by_kind(prods, "cube")
@@ -338,6 +381,7 @@ class TargetPage:
                                         f"{esc(where or 'continuum peak')}"))
                 out.append("</div><div>")
                 out.append(image_metrics_table(c.get("metrics") or {}, c.get("spw")))
+                out.append(cube_selfcal_table(c.get("metrics") or {}))
                 out.append("</div></div>")
         return "".join(out)
 

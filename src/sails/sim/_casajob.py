@@ -29,6 +29,7 @@ from sails.constants import C_M_S
 
 LN2 = math.log(2.0)
 ARCSEC = math.pi / 180.0 / 3600.0
+NO_SKY_KINDS = ("WVR", "SQLD")  # windows without sky visibilities: zero and flagged
 
 
 def j1(x: np.ndarray) -> np.ndarray:
@@ -238,7 +239,7 @@ class EBBuilder:
         nrow = uvw.shape[1]
         ref = self.ref_hz
         out = np.zeros((freqs.size, nrow), dtype=np.complex128)
-        if spw["kind"] == "WVR":
+        if spw["kind"] in NO_SKY_KINDS:
             return out
         if "role" in field:  # calibrator: a point source at the phase centre
             out += (field["flux_jy"] * (freqs / ref) ** field["spectral_index"])[:, None]
@@ -246,8 +247,9 @@ class EBBuilder:
         for comp in field["components"]:
             spec = comp["flux_jy"] * (freqs / ref) ** comp["spectral_index"]
             out += spec[:, None] * self._spatial(uvw, freqs, field, comp)
-        line = field.get("line")
-        if line:
+        for line in [field.get("line"), *(field.get("extra_lines") or [])]:
+            if not line:
+                continue
             rest = line["rest_freq_ghz"] * 1e9
             lo = (freqs - np.abs(widths) / 2) * lsrk_over_topo
             hi = (freqs + np.abs(widths) / 2) * lsrk_over_topo
@@ -355,7 +357,7 @@ class EBBuilder:
                         noise = (self.rng.standard_normal((nchan, n))
                                  + 1j * self.rng.standard_normal((nchan, n))) * sigma_row[None, :]
                         corr[p] = cal + noise
-                    if spw["kind"] == "WVR":
+                    if spw["kind"] in NO_SKY_KINDS:
                         flag[:] = True
                     if plan["flags"]:
                         quack = tcol == quack_t[scol]

@@ -101,13 +101,15 @@ def build_truth(spec: MousSpec, plan: dict[str, Any], result: dict[str, Any]) ->
             ra, dec = _component_position(t["ra_deg"], t["dec_deg"], c["dx_arcsec"],
                                           c["dy_arcsec"])
             comps.append(dict(c, ra_deg=ra, dec_deg=dec))
-        line = None
-        if t["line"]:
-            line = dict(t["line"])
-            line["blobs"] = [dict(b, ra_deg=p[0], dec_deg=p[1]) for b in line["blobs"]
-                             for p in [_component_position(t["ra_deg"], t["dec_deg"],
-                                                           b["dx_arcsec"], b["dy_arcsec"])]]
-        targets.append(dict(t, components=comps, line=line))
+        def placed(ln: dict[str, Any], t: dict[str, Any] = t) -> dict[str, Any]:
+            return dict(ln, blobs=[dict(b, ra_deg=p[0], dec_deg=p[1]) for b in ln["blobs"]
+                                   for p in [_component_position(t["ra_deg"], t["dec_deg"],
+                                                                 b["dx_arcsec"],
+                                                                 b["dy_arcsec"])]])
+
+        line = placed(t["line"]) if t["line"] else None
+        extra = [placed(ln) for ln in t.get("extra_lines") or []]
+        targets.append(dict(t, components=comps, line=line, extra_lines=extra))
     sci = [s for s in plan["spws"] if s["kind"] == "FULL_RES"]
     nb = len(plan["antennas"]) * (len(plan["antennas"]) - 1) // 2
     tp = plan.get("array") == "TP"

@@ -178,6 +178,12 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
                      "center_ghz": WVR_FREQ_GHZ, "nchan": 4, "chan_width_mhz": 1500.0,
                      "is_line": False, "bbc_no": 0, "science_index": None})
     band = f"ALMA_RB_{spec.band:02d}"
+    if spec.sqld:  # square-law detector windows: no visibilities a pipeline images
+        for s in spec.science_spws():
+            spws.append({"id": len(spws), "name": f"BB_{s.baseband}#SQLD", "kind": "SQLD",
+                         "baseband": s.baseband, "center_ghz": s.center_ghz, "nchan": 1,
+                         "chan_width_mhz": 2000.0, "is_line": False, "bbc_no": s.baseband,
+                         "science_index": None})
     for k, s in enumerate(spec.science_spws()):
         base = f"X{sw_base + 37 * k}#{band}#BB_{s.baseband}#SW-01"
         common = {"baseband": s.baseband, "center_ghz": s.center_ghz, "is_line": s.is_line,
@@ -252,14 +258,10 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
               "is_mosaic": t.is_mosaic,
               "pointings": [{k: fields[i][k] for k in ("ra_deg", "dec_deg", "dx_arcsec",
                                                         "dy_arcsec")}
-                            for i in by_target[t.name]]}
+                            for i in by_target[t.name]],
+              "extra_lines": [_line_json(ln) for ln in t.extra_lines]}
         if t.line:
-            tj["line"] = vars(t.line) | {
-                "blobs": [vars(b) for b in t.line.blobs()],
-                "sky_freq_ghz": t.line.sky_freq_ghz(),
-                "integrated_flux_jykms": t.line.integrated_flux_jykms,
-                "velocity_range_kms": list(t.line.velocity_range_kms()),
-            }
+            tj["line"] = _line_json(t.line)
         targets.append(tj)
     return {
         "seed": int(seed),
@@ -279,4 +281,14 @@ def make_plan(spec: MousSpec, seed: int) -> dict[str, Any]:
         "dish_m": ARRAY_DISH_M[spec.array], "pb_dish_m": ARRAY_PB_M[spec.array][0],
         "pb_blockage_m": ARRAY_PB_M[spec.array][1],
         "c_kms": C_KMS,
+    }
+
+
+def _line_json(ln) -> dict[str, Any]:
+    """A line of the plan/truth: its spec plus the blobs and derived numbers."""
+    return vars(ln) | {
+        "blobs": [vars(b) for b in ln.blobs()],
+        "sky_freq_ghz": ln.sky_freq_ghz(),
+        "integrated_flux_jykms": ln.integrated_flux_jykms,
+        "velocity_range_kms": list(ln.velocity_range_kms()),
     }

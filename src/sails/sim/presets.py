@@ -155,6 +155,42 @@ def raw() -> list[MousSpec]:
     return [replace(s, label="raw") for s in tiny()]
 
 
+#: Hot-core lines (real rest frequencies, GHz) that the shipped catalogue does not hold, in
+#: band 6's default continuum basebands: a catalogue window cannot exclude them.
+HOT_CORE_LINES = (
+    ("H2S_220-211", 216.710436), ("CH3OH_514-422", 216.945521), ("OCS_19-18", 231.060983),
+    ("13CS_5-4", 231.220686), ("CH3OH_18316-17413", 232.418521),
+    ("CH3OH_10-38-11-29", 232.945797),
+)
+
+
+def hot_core_lines(vsys_kms: float, flux_jykms: float = 7.0) -> list[LineSpec]:
+    """Compact, broad (5 km/s) lines of a hot core; 12CO 2-1 (catalogued) on top."""
+    out = [LineSpec(name=n, rest_freq_ghz=f, vsys_kms=vsys_kms, core_flux_jykms=flux_jykms,
+                    core_fwhm_kms=5.0, core_size_arcsec=0.3, arc_flux_jykms=0.0, arc_n=0)
+           for n, f in HOT_CORE_LINES]
+    out.append(LineSpec(name="12CO_2-1", rest_freq_ghz=230.538, vsys_kms=vsys_kms,
+                        core_flux_jykms=flux_jykms, core_fwhm_kms=6.0, core_size_arcsec=0.4,
+                        arc_flux_jykms=0.0, arc_n=0))
+    return out
+
+
+def linerich(vsys_kms: float = 57.3) -> list[MousSpec]:
+    """A line-rich hot core (50 mJy point continuum, seven strong lines in the continuum
+    windows, C18O 2-1 in the line window) at a systemic velocity nobody configured; the
+    continuum windows have 64 channels so the lines are resolved from the continuum. Archive
+    spw numbering with WVR, SQLD, FULL_RES + CH_AVG windows. Small enough for tests (12
+    antennas, one EB)."""
+    t = TargetSpec("G34.43+0.24", 283.32771, 1.41917,
+                   [Component(0.0, 0.0, 0.05, 2.5, "point")],
+                   LineSpec(vsys_kms=vsys_kms, core_flux_jykms=2.0, arc_flux_jykms=1.5),
+                   extra_lines=hot_core_lines(vsys_kms))
+    return [MousSpec(targets=[t], band=6, config=1, n_antennas=12, n_ebs=1,
+                     continuum_nchan=64, line_nchan=48, line_chan_khz=488.28125,
+                     bandpass_scan_s=30.0, phasecal_scan_s=18.0, target_scan_s=36.0,
+                     n_cycles=3, sqld=True, label="linerich")]
+
+
 PRESETS: dict[str, Callable[[], list[MousSpec]]] = {
     "tiny": tiny,
     "raw": raw,
@@ -162,6 +198,7 @@ PRESETS: dict[str, Callable[[], list[MousSpec]]] = {
     "demo": demo,
     "group": group,
     "group-tiny": group_tiny,
+    "linerich": linerich,
 }
 
 

@@ -174,6 +174,13 @@ class TargetSpec:
     def is_mosaic(self) -> bool:
         return len(self.pointing_offsets()) > 1
 
+    # More lines of the same source (a line-rich hot core: lines in the continuum windows
+    # that no catalogue window excludes). After ``pointings``: positional constructions stay valid.
+    extra_lines: list[LineSpec] = field(default_factory=list)
+
+    def all_lines(self) -> list[LineSpec]:
+        return ([self.line] if self.line else []) + list(self.extra_lines)
+
     def validate(self) -> None:
         check_source_name(self.name)
         if self.pointings is not None:
@@ -191,8 +198,8 @@ class TargetSpec:
                 " (never rises above 20 deg elevation at ALMA otherwise)")
         for c in self.components:
             c.validate()
-        if self.line:
-            self.line.validate()
+        for ln in self.all_lines():
+            ln.validate()
 
 
 @dataclass
@@ -245,6 +252,9 @@ class MousSpec:
     array: str = "12m"  # "12m" | "7m" (ACA, aca.cycle10.cfg) | "TP" (a delivered FITS cube)
     group_ous_uid: str | None = None  # members of one group OUS share it; default: derived
     tp_noise_mjy: float = 5.0  # TP cube rms per channel (mJy/beam)
+    # SQLD windows (one per baseband, total-power detector data, after the WVR window) as
+    # real ALMA data has: the science windows then have the higher archive numbers.
+    sqld: bool = False
 
     # ------------------------------------------------------------------ derived values
     def science_spws(self) -> list[SpwSpec]:
@@ -355,7 +365,8 @@ def _build(cls: type, data: Any) -> Any:
     unknown = set(data) - set(known)
     if unknown:
         raise UserInputError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    sub = {"targets": TargetSpec, "components": Component, "line": LineSpec, "spws": SpwSpec}
+    sub = {"targets": TargetSpec, "components": Component, "line": LineSpec, "spws": SpwSpec,
+           "extra_lines": LineSpec}
     kwargs = {}
     for k, v in data.items():
         if k in sub and v is not None:

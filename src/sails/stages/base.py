@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,8 +86,12 @@ class StageContext:
         return "-".join(parts)
 
     def run_casa(self, steps: list[dict[str, Any]], output_dir: Path, *, suffix: str = "",
-                 cwd: Path | None = None, timeout_s: float | None = None) -> dict[str, Any]:
-        """Run CASA steps as one child job; return its manifest or raise CasaJobError."""
+                 cwd: Path | None = None, timeout_s: float | None = None,
+                 record: tuple[str | None, Callable[[str], None]] | None = None
+                 ) -> dict[str, Any]:
+        """Run CASA steps as one child job; return its manifest or raise CasaJobError.
+        ``record``: (the job's earlier reference, where to record the new one) for a stage
+        running several jobs, each with its own record; default: the stage row's job_ref."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
         name = self.job_name(suffix)
         job_id = f"{name}-{stamp}"
@@ -103,8 +108,8 @@ class StageContext:
                        target=self.row.target, payload=payload, output_dir=Path(output_dir),
                        log_dir=self.log_dir, cores=res.cores, ram_gb=res.ram_gb,
                        timeout_s=timeout_s)
-        result = self.backend.run(spec, on_started=self._record_job_ref, job_ref=self._job_ref(),
-                                  cancel=self.cancel)
+        ref, on_started = record or (self._job_ref(), self._record_job_ref)
+        result = self.backend.run(spec, on_started=on_started, job_ref=ref, cancel=self.cancel)
         self.jobs.append(result)
         if not result.ok and result.error_kind in TRANSIENT_KINDS:
             # e.g. a platform session that vanished: the engine retries it with backoff

@@ -34,7 +34,8 @@ from sails.stages.sizing import PRODUCTS_DIR, du, gb
 from sails.stages.split import SPLITS_DIR
 
 PLAN_NAME = ".sails-cleanup.json"
-REMOVABLE_KINDS = {"split_ms", "selfcal_ms"}  # recorded products cleanup may remove
+# recorded products cleanup may remove
+REMOVABLE_KINDS = {"split_ms", "selfcal_ms", "selfcal_fullres_ms"}
 KEEP_IN_SELFCAL = {"result.json"}  # the run's manifest (the selfcal stage reads it)
 FITS_KINDS = {"cont_image", "cube"}
 
@@ -58,7 +59,7 @@ def plan(project, mous_id: str) -> list[Removal]:
     products = [p for p in cat.products(mous_id) if not p.get("removed_at")]
     removable_kinds = {"split_ms"} if st.remove_splits else set()
     if st.remove_selfcal_work and not st.keep_selfcal_ms:
-        removable_kinds.add("selfcal_ms")
+        removable_kinds |= {"selfcal_ms", "selfcal_fullres_ms"}  # cubes are made by now
     raw_dir = project.datasets_raw / mous_dir.name
     restored = st.remove_raw_delivery and any(
         p["kind"] == "ms" for p in cat.products(mous_id, stage="restore"))

@@ -20,7 +20,9 @@ from sails.errors import CasaJobError, SailsError
 from sails.names import legacy_safe_name
 from sails.qa import overrides
 from sails.qa.overrides import TargetOverride
+from sails.stages import image_chunks
 from sails.stages.base import Outcome, StageContext, safe_name
+from sails.stages.findcont import archive_spw_labels, findcont_cfg
 
 PREVIEW_KINDS = {"cont_image": "inferno", "mom0": "inferno", "mom1": "RdBu_r",
                  "mom8": "inferno"}
@@ -41,6 +43,17 @@ def split_mss(ctx: StageContext) -> list[Path]:
     return found
 
 
+def fullres_inputs(ctx: StageContext) -> list[Path]:
+    """Full-resolution copies with this target's self-calibrated CORRECTED_DATA (made by the
+    self-cal job, :mod:`sails.casa.steps.fullres`; listed in the target's summary); [] when
+    there are none (an older run, ``apply_full_res`` off, removed by cleanup)."""
+    prods = ctx.catalog.products(ctx.mous_id, target=ctx.row.target, stage="selfcal")
+    summary = [p for p in prods if p["kind"] == "selfcal_summary"]
+    paths = [Path(x) for x in ((summary[-1]["metrics"] or {}).get("fullres_ms") or [])
+             ] if summary else []
+    return [p for p in paths if p.exists()]
+
+
 def selfcal_inputs(ctx: StageContext) -> tuple[bool, list[Path], str]:
     """(self-cal succeeded?, its measurement sets, why not) for this target."""
     prods = ctx.catalog.products(ctx.mous_id, target=ctx.row.target, stage="selfcal")
@@ -59,7 +72,8 @@ def selfcal_inputs(ctx: StageContext) -> tuple[bool, list[Path], str]:
 
 def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
                 line_vis: list[dict[str, Any]] | None,
-                override: TargetOverride | None = None) -> list[dict[str, Any]]:
+                override: TargetOverride | None = None,
+                cube_data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The job: plan -> continuum -> continuum subtraction -> cubes. The target's
     ``overrides.toml`` section replaces [imaging] values; [qa] sets the healing ladder."""
     from sails.imaging.lines import catalogue
@@ -68,6 +82,7 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
     target = ctx.row.target
     cfg = s.model_dump(exclude={"lines", "target_velocities_kms"})
     cfg["systemic_velocity_kms"] = s.target_velocities_kms.get(target, s.systemic_velocity_kms)
+    cfg.update(findcont_cfg(ctx, target))  # found ranges and velocity (findcont stage)
     cfg.update(overrides.imaging_cfg(override))
     qa = ctx.settings.qa
     cfg["heal"] = {"enabled": qa.heal, "max_attempts": qa.heal_max_attempts,
@@ -77,7 +92,9 @@ def build_steps(ctx: StageContext, vis: list[dict[str, Any]],
     stem = f"member.{ctx.mous_fs}.{safe_name(target)}_sci"
     plan_args = {"vis": vis, "field": target, "lines": [ln.to_dict() for ln in
                                                         catalogue(s.lines)],
-                 "cfg": cfg, "stem": stem, "line_vis": line_vis}
+                 "cfg": cfg, "stem": stem, "line_vis": line_vis,
+                 "cube_data": cube_data or {},
+                 "spw_labels": archive_spw_labels(ctx)}
     steps = [{"op": "image_plan", "name": "plan", "args": plan_args},
              {"op": "image_continuum", "name": "continuum", "args": {}}]
     if cfg["make_cubes"]:
@@ -208,11 +225,22 @@ def run(ctx: StageContext) -> Outcome:
     ok, sc_mss, why = selfcal_inputs(ctx)
     if ok and override is not None and override.selfcal is not None and override.selfcal.skip:
         ok, why = False, f"self-cal not used ({overrides.OVERRIDES_NAME})"
+    full = fullres_inputs(ctx) if ok else []
     if ok:
         vis = [{"path": str(p), "datacolumn": "auto"} for p in sc_mss]
-        line_vis = [{"path": str(p), "datacolumn": "data"} for p in splits] or None
+        if full:  # self-cal applied to full-resolution copies: the cubes' data
+            line_vis = [{"path": str(p), "datacolumn": "corrected"} for p in full]
+            cube_data = {"line_vis_selfcal": True, "vis_selfcal": True,
+                         "why": "self-cal applied to the full-resolution data"}
+        else:
+            line_vis = [{"path": str(p), "datacolumn": "data"} for p in splits] or None
+            cube_data = {"line_vis_selfcal": False, "vis_selfcal": True,
+                         "why": "self-cal was not applied to the full-resolution data "
+                                "(selfcal.apply_full_res off, or an older self-cal run)"}
         source = "self-calibrated"
     else:
+        cube_data = {"line_vis_selfcal": False, "vis_selfcal": False,
+                     "why": why or "self-cal skipped"}
         if not splits:
             raise ImagingError(f"no split measurement set for {ctx.mous_id}",
                                hint="run the split stage first (sails split)")
@@ -224,8 +252,9 @@ def run(ctx: StageContext) -> Outcome:
     out = output_dir(ctx)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        manifest = ctx.run_casa(build_steps(ctx, vis, line_vis, override), out,
-                                timeout_s=timeout)
+        run = image_chunks.runner_for(ctx) or ctx.run_casa  # large cubes: chunk jobs
+        manifest = run(build_steps(ctx, vis, line_vis, override, cube_data), out,
+                       timeout_s=timeout)
     except CasaJobError as exc:
         ram = ctx.settings.resources_for("image").ram_gb
         job_manifest = ctx.jobs[-1].manifest if ctx.jobs else None
@@ -253,6 +282,8 @@ def run(ctx: StageContext) -> Outcome:
     if healed:
         what += f"; {len(healed)} image(s) healed after diverging (see their metrics)"
     reason = f"imaged {source} data: continuum{what}" + (f"; {why}" if why else "")
+    if cubes and ok and not cube_data["line_vis_selfcal"]:
+        reason += f"; cubes from the split data ({cube_data['why']})"
     if cuts:
         reason += "; size limits: " + "; ".join(c["why"] for c in cuts)
     return Outcome.done(products, reason)

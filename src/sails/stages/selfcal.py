@@ -31,6 +31,7 @@ SUMMARY_METRICS = (
     "snr_nf_initial", "snr_nf_final", "rms_nf_initial", "rms_nf_final", "beam_initial",
     "beam_final", "solints_attempted", "solints_accepted", "final_mode", "band",
     "final_solint", "final_solint_mode", "stop_reason", "theoretical_rms", "target_ms_applied",
+    "fullres_applied",
 )
 
 
@@ -53,6 +54,11 @@ def band_text(bands: dict[str, dict[str, Any]]) -> str:
             for b, s in good.items())
     return "; ".join(f"{b}: {s.get('reason')} (S/N {_fmt(s.get('snr_initial'))})"
                      for b, s in bands.items())
+
+
+def fullres_paths(workdir: Path, step: dict[str, Any]) -> list[str]:
+    """The full-resolution copies the self-cal job applied solutions to (one per EB)."""
+    return [str(workdir / n) for n in step.get("fullres_ms") or []]
 
 
 def target_ms_paths(workdir: Path, results: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -86,6 +92,9 @@ def products_for(workdir: Path, target: str, band_summaries: dict[str, dict[str,
             # Where imaging finds the self-calibrated visibilities for this target.
             "target_ms": [_abs(workdir, n) for n in files.get("target_ms", [])]
             if s.get("target_ms_applied") else [],
+            # Full-resolution copies with self-calibrated CORRECTED_DATA: the line cubes' data
+            # (one MS holds every target: recorded once, by the auto_selfcal row).
+            "fullres_ms": [_abs(workdir, n) for n in files.get("fullres_ms", [])],
         })
         if files.get("summary"):
             out.append(Product("selfcal_summary", _abs(workdir, files["summary"]), target,

@@ -40,7 +40,7 @@ def stage_folder(project, row: StageRow) -> Path | None:
     """The folder a stage writes (measured after it ran); None: it writes none of its own."""
     mous_dir = project.mous_dir(row.mous_id)
     return {"verify": mous_dir / VERIFY_DIR, "split": mous_dir / SPLITS_DIR,
-            "auto_selfcal": mous_dir / WORKDIR_NAME,
+            "findcont": mous_dir / "findcont", "auto_selfcal": mous_dir / WORKDIR_NAME,
             "image": mous_dir / PRODUCTS_DIR / safe_name(row.target or "x")}.get(row.stage)
 
 
@@ -102,7 +102,7 @@ def _image_facts(project, row: StageRow) -> tuple[sizes.ImageFacts, int] | None:
         spws = [[t["min_freq_ghz"] * 1e9, t["max_freq_ghz"] * 1e9, t["freq_res_khz"] * 1e3]
                 for t in rows if t.get("min_freq_ghz") and t.get("max_freq_ghz")
                 and t.get("freq_res_khz")]
-    vsys = s.target_velocities_kms.get(row.target, s.systemic_velocity_kms)
+    vsys = s.target_velocities_kms.get(row.target, s.systemic_velocity_kms) or 0.0
     chans = []
     line_share = 0.0
     for ln in catalogue(s.lines) if s.make_cubes else []:
@@ -167,8 +167,15 @@ def predict(project, row: StageRow) -> sizes.Prediction:
             n = _split_bytes(cat, row.mous_id)
             return sizes.Prediction(n, n, "upper bound from the delivery size")
         return sizes.split(facts)
+    if row.stage == "findcont":
+        widths = [w for p in cat.products(row.mous_id, stage="verify")
+                  for w in ((p["metrics"] or {}).get("sizes") or {}).get(
+                      "science_spw_widths", []) if None not in w]
+        chans = [max(1, round(abs(w[1] - w[0]) / abs(w[2]))) for w in widths if w[2]]
+        return sizes.findcont(len(cat.target_names(row.mous_id)), chans)
     if row.stage == "auto_selfcal":
-        return sizes.auto_selfcal(_split_bytes(cat, row.mous_id))
+        return sizes.auto_selfcal(_split_bytes(cat, row.mous_id),
+                                  full_res=project.settings.selfcal.apply_full_res)
     if row.stage == "image":
         facts = _image_facts(project, row)
         if facts is None:

@@ -24,6 +24,17 @@ def sleep(ctx, seconds: float) -> dict[str, Any]:
     return {"slept": seconds}
 
 
+def wait_for_file(ctx, path: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait until ``path`` exists (tests of what may run while this job holds its slot);
+    a :class:`~sails.casa.contract.JobFailure` if it never comes."""
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise contract.JobFailure(f"{path} did not appear within {timeout_s} s")
+        time.sleep(0.05)
+    return {"waited_for": path}
+
+
 def allocate(ctx, mb: int, hold_s: float = 5.0) -> dict[str, Any]:
     """Hold ``mb`` MB of touched memory for ``hold_s`` s (memory-limit tests of backends)."""
     block = bytearray(b"\x01") * (mb << 20)  # filled, so every page is resident
@@ -60,6 +71,7 @@ def casa_versions(ctx) -> dict[str, Any]:
 STEPS = {
     "write_text": write_text,
     "sleep": sleep,
+    "wait_for_file": wait_for_file,
     "allocate": allocate,
     "kill_self": kill_self,
     "fail": fail,

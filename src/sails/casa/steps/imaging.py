@@ -25,6 +25,7 @@ import numpy as np
 from sails.atomic import write_json_atomic
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
+from sails.casa import moments as mm_
 from sails.casa import vis_checks
 from sails.casa.contract import IMAGING_PLAN_NAME, OOM
 from sails.casa.mosaic_stats import mosaic_metrics
@@ -142,13 +143,24 @@ def run_tclean(ctx, label: str, **kw: Any) -> dict[str, Any]:
             "nmajordone": int(summary.get("nmajordone", 0))}
 
 
+def mask_level(minbeamfrac: float) -> float:
+    """Fraction of the peak residual down to which auto-multithresh must be able to mask.
+
+    A region above ``f`` x the peak of a beam-shaped source covers ``ln(1/f)`` beam areas,
+    and auto-multithresh prunes regions below ``minbeamfrac`` beam areas: the level must be
+    below ``exp(-minbeamfrac)`` (0.74 for the pipeline's 0.3) or a compact source's region
+    is pruned and nothing is masked; 0.9 x that leaves a margin, 0.8 caps it."""
+    return min(0.8, 0.9 * math.exp(-float(minbeamfrac)))
+
+
 def sidelobe_guard(cfg: dict[str, Any], psf_sidelobe: float, ctx=None, label: str = "") -> float:
-    """auto-multithresh masks nothing when sidelobethreshold x PSF sidelobe level >= 1 (a
-    sparse snapshot PSF); lower the factor so that at least emission above 0.8 x the peak
-    residual can be masked."""
+    """auto-multithresh masks nothing when sidelobethreshold x PSF sidelobe level is so high
+    that the region above it is pruned (a sparse snapshot PSF); lower the factor so that
+    emission above :func:`mask_level` x the peak residual can be masked."""
     slt = float(cfg["sidelobethreshold"])
-    if psf_sidelobe > 0 and slt * psf_sidelobe > 0.8:
-        new = max(1.0, 0.8 / psf_sidelobe)
+    level = mask_level(cfg.get("minbeamfrac", 0.3))
+    if psf_sidelobe > 0 and slt * psf_sidelobe > level:
+        new = max(1.0, level / psf_sidelobe)
         if ctx is not None:
             ctx.warn(f"{label}: PSF sidelobe level {psf_sidelobe:.2f}; sidelobethreshold "
                      f"lowered from {slt} to {new:.2f} so auto-masking can find emission")
@@ -203,21 +215,29 @@ def _nanmax_in(data: np.ndarray, valid: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- steps
 def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str, Any]],
                cfg: dict[str, Any], stem: str, line_vis: list[dict[str, Any]] | None = None,
-               spw_labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """Describe the data and fix every imaging parameter; writes ``plan.json``."""
+               spw_labels: dict[str, str] | None = None,
+               cube_data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Describe the data and fix every imaging parameter; writes ``plan.json``.
+
+    ``cube_data``: whether ``vis`` / ``line_vis`` are self-calibrated (``vis_selfcal``,
+    ``line_vis_selfcal``) and why not; the plan records which data the cubes use."""
+    cube_data = cube_data or {}
     mss = [planmod.describe_ms(v["path"], field, v.get("datacolumn", "auto")) for v in vis]
     line_mss = mss
+    cube_sc = bool(cube_data.get("vis_selfcal"))
+    why = "" if cube_sc else str(cube_data.get("why") or "self-cal skipped")
     if line_vis:
         cand = [planmod.describe_ms(v["path"], field, v.get("datacolumn", "auto"))
                 for v in line_vis]
-        # Cubes need full spectral resolution: use the self-calibrated data only when its
-        # channels are as fine as the fallback's (auto-selfcal may have averaged them).
         fine = min(s["chan_width_hz"] for m in cand for s in m["spws"])
         have = min(s["chan_width_hz"] for m in mss for s in m["spws"])
-        if have > fine * 1.01:
-            line_mss = cand
-            ctx.warn("cubes use the non-self-calibrated data: the self-calibrated MS is "
-                     "spectrally averaged")
+        if cube_data.get("line_vis_selfcal"):  # self-cal applied at full resolution
+            line_mss, cube_sc, why = cand, True, ""
+        elif have > fine * 1.01:
+            # Cubes need full spectral resolution: the self-calibrated MS is averaged.
+            line_mss, cube_sc = cand, False
+            why = str(cube_data.get("why") or "the self-calibrated MS is spectrally averaged")
+            ctx.warn(f"cubes use the non-self-calibrated data: {why}")
     drop = set(cfg.get("drop_spws") or [])
     if drop:  # the target's overrides leave these spws out of every image
         for m in (*mss, *line_mss):
@@ -225,6 +245,11 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
         ctx.warn(f"spws {sorted(drop)} dropped (overrides.toml)")
     plan = planmod.make_plan(mss, line_mss, field, lines, cfg, stem, spw_labels)
     plan["cfg"] = cfg
+    # DATA of a self-calibrated MS is the data before self-cal: the cubes' "before" peak.
+    plan["cube_data"] = {"selfcal_applied": cube_sc, "why_not": why or None,
+                         "before_column": "data" if cube_sc and cfg.get(
+                             "selfcal_line_peaks", True) and all(
+                             m["datacolumn"] == "corrected" for m in line_mss) else None}
     if cfg.get("cell_arcsec"):
         plan["cell_arcsec"] = float(cfg["cell_arcsec"])
     if cfg.get("imsize"):
@@ -238,6 +263,7 @@ def image_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str,
             "nterms": plan["continuum"]["nterms"],
             "fractional_bw": plan["continuum"]["fractional_bw"],
             "cubes": [c["line"]["name"] for c in plan["cubes"]],
+            "spw_cubes": [c["spw_label"] for c in plan.get("spw_cubes", [])],
             "lines_in_band": plan["lines_in_band"],
             "continuum": plan["continuum"]["imagename"], "products": []}
 
@@ -368,7 +394,7 @@ def image_continuum(ctx) -> dict[str, Any]:
 
     out = ctx.out
     stem = cont["imagename"]
-    spw = ",".join(str(s) for s in cont["spw_ids"])
+    spw = ",".join(str(s) for s in cont.get("archive_spw_ids") or cont["spw_ids"])
     rms_final = st.noise(image, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
     theo = st.apparent_sensitivity(cont["vis"], cont["field"], cont["spw"],
                                    plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
@@ -395,7 +421,10 @@ def image_continuum(ctx) -> dict[str, Any]:
                      "reffreq_ghz": cont["reffreq_hz"] / 1e9,
                      "freq_range_ghz": [f / 1e9 for f in cont["freq_range_hz"]],
                      "fractional_bw": cont["fractional_bw"],
-                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"]},
+                     "linefree_fraction": cont["linefree_fraction"], "spws": cont["spw_ids"],
+                     "archive_spws": cont.get("archive_spw_ids"),
+                     "linefree_source": cont.get("linefree_source"),
+                     "vsys_kms": plan.get("vsys_kms"), "vsys_origin": plan.get("vsys_origin")},
     }
     if plan.get("mosaic"):
         metrics["mosaic"] = mosaic_metrics(plan, image, pb, mask if Path(mask).exists()
@@ -416,39 +445,50 @@ def image_continuum(ctx) -> dict[str, Any]:
 def image_contsub(ctx) -> dict[str, Any]:
     """uvcontsub of every (MS, spw) a cube needs, fitting the catalogue's line-free channels."""
     plan = _load_plan(ctx)
-    if not plan["cubes"]:
+    if not plan["cubes"] and not plan.get("spw_cubes"):
         return {"products": [], "contsub": []}
     work = ctx.out / "work"
     work.mkdir(exist_ok=True)
     done: dict[str, dict[str, Any]] = {}
     order = int(plan["cfg"]["uvcontsub_fitorder"])
-    for cube in plan["cubes"]:
+    before = (plan.get("cube_data") or {}).get("before_column")
+    for cube in plan["cubes"] + plan.get("spw_cubes", []):
         for pm in cube["per_ms"]:
-            if not pm.get("fitspec"):  # planned without continuum subtraction
-                pm["contsub"] = {"vis": pm["vis"], "field_id": pm["field_id"],
-                                 "field_sel": pm.get("field_sel", str(pm["field_id"])),
-                                 "spw": pm["spw"], "datacolumn": pm["datacolumn"]}
-                continue
-            key = f"{pm['vis']}|{pm['spw']}"
-            if key not in done:
-                outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}.contsub.ms"
-                shutil.rmtree(outvis, ignore_errors=True)
-                casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
-                          field=pm.get("field_sel", str(pm["field_id"])), spw=str(pm["spw"]),
-                          fitspec=pm["fitspec"], fitorder=order,
-                          datacolumn=pm["datacolumn"])
-                if not outvis.exists():
-                    raise ImagingFailed(f"uvcontsub wrote no {outvis.name} (see the CASA log)")
-                with opened("msmetadata", str(outvis)) as msmd:
-                    fids = planmod._field_ids(msmd, plan["field"], str(outvis))
-                    fid = fids[0]
-                    spws = [int(s) for s in msmd.spwsforfield(fid)]
-                done[key] = {"vis": str(outvis), "field_id": fid, "spw": spws[0],
-                             "field_sel": ",".join(str(f) for f in fids),
-                             "datacolumn": "data"}
-            pm["contsub"] = done[key]
+            cols = [("contsub", pm["datacolumn"])]
+            if before and cube.get("kind") != "spw":  # the data before self-cal: line peak
+                cols.append(("contsub_before", before))
+            for key_out, col in cols:
+                if not pm.get("fitspec"):  # planned without continuum subtraction
+                    pm[key_out] = {"vis": pm["vis"], "field_id": pm["field_id"],
+                                   "field_sel": pm.get("field_sel", str(pm["field_id"])),
+                                   "spw": pm["spw"], "datacolumn": col}
+                    continue
+                key = f"{pm['vis']}|{pm['spw']}|{col}"
+                if key not in done:
+                    done[key] = _uvcontsub(ctx, plan, work, pm, col,
+                                           order if pm.get("fitorder") is None
+                                           else int(pm["fitorder"]))
+                pm[key_out] = done[key]
     _save_plan(ctx, plan)
     return {"products": [], "contsub": [v["vis"] for v in done.values()]}
+
+
+def _uvcontsub(ctx, plan: dict[str, Any], work: Path, pm: dict[str, Any], column: str,
+               order: int) -> dict[str, Any]:
+    """CASA 6.7's uvcontsub of one (MS, spw, column), fitting ``pm['fitspec']``."""
+    tag = "" if column == pm["datacolumn"] else f".{column}"
+    outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}{tag}.contsub.ms"
+    shutil.rmtree(outvis, ignore_errors=True)
+    casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
+              field=pm.get("field_sel", str(pm["field_id"])), spw=str(pm["spw"]),
+              fitspec=pm["fitspec"], fitorder=order, datacolumn=column)
+    if not outvis.exists():
+        raise ImagingFailed(f"uvcontsub wrote no {outvis.name} (see the CASA log)")
+    with opened("msmetadata", str(outvis)) as msmd:
+        fids = planmod._field_ids(msmd, plan["field"], str(outvis))
+        spws = [int(s) for s in msmd.spwsforfield(fids[0])]
+    return {"vis": str(outvis), "field_id": fids[0], "spw": spws[0], "datacolumn": "data",
+            "field_sel": ",".join(str(f) for f in fids), "fitorder": order}
 
 
 def _velocities(image: str, rest_hz: float) -> np.ndarray:
@@ -470,7 +510,7 @@ def image_cubes(ctx) -> dict[str, Any]:
     plan = _load_plan(ctx)
     prods: list[dict[str, Any]] = []
     summary = {}
-    for cube in plan["cubes"]:
+    for cube in plan["cubes"] + plan.get("spw_cubes", []):
         p, s = _one_cube(ctx, plan, cube)
         prods.extend(p)
         summary[cube["line"]["name"]] = s
@@ -510,11 +550,28 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                           for i in range(dirty.shape[-1])]) / sigma
     n_edge = max(1, cube["nchan"] // 10)
     edge_snr = float(np.nanmax(np.r_[chan_peak[:n_edge], chan_peak[-n_edge:]]))
-    edge_emission = bool(cube.get("contsub", True)) and edge_snr > cfg["edge_clip_sigma"]
+    edge_emission = (bool(cube.get("contsub", True)) and cube.get("kind") != "spw"
+                     and edge_snr > cfg["edge_clip_sigma"])
     if edge_emission:
         ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line may "
                  "extend beyond the velocity window (widen imaging.velocity_window_kms)")
     peaks0 = healing.dirty_peaks(resid, inside)
+    runs, heal = deconvolve_cube(ctx, label, base, name, runs0, cfg, sigma, user_mask,
+                                 inside, peaks0)
+    peak_dirty = _nanmax_in(dirty, inside)
+    before = _before_peak(ctx, plan, cube, base, name, inside, label)
+    return finish_cube(ctx, plan, cube, name, CubeRun(
+        sigma, sidelobe, base["sidelobethreshold"], edge_snr, edge_emission, runs, heal,
+        user_mask, peak_dirty, before))
+
+
+def deconvolve_cube(ctx, label: str, base: dict[str, Any], name: str, runs0: list,
+                    cfg: dict[str, Any], sigma: float, user_mask: bool, inside: np.ndarray,
+                    peaks0: Any) -> tuple[list, Any]:
+    """Multiscale (auto-mask) then single-scale (that mask) cleaning of the dirty cube
+    ``name`` down to thresholds from ``sigma``, up the healing ladder: (tclean runs,
+    healing record). One rule for whole cubes and their channel chunks."""
+    mask = f"{name}.mask"
     thr_ms = cfg["multiscale_threshold_sigma"] * sigma
     thr_ss = cfg["singlescale_threshold_sigma"] * sigma
 
@@ -538,30 +595,67 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                       "fastnoise", "scales"):
                 single.pop(k, None)
             runs.append(run_tclean(ctx, label, **single))
-        _check_finite(label, image, cleaned=True)
+        _check_finite(label, f"{name}.image", cleaned=True)
         healing.check_attempt(label, name, "", inside, peaks0, cfg)
         return runs
 
     steps = healing.steps_for(cfg, multiscale=True, automask=not user_mask)
-    runs, heal = healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
-    pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
+    return healing.heal(ctx, label, steps, healing.initial_params(base, cfg), attempt)
 
-    # Signal mask for the moments: hysteresis on the flat-noise cube, plus the clean mask.
+
+class CubeRun(NamedTuple):
+    """What the deconvolution of a cube leaves for its products and metrics (one tclean
+    job, or the channel chunks of :mod:`sails.casa.steps.cube_chunks` put together)."""
+    sigma: float  # the dirty noise the thresholds came from
+    sidelobe: float
+    sidelobethreshold: float
+    edge_snr: float
+    edge_emission: bool
+    runs: list
+    heal: Any
+    user_mask: bool
+    # Line peaks of the dirty cube from the data as imaged and from the data before self-cal
+    # (None where not measured: chunked cubes have no whole dirty cube).
+    peak_dirty: float | None = None
+    before_peak: float | None = None
+
+
+def finish_cube(ctx, plan: dict[str, Any], cube: dict[str, Any], name: str, r: CubeRun):
+    """The deconvolved cube ``name`` -> pbcor, signal mask, moments, spectrum, metrics,
+    FITS products."""
+    cfg = plan["cfg"]
+    ln = cube["line"]
+    image, pb, resid, mask = (f"{name}.image", f"{name}.pb", f"{name}.residual",
+                              f"{name}.mask")
+    inside = _inside(pb, cfg["pblimit"])
+    sigma, sidelobe, edge_snr, edge_emission = r.sigma, r.sidelobe, r.edge_snr, r.edge_emission
+    runs, heal, user_mask = r.runs, r.heal, r.user_mask
+    thr_ms = cfg["multiscale_threshold_sigma"] * sigma
+    thr_ss = cfg["singlescale_threshold_sigma"] * sigma
+    pbcor = _pbcor(ctx, image, pb, f"{name}.pbcor", cfg["pblimit"])
+    if cube.get("kind") == "spw":  # imaging.all_spw_cubes: the cube, no moments
+        return _spw_cube_products(ctx, plan, cube, image, pb, pbcor, sigma, runs, heal, inside)
+
+    # Moment masks (PHANGS strict/broad, no noise islands): on the flat-noise cube.
     img = st.read(image)
     clean_mask = st.read(mask) > 0.5 if Path(mask).exists() else None
-    sig = st.signal_mask(img, sigma, cfg["moment_mask_hi_sigma"], cfg["moment_mask_lo_sigma"],
-                         clean_mask)
+    bm0 = st.beam(image)
+    beam_px = st.beam_area_pixels(bm0, plan["cell_arcsec"]) if bm0 else 1.0
+    strict, sig = mm_.masks(img, sigma, cfg["moment_mask_hi_sigma"],
+                            cfg["moment_mask_lo_sigma"], beam_px, clean_mask)
+    strict &= inside
     sig &= inside
     sigimg = st.write_like(image, f"{name}.signalmask", sig.astype(float))
+    strictimg = st.write_like(image, f"{name}.strictmask", strict.astype(float))
     stem = cube["imagename"][: -len(".cube.I")]
-    mexpr = f'"{sigimg}" > 0.5'
     moms = {}
-    for mom, use_mask in ((0, True), (1, True), (8, False)):
+    for mom, mimg in ((0, sigimg), (1, strictimg), (8, None)):
         outf = f"{name[: -len('.cube.I')]}.mom{mom}"
         shutil.rmtree(outf, ignore_errors=True)
         casa_task(ctx, "immoments", imagename=pbcor, moments=[mom], outfile=outf,
-                            mask=mexpr if use_mask else "")
+                  mask=f'"{mimg}" > 0.5' if mimg else "")
         moms[mom] = outf
+    peak_dirty, before = r.peak_dirty, r.before_peak
 
     # Metrics.
     vel = _velocities(image, cube["restfreq_hz"])
@@ -579,6 +673,10 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     line_flux = float(spectrum.sum() * dv)
     centroid = float((spectrum * vel).sum() / spectrum.sum()) if spectrum.sum() > 0 else None
     peak_flat = _nanmax_in(img, inside)
+    chan_max = np.array([_nanmax_in(img[..., i], inside[..., i]) for i in range(img.shape[-1])])
+    peak_vel = float(vel[int(np.nanargmax(chan_max))]) if np.isfinite(chan_max).any() else None
+    cd = plan.get("cube_data") or {}
+    sc = bool(cd.get("selfcal_applied"))
     mom0_fit = st.fit_brightest(moms[0], cell, bm) if bm and sig.any() else {}
     spectral = {"restfreq_ghz": cube["restfreq_hz"] / 1e9, "frame": "LSRK",
                 "veltype": "radio", "start_kms": float(vel[0]),
@@ -588,17 +686,29 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     metrics = {
         "line": ln["name"], "species": ln["species"], "transition": ln["transition"],
         "continuum_subtracted": bool(cube.get("contsub", True)),
+        "contsub_method": cube.get("contsub_method", "uvcontsub" if cube.get("contsub", True)
+                                   else "none"),
+        "selfcal_applied": sc, "selfcal_why_not": None if sc else cd.get("why_not"),
+        "peak_velocity_kms": peak_vel,
+        # Line peaks of the dirty cube, from the self-calibrated data and from the same data
+        # before self-cal (DATA of the self-calibrated MS): what self-cal did for the line.
+        "line_peak_sc": peak_dirty if sc else None,
+        "line_peak_nosc": before if sc else peak_dirty,
+        "line_peak_gain": peak_dirty / before if sc and before and peak_dirty else None,
         "rms": rms, "rms_dirty": sigma, "theoretical_rms": theo,
         "rms_ratio": rms / theo if theo else None, "peak": _nanmax_in(pbc, inside),
         "dynamic_range": peak_flat / rms if rms else None, "beam": bm,
         "flux_imfit": mom0_fit.get("flux_jy"), "imfit": mom0_fit,
         "line_flux_jykms": line_flux, "velocity_centroid_kms": centroid,
         "thresholds_jy": [thr_ms, thr_ss], "edge_snr": edge_snr,
-        "psf_sidelobe": sidelobe, "sidelobethreshold": base["sidelobethreshold"],
+        "psf_sidelobe": sidelobe, "sidelobethreshold": r.sidelobethreshold,
         "edge_emission": bool(edge_emission), "tclean": runs, "spectral": spectral,
         "residual_snr": float(np.nanmax(healing.dirty_peaks(resid, inside))) / rms
         if rms else None, "healing": heal,
         "mask": "user (overrides.toml)" if user_mask else "auto-multithresh",
+        "moment_masks": {"mom0": "broad", "mom1": "strict", "min_channels": 2,
+                         "min_beam_areas": 1.0, "strict_voxels": int(strict.sum()),
+                         "broad_voxels": int(sig.sum())},
         "cell_arcsec": cell, "imsize": plan["imsize"],
     }
     out = ctx.out
@@ -624,6 +734,14 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
             mm.update(velocity_centroid_kms=centroid)
         prods.append(_product(kind, _export(ctx, moms[mom], out / f"{stem}.mom{mom}.fits"),
                               spw, mm))
+    for kind, err in _moment_errors(pbc, st.read(pb), rms, sig, strict, vel,
+                                    cube["width_kms"]).items():
+        emap = st.write_like(moms[0], f"{name[: -len('.cube.I')]}.{kind}",
+                             err.reshape(st.read(moms[0]).shape))
+        prods.append(_product(kind, _export(ctx, emap, out / f"{stem}.{kind}.fits"), spw,
+                              {"line": ln["name"], "beam": bm,
+                               "median": float(np.nanmedian(err)) if np.isfinite(err).any()
+                               else None}))
     spec_path = out / f"{stem}.spectrum.json"
     spec_path.write_text(json.dumps({
         "line": ln, "unit": "Jy", "velocity_kms": vel.tolist(), "flux_jy": spectrum.tolist(),
@@ -633,6 +751,57 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
                            "velocity_centroid_kms": centroid}))
     return prods, {"rms": rms, "theoretical_rms": theo, "line_flux_jykms": line_flux,
                    "velocity_centroid_kms": centroid}
+
+
+def _spw_cube_products(ctx, plan: dict[str, Any], cube: dict[str, Any], image: str, pb: str,
+                       pbcor: str, sigma: float, runs: list, heal: dict[str, Any],
+                       inside: np.ndarray):
+    """Products and metrics of a whole-spw cube (``spw_cube``, ``spw_cube_pb``)."""
+    pb_d = _inside(pb, plan["cfg"]["pblimit"])
+    rms = st.noise(image, pb, plan["cfg"]["pblimit"])
+    cd = plan.get("cube_data") or {}
+    spw = cube["spw_label"]
+    metrics = {"spw": spw, "rms": rms, "rms_dirty": sigma, "beam": st.beam(image),
+               "peak": _nanmax_in(st.read(pbcor), inside & pb_d), "nchan": cube["nchan"],
+               "native_width_kms": cube["native_width_kms"],
+               "restfreq_ghz": cube["restfreq_hz"] / 1e9,
+               "continuum_subtracted": bool(cube.get("contsub", True)),
+               "contsub_method": cube.get("contsub_method"),
+               "selfcal_applied": bool(cd.get("selfcal_applied")),
+               "selfcal_why_not": cd.get("why_not"), "tclean": runs, "healing": heal}
+    out = ctx.out
+    prods = [_product("spw_cube", _export(ctx, pbcor, out / f"{cube['imagename']}.pbcor.fits"),
+                      spw, metrics),
+             _product("spw_cube_pb", _export(ctx, pb, out / f"{cube['imagename']}.pb.fits"),
+                      spw, {"spw": spw})]
+    return prods, {"rms": rms, "spw": spw}
+
+
+def _moment_errors(pbc: np.ndarray, pbd: np.ndarray, rms: float, broad: np.ndarray,
+                   strict: np.ndarray, vel: np.ndarray, dv: float) -> dict[str, np.ndarray]:
+    """``mom0_err`` / ``mom1_err`` maps: the flat-noise rms scaled by the primary beam (the
+    moments are made from the PB-corrected cube), propagated per pixel."""
+    mid = pbd.shape[-1] // 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise = rms / pbd[..., mid:mid + 1]
+    return {"mom0_err": mm_.mom0_error(noise, broad, dv),
+            "mom1_err": mm_.mom1_error(pbc, noise, strict, vel)}
+
+
+def _before_peak(ctx, plan: dict[str, Any], cube: dict[str, Any], base: dict[str, Any],
+                 name: str, inside: np.ndarray, label: str) -> float | None:
+    """Peak of the dirty cube made from the data before self-cal (same grid), or None."""
+    cs = [pm.get("contsub_before") for pm in cube["per_ms"]]
+    if not (plan.get("cube_data") or {}).get("selfcal_applied") or not all(cs):
+        return None
+    bname = f"{name}.before_selfcal"
+    healing.wipe(bname)
+    kw = dict(base, vis=[c["vis"] for c in cs],
+              field=[c.get("field_sel", str(c["field_id"])) for c in cs],
+              spw=[str(c["spw"]) for c in cs], datacolumn=cs[0]["datacolumn"],
+              imagename=bname, niter=0, deconvolver="hogbom")
+    run_tclean(ctx, f"{label} (before self-cal)", **kw)
+    return _nanmax_in(st.read(f"{bname}.residual"), inside)
 
 
 def _cube_sensitivity(plan: dict[str, Any], cube: dict[str, Any]) -> float | None:

@@ -403,6 +403,13 @@ def glob_escape(text: str) -> str:
 # --------------------------------------------------------------------------- the step
 
 
+def fullres_names(applied: list[dict[str, Any]], field: str, band: str) -> list[str]:
+    """Full-resolution MSs holding ``field``'s self-calibrated data (the name auto-selfcal
+    used: the alias of a renamed field)."""
+    return sorted({s["target_ms"] for s in applied
+                   if s.get("applied") and s["target"] == field and s["band"] == band})
+
+
 def check_options(options: dict[str, Any]) -> None:
     """Refuse option names auto_selfcal does not declare (its ``**kwargs`` would hide typos)."""
     from auto_selfcal import auto_selfcal
@@ -426,10 +433,50 @@ def auto_selfcal_version() -> str:
         return str(getattr(module, "__version__", None) or "unknown")
 
 
+def averaged_to_one_channel(ms: Path, spectral_average: bool) -> set[int]:
+    """Spw ids auto-selfcal averages down to a single channel (bandwidth below 1.5 x its
+    desired width): its cont.dat reader (``LSRKfreq_to_chan``) then fails with an
+    IndexError on the averaged MS, so such windows are not put in its cont.dat."""
+    if not spectral_average:
+        return set()
+    from auto_selfcal.selfcal_helpers import get_desired_width
+
+    with opened("table", str(ms / "SPECTRAL_WINDOW")) as tb:
+        bws = [abs(float(b)) for b in tb.getcol("TOTAL_BANDWIDTH")]
+        refs = [float(f) for f in tb.getcol("REF_FREQUENCY")]
+    return {i for i, (bw, f) in enumerate(zip(bws, refs, strict=True))
+            if bw / get_desired_width(f) < 1.5}
+
+
+def place_contdat(workdir: Path, contdat_arg: dict[str, Any] | None,
+                  renames: dict[str, str], narrow: set[int] | None = None) -> bool:
+    """Write the findcont ranges as auto-selfcal's ``cont.dat`` (split spw ids, aliased field
+    names); auto-selfcal then flags the lines before averaging instead of guessing.
+    ``narrow``: split spw ids left out (see :func:`averaged_to_one_channel`)."""
+    if not contdat_arg:
+        return False
+    from sails.imaging import contdat
+
+    ranges = {f: {a: [tuple(r) for r in rr] for a, rr in spws.items()}
+              for f, spws in (contdat_arg.get("ranges") or {}).items()}
+    spw_map = {a: (int(v[0]), str(v[1] or "")) for a, v in contdat_arg["spw_map"].items()
+               if int(v[0]) not in (narrow or set())}
+    text = contdat.for_auto_selfcal(ranges, spw_map, renames)
+    if "SpectralWindow" not in text:
+        return False
+    (workdir / contdat.CONTDAT_NAME).write_text(text)
+    return True
+
+
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
                      use_xvfb: bool = False, fits: bool = True,
-                     keep_input_copies: bool = False) -> dict[str, Any]:
-    """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target."""
+                     keep_input_copies: bool = False,
+                     apply_full_res: bool = False,
+                     contdat: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy the split MSs in, run auto_selfcal on all their targets, summarise per target.
+
+    ``apply_full_res``: apply the final solutions to the full-resolution copies
+    (:mod:`sails.casa.steps.fullres`), which are kept for the line cubes."""
     options = dict(options or {})
     check_options(options)
     workdir = Path(ctx.out)
@@ -442,6 +489,10 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         for n in names:
             rename_fields(workdir / n, renames)
         ctx.warn(f"fields renamed for auto-selfcal (names restored afterwards): {renames}")
+    narrow = (averaged_to_one_channel(workdir / names[0], options.get("spectral_average",
+                                                                       True))
+              if contdat else set())
+    contdat_used = place_contdat(workdir, contdat, renames, narrow)
     copy_s = time.time() - t0
 
     from auto_selfcal import auto_selfcal
@@ -453,10 +504,20 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
     if not (workdir / LIBRARY_PICKLE).exists():
         raise RuntimeError("auto_selfcal finished without writing selfcal_library.pickle")
 
+    full: dict[str, Any] = {"applied": [], "ms": [], "applycal_s": 0.0}
+    if apply_full_res:
+        from sails.casa.steps import fullres
+
+        with open(workdir / LIBRARY_PICKLE, "rb") as fh:
+            full = fullres.apply_full_res(workdir, pickle.load(fh))  # noqa: S301 - our own
+        for s in full["applied"]:
+            if s.get("error"):
+                ctx.warn(f"self-cal not applied to the full-resolution data: {s['error']}")
     t2 = time.time()
     applied = bool(options.get("apply_to_target_ms") or options.get("uvcontsub_target_ms"))
     if not keep_input_copies and not applied:
-        for n in names:  # unchanged copies of the split: not worth their disk space
+        for n in [n for n in names if n not in full["ms"]]:
+            # unchanged copies of the split: not worth their disk space
             shutil.rmtree(workdir / n, ignore_errors=True)
             shutil.rmtree(workdir / f"{n}.flagversions", ignore_errors=True)
 
@@ -471,6 +532,9 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
             files = summ["files"]
             summ["target_ms_applied"] = bool(options.get("apply_to_target_ms")
                                              and summ["success"] and files["target_ms"])
+            files["fullres_ms"] = fullres_names(full["applied"],
+                                                summ.get("field_alias") or target, band)
+            summ["fullres_applied"] = bool(files["fullres_ms"])
             if fits:
                 for key in ("image_initial", "image_final"):
                     files[key + "_fits"] = [f for f in (export_fits(workdir, im)
@@ -490,10 +554,16 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
         "inputs": fingerprints,
         "input_names": names,
         "field_aliases": renames,
+        "contdat_used": contdat_used,
+        "contdat_ranges": (contdat or {}).get("ranges"),
         "target_ms_kept": [n for n in names if (workdir / n).exists()],
         "contsub_ms": contsub,
         "display": display,
         "weblog": "weblog/index.html" if (workdir / "weblog" / "index.html").exists() else None,
+        "apply_full_res": bool(apply_full_res),
+        "fullres_ms": full["ms"],
+        "fullres_applycal": full["applied"],
+        "applycal_full_res_s": full["applycal_s"],
         "copy_s": round(copy_s, 3),
         "auto_selfcal_s": round(selfcal_s, 3),
         "readback_s": round(time.time() - t2, 3),

@@ -1,0 +1,214 @@
+"""Survey throughput, measured side by side in one run.
+
+(a) The image stage of one large-cube MOUS on one slot against the bare CASA work it does:
+    the same task calls (its ``casa_calls.json``) replayed back to back in one CASA process.
+(b) The same large cube unchunked against chunked (K = 2) on 2 slots: wall time and the CASA
+    processes' CPU time (the machine may be shared: CPU time says what the work cost).
+(c) A survey of ``tiny`` MOUS through the whole pipeline (download ... cleanup), downloads from
+    a loopback archive throttled per connection, 1 CASA slot and 1 download slot, with and
+    without ``execution.separate_pools``.
+
+Run: PYTHONPATH=src .venv/bin/python benchmarks/throughput.py [--skip-a] [--skip-b] [--skip-c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from imaging_data import line_mous, register, simulate_split  # noqa: E402
+from sails.casaenv import casa_env  # noqa: E402
+from sails.project import init_project, open_project  # noqa: E402
+from sails.stages.execute import run_one  # noqa: E402
+
+TOML = """
+[execution]
+casa_slots = {slots}
+
+[imaging]
+systemic_velocity_kms = 6.0
+velocity_window_kms = {window}
+line_free_margin_kms = 3.0
+previews = false
+chunk_min_channels = {min_channels}
+chunks = 2
+"""
+
+BARE = r"""
+import json, sys, casatasks
+calls = json.load(open(sys.argv[1])); out = sys.argv[2]
+def fill(v):
+    if isinstance(v, str):
+        return v.replace("{out}", out)
+    if isinstance(v, list):
+        return [fill(x) for x in v]
+    return v
+for c in calls:
+    getattr(casatasks, c["task"])(**{k: fill(v) for k, v in c["args"].items()})
+"""
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def image_once(root: Path, data: dict, *, slots: int, min_channels: int, window: float):
+    proj = init_project(root)
+    (proj.root / "sails.toml").write_text(TOML.format(slots=slots, min_channels=min_channels,
+                                                      window=window))
+    proj = open_project(proj.root)
+    mous = register(proj, data)
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    rep = run_one(proj, stages=["image"], mous=[mous])
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    if rep is None or rep.status != "done":
+        raise SystemExit(f"image stage did not finish: {rep and rep.message}")
+    cube = [p for p in proj.catalog.products(mous, stage="image") if p["kind"] == "cube"][0]
+    return wall, cpu, Path(cube["path"]).parent, cube, job_cpu(proj, mous)
+
+
+def job_cpu(proj, mous: str) -> dict[str, float]:
+    """CPU seconds of each CASA job of the image stage (the jobs' manifests; a chunked
+    cube's metrics keep its main and chunk jobs')."""
+    out: dict[str, float] = {}
+    for p in proj.catalog.products(mous, stage="image"):
+        chunks = (p["metrics"] or {}).get("chunks") if p["kind"] == "cube" else None
+        if chunks:
+            out["main"] = chunks["main_job"]["cpu_s"]
+            for i, job in enumerate(chunks["jobs"]):
+                out[f"chunk{i:02d}"] = job["cpu_s"]
+    for res in proj.mous_dir(mous).glob("products/*/result.json"):
+        out["assemble" if out else "main"] = json.loads(res.read_text())["cpu_s"]
+    return out
+
+
+def bare_once(stage_out: Path, work: Path) -> float:
+    out = work / "bare"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "casa").mkdir(parents=True)
+    (out / "work").mkdir()
+    for m in (stage_out / "casa").glob("*.signalmask"):  # numpy-made inputs of immoments
+        shutil.copytree(m, out / "casa" / m.name)
+    calls = work / "casa_calls.json"
+    shutil.copy(stage_out / "casa_calls.json", calls)
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", BARE, str(calls), str(out)], env=casa_env(),
+                         capture_output=True, text=True, cwd=str(work))
+    if res.returncode != 0:
+        raise SystemExit(f"bare replay failed:\n{res.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def survey_once(archive: Path, root: Path, *, separate: bool, rate: float):
+    from sails.demo import ingest_from_server, tap_routes
+    from sails.fakes.archive import ArchiveServer
+    from sails.flows.engine import run_pipeline
+    from sails.sim import load_truth
+
+    truths = [load_truth(p) for p in archive.iterdir() if (p / "truth.json").exists()]
+    project = init_project(root)
+    toml = (project.root / "sails.toml").read_text()
+    (project.root / "sails.toml").write_text(
+        toml.replace("casa_slots = 0", "casa_slots = 1")
+        .replace("separate_pools = true", f"separate_pools = {str(separate).lower()}")
+        .replace("parallel_mous = 2", "parallel_mous = 1")
+        # shorter CASA work per MOUS (the machine is shared): no amplitude self-cal, no weblog
+        .replace("do_amp_selfcal = true", "do_amp_selfcal = false\nweblog = false"))
+    project = open_project(project.root)
+    with ArchiveServer(archive, extra_routes=tap_routes(archive / "obscore.xml"),
+                       rate_bytes_per_s=rate) as server:
+        ingest_from_server(project, server, sorted({t["proposal_id"] for t in truths}),
+                           actor="bench")
+        t0 = time.perf_counter()
+        summary = run_pipeline(project)
+        wall = time.perf_counter() - t0
+    bad = [r for r in summary.reports if r.status not in ("done", "skipped")]
+    if bad:
+        raise SystemExit(f"survey failed: {[(r.row.label, r.message) for r in bad]}")
+    dl = sum((r.row.duration_s or 0.0) for r in summary.reports if r.row.stage == "download")
+    casa = sum((r.row.duration_s or 0.0) for r in summary.reports if r.row.stage != "download")
+    print(f"    [{'separate pools' if separate else 'one pool'}] wall {wall:.1f} s; stage "
+          f"times: downloads {dl:.1f} s, every other stage {casa:.1f} s; "
+          f"{summary.ran} stage runs, through {sorted({r.row.stage for r in summary.reports})}"
+          f"; overlap (sum of stage times / wall, load-independent) {(dl + casa) / wall:.2f}x")
+    return wall, dl, summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip-a", action="store_true")
+    ap.add_argument("--skip-b", action="store_true")
+    ap.add_argument("--skip-c", action="store_true")
+    ap.add_argument("--cycles", type=int, default=4, help="data volume of the large cube")
+    ap.add_argument("--window", type=float, default=30.0,
+                    help="cube half-width, km/s (30: a 90-channel cube)")
+    ap.add_argument("--line-nchan", type=int, default=256, help="native channels of the line spw")
+    ap.add_argument("--mous", type=int, default=3, help="MOUS in the survey of (c)")
+    ap.add_argument("--download-s", type=float, default=60.0,
+                    help="(c): throttle so one MOUS's download takes about this long")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="sails-throughput-"))
+    try:
+        if not (args.skip_a and args.skip_b):
+            spec = line_mous()
+            spec.n_cycles = args.cycles
+            spec.line_nchan = args.line_nchan
+            data = simulate_split(root / "sim", spec, seed=11)
+        if not args.skip_a:
+            wall, _cpu, out, _, _ = image_once(root / "a", data, slots=1, min_channels=0,
+                                            window=args.window)
+            bare = bare_once(out, root)
+            print(f"(a) image stage, 1 slot: {wall:.1f} s; bare CASA replay of its "
+                  f"{len(json.loads((out / 'casa_calls.json').read_text()))} task calls "
+                  f"{bare:.1f} s -> ratio {wall / bare:.3f} (goal <= 1.05)")
+        if not args.skip_b:
+            w1, c1, _, cube1, j1 = image_once(root / "b1", data, slots=2, min_channels=0,
+                                              window=args.window)
+            w2, c2, _, cube2, j2 = image_once(root / "b2", data, slots=2, min_channels=2,
+                                              window=args.window)
+            n = cube1["metrics"]["spectral"]["nchan"]
+            print(f"(b) {n}-channel cube (whole image stage): unchunked {w1:.1f} s wall / "
+                  f"{c1:.1f} s CPU; 2 chunks on 2 slots {w2:.1f} s wall / {c2:.1f} s CPU -> "
+                  f"speed-up {w1 / w2:.2f}x (goal >= 1.7x); CPU cost of chunking "
+                  f"{c2 / c1:.2f}x")
+            chunks = [v for k, v in j2.items() if k.startswith("chunk")]
+            path = j2["main"] + max(chunks) + j2["assemble"]
+            print(f"    in CPU terms (the machine is shared: wall times are noisy): unchunked "
+                  f"job {j1['main']:.1f} s; chunked: main job {j2['main']:.1f} s + chunks "
+                  f"{' | '.join(f'{c:.1f}' for c in chunks)} s (at once) + assembly "
+                  f"{j2['assemble']:.1f} s -> critical path {path:.1f} s -> "
+                  f"{j1['main'] / path:.2f}x on 2 idle cores")
+            print(f"    line flux unchunked {cube1['metrics']['line_flux_jykms']:.4f}, chunked "
+                  f"{cube2['metrics']['line_flux_jykms']:.4f} Jy km/s")
+        if not args.skip_c:
+            from sails.sim import simulate_project
+            from sails.sim.presets import customize, preset
+
+            archive = root / "survey"
+            simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=2)
+            per_mous = max(sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                           for p in archive.iterdir() if (p / "truth.json").exists())
+            rate = per_mous / args.download_s
+            print(f"(c) {args.mous} MOUS, downloads throttled to {rate / 1e6:.2f} MB/s per "
+                  "connection, 1 CASA slot, 1 download slot")
+            w_one, d_one, _ = survey_once(archive, root / "c1", separate=False, rate=rate)
+            w_sep, d_sep, _ = survey_once(archive, root / "c2", separate=True, rate=rate)
+            print(f"    one pool: {w_one:.1f} s (downloads {d_one:.1f} s); separate pools: "
+                  f"{w_sep:.1f} s (downloads {d_sep:.1f} s) -> {w_one / w_sep:.2f}x sooner "
+                  "(goal >= 1.3x)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Chunked cube imaging (job side): plan the chunks, image one chunk, put them together.
+
+Three steps, run by the image stage's chunk runner (:mod:`sails.stages.image_chunks`):
+
+- ``cube_chunk_plan`` (in the target's main imaging job, before ``image_cubes``): for every
+  cube at least ``imaging.chunk_min_channels`` long, one noise estimate from dirty images of
+  the cube's edge channels (where the edge-emission check looks anyway), the PSF sidelobe
+  guard, the thresholds; the cube moves from ``plan["cubes"]`` to ``plan["chunked"]`` with
+  its chunk plan (:mod:`sails.casa.chunking`), so ``image_cubes`` leaves it alone. The
+  continuum-subtracted data are kept for the chunks.
+- ``image_cube_chunk`` (one job per chunk): the cube's tclean calls on the chunk's channels,
+  with the shared thresholds and mask settings, healed alone if it diverges.
+- ``assemble_chunked_cube`` (one job): the main job's folder, plus each chunked cube's images
+  concatenated channel by channel, restored with the common beam of all channels (tclean
+  restoration only), then the products and metrics an unchunked cube gets
+  (:func:`sails.casa.steps.imaging.finish_cube`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sails.casa import chunking
+from sails.casa import imaging_stats as st
+from sails.casa.steps import healing, imaging
+from sails.casa.steps.healing import ImagingFailed
+from sails.casa.tools import opened
+
+CHUNKS_NAME = "chunks.json"
+
+
+def _cube_base(plan: dict[str, Any], cube: dict[str, Any], imagename: str, *, nchan: int,
+               start_kms: float) -> dict[str, Any]:
+    """The cube's tclean parameters (as ``imaging._one_cube`` sets them) for ``nchan``
+    channels from ``start_kms``; paths of the data as the chunk jobs will see them."""
+    cfg = plan["cfg"]
+    cs = [pm["contsub"] for pm in cube["per_ms"]]
+    cols = {c.get("datacolumn", "data") for c in cs}
+    return dict(imaging._common(plan), vis=[c["vis"] for c in cs],
+                field=[str(c["field_id"]) for c in cs], spw=[str(c["spw"]) for c in cs],
+                datacolumn=cols.pop() if len(cols) == 1 else "data", imagename=imagename,
+                specmode="cube", nchan=nchan, start=f"{start_kms}km/s",
+                width=f"{cube['width_kms']}km/s", outframe="LSRK", veltype="radio",
+                restfreq=f"{cube['restfreq_hz']}Hz", interpolation=cfg["interpolation"],
+                perchanweightdensity=True, restoringbeam="common",
+                **imaging._mask_params(cfg, cube=True))
+
+
+def _final_paths(ctx, cube: dict[str, Any]) -> None:
+    """Continuum-subtracted data paths as they will be once this job's folder is installed."""
+    staged = str(ctx.out)
+    final = str(ctx.job["output_dir"])
+    for pm in cube["per_ms"]:
+        c = pm["contsub"]
+        if c["vis"].startswith(staged):
+            c["vis"] = final + c["vis"][len(staged):]
+
+
+def cube_chunk_plan(ctx, min_channels: int, chunks: int) -> dict[str, Any]:
+    plan = imaging._load_plan(ctx)
+    cfg = plan["cfg"]
+    keep, chunked = [], []
+    for cube in plan["cubes"]:
+        k = chunking.chunk_count(int(cube["nchan"]), min_channels, chunks)
+        if k < 2:
+            keep.append(cube)
+            continue
+        ln = cube["line"]
+        label = f"{ln['name']} cube of {plan['field']!r}"
+        n_edge = chunking.edge_channels(int(cube["nchan"]))
+        est = str(imaging._casa_dir(ctx) / f"{cube['imagename']}.noise")
+        peaks, sigmas, sidelobe = [], [], 0.0
+        base = None
+        for side, first in (("lo", 0), ("hi", int(cube["nchan"]) - n_edge)):
+            name = f"{est}.{side}"
+            base = _cube_base(plan, cube, name, nchan=n_edge,
+                              start_kms=float(cube["start_kms"]) + first * cube["width_kms"])
+            imaging._user_mask(base, cfg)
+            imaging.run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))
+            dirty = imaging._dirty_noise(ctx, plan, base, name, "", label)
+            sigmas.append(dirty.noise)
+            sidelobe = max(sidelobe, dirty.sidelobe)
+            resid = st.read(dirty.resid)
+            inside = imaging._inside(dirty.pb, cfg["pblimit"])
+            peaks += [imaging._nanmax_in(resid[..., i], inside[..., i])
+                      for i in range(resid.shape[-1])]
+        sigma = float(np.median(sigmas))
+        if not sigma > 0:
+            raise ImagingFailed(f"{label}: the dirty cube has zero noise (no data?)")
+        edge_snr = float(np.nanmax(peaks)) / sigma
+        edge_emission = bool(cube.get("contsub", True)) and edge_snr > cfg["edge_clip_sigma"]
+        if edge_emission:
+            ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line "
+                     "may extend beyond the velocity window (widen imaging.velocity_window_kms)")
+        _final_paths(ctx, cube)
+        cube["chunking"] = {
+            "k": k, "sigma": sigma, "sidelobe": sidelobe, "edge_snr": edge_snr,
+            "edge_emission": edge_emission,
+            "sidelobethreshold": imaging.sidelobe_guard(cfg, sidelobe, ctx, label),
+            "noise_estimate": f"dirty edge channels ({n_edge} at each end)",
+            "chunks": chunking.chunk_plan(cube, k)}
+        chunked.append(cube)
+    plan["cubes"] = keep
+    plan["chunked"] = chunked
+    if chunked:  # the chunks image the continuum-subtracted data after this job
+        plan["cfg"]["keep_contsub_for_chunks"] = bool(plan["cfg"].get("keep_contsub", False))
+        plan["cfg"]["keep_contsub"] = True
+    imaging._save_plan(ctx, plan)
+    (ctx.out / CHUNKS_NAME).write_text(json.dumps(chunked, indent=1))
+    return {"products": [], "chunked": [c["line"]["name"] for c in chunked]}
+
+
+def image_cube_chunk(ctx, plan_path: str, cube_key: str, index: int) -> dict[str, Any]:
+    """Deconvolve chunk ``index`` of the cube named ``cube_key`` (its imagename) in the
+    main job's ``plan.json`` at ``plan_path``, as ``_one_cube`` deconvolves a whole cube."""
+    plan = json.loads(Path(plan_path).read_text())
+    cfg = plan["cfg"]
+    cube = next(c for c in plan["chunked"] if c["imagename"] == cube_key)
+    chk = cube["chunking"]
+    ch = chk["chunks"][index]
+    label = f"{cube['line']['name']} cube of {plan['field']!r}, chunk {index + 1}/{chk['k']}"
+    name = str(imaging._casa_dir(ctx) / ch["imagename"])
+    base = _cube_base(plan, cube, name, nchan=ch["nchan"], start_kms=ch["start_kms"])
+    base["sidelobethreshold"] = chk["sidelobethreshold"]
+    user_mask = imaging._user_mask(base, cfg)
+    runs0 = [imaging.run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
+    imaging._check_finite(label, f"{name}.residual", cleaned=False)
+    inside = imaging._inside(f"{name}.pb", cfg["pblimit"])
+    peaks0 = healing.dirty_peaks(f"{name}.residual", inside)
+    runs, heal = imaging.deconvolve_cube(ctx, label, base, name, runs0, cfg, chk["sigma"],
+                                         user_mask, inside, peaks0)
+    return {"products": [], "chunk": ch, "runs": runs, "healing": heal,
+            "user_mask": user_mask}
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """``src``'s folders (CASA images) into ``dst`` as hard links (copies across file
+    systems), its files as copies (the job appends to some): the main job's products stay as
+    they are until the assembled folder replaces it."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    for entry in src.iterdir():
+        if entry.name.startswith(".") or entry.name == "result.json":
+            continue
+        target = dst / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target, copy_function=link, dirs_exist_ok=True)
+        else:
+            shutil.copy2(entry, target)
+
+
+def _concat(parts: list[str], out: str) -> None:
+    shutil.rmtree(out, ignore_errors=True)
+    with opened("image", parts[0]) as ia:
+        axis = ia.coordsys().findaxisbyname("spectral")
+        joined = ia.imageconcat(outfile=out, infiles=parts, axis=axis, relax=True,
+                                tempclose=False, overwrite=True)
+        joined.done()
+    if not Path(out).exists():
+        raise ImagingFailed(f"imageconcat wrote no {Path(out).name}")
+
+
+def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
+                          chunk_results: dict[str, list[dict[str, Any]]],
+                          main_job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Main job folder + concatenated, re-restored chunked cubes -> the target's products."""
+    main = Path(main_dir)
+    _link_tree(main, ctx.out)
+    plan = imaging._load_plan(ctx)
+    cfg = plan["cfg"]
+    prods: list[dict[str, Any]] = []
+    summary = {}
+    for cube in plan.get("chunked") or []:
+        chk = cube["chunking"]
+        key = cube["imagename"]
+        name = str(imaging._casa_dir(ctx) / key)
+        dirs = [Path(d) for d in chunk_dirs[key]]
+        for ext in chunking.CONCAT_EXTS:
+            parts = [str(d / "casa" / f"{ch['imagename']}.{ext}")
+                     for d, ch in zip(dirs, chk["chunks"], strict=True)]
+            if all(Path(p).exists() for p in parts):
+                _concat(parts, f"{name}.{ext}")
+        for ext in ("image", "psf.", "pbcor"):  # stale restorations of an earlier try
+            shutil.rmtree(f"{name}.{ext}", ignore_errors=True)
+        # Restoration only: every channel restored with the common beam of all channels'
+        # PSFs, as the unchunked cube is.
+        base = _cube_base(plan, cube, name, nchan=int(cube["nchan"]),
+                          start_kms=float(cube["start_kms"]))
+        imaging._user_mask(base, cfg)
+        imaging.casa_task(ctx, "tclean", **dict(base, niter=0, deconvolver="hogbom",
+                                                calcres=False, calcpsf=False,
+                                                usemask="user", mask=""))
+        results = chunk_results[key]
+        runs = [r for res in results for r in res["runs"]]
+        heals = [res["healing"] for res in results]
+        heal = max(heals, key=lambda h: len((h or {}).get("attempts") or []))
+        p, s = imaging.finish_cube(ctx, plan, cube, name, imaging.CubeRun(
+            chk["sigma"], chk["sidelobe"], chk["sidelobethreshold"], chk["edge_snr"],
+            chk["edge_emission"], runs, heal, any(r["user_mask"] for r in results)))
+        for prod in p:
+            if prod["kind"] == "cube":
+                prod["metrics"]["chunks"] = {
+                    "k": chk["k"], "noise_estimate": chk["noise_estimate"],
+                    "channels": [[c["first"], c["nchan"]] for c in chk["chunks"]],
+                    "beam": "common beam of all channels, restored after concatenation",
+                    "main_job": main_job, "jobs": [r.get("job") for r in results]}
+        prods.extend(p)
+        summary[cube["line"]["name"]] = s
+    if not cfg.get("keep_contsub_for_chunks", False):
+        shutil.rmtree(ctx.out / "work", ignore_errors=True)
+    return {"products": prods, "cubes": summary}
+
+
+STEPS = {
+    "cube_chunk_plan": cube_chunk_plan,
+    "image_cube_chunk": image_cube_chunk,
+    "assemble_chunked_cube": assemble_chunked_cube,
+}

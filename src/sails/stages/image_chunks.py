@@ -1,0 +1,189 @@
+"""The image stage's chunk runner: large cubes as channel chunks, each its own job.
+
+With ``imaging.chunk_min_channels`` set, the target's imaging job also plans the chunks of
+every cube that long (``cube_chunk_plan``, :mod:`sails.casa.steps.cube_chunks`) and leaves
+them to this runner: one job per chunk, run at once in the CPU slots that are free (the stage
+holds one; it borrows the others from the engine's pool, :mod:`sails.execution.slots`), then
+one job that puts each cube together and makes its products. K defaults to
+``execution.casa_slots``: one round of jobs, each starting CASA once.
+
+Every job has its own record in ``<mous>/work/chunks/<target>/state.json`` (job references
+for reattaching, the main job's manifest) and an event in the catalog; the cube's metrics
+keep each job's wall and CPU seconds. A rerun of the stage (after a crash or a SIGKILL)
+reuses the main job and every finished chunk (a manifest that says ok) and runs only the
+others; changed inputs (the job's steps) start over. Once the cube is assembled the folder
+goes (its images are in the cube): a later run images afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from sails.atomic import write_json_atomic
+from sails.casa import contract
+from sails.execution import slots
+from sails.names import safe_name
+from sails.stages.base import StageContext
+
+STATE_NAME = "state.json"
+
+
+def enabled(ctx: StageContext) -> bool:
+    s = ctx.settings.imaging
+    return bool(s.make_cubes and s.chunk_min_channels > 0)
+
+
+def chunks_wanted(ctx: StageContext) -> int:
+    return ctx.settings.imaging.chunks or ctx.settings.execution.effective_slots()
+
+
+class ChunkRunner:
+    """Called like ``ctx.run_casa(steps, out, timeout_s=...)``; returns the main job's
+    manifest with the assembled cubes' products added."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.root = ctx.mous_dir / "work" / "chunks" / safe_name(ctx.row.target)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ records
+    def _state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / STATE_NAME).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / STATE_NAME, state, indent=1)
+
+    def _event(self, text: str) -> None:
+        self.ctx.catalog.log_event(self.ctx.mous_id, text, actor="image", stage="image",
+                                   target=self.ctx.row.target)
+
+    def _record(self, state: dict[str, Any], key: str):
+        def on_started(ref: str) -> None:
+            with self._lock:
+                state.setdefault("jobs", {})[key] = ref
+                self._save(state)
+            self._event(f"{'chunk ' if '#' in key else ''}{key}: job {ref} started")
+        return state.get("jobs", {}).get(key), on_started
+
+    # ------------------------------------------------------------------ run
+    def __call__(self, steps: list[dict[str, Any]], out: Path,
+                 timeout_s: float | None = None) -> dict[str, Any]:
+        ctx = self.ctx
+        steps = list(steps)
+        at = next((i for i, s in enumerate(steps) if s["op"] == "image_cubes"), len(steps))
+        steps.insert(at, {"op": "cube_chunk_plan", "name": "chunk_plan",
+                          "args": {"min_channels": ctx.settings.imaging.chunk_min_channels,
+                                   "chunks": chunks_wanted(ctx)}})
+        fp = hashlib.sha256(json.dumps(steps, sort_keys=True).encode()).hexdigest()[:16]
+        state = self._state()
+        if state.get("fingerprint") != fp:  # new inputs: earlier chunks are not ours
+            shutil.rmtree(self.root, ignore_errors=True)
+            state = {"fingerprint": fp}
+        done = contract.read_manifest(out) if out.exists() else None
+        main = state.get("main")
+        if main and done is not None and done.ok and done.job_id == main.get("job_id"):
+            self._event("main imaging job reused (finished in an earlier run)")
+        else:
+            main = ctx.run_casa(steps, out, timeout_s=timeout_s,
+                                record=self._record(state, "main imaging"))
+            state.update(main=main)
+            self._save(state)
+        plan = json.loads((out / contract.IMAGING_PLAN_NAME).read_text())
+        cubes = plan.get("chunked") or []
+        if not cubes:
+            return main
+        results = self._run_chunks(state, out, cubes, timeout_s)
+        assemble = [{"op": "assemble_chunked_cube", "name": "chunked_cubes", "args": {
+            "main_dir": str(out),
+            "chunk_dirs": {c["imagename"]: [str(self._dir(ch)) for ch in
+                                            c["chunking"]["chunks"]] for c in cubes},
+            "chunk_results": results, "main_job": _cost(main)}}]
+        merged_from = ctx.run_casa(assemble, out, suffix="assemble", timeout_s=timeout_s,
+                                   record=self._record(state, "cube assembly"))
+        merged = dict(main, steps={**main.get("steps", {}), **merged_from.get("steps", {})})
+        self._event(f"chunked cube(s) {', '.join(c['line']['name'] for c in cubes)} "
+                    "assembled")
+        # Done: the chunks' images are in the cube now, and a later run of the stage (a
+        # reset, new inputs) images afresh.
+        shutil.rmtree(self.root, ignore_errors=True)
+        return merged
+
+    def _dir(self, chunk: dict[str, Any]) -> Path:
+        return self.root / chunk["imagename"]
+
+    def _run_chunks(self, state: dict[str, Any], out: Path, cubes: list[dict[str, Any]],
+                    timeout_s: float | None) -> dict[str, list[dict[str, Any]]]:
+        """Every unfinished chunk as a job, as many at once as there are free slots (the
+        stage's own and borrowed ones); finished ones reused. Returns each chunk's output."""
+        ctx = self.ctx
+        plan_path = str(out / contract.IMAGING_PLAN_NAME)
+        results: dict[str, list[Any]] = {c["imagename"]: [None] * c["chunking"]["k"]
+                                         for c in cubes}
+        todo: deque = deque()
+        for c in cubes:
+            for ch in c["chunking"]["chunks"]:
+                m = contract.read_manifest(self._dir(ch))
+                if m is not None and m.ok and m.step("chunk") is not None:
+                    results[c["imagename"]][ch["index"]] = dict(m.step("chunk"),
+                                                                job=_cost(m.to_dict()))
+                    self._event(f"chunk {ch['key']}: reused (finished in an earlier run)")
+                else:
+                    todo.append((c, ch))
+        pool = slots.current(ctx.settings.execution.effective_slots())
+        own_free = True
+        active: dict[Future, tuple[bool, dict, dict]] = {}
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=max(1, len(todo)),
+                                thread_name_prefix="chunk") as ex:
+            while (todo and not errors) or active:
+                while todo and not errors and (own_free or pool.try_acquire()):
+                    borrowed, own_free = not own_free, False
+                    c, ch = todo.popleft()
+                    step = [{"op": "image_cube_chunk", "name": "chunk", "args": {
+                        "plan_path": plan_path, "cube_key": c["imagename"],
+                        "index": ch["index"]}}]
+                    fut = ex.submit(ctx.run_casa, step, self._dir(ch),
+                                    suffix=f"chunk{ch['index']:02d}-{c['line']['name']}",
+                                    timeout_s=timeout_s, record=self._record(state, ch["key"]))
+                    active[fut] = (borrowed, c, ch)
+                finished, _ = wait(list(active), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    borrowed, c, ch = active.pop(fut)
+                    if borrowed:
+                        pool.release()
+                    else:
+                        own_free = True
+                    try:
+                        manifest = fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - raised once all are done
+                        errors.append(exc)
+                        self._event(f"chunk {ch['key']}: failed ({exc})")
+                        continue
+                    results[c["imagename"]][ch["index"]] = dict(
+                        contract.step_output(manifest, "chunk") or {}, job=_cost(manifest))
+                    self._event(f"chunk {ch['key']}: finished")
+        if errors:
+            raise errors[0]
+        return results
+
+
+def _cost(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A job's id, wall and CPU seconds (recorded in the cube's metrics)."""
+    return {"job_id": manifest.get("job_id"), "wall_s": manifest.get("wall_s"),
+            "cpu_s": manifest.get("cpu_s")}
+
+
+def runner_for(ctx: StageContext):
+    """The chunk runner when chunking is on, else None (``ctx.run_casa`` runs the job)."""
+    return ChunkRunner(ctx) if enabled(ctx) else None

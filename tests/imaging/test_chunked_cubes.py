@@ -1,0 +1,165 @@
+"""Chunked cube imaging against the unchunked cube of the same data (real CASA, real SQLite).
+
+The line MOUS of the imaging tests is imaged three times: unchunked, in 2 channel chunks,
+and in 2 chunks with the orchestrator SIGKILLed after the first chunk finished (the rerun
+must reuse the main job and that chunk, and give the uninterrupted run's cube).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from imaging_data import LINE_TARGET, line_mous, register, simulate_split
+from sails.casa import chunking
+from sails.project import init_project, open_project
+from sails.stages.execute import run_one
+
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
+
+BASE_TOML = """
+[execution]
+casa_slots = {slots}
+
+[imaging]
+systemic_velocity_kms = 6.0
+velocity_window_kms = 8.0
+line_free_margin_kms = 3.0
+previews = false
+chunk_min_channels = {min_channels}
+chunks = 2
+"""
+
+
+def _project(root: Path, data: dict, min_channels: int, slots: int = 2):
+    proj = init_project(root)
+    (proj.root / "sails.toml").write_text(BASE_TOML.format(min_channels=min_channels,
+                                                           slots=slots))
+    proj = open_project(proj.root)
+    register(proj, data)
+    return proj
+
+
+def _cli(project, mous: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200", NO_COLOR="1")
+    return subprocess.Popen([sys.executable, "-m", "sails.cli.entry", "-p", str(project.root),
+                             "image", mous], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cubes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chunked")
+    data = simulate_split(root, line_mous(), seed=11)
+    mous = data["mous_id"]
+    out = {"data": data}
+    for key, min_channels in (("whole", 0), ("chunked", 2)):
+        proj = _project(root / key, data, min_channels)
+        out[key] = (proj, run_one(proj, stages=["image"], mous=[mous]))
+
+    # SIGKILL the orchestrator (its jobs die with it) once the first chunk has finished; one
+    # slot, so the second chunk is running then.
+    proj = _project(root / "killed", data, 2, slots=1)
+    cli = _cli(proj, mous)
+    deadline = time.time() + 900
+    killed = False
+    while time.time() < deadline and cli.poll() is None:
+        done = [e for e in proj.catalog.events(mous) if e["reason"]
+                and e["reason"].endswith("#00: finished")]
+        if done:
+            os.killpg(cli.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.2)
+    cli.wait()
+    mark = len(proj.catalog.events(mous))
+    out["killed"] = (proj, killed, mark, cli.stdout.read().decode(errors="replace"))
+    proj = open_project(proj.root)
+    proj.catalog.recover_dead_owners()  # as `sails run` / `sails image` do first
+    out["rerun"] = (proj, run_one(proj, stages=["image"], mous=[mous]))
+    return out
+
+
+def _cube(project, mous: str) -> dict:
+    found = [p for p in project.catalog.products(mous, stage="image") if p["kind"] == "cube"]
+    assert len(found) == 1, [p["kind"] for p in project.catalog.products(mous)]
+    return found[0]
+
+
+def test_the_chunk_plan_covers_every_channel_once():
+    assert chunking.chunk_count(40, 0, 4) == 1 and chunking.chunk_count(40, 50, 4) == 1
+    assert chunking.chunk_count(40, 20, 4) == 4 and chunking.chunk_count(5, 2, 4) == 2
+    blocks = chunking.split_channels(11, 3)
+    assert blocks == [(0, 4), (4, 4), (8, 3)]
+    plan = chunking.chunk_plan({"nchan": 11, "start_kms": 2.0, "width_kms": 0.5,
+                                "imagename": "x.cube.I"}, 3)
+    assert [c["start_kms"] for c in plan] == [2.0, 4.0, 6.0]
+    with pytest.raises(ValueError):
+        chunking.split_channels(2, 3)
+
+
+@pytest.mark.casa
+def test_chunked_and_unchunked_cubes_agree(cubes):
+    mous = cubes["data"]["mous_id"]
+    for key in ("whole", "chunked"):
+        assert cubes[key][1].status == "done", cubes[key][1].message
+    whole, chunked = _cube(cubes["whole"][0], mous), _cube(cubes["chunked"][0], mous)
+    assert "chunks" not in whole["metrics"]
+    assert chunked["metrics"]["chunks"]["k"] == 2
+    jobs = chunked["metrics"]["chunks"]["jobs"]  # each chunk job has its own record
+    assert len({j["job_id"] for j in jobs}) == 2 and all(j["cpu_s"] > 0 for j in jobs)
+    # assembled: the chunks' images are in the cube, their folder is gone
+    assert not (cubes["chunked"][0].mous_dir(mous) / "work" / "chunks").exists() or not any(
+        (cubes["chunked"][0].mous_dir(mous) / "work" / "chunks").iterdir())
+    with fits.open(whole["path"]) as a, fits.open(chunked["path"]) as b:
+        ha, hb = a[0].header, b[0].header
+        for k in ("BMAJ", "BMIN", "BPA"):
+            assert ha[k] == pytest.approx(hb[k], rel=1e-6), k
+        for k in [k for k in ha if k.startswith(("NAXIS", "CTYPE", "CRVAL", "CDELT",
+                                                  "CRPIX", "CUNIT", "RESTFRQ", "SPECSYS"))]:
+            assert ha[k] == hb[k], k
+        da, db = a[0].data.squeeze(), b[0].data.squeeze()
+    assert da.shape == db.shape and da.ndim == 3
+    assert np.array_equal(np.isfinite(da), np.isfinite(db))
+
+    def rms(cube: np.ndarray) -> np.ndarray:  # per channel, robust (MAD)
+        flat = cube.reshape(cube.shape[0], -1)
+        med = np.nanmedian(flat, axis=1, keepdims=True)
+        return 1.4826 * np.nanmedian(np.abs(flat - med), axis=1)
+
+    ra, rb = rms(da), rms(db)
+    assert np.all(np.abs(rb / ra - 1) < 0.05), np.round(rb / ra, 3)
+    fa, fb = whole["metrics"]["line_flux_jykms"], chunked["metrics"]["line_flux_jykms"]
+    assert fa > 0 and abs(fb / fa - 1) < 0.02, (fa, fb)
+    assert whole["metrics"]["beam"] == pytest.approx(chunked["metrics"]["beam"], rel=1e-6)
+
+
+@pytest.mark.casa
+def test_a_sigkill_during_the_chunks_reruns_only_the_unfinished_ones(cubes):
+    mous = cubes["data"]["mous_id"]
+    proj, killed, mark, output = cubes["killed"]
+    assert killed, f"the first chunk never finished: {output[-2000:]}"
+    rerun_proj, report = cubes["rerun"]
+    assert report.status == "done", report.message
+    after = [e["reason"] or "" for e in rerun_proj.catalog.events(mous)[mark:]]
+    assert any(r == "main imaging job reused (finished in an earlier run)" for r in after)
+    assert any(r.endswith("#00: reused (finished in an earlier run)") for r in after), after
+    assert not any("#00: job" in r for r in after), after  # chunk 0 not run again
+    assert any("#01: job" in r and r.endswith("started") for r in after), after
+    assert any(r.endswith("#01: finished") for r in after), after
+    got, ref = _cube(rerun_proj, mous), _cube(cubes["chunked"][0], mous)
+    with fits.open(got["path"]) as a, fits.open(ref["path"]) as b:
+        assert a[0].header["BMAJ"] == b[0].header["BMAJ"]
+        np.testing.assert_allclose(a[0].data, b[0].data, rtol=1e-5, atol=1e-7)
+    assert json.loads(json.dumps(got["metrics"]["line_flux_jykms"])) == pytest.approx(
+        ref["metrics"]["line_flux_jykms"], rel=1e-5)
+    assert Path(got["path"]).name == Path(ref["path"]).name and LINE_TARGET
