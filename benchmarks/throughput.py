@@ -25,6 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+# the bare replay of a stage's recorded casa_calls.json (one script for both benchmarks)
+from imaging_overhead import BARE  # noqa: E402
+
 from imaging_data import line_mous, register, simulate_split  # noqa: E402
 from sails.casaenv import casa_env  # noqa: E402
 from sails.project import init_project, open_project  # noqa: E402
@@ -43,18 +46,6 @@ chunk_min_channels = {min_channels}
 chunks = 2
 """
 
-BARE = r"""
-import json, sys, casatasks
-calls = json.load(open(sys.argv[1])); out = sys.argv[2]
-def fill(v):
-    if isinstance(v, str):
-        return v.replace("{out}", out)
-    if isinstance(v, list):
-        return [fill(x) for x in v]
-    return v
-for c in calls:
-    getattr(casatasks, c["task"])(**{k: fill(v) for k, v in c["args"].items()})
-"""
 
 
 def _children_cpu() -> float:
