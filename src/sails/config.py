@@ -451,6 +451,22 @@ class Sources(_Section):
     exclude: list[str] = Field(default_factory=list, description="members that stand "
                                "alone: a MOUS uid, 'uid://..:NAME', or a target name")
 
+    # The source_image stage (joint 12-m + 7-m imaging, TP feather).
+    weighting: Literal["briggs", "natural", "uniform"] = Field(
+        "briggs", description="joint images' weighting (with robust)")
+    robust: float = Field(0.5, ge=-2, le=2)
+    pblimit: float = Field(0.1, gt=0, lt=1, description="joint mosaics' PB limit: lower than "
+                           "[imaging]'s, as a 7-m-only edge has a low joint PB response")
+    pb_factor: float = Field(2.0, gt=0, description="image width in 7-m PB FWHM")
+    scales: list[int] = Field(default_factory=lambda: [0, 5, 15, 45], description=
+                              "multiscale scales (pixels; 5 pixels a 12-m beam): up to the "
+                              "7-m beam's scales, which the joint image must clean")
+    statwt: Literal["auto", "always", "never"] = Field(
+        "auto", description="statwt on copies of the members' data: auto = when the "
+        "arrays' weights are off the radiometer ratio by more than weight_tolerance")
+    weight_tolerance: float = Field(2.0, gt=1)
+    sdfactor: float = Field(1.0, gt=0, description="feather's scale factor of the TP cube")
+
     def rules(self) -> Rules:
         return Rules(tolerance_arcsec=self.tolerance_arcsec, within=self.within,
                      match_names=self.match_names, aliases=dict(self.aliases),
@@ -715,6 +731,17 @@ within = "name"               # "group": same group OUS + name only; "name": als
 match_names = "normalised"    # or "exact" (case, spaces, '_', '-', '.' then count)
 # aliases = { "M 83" = "M83" }                     # target name -> source name
 # exclude = ["uid://A001/X1/X2", "uid://A001/X1/X3:NGC 253", "Sgr B2"]  # stand alone
+# The source_image stage: joint 12-m + 7-m images and the TP feather (docs/sources.md).
+weighting = "briggs"
+robust = 0.5
+pblimit = 0.1                 # the joint PB falls low where only the 7-m sees the sky
+pb_factor = 2.0               # image width in 7-m PB FWHM
+scales = [0, 5, 15, 45]       # multiscale, pixels (5 pixels a 12-m beam)
+statwt = "auto"               # statwt on copies: "auto" (when the arrays' weights are off
+                              # the radiometer ratio by more than weight_tolerance),
+                              # "always" or "never"
+weight_tolerance = 2.0
+sdfactor = 1.0                # feather's TP scale factor
 
 [casa]
 # The restore stage (raw deliveries without an SRDP restore) applies the delivery's

@@ -41,3 +41,10 @@ def safe_name(text: str, limit: int = 60) -> str:
 def legacy_safe_name(text: str, limit: int = 60) -> str:
     """The name older versions gave ``text`` (not unique): to find folders they made."""
     return (_UNSAFE.sub("_", text).strip("._-") or "x")[:limit]
+
+
+def source_stem(source: str, arrays: list[str] | tuple[str, ...]) -> str:
+    """The start of a source product's name: ``source.<name>.<arrays>`` (arrays joined by
+    ``_``, e.g. ``source.Per-emb-2.12m_7m``; then ``.<line>.cube.I.pbcor.fits``,
+    ``.cont.I.pbcor.fits``, or ``.<line>.feather.cube.I.pbcor.fits`` with ``_TP``)."""
+    return f"source.{safe_name(source)}.{'_'.join(arrays)}"

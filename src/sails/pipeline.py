@@ -6,8 +6,10 @@ target inside a MOUS, or per source: the targets of several MOUS observing the s
 start (for a source stage: by every member), whether it runs CASA jobs through a backend
 or runs in the orchestrator itself, its default job resources, the module that implements
 it and the CLI command that runs it. Source-scope rows live in the catalog's
-``source_stages`` (reset when the membership changes); the engine does not dispatch them
-yet, and no MOUS or target stage may wait on one.
+``source_stages`` (reset when the membership changes) and the engine dispatches them like
+the others. A MOUS stage may wait on a source stage: it then waits for that row of every
+source its targets belong to (``cleanup`` keeps the members' data until their sources are
+combined); a target stage may not.
 
 The catalog builds its runnable query and its stage rows from this table; the config
 (resources, per-stage backends), the engine (``--until``), the CLI (stage commands, help),
@@ -83,7 +85,7 @@ class StageTable:
                     raise ValueError(f"stage {st.name!r}: prerequisite {pre!r} must come "
                                      "earlier in the table")
             for pre in st.after:
-                if st.scope != Scope.SOURCE and seen[pre].scope == Scope.SOURCE:
+                if st.scope == Scope.TARGET and seen[pre].scope == Scope.SOURCE:
                     raise ValueError(f"stage {st.name!r}: a {st.scope} stage cannot wait on "
                                      f"the source stage {pre!r}")
             seen[st.name] = st
@@ -172,9 +174,15 @@ PIPELINE = StageTable((
     Stage("image", Scope.TARGET, ("selfcal",), Runs.JOB, "sails.stages.image",
           "Image every target: continuum, cubes, moments, FITS.",
           cores=4, ram_gb=16),
-    Stage("cleanup", Scope.MOUS, ("image",), Runs.ORCHESTRATOR, "sails.stages.cleanup",
+    Stage("source_image", Scope.SOURCE, ("image",), Runs.JOB, "sails.stages.source_image",
+          "Image each source of several MOUS jointly (12-m + 7-m, per line and the"
+          " continuum, at their common spectral set-up) and feather its TP cube.",
+          cores=4, ram_gb=16, command="source-image"),
+    Stage("cleanup", Scope.MOUS, ("image", "source_image"), Runs.ORCHESTRATOR,
+          "sails.stages.cleanup",
           "Remove intermediates (splits, self-cal working copies, CASA images; the storage"
-          " section of sails.toml says which) once every target's products are recorded.",
+          " section of sails.toml says which) once every target's products are recorded"
+          " and the MOUS's sources are combined.",
           cores=1, ram_gb=1),
 ))
 

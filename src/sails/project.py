@@ -15,6 +15,9 @@ from sails.atomic import write_text_atomic
 from sails.config import CONFIG_NAME, DEFAULT_TOML, Settings, load_settings
 from sails.errors import ProjectNotFoundError, SailsError
 from sails.ids import parse_uid
+from sails.names import safe_name
+
+SOURCES_DIR = "sources"  # under datasets/ and logs/: one folder per source (sails.sources)
 
 
 @dataclass
@@ -68,6 +71,13 @@ class Project:
 
     def mous_logs(self, mous: str) -> Path:
         return self.logs / parse_uid(mous, "MOUS uid").fs
+
+    def source_dir(self, source: str) -> Path:
+        """Where a source's combined products go: ``<datasets>/sources/<safe name>``."""
+        return self.datasets / SOURCES_DIR / safe_name(source)
+
+    def source_logs(self, source: str) -> Path:
+        return self.logs / SOURCES_DIR / safe_name(source)
 
     @property
     def catalog(self):  # -> Catalog (import kept local: catalog must not import project)

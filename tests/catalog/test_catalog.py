@@ -287,7 +287,7 @@ def test_migrates_v3_file_sizes_columns_v5(tmp_path):
     raw.commit()
     raw.close()
     c = Catalog(path)
-    assert c.schema_version() == SCHEMA_VERSION == 6
+    assert c.schema_version() == SCHEMA_VERSION == 7
     split = c.find_stage("uid://A001/X1/X1", "split")
     assert split.status == "done" and split.predicted_bytes is None
     c.set_sizes(split.id, predicted_peak=30, predicted=20, basis="test", measured=25)

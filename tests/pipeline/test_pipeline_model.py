@@ -217,7 +217,7 @@ def test_stage_table_rejects_what_it_cannot_run():
     with pytest.raises(ValueError, match="must match"):
         StageTable((Stage("A b", Scope.MOUS, (), **job),))
     assert PIPELINE.downstream("split") == ("split", "findcont", "auto_selfcal", "selfcal", "image",
-                                             "cleanup")
+                                             "source_image", "cleanup")
     assert PIPELINE.commands()["selfcal"] == (PIPELINE.get("auto_selfcal"),
                                               PIPELINE.get("selfcal"))
 

@@ -104,7 +104,7 @@ def test_v2_catalog_migrates_to_v6_keeping_its_rows(tmp_path):
               for t in ("mous", "targets", "products", "events")}
     raw.close()
     c = Catalog(path)
-    assert c.schema_version() == SCHEMA_VERSION == 6
+    assert c.schema_version() == SCHEMA_VERSION == 7
     after = {t: c.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in before}
     assert after["mous"] == before["mous"] and after["targets"] == before["targets"]
     assert after["products"] == before["products"] and after["events"] >= before["events"]

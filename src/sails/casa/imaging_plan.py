@@ -298,14 +298,20 @@ def make_plan(mss: list[dict[str, Any]], line_mss: list[dict[str, Any]], field: 
     lo = min(r[0] for r in cont_ranges)
     hi = max(r[1] for r in cont_ranges)
     label = im.spw_label(cont_spw_ids)
-    if spw_labels:
+    if not cfg.get("name_spw", True):
+        label = ""
+    elif spw_labels:
         label = "spw" + "_".join(spw_labels.get(str(s), str(s)) for s in sorted(cont_spw_ids))
     datacolumn = _common_column(mss, warnings)
     continuum = {
-        "imagename": f"{stem}.{label}.cont.I",
+        "imagename": f"{stem}.{label}.cont.I" if label else f"{stem}.cont.I",
         "vis": [m["vis"] for m in mss], "field": [_sel(m) for m in mss],
         "spw": cont_sel, "datacolumn": datacolumn, "nterms": nterms,
-        "deconvolver": "mtmfs" if nterms == 2 else "hogbom",
+        # multiscale when the config asks for continuum scales (extended emission: the
+        # source stage's joint 12-m + 7-m images); hogbom for a single array's targets
+        "deconvolver": "mtmfs" if nterms == 2 else ("multiscale" if cfg.get("cont_scales")
+                                                   else "hogbom"),
+        "scales": list(cfg.get("cont_scales") or ([0] if nterms == 2 else [])),
         "reffreq_hz": 0.5 * (lo + hi), "fractional_bw": fbw, "spw_ids": sorted(cont_spw_ids),
         "linefree_fraction": nfree / max(ntot, 1), "freq_range_hz": [lo, hi],
         "linefree_source": sources,
@@ -464,8 +470,10 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], free_of: Line
                 f["fitspec"] = None
     contsub = method != "none"
     label = spw_labels.get(str(s0["id"]), str(s0["id"]))
+    # a joint image of several arrays has no one spw id (each MOUS numbers its own)
+    spw_part = f".spw{label}" if cfg.get("name_spw", True) else ""
     return {
-        "line": ln, "imagename": f"{stem}.spw{label}.{ln['name']}.cube.I",
+        "line": ln, "imagename": f"{stem}{spw_part}.{ln['name']}.cube.I",
         "spw_label": label, "spw_id": s0["id"], "per_ms": fit, "contsub": contsub,
         "contsub_method": method,
         "start_kms": start,

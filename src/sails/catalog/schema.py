@@ -317,6 +317,29 @@ def _migrate_v5_to_v6(con: sqlite3.Connection) -> None:
     run_script(con, SOURCES_V6)
 
 
+SOURCE_PRODUCTS_V7 = """
+CREATE TABLE source_products (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    spw TEXT, bytes INTEGER, metrics TEXT,
+    members TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL, removed_at REAL,
+    UNIQUE (path)
+);
+CREATE INDEX source_products_by_source ON source_products(source_id, stage);
+"""
+
+
+def _migrate_v6_to_v7(con: sqlite3.Connection) -> None:
+    """v7: the products of source-scope stages (joint 12-m + 7-m images, feathered cubes).
+    They belong to no one MOUS, so they are not rows of ``products`` (whose ``mous_id`` is a
+    MOUS); each keeps the member MOUS, targets and EBs it was made from (``members``, JSON)."""
+    run_script(con, SOURCE_PRODUCTS_V7)
+
+
 # MIGRATIONS[n] brings a version-n catalog to version n+1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
@@ -325,5 +348,6 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _migrate_v3_to_v4,
     4: _migrate_v4_to_v5,
     5: _migrate_v5_to_v6,
+    6: _migrate_v6_to_v7,
 }
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7

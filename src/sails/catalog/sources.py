@@ -12,8 +12,10 @@ Source-scope stages (rows of the stage table with ``Scope.SOURCE``) get one row 
 of more than one member in ``source_stages``, carrying the membership fingerprint it stands
 for: when the membership changes the row goes back to pending with the change as its
 reason; a source left with one member (nothing to combine) or none skips it. Which rows may
-start is :meth:`SourceRecords.source_runnable` (every member's prerequisite rows finished);
-running them is the source stage's own work, not built yet.
+start is :meth:`SourceRecords.source_runnable` (every member's prerequisite rows finished).
+Their transitions mirror the MOUS rows' (:mod:`sails.catalog.states`): an atomic claim
+with a lease, renewals, a final state recorded with its products (``source_products``,
+keeping the members each came from) and an event, recovery of expired or dead leases.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sails.catalog.model import FINISHED
+from sails.catalog.model import FINISHED, Product, owner_is_dead
+from sails.errors import IllegalTransitionError, LeaseLostError, NotFoundError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Scope, StageTable
 from sails.sources import Member, Rules, Source, Window, group
@@ -32,6 +35,50 @@ from sails.sources import Member, Rules, Source, Window, group
 SOURCE_EVENT = "source"  # events.kind of membership changes and source-stage rows
 SOURCE_STAGE_TABLE_KEY = "source_stage_table"  # meta: the source stages rows exist for
 NOTHING_TO_COMBINE = "one member left: nothing to combine"
+
+
+@dataclass(frozen=True)
+class SourceStageRow:
+    """One row of ``source_stages`` with its source's name. ``mous_id`` is '' and ``target``
+    the source's name, as in the row's events, so code that prints stage rows prints it."""
+
+    id: int
+    source_id: int
+    name: str
+    stage: str
+    status: str
+    members_fp: str
+    reason: str | None
+    reason_code: str | None
+    error: str | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    job_ref: str | None = None
+    duration_s: float | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SourceStageRow:
+        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (Row iterates values)
+
+    @property
+    def mous_id(self) -> str:
+        return ""
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+    @property
+    def label(self) -> str:
+        return f"source {self.name} {self.stage}"
+
+
+SOURCE_ROW_SQL = ("SELECT ss.*, s.name FROM source_stages ss JOIN sources s"
+                  " ON s.id = ss.source_id")
 
 
 @dataclass
@@ -257,6 +304,166 @@ class SourceRecords:
         sql, params = source_runnable_sql(PIPELINE, stages)
         return [dict(r) for r in self.query(sql, params)]  # type: ignore[attr-defined]
 
+    # ------------------------------------------------------------------ source-stage runs
+    def source_stage(self, row_id: int) -> SourceStageRow:
+        rows = self.query(SOURCE_ROW_SQL + " WHERE ss.id = ?", (row_id,))  # type: ignore[attr-defined]
+        if not rows:
+            raise NotFoundError(f"no source stage row {row_id}")
+        return SourceStageRow.from_row(rows[0])
+
+    @staticmethod
+    def _load_source_row(con: sqlite3.Connection, row_id: int) -> SourceStageRow:
+        r = con.execute(SOURCE_ROW_SQL + " WHERE ss.id = ?", (row_id,)).fetchone()
+        if r is None:
+            raise NotFoundError(f"no source stage row {row_id}")
+        return SourceStageRow.from_row(r)
+
+    def claim_source_next(self, owner: str, lease_seconds: float = 3600.0,
+                          stages: list[str] | None = None,
+                          mous: list[str] | None = None) -> SourceStageRow | None:
+        """Claim the oldest runnable source-stage row (one compare-and-set UPDATE, as
+        :meth:`claim_next` does for MOUS rows); None when there is none."""
+        sql, params = source_runnable_sql(PIPELINE, stages, mous)
+        with self.write() as con:  # type: ignore[attr-defined]
+            r = con.execute(sql + " LIMIT 1", params).fetchone()
+            if r is None:
+                return None
+            row = SourceStageRow.from_row(r)
+            now = time.time()
+            cur = con.execute(
+                "UPDATE source_stages SET status = 'running', lease_owner = ?,"
+                " lease_expires = ?, started_at = ?, finished_at = NULL, updated_at = ?,"
+                " error = NULL, reason_code = NULL WHERE id = ? AND status = 'pending'",
+                (owner, now + lease_seconds, now, now, row.id))
+            if cur.rowcount != 1:
+                return None
+            self._source_stage_event(con, row.name, row.stage, owner, "pending", "running",
+                                     f"claimed (attempt {row.attempts + 1}); {row.reason}"
+                                     if row.reason else f"claimed (attempt {row.attempts + 1})")
+            return self._load_source_row(con, row.id)
+
+    def _held_source(self, con: sqlite3.Connection, row_id: int,
+                     owner: str) -> SourceStageRow:
+        row = self._load_source_row(con, row_id)
+        if row.status != "running" or row.lease_owner != owner:
+            raise LeaseLostError(f"{row.label}: lease not held by {owner} (status"
+                                 f" {row.status}, owner {row.lease_owner})")
+        return row
+
+    def renew_source(self, row_id: int, owner: str, lease_seconds: float = 3600.0) -> None:
+        with self.write() as con:  # type: ignore[attr-defined]
+            cur = con.execute(
+                "UPDATE source_stages SET lease_expires = ?, updated_at = ? WHERE id = ?"
+                " AND status = 'running' AND lease_owner = ?",
+                (time.time() + lease_seconds, time.time(), row_id, owner))
+            if cur.rowcount != 1:
+                raise LeaseLostError(f"source stage {row_id}: lease not held by {owner}")
+
+    def set_source_job_ref(self, row_id: int, owner: str, job_ref: str | None) -> None:
+        with self.write() as con:  # type: ignore[attr-defined]
+            self._held_source(con, row_id, owner)
+            con.execute("UPDATE source_stages SET job_ref = ? WHERE id = ?", (job_ref, row_id))
+
+    def _move_source(self, con: sqlite3.Connection, row: SourceStageRow, to: str, actor: str,
+                     reason: str, sets: dict, guard_owner: str | None) -> SourceStageRow:
+        from sails.catalog.states import ALLOWED
+
+        if to not in ALLOWED[row.status]:
+            raise IllegalTransitionError(f"{row.label}: cannot go from {row.status} to {to}")
+        sets = dict(sets, status=to, updated_at=time.time())
+        where, params = "id = ? AND status = ?", [row.id, row.status]
+        if guard_owner is not None:
+            where += " AND lease_owner = ?"
+            params.append(guard_owner)
+        cur = con.execute(f"UPDATE source_stages SET {', '.join(f'{k} = ?' for k in sets)}"
+                          f" WHERE {where}", (*sets.values(), *params))
+        if cur.rowcount != 1:
+            raise LeaseLostError(f"{row.label}: changed under us (no longer {row.status})")
+        self._source_stage_event(con, row.name, row.stage, actor, row.status, to, reason)
+        return self._load_source_row(con, row.id)
+
+    def finish_source(self, row_id: int, owner: str, status: str, reason: str | None,
+                      products: list[Product] = (), code: str | None = None  # type: ignore[assignment]
+                      ) -> SourceStageRow:
+        """The lease holder ends the row ``status`` (done, skipped, blocked, failed) with
+        ``reason`` (the error, for failed), replacing the stage's products of this source
+        in the same transaction."""
+        with self.write() as con:  # type: ignore[attr-defined]
+            row = self._held_source(con, row_id, owner)
+            now = time.time()
+            con.execute("DELETE FROM source_products WHERE source_id = ? AND stage = ?",
+                        (row.source_id, row.stage))
+            for p in products:
+                metrics = dict(p.metrics)
+                members = metrics.pop("members", [])
+                size = p.bytes if p.bytes is not None else Product.measure(p.path)
+                con.execute(
+                    "INSERT INTO source_products (source_id, stage, kind, path, spw, bytes,"
+                    " metrics, members, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(path) DO UPDATE SET source_id = excluded.source_id,"
+                    " stage = excluded.stage, kind = excluded.kind, spw = excluded.spw,"
+                    " bytes = excluded.bytes, metrics = excluded.metrics,"
+                    " members = excluded.members, created_at = excluded.created_at,"
+                    " removed_at = NULL",
+                    (row.source_id, row.stage, p.kind, str(p.path), p.spw, size,
+                     json.dumps(metrics, default=str), json.dumps(members), now))
+            why = reason or ("completed" if status == "done" else status)
+            sets = {"lease_owner": None, "lease_expires": None, "finished_at": now,
+                    "duration_s": (now - row.started_at) if row.started_at else None,
+                    "reason": why if status != "failed" else row.reason,
+                    "error": why if status == "failed" else None, "reason_code": code}
+            if status == "failed":
+                sets["attempts"] = row.attempts + 1
+            return self._move_source(con, row, status, owner, why, sets, guard_owner=owner)
+
+    def release_source(self, row_id: int, owner: str, reason: str) -> SourceStageRow:
+        """running -> pending without counting an attempt (the lease went)."""
+        with self.write() as con:  # type: ignore[attr-defined]
+            row = self._held_source(con, row_id, owner)
+            return self._move_source(con, row, "pending", owner, reason,
+                                     {"lease_owner": None, "lease_expires": None}, owner)
+
+    def requeue_source(self, row_id: int, actor: str, reason: str) -> SourceStageRow:
+        """A failed/blocked/skipped source row back to pending (a transient retry)."""
+        with self.write() as con:  # type: ignore[attr-defined]
+            row = self._load_source_row(con, row_id)
+            return self._move_source(con, row, "pending", actor, reason,
+                                     {"error": None, "reason_code": None}, None)
+
+    def recover_source_leases(self, actor: str = "recovery",
+                              now: float | None = None) -> list[SourceStageRow]:
+        """Running source rows whose lease expired, or whose owner (a process of this host)
+        is gone, back to pending (attempts + 1)."""
+        now = time.time() if now is None else now
+        out = []
+        with self.write() as con:  # type: ignore[attr-defined]
+            rows = [SourceStageRow.from_row(r) for r in con.execute(
+                SOURCE_ROW_SQL + " WHERE ss.status = 'running'")]
+            for row in rows:
+                if (row.lease_expires or 0) < now:
+                    why = f"lease of {row.lease_owner} expired; recovered"
+                elif owner_is_dead(row.lease_owner or ""):
+                    why = f"owner {row.lease_owner} is no longer running; recovered"
+                else:
+                    continue
+                out.append(self._move_source(con, row, "pending", actor, why,
+                                             {"lease_owner": None, "lease_expires": None,
+                                              "attempts": row.attempts + 1},
+                                             row.lease_owner))
+        return out
+
+    def source_products(self, source: str | None = None,
+                        stage: str | None = None) -> list[dict]:
+        """Products of source stages (with the source's ``name`` and parsed ``metrics`` and
+        ``members``), by source and id."""
+        sql = ("SELECT p.*, s.name FROM source_products p JOIN sources s ON s.id = p.source_id"
+               " WHERE 1 = 1" + (" AND s.name = ?" if source else "")
+               + (" AND p.stage = ?" if stage else "") + " ORDER BY s.name, p.id")
+        params = [x for x in (source, stage) if x]
+        return [dict(r, metrics=json.loads(r["metrics"] or "{}"),
+                     members=json.loads(r["members"] or "[]"))
+                for r in self.query(sql, params)]  # type: ignore[attr-defined]
+
     def _insert_members(self, con: sqlite3.Connection, sid: int, g: Source,
                         now: float) -> None:
         """Write the group's member rows; a member already in this source keeps the time
@@ -366,8 +573,8 @@ class SourceRecords:
         return None
 
 
-def source_runnable_sql(table: StageTable, only: list[str] | None = None
-                        ) -> tuple[str, list]:
+def source_runnable_sql(table: StageTable, only: list[str] | None = None,
+                        mous: list[str] | None = None) -> tuple[str, list]:
     """Pending source-stage rows whose prerequisites are finished, as one query: a source
     prerequisite is the same source's row; a MOUS or target one is that row of every member
     (its MOUS's row, or its own target's row). The row must stand for the source's current
@@ -392,8 +599,10 @@ def source_runnable_sql(table: StageTable, only: list[str] | None = None
                              f" AND (p.id IS NULL OR p.status NOT IN ({finished})))")
             params += [pre.name, *FINISHED]
         clauses.append("(" + " AND ".join(conds) + ")")
-    sql = ("SELECT ss.*, s.name FROM source_stages ss JOIN sources s ON s.id = ss.source_id"
-           " WHERE ss.status = 'pending' AND s.removed_at IS NULL"
-           " AND ss.members_fp = s.members_fp AND (" + (" OR ".join(clauses) or "0")
-           + ") ORDER BY ss.id")
-    return sql, params
+    sql = (SOURCE_ROW_SQL + " WHERE ss.status = 'pending' AND s.removed_at IS NULL"
+           " AND ss.members_fp = s.members_fp AND (" + (" OR ".join(clauses) or "0") + ")")
+    if mous is not None:  # ``sails run --mous``: the sources those MOUS belong to
+        sql += (" AND EXISTS (SELECT 1 FROM source_members f WHERE f.source_id = ss.source_id"
+                f" AND f.mous_id IN ({', '.join('?' * len(mous))}))")
+        params += [mous_uri(m) for m in mous]
+    return sql + " ORDER BY ss.id", params

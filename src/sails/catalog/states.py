@@ -53,7 +53,12 @@ def runnable_sql(table: StageTable, only: Iterable[str] | None = None
         params.append(st.name)
         for pre_name in st.after:
             pre = table.get(pre_name)
-            if pre.scope == Scope.TARGET and st.scope == Scope.MOUS:
+            if pre.scope == Scope.SOURCE:  # every source of the MOUS: that row finished
+                conds.append("NOT EXISTS (SELECT 1 FROM source_members m JOIN source_stages p"
+                             " ON p.source_id = m.source_id JOIN sources so ON so.id ="
+                             " m.source_id WHERE m.mous_id = s.mous_id AND p.stage = ?"
+                             f" AND so.removed_at IS NULL AND p.status NOT IN ({finished}))")
+            elif pre.scope == Scope.TARGET and st.scope == Scope.MOUS:
                 conds.append("NOT EXISTS (SELECT 1 FROM stages p WHERE p.mous_id = s.mous_id"
                              f" AND p.stage = ? AND p.status NOT IN ({finished}))")
             else:

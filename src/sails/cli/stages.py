@@ -52,9 +52,11 @@ def run_stage_command(command: str, mous: list[str] | None, *,
     reports; raises ``typer.Exit(1)`` when any of them failed.
     """
     from sails.catalog import new_owner
+    from sails.catalog.sources import SourceStageRow
     from sails.ids import mous_uri
     from sails.stages.execute import run_claimed
     from sails.stages.sizing import claim_admitted
+    from sails.stages.source_run import claim_source, run_source_claimed
 
     stages = [st.name for st in PIPELINE.commands()[command]]
     project = state.project()
@@ -75,11 +77,14 @@ def run_stage_command(command: str, mous: list[str] | None, *,
     reports = []
     while True:
         row = claim_admitted(project, owner, lease, stages=stages, mous=mous_ids)
+        if row is None:  # a source stage's rows (sails source-image): the sources of mous
+            row = claim_source(project, owner, lease, stages, mous_ids)
         if row is None:
             break
         console.print(Text.assemble((row.stage, "cyan"), f" {row.label} ..."), soft_wrap=True)
         t0 = time.time()
-        report = run_claimed(project, row, owner, backend)
+        run = run_source_claimed if isinstance(row, SourceStageRow) else run_claimed
+        report = run(project, row, owner, backend)
         reports.append(report)
         msg = report.message or ""
         console.print(Text.assemble("  ", styled(report.status),

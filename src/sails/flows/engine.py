@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from sails.catalog import StageRow, check_stage, new_owner
+from sails.catalog.sources import SourceStageRow
 from sails.errors import CatalogBusyError, LeaseLostError
 from sails.execution.slots import CPU_SLOTS, SlotPool
 from sails.ids import mous_uri
@@ -26,6 +27,7 @@ from sails.pipeline import PIPELINE, Pool
 from sails.qa.stale import mark_stale
 from sails.stages.execute import StageReport, run_claimed
 from sails.stages.sizing import claim_admitted, requeue_disk_full
+from sails.stages.source_run import claim_source, requeue_row, run_source_claimed
 
 BUSY_WAIT_S = 1.0  # between tries while another process holds the catalog
 
@@ -90,7 +92,7 @@ class RunSummary:
     def failed(self) -> int:
         """Stages that ended failed (or lost their lease) in this run: a non-zero exit. A
         transient failure retried to success in the same run does not count."""
-        last = {r.row.id: r for r in self.reports}
+        last = {(type(r.row), r.row.id): r for r in self.reports}
         return sum(r.status in ("failed", "lost") for r in last.values())
 
 
@@ -109,6 +111,9 @@ def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
             continue
         out.setdefault(row.stage, {}).setdefault(row.status, 0)
         out[row.stage][row.status] += 1
+    for srow in project.catalog.source_stages():  # source rows (sails.catalog.sources)
+        out.setdefault(srow["stage"], {}).setdefault(srow["status"], 0)
+        out[srow["stage"]][srow["status"]] += 1
     return out
 
 
@@ -137,11 +142,12 @@ def run_pipeline(
     summary = RunSummary()
     t0 = time.time()
     summary.recovered = (len(patiently(catalog.recover_dead_owners, stop))
-                         + len(patiently(catalog.recover_expired, stop)))
+                         + len(patiently(catalog.recover_expired, stop))
+                         + len(patiently(catalog.recover_source_leases, stop)))
     summary.stale = len(mark_stale(project, mous_list))  # overrides.toml changed
     summary.regrouped = regroup_at_start(project, stop)
     requeue_disk_full(project, mous_list)
-    retry_at: dict[int, float] = {}
+    retry_at: dict[StageRow | SourceStageRow, float] = {}
     running: dict[Future, StageRow] = {}
     pools = pool_slots(settings, slots, allowed)
     # Per pool, the slots in use; stages borrow free CPU slots for their extra jobs (chunks).
@@ -155,13 +161,13 @@ def run_pipeline(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
         while True:
             now = time.time()
-            for stage_id, when in list(retry_at.items()):
+            for failed, when in list(retry_at.items()):
                 if when <= now:
                     try:
-                        catalog.requeue(stage_id, owner, "retrying after a transient failure")
+                        requeue_row(catalog, failed, owner, "retrying after a transient failure")
                     except CatalogBusyError:
                         continue  # the catalog is held by another process: next round
-                    del retry_at[stage_id]
+                    del retry_at[failed]
             busy = False
             for pname, (_n, names) in pools.items():
                 slots_of = slot_pools[pname]
@@ -169,6 +175,8 @@ def run_pipeline(
                     try:
                         row = claim_admitted(project, owner, lease, stages=names,
                                              mous=mous_list)
+                        if row is None and pname != str(Pool.NETWORK):  # source rows
+                            row = claim_source(project, owner, lease, names, mous_list)
                     except CatalogBusyError:  # another process holds the catalog: wait
                         slots_of.release()
                         busy = True
@@ -180,7 +188,9 @@ def run_pipeline(
                     # Each stage runs in a copy of this context (Prefect's flow-run context
                     # rides along when the engine runs inside a flow).
                     ctx = contextvars.copy_context()
-                    fut = pool.submit(ctx.run, run_stage, project, row, owner, backend)
+                    runner = (run_source_claimed if isinstance(row, SourceStageRow)
+                              else run_stage)
+                    fut = pool.submit(ctx.run, runner, project, row, owner, backend)
                     running[fut] = row
                     in_pool[fut] = pname
             if not running:
@@ -205,7 +215,7 @@ def run_pipeline(
                 notify("finished", report)
                 attempts = report.row.attempts
                 if report.transient and attempts < settings.execution.max_attempts:
-                    retry_at[report.row.id] = time.time() + retry_delay(settings, attempts)
+                    retry_at[report.row] = time.time() + retry_delay(settings, attempts)
     CPU_SLOTS.reset(token)
     summary.wall_s = time.time() - t0
     summary.counts = _scope_counts(project, mous_list)

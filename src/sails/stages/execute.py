@@ -67,6 +67,10 @@ class LeaseKeeper:
         self.deadline = time.monotonic() + lease_s  # when the lease lapses unless renewed
         self.thread = threading.Thread(target=self._loop, daemon=True, name="lease-keeper")
 
+    def renew(self, cat: Catalog) -> None:
+        """One renewal of the row's lease (a source row's keeper renews its own table)."""
+        cat.renew(self.stage_id, self.owner, self.lease_s)
+
     def _lose(self, why: str) -> None:
         self.lost = why
         self.cancel.set()
@@ -79,7 +83,7 @@ class LeaseKeeper:
                 try:
                     if cat is None:
                         cat = Catalog(self.catalog_path, timeout=self.interval)
-                    cat.renew(self.stage_id, self.owner, self.lease_s)
+                    self.renew(cat)
                     self.deadline = tried + self.lease_s
                 except LeaseLostError as exc:
                     self._lose(f"lease lost: {exc.one_line()}")

@@ -356,13 +356,19 @@ def image_continuum(ctx) -> dict[str, Any]:
                 datacolumn=cont["datacolumn"], imagename=name, specmode="mfs",
                 deconvolver=cont["deconvolver"], nterms=cont["nterms"],
                 reffreq=f"{cont['reffreq_hz']}Hz" if cont["nterms"] == 2 else "",
-                restoringbeam="", scales=[0] if cont["nterms"] == 2 else [],
+                restoringbeam="", scales=cont.get("scales", [0] if cont["nterms"] == 2 else []),
                 **_mask_params(cfg, cube=False))
     user_mask = _user_mask(base, cfg)
     runs0 = [run_tclean(ctx, label, **dict(base, niter=0))]
     image, pb, resid, mask, rms_dirty, sidelobe = _dirty_noise(ctx, plan, base, name, tt, label)
     inside = _inside(pb, cfg["pblimit"])
     peaks0 = healing.dirty_peaks(resid, inside)
+    theo = st.apparent_sensitivity(cont["vis"], cont["field"], cont["spw"],
+                                   plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
+                                   cfg["robust"])
+    # Extended emission (a joint 12-m + 7-m image) fills the dirty image: its "noise" is
+    # sidelobes, and a threshold from it would leave the faint large scales uncleaned.
+    rms0 = float(theo) if cfg.get("cont_noise") == "theoretical" and theo else rms_dirty
 
     def attempt(p: dict[str, Any], n: int) -> tuple[list, float, list]:
         runs = list(runs0)
@@ -370,7 +376,7 @@ def image_continuum(ctx) -> dict[str, Any]:
             healing.wipe(name)
             runs = [run_tclean(ctx, label, **dict(base, niter=0))]
         kw = healing.apply(base, p, multiscale=False, automask=not user_mask)
-        rms, thresholds = rms_dirty, []
+        rms, thresholds = rms0, []
         for _ in range(max(1, int(cfg["cont_max_rounds"]))):
             thr = cfg["cont_threshold_sigma"] * rms
             thresholds.append(thr)
@@ -396,9 +402,6 @@ def image_continuum(ctx) -> dict[str, Any]:
     stem = cont["imagename"]
     spw = ",".join(str(s) for s in cont.get("archive_spw_ids") or cont["spw_ids"])
     rms_final = st.noise(image, pb, cfg["pblimit"], mask if Path(mask).exists() else None)
-    theo = st.apparent_sensitivity(cont["vis"], cont["field"], cont["spw"],
-                                   plan["imsize"], plan["cell_arcsec"], cfg["weighting"],
-                                   cfg["robust"])
     img = st.read(image)
     peak_flat = _nanmax_in(img, inside)
     peak = _nanmax_in(st.read(pbcor), inside)
