@@ -199,3 +199,24 @@ def test_expired_source_leases_are_recovered(tmp_path, monkeypatch):
     [ev] = [e for e in cat.events() if e["stage"] == "source_image"
             and e["from_status"] == "running"]
     assert ev["to_status"] == "pending" and "expired; recovered" in ev["reason"]
+
+
+def test_a_total_power_mous_skips_the_casa_stages_keeping_its_cube(tmp_path, monkeypatch):
+    _toy_source_image(monkeypatch)
+    project, cols, row = _m83_project(tmp_path)
+    cat = project.catalog
+    ingest(cat, cols, [sibling(row, M83_TP, "TP")])
+    cube = (project.mous_dir(M83_TP)
+            / "member.uid___A001_X1295_X39.M83_sci.spw17.sd.cube.I.pbcor.fits")
+    cube.write_bytes(b"SIMPLE")  # what download delivered (never opened here)
+    owner = new_owner("test")
+    cat.complete(cat.claim(cat.find_stage(M83_TP, "download").id, owner).id, owner)
+    summary = run_pipeline(project, mous=[M83_TP], until="image")
+    got = {(r.row.stage, r.status) for r in summary.reports}
+    assert got == {(s, "skipped") for s in ("restore", "verify", "split", "findcont",
+                                            "auto_selfcal", "selfcal", "image")}
+    split = cat.find_stage(M83_TP, "split")
+    assert split.reason.startswith("total-power MOUS: no visibilities to split;")
+    assert cube.name in split.reason
+    [prod] = cat.products(M83_TP, stage="verify")
+    assert prod["kind"] == "tp_cube" and prod["path"] == str(cube)

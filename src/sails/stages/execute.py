@@ -24,7 +24,8 @@ from sails.errors import CatalogBusyError, LeaseLostError, SailsError, Transient
 from sails.execution import get_backend
 from sails.pipeline import PIPELINE, Runs
 from sails.stages import sizing, stage_function
-from sails.stages.base import StageContext
+from sails.stages.base import Outcome, StageContext
+from sails.stages.tp import tp_skip
 
 BUSY_RETRY_S = 0.5  # between tries of a write while another process holds the catalog
 
@@ -149,7 +150,9 @@ def _run_and_record(project, row: StageRow, owner: str,
     _record_prediction(project, row)
     try:
         with keeper:
-            outcome = stage_function(row.stage)(ctx)
+            tp = tp_skip(project, row)  # a TP MOUS: FITS cubes only, nothing for CASA
+            outcome = (Outcome.skipped(*tp) if tp is not None
+                       else stage_function(row.stage)(ctx))
     except TransientError as exc:
         error, transient = exc.one_line(), True
     except SailsError as exc:  # CasaJobError included

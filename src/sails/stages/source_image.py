@@ -32,8 +32,8 @@ from sails.stages.image import (
     size_limits,
     split_mss,
 )
+from sails.stages.tp import TP_SUFFIXES, tp_cubes
 
-TP_SUFFIXES = (".sd.cube.I.pbcor.fits", ".tp.cube.I.pbcor.fits")
 INTERFEROMETERS = ("12m", "7m")
 NO_COMMON_SETUP = "no common spectral set-up"
 
@@ -60,8 +60,7 @@ def member_inputs(ctx, m: dict[str, Any]) -> dict[str, Any]:
         cubes = [p for p in ctx.catalog.products(m["mous_id"])
                  if str(p["path"]).endswith(TP_SUFFIXES) and Path(p["path"]).is_file()]
         if not cubes:  # not recorded: look in the MOUS folder (delivered products)
-            cubes = [{"path": str(p)} for suf in TP_SUFFIXES
-                     for p in sorted(view.mous_dir.rglob(f"*{suf}"))]
+            cubes = [{"path": str(p)} for p in tp_cubes(view.mous_dir)]
         return {"tp": [{"path": str(c["path"]), "mous": m["mous_id"]} for c in cubes]}
     ok, sc, _why = selfcal_inputs(view)  # type: ignore[arg-type]
     full = fullres_inputs(view) if ok else []  # type: ignore[arg-type]
@@ -103,7 +102,10 @@ def combinations(source: dict[str, Any], arrays: list[str]) -> tuple[list[list[s
 
 
 def build_steps(ctx, name: str, arrays: list[str], vis: list[dict[str, Any]],
-                tp: list[dict[str, Any]], cubes: bool, vsys: float | None) -> list[dict]:
+                tp: list[dict[str, Any]], cubes: bool, vsys: float | None,
+                grid: dict[str, Any] | None = None) -> list[dict]:
+    """The job of one array combination; ``grid`` (cell, imsize) puts it on the joint
+    image's pixels, so per-array and joint images compare pixel by pixel."""
     from sails.imaging.lines import catalogue
 
     s = ctx.settings.imaging
@@ -114,7 +116,7 @@ def build_steps(ctx, name: str, arrays: list[str], vis: list[dict[str, Any]],
     cfg.update(weighting=src.weighting, robust=src.robust, pblimit=src.pblimit,
                pb_factor=src.pb_factor, cont_scales=list(src.scales), scales=list(src.scales),
                cont_noise="theoretical", name_spw=False, make_cubes=cubes,
-               all_spw_cubes=False)
+               all_spw_cubes=False, **(grid or {}))
     qa = ctx.settings.qa
     cfg["heal"] = {"enabled": qa.heal, "max_attempts": qa.heal_max_attempts,
                    "residual_growth": qa.heal_residual_growth,
@@ -183,6 +185,7 @@ def run(ctx) -> Outcome:
     vsys = _vsys(ctx, [m for v in inputs.values() for m, _ in v])
     products: list[Product] = []
     notes = [why] if why else []
+    grid: dict[str, Any] | None = None
     for arrays in combos:
         vis = [v for a in arrays for _m, got in inputs[a] for v in got["vis"]]
         members = [u for u in used if u["array"] in arrays]
@@ -191,8 +194,12 @@ def run(ctx) -> Outcome:
         # there is no joint image); the TP goes into those
         out = ctx.mous_dir / "_".join(arrays)
         out.parent.mkdir(parents=True, exist_ok=True)
-        steps = build_steps(ctx, name, arrays, vis, tp if joint else [], joint, vsys)
+        steps = build_steps(ctx, name, arrays, vis, tp if joint else [], joint, vsys,
+                            None if joint else grid)
         manifest = ctx.run_casa(steps, out, suffix="_".join(arrays))
+        plan = (manifest.get("steps") or {}).get("plan") or {}
+        if joint and grid is None:
+            grid = {"cell_arcsec": plan.get("cell_arcsec"), "imsize": plan.get("imsize")}
         got = products_from(manifest, name, out)
         tp_members = [u for u in used if u["array"] == "TP"] if any(
             p.kind.startswith("feather") for p in got) else []
@@ -202,10 +209,11 @@ def run(ctx) -> Outcome:
                 stamp_fits(p.path, name, mem)
             p.metrics.update(arrays=list(arrays) + (["TP"] if p.kind.startswith("feather")
                                                      else []), members=mem)
+            if p.kind == "cont_image":
+                p.metrics["weights"] = plan.get("weights")
         feather = (manifest.get("steps") or {}).get("feather") or {}
         for r in feather.get("refused") or []:
             notes.append(f"TP {r['tp']} refused for {r['line']}: {r['reason']}")
-        plan = (manifest.get("steps") or {}).get("plan") or {}
         w = plan.get("weights") or {}
         if w and not w.get("consistent", True):
             notes.append(f"{'+'.join(arrays)}: weights not on one scale (statwt "

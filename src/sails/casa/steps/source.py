@@ -139,8 +139,27 @@ def source_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str
                "statwt_mode": statwt, "tolerance": weight_tolerance, **table}
     plan = imaging._load_plan(ctx)
     plan["weights"] = weights
+    if not plan["cfg"].get("mask"):  # clean where the joint mosaic sees the sky
+        plan["cfg"]["mask"] = field_mask(plan)
+        plan["clean_mask"] = plan["cfg"]["mask"]
     imaging._save_plan(ctx, plan)
-    return dict(out, weights=weights)
+    return dict(out, weights=weights, clean_mask=plan.get("clean_mask"))
+
+
+def field_mask(plan: dict[str, Any]) -> str:
+    """A CRTF circle over the field all arrays see: the pointings' spread plus half the
+    widest primary beam (FWHM). An auto-mask grows from bright peaks and never reaches the
+    faint large scales a joint image is made for; cleaning the whole field to a threshold
+    from the theoretical noise does."""
+    mosaic = plan.get("mosaic")
+    if mosaic:
+        ra, dec = mosaic["centre_deg"]
+        radius = mosaic["radius_arcsec"] + 0.5 * plan["pb_fwhm_arcsec"]
+    else:
+        ms = plan["ms"][0]
+        _f, ra, dec = ms["pointings"][0]
+        radius = 0.5 * plan["pb_fwhm_arcsec"]
+    return f"circle[[{ra:.9f}deg, {dec:.9f}deg], {radius:.2f}arcsec]"
 
 
 # ----------------------------------------------------------------------------- feather

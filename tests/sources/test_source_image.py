@@ -1,0 +1,218 @@
+"""The source_image stage on the simulated group OUS (``group-tiny``: a 7-pointing 12-m
+mosaic, a 7-m MOUS and a TP cube of one streamer; real CASA, real SQLite, the real engine).
+
+One simulated group, one run of the stage, every assertion on its products: the joint
+12-m + 7-m continuum recovers at least 1.5x the 12-m-only flux of the extended arc, the
+feathered line cube the total line flux within 15%, and the compact core keeps its flux
+within 5% in every product. Then the bad inputs: a TP cube in K (or another frame) is
+refused with the reason and the interferometric products still made; arrays with no common
+spectral set-up are imaged separately and the reason says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from imaging_data import simulate_split
+from sails.archive.ingest import ingest_records
+from sails.archive.tables import InputTable
+from sails.catalog import Product, new_owner
+from sails.flows.engine import run_pipeline
+from sails.pipeline import PIPELINE, Scope
+from sails.project import init_project, open_project
+from sails.sim import preset, simulate_mous
+from sails.sim.archive import obscore_rows
+from sails.stages.source_image import NO_COMMON_SETUP, combinations
+
+pytestmark = [pytest.mark.casa, pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")]
+
+TOML = """
+[imaging]
+previews = false
+"""
+
+
+def _register(project, truth: dict, splits: list[Path], tp: list[Path]) -> str:
+    """The MOUS in the catalog through the ingest path (its ObsCore rows: group OUS,
+    antennas, windows), every stage before source_image finished (self-cal skipped: the
+    split data are imaged), the split (or TP cube) recorded as its products."""
+    cat = project.catalog
+    rows = obscore_rows(truth)
+    recs = InputTable("sim", list(rows[0]), rows).records()
+    assert recs.problems == []
+    ingest_records(cat, recs)
+    mous = truth["mous_uid"]
+    owner = new_owner("test")
+    for st in PIPELINE:
+        if st.scope == Scope.SOURCE or st.name == "cleanup":
+            continue
+        for row in cat.stages(mous, st.name):
+            if st.name == "download":
+                prods = [Product("tp_cube", str(p)) for p in tp]
+                cat.complete(cat.claim(row.id, owner).id, owner, prods)
+            elif st.name == "split" and splits:
+                prods = [Product("split_ms", str(p),
+                                 metrics={"source_spws": truth["science_spw_ids"]})
+                         for p in splits]
+                cat.complete(cat.claim(row.id, owner).id, owner, prods)
+            else:
+                cat.skip(row.id, None, "not run in this test")
+    return mous
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    root = tmp_path_factory.mktemp("source-image")
+    twelve, seven, tp = preset("group-tiny")
+    d12 = simulate_split(root / "12m", twelve, seed=1)
+    d7 = simulate_split(root / "7m", seven, seed=1)
+    tp_dir = simulate_mous(root / "tp", tp, seed=1)
+    tp_truth = json.loads((tp_dir / "truth.json").read_text())
+    proj = init_project(root / "project")
+    (proj.root / "sails.toml").write_text(TOML)
+    proj = open_project(proj.root)
+    tp_cube = proj.mous_dir(tp_truth["mous_uid"]) / tp_truth["tp_products"][0]["file"]
+    tp_cube.parent.mkdir(parents=True)
+    shutil.copy(tp_dir / tp_cube.name, tp_cube)
+    for truth, splits, cubes in ((d12["truth"], d12["splits"], []),
+                                 (d7["truth"], d7["splits"], []), (tp_truth, [], [tp_cube])):
+        _register(proj, truth, splits, cubes)
+    summary = run_pipeline(proj, until="source_image")
+    return {"project": proj, "summary": summary, "truth": d12["truth"], "tp_cube": tp_cube,
+            "root": root}
+
+
+def _read(path: str) -> tuple[np.ndarray, fits.Header]:
+    with fits.open(path) as hdul:
+        return np.squeeze(hdul[0].data).astype(float), hdul[0].header
+
+
+def _offsets(hdr, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Flat-sky offsets (arcsec, east and north) of every pixel from (ra0, dec0)."""
+    w = WCS(hdr).celestial
+    ny, nx = int(hdr["NAXIS2"]), int(hdr["NAXIS1"])
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    sky = w.pixel_to_world(xx, yy)
+    return ((sky.ra.deg - ra0) * math.cos(math.radians(dec0)) * 3600,
+            (sky.dec.deg - dec0) * 3600)
+
+
+def _beam_pix(hdr) -> float:
+    cell = abs(hdr["CDELT1"]) * 3600
+    return math.pi * hdr["BMAJ"] * hdr["BMIN"] * 3600 ** 2 / (4 * math.log(2)) / cell ** 2
+
+
+def _arc_flux(path: str, target: dict, inc: float = 15.0, exc: float = 3.0) -> float:
+    """Flux (Jy) of a continuum image inside 15" of the arc's components, outside 3" of the
+    core (the regions of tests/sim/test_group.py)."""
+    img, hdr = _read(path)
+    sel = np.zeros(img.shape[-2:], bool)
+    for c in target["components"][1:]:
+        x, y = _offsets(hdr, c["ra_deg"], c["dec_deg"])
+        sel |= np.hypot(x, y) <= inc
+    x, y = _offsets(hdr, target["ra_deg"], target["dec_deg"])
+    sel &= np.hypot(x, y) > exc
+    return float(np.nansum(img[sel]) / _beam_pix(hdr))
+
+
+def _core_peak(path: str, target: dict, r: float = 2.5) -> float:
+    img, hdr = _read(path)
+    x, y = _offsets(hdr, target["ra_deg"], target["dec_deg"])
+    return float(np.nanmax(np.where(np.hypot(x, y) <= r, img, np.nan)))
+
+
+def _products(group, kind: str) -> dict[str, dict]:
+    return {"_".join(p["metrics"]["arrays"]): p
+            for p in group["project"].catalog.source_products("Per-emb-2") if p["kind"] == kind}
+
+
+def test_source_stage_ran_and_records_its_members(group):
+    [rep] = [r for r in group["summary"].reports if r.row.stage == "source_image"]
+    assert rep.status == "done", rep.message
+    cont = _products(group, "cont_image")
+    assert set(cont) == {"12m_7m", "12m", "7m"}
+    joint = cont["12m_7m"]
+    assert Path(joint["path"]).name == "source.Per-emb-2.12m_7m.cont.I.pbcor.fits"
+    arrays = sorted(m["array"] for m in joint["members"])
+    assert arrays == ["12m", "7m"] and all(m["ebs"] for m in joint["members"])
+    _img, hdr = _read(joint["path"])
+    assert hdr["NMEMBERS"] == 2 and {hdr["MOUS1"], hdr["MOUS2"]} == {
+        m["mous_id"] for m in joint["members"]}
+    assert any("sails member" in str(h) for h in hdr["HISTORY"])
+    w = joint["metrics"].get("weights") or json.loads(
+        (Path(joint["path"]).parent / "plan.json").read_text())["weights"]
+    assert w["consistent"] and w["statwt"] == "not run"  # the simulator's weights are right
+    seven = w["types"]["7m 7m-7m"]
+    assert seven["ratio_vs_12m"] == pytest.approx(seven["expected"], rel=0.5)
+
+
+def test_joint_image_recovers_the_arc_the_12m_misses(group):
+    t = group["truth"]["targets"][0]
+    cont = _products(group, "cont_image")
+    flux = {k: _arc_flux(p["path"], t) for k, p in cont.items()}
+    print("arc flux (Jy) per combination:", {k: round(v, 4) for k, v in flux.items()})
+    assert flux["12m_7m"] >= 1.5 * max(flux["12m"], 0.0) + 0.02
+    core_truth = t["components"][0]["flux_jy"] * (
+        cont["12m_7m"]["metrics"]["spectral"]["reffreq_ghz"]
+        / group["truth"]["ref_freq_ghz"]) ** t["components"][0]["spectral_index"]
+    for k, p in cont.items():
+        if k == "7m":
+            continue  # the 7-m beam blends the core with the arc's inner edge
+        assert _core_peak(p["path"], t) == pytest.approx(core_truth, rel=0.05), k
+
+
+def test_feather_recovers_the_total_line_flux(group):
+    t = group["truth"]["targets"][0]
+    line = t["line"]
+    [fc] = _products(group, "feather_cube").values()
+    [jc] = _products(group, "cube").values()
+    assert Path(fc["path"]).name == "source.Per-emb-2.12m_7m_TP.C18O_2-1.feather.cube.I.pbcor.fits"
+    assert any(m["array"] == "TP" for m in fc["members"])
+    total = {}
+    for name, p in (("joint", jc), ("feather", fc)):
+        img, hdr = _read(p["path"])
+        dv = abs(hdr["CDELT3"]) / 1e3 if hdr["CTYPE3"].startswith("VRAD") else abs(
+            hdr["CDELT3"]) / hdr["RESTFRQ"] * 299792.458
+        total[name] = float(np.nansum(img) / _beam_pix(hdr) * dv)
+    print("line flux (Jy km/s):", total, "truth", line["integrated_flux_jykms"])
+    assert total["feather"] == pytest.approx(line["integrated_flux_jykms"], rel=0.15)
+    assert total["feather"] > total["joint"]
+    for p in (jc, fc):  # the core (0.8", its line 1.5 Jy km/s) in the moment-0 maps
+        mom0 = p["path"].replace(".cube.I.pbcor.fits", ".mom0.fits")
+        img, hdr = _read(mom0)
+        x, y = _offsets(hdr, t["ra_deg"], t["dec_deg"])
+        core = float(np.nansum(np.where(np.hypot(x, y) <= 2.5, img, 0.0)) / _beam_pix(hdr))
+        assert core == pytest.approx(line["core_flux_jykms"], rel=0.05), mom0
+
+
+def test_tp_cube_in_kelvin_is_refused_the_joint_products_stay(group, tmp_path):
+    from sails.casa.steps.source import TpRefused, tp_check
+
+    bad = tmp_path / "k.fits"
+    shutil.copy(group["tp_cube"], bad)
+    with fits.open(bad, mode="update") as hdul:
+        hdul[0].header["BUNIT"] = "K"
+    with pytest.raises(TpRefused, match="unit 'K', not Jy/beam"):
+        tp_check(str(bad))
+    with fits.open(bad, mode="update") as hdul:
+        hdul[0].header["BUNIT"] = "Jy/beam"
+        hdul[0].header["SPECSYS"] = "TOPOCENT"
+    with pytest.raises(TpRefused, match="spectral frame 'TOPOCENT', not LSRK"):
+        tp_check(str(bad))
+
+
+def test_arrays_without_a_common_setup_are_imaged_separately():
+    source = {"setups": [{"arrays": ["12m"]}, {"arrays": ["7m"]}, {"arrays": ["TP"]}]}
+    combos, why = combinations(source, ["12m", "7m", "TP"])
+    assert combos == [["12m"], ["7m"]]
+    assert why == f"{NO_COMMON_SETUP} between 12m and 7m: imaged separately"
+    source = {"setups": [{"arrays": ["12m-TM1", "7m", "TP"]}]}
+    assert combinations(source, ["12m", "7m"]) == ([["12m", "7m"], ["12m"], ["7m"]], "")
