@@ -21,16 +21,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from imaging_data import simulate_split
-from sails.archive.ingest import ingest_records
-from sails.archive.tables import InputTable
-from sails.catalog import Product, new_owner
 from sails.flows.engine import run_pipeline
-from sails.pipeline import PIPELINE, Scope
-from sails.project import init_project, open_project
-from sails.sim import preset, simulate_mous
-from sails.sim.archive import obscore_rows
 from sails.stages.source_image import NO_COMMON_SETUP, combinations
+from source_data import group_project
 
 pytestmark = [pytest.mark.casa, pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")]
 
@@ -40,54 +33,12 @@ previews = false
 """
 
 
-def _register(project, truth: dict, splits: list[Path], tp: list[Path]) -> str:
-    """The MOUS in the catalog through the ingest path (its ObsCore rows: group OUS,
-    antennas, windows), every stage before source_image finished (self-cal skipped: the
-    split data are imaged), the split (or TP cube) recorded as its products."""
-    cat = project.catalog
-    rows = obscore_rows(truth)
-    recs = InputTable("sim", list(rows[0]), rows).records()
-    assert recs.problems == []
-    ingest_records(cat, recs)
-    mous = truth["mous_uid"]
-    owner = new_owner("test")
-    for st in PIPELINE:
-        if st.scope == Scope.SOURCE or st.name == "cleanup":
-            continue
-        for row in cat.stages(mous, st.name):
-            if st.name == "download":
-                prods = [Product("tp_cube", str(p)) for p in tp]
-                cat.complete(cat.claim(row.id, owner).id, owner, prods)
-            elif st.name == "split" and splits:
-                prods = [Product("split_ms", str(p),
-                                 metrics={"source_spws": truth["science_spw_ids"]})
-                         for p in splits]
-                cat.complete(cat.claim(row.id, owner).id, owner, prods)
-            else:
-                cat.skip(row.id, None, "not run in this test")
-    return mous
-
-
 @pytest.fixture(scope="module")
 def group(tmp_path_factory):
     root = tmp_path_factory.mktemp("source-image")
-    twelve, seven, tp = preset("group-tiny")
-    d12 = simulate_split(root / "12m", twelve, seed=1)
-    d7 = simulate_split(root / "7m", seven, seed=1)
-    tp_dir = simulate_mous(root / "tp", tp, seed=1)
-    tp_truth = json.loads((tp_dir / "truth.json").read_text())
-    proj = init_project(root / "project")
-    (proj.root / "sails.toml").write_text(TOML)
-    proj = open_project(proj.root)
-    tp_cube = proj.mous_dir(tp_truth["mous_uid"]) / tp_truth["tp_products"][0]["file"]
-    tp_cube.parent.mkdir(parents=True)
-    shutil.copy(tp_dir / tp_cube.name, tp_cube)
-    for truth, splits, cubes in ((d12["truth"], d12["splits"], []),
-                                 (d7["truth"], d7["splits"], []), (tp_truth, [], [tp_cube])):
-        _register(proj, truth, splits, cubes)
-    summary = run_pipeline(proj, until="source_image")
-    return {"project": proj, "summary": summary, "truth": d12["truth"], "tp_cube": tp_cube,
-            "root": root}
+    g = group_project(root, TOML)
+    g["summary"] = run_pipeline(g["project"], until="source_image")
+    return g
 
 
 def _read(path: str) -> tuple[np.ndarray, fits.Header]:

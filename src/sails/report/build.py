@@ -26,6 +26,7 @@ from sails.report.data import Snapshot, load_snapshot, metric, overall_state, st
 from sails.report.html import write_atomic
 from sails.report.overview import fmt_median, overview_html, survey_html
 from sails.report.qa import CSV_NAME, snapshot_rows
+from sails.report.sources import write_source_pages
 from sails.report.target import ImageCache, TargetPage, resolve, signature
 
 # Bump when the page layout changes so every page is rewritten once.
@@ -108,6 +109,7 @@ def generate(project, *, force: bool = False,
             progress(i + 1, total)
 
     removed = _remove_stale(out, set(old_pages) - set(new_pages))
+    write_source_pages(project.catalog_path, out)  # one page per source of several MOUS
     plot_paths, facts = _survey_plots(project, snap, out, old, force)
     write_atomic(out / "index.html", overview_html(snap, project.settings.project_name,
                                                    _label(project), qa_rows))

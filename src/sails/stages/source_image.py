@@ -153,6 +153,24 @@ def stamp_fits(path: str, name: str, members: list[dict[str, Any]]) -> None:
                             + " ".join(m.get("ebs") or []))
 
 
+def recovered_flux(path: str) -> dict[str, float]:
+    """The flux a product holds: the sum of its finite pixels over the beam area (Jy for a
+    continuum image; Jy km/s over all channels for a cube). What the report compares
+    between array combinations."""
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        h, d = hdul[0].header, np.asarray(hdul[0].data, dtype=float)
+    if not h.get("BMAJ"):
+        return {}
+    beam = np.pi * h["BMAJ"] * h["BMIN"] / (4 * np.log(2)) / abs(h["CDELT1"] * h["CDELT2"])
+    total = float(np.nansum(d) / beam)
+    if d.ndim >= 3 and d.shape[-3] > 1 and str(h.get("CTYPE3", "")).startswith("VRAD"):
+        return {"total_line_flux_jykms": total * abs(h["CDELT3"]) / 1e3}
+    return {"total_flux_jy": total}
+
+
 def _vsys(ctx, members: list[dict[str, Any]]) -> float | None:
     """The systemic velocity a member's findcont found (the first that has one)."""
     for m in members:
@@ -207,6 +225,8 @@ def run(ctx) -> Outcome:
             mem = members + (tp_members if p.kind.startswith("feather") else [])
             if p.path.endswith(".fits") and Path(p.path).is_file():
                 stamp_fits(p.path, name, mem)
+                if p.kind in ("cont_image", "cube", "feather_cube"):
+                    p.metrics.update(recovered_flux(p.path))
             p.metrics.update(arrays=list(arrays) + (["TP"] if p.kind.startswith("feather")
                                                      else []), members=mem)
             if p.kind == "cont_image":

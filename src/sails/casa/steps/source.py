@@ -250,9 +250,10 @@ def _feather_one(ctx, plan: dict[str, Any], cube: dict[str, Any], tp: dict[str, 
         shutil.rmtree(f"{fname}{suffix}", ignore_errors=True)
     imaging.casa_task(ctx, "feather", imagename=f"{fname}.image", highres=f"{name}.image",
                       lowres=f"{base}.regrid.pb", sdfactor=float(sdfactor))
-    for suffix in (".pb", ".residual", ".mask"):
+    for suffix in (".pb", ".residual", ".mask"):  # a CASA task: the replay makes them too
         if Path(f"{name}{suffix}").exists():
-            shutil.copytree(f"{name}{suffix}", f"{fname}{suffix}")
+            imaging.casa_task(ctx, "imsubimage", imagename=f"{name}{suffix}",
+                              outfile=f"{fname}{suffix}")
     mask = f"{name}.mask"
     sigma = st.noise(f"{name}.image", f"{name}.pb", cfg["pblimit"],
                      mask if Path(mask).exists() else None)
