@@ -140,6 +140,22 @@ def test_restore_writes_corrected_data_equal_to_the_simulated_calibration(
     assert not (project.datasets_raw / sim_raw.raw.mous_fs / "calibrated").exists()
 
 
+def test_restored_ms_keeps_the_archive_structure(restored, sim_raw, casa_check, tmp_path):
+    """exportasdm writes one OBSERVE_TARGET scan per ExecBlock and no window names; the
+    simulated ASDM carries them as ALMA's do, so importasdm gives the archive's scans,
+    intents, fields and windows (what split and auto-selfcal select on)."""
+    project, _ = restored
+    ms = next(project.mous_dir(sim_raw.raw.mous_uid).glob("*.ms"))
+    got = casa_check("summary", tmp_path / "r", ms=str(ms), listfile=str(tmp_path / "r.txt"))
+    want = casa_check("summary", tmp_path / "t", ms=str(sim_raw.srdp.ms[0]),
+                      listfile=str(tmp_path / "t.txt"))
+    keys = ("scans", "intents_per_scan", "fields_per_scan", "field_names", "spw_names",
+            "nchan", "antennas", "fields_for_name", "field_source_ids", "bbc_no", "intents")
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert "CALIBRATE_PHASE#ON_SOURCE" in got["intents"]
+    print(f"restored: {len(got['scans'])} scans, intents {got['intents']}")
+
+
 def test_restore_then_verify_uses_corrected_data_and_a_rerun_is_not_redone(restored,
                                                                            sim_raw):
     project, _ = restored
