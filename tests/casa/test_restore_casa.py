@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import sys
@@ -20,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from sails.archive import QueryFilters, ingest_query, register_srdp
-from sails.catalog import new_owner
 from sails.demo import tap_routes
 from sails.fakes.archive import ArchiveServer
 from sails.flows.engine import run_pipeline
@@ -70,16 +70,6 @@ def _downloaded(root: Path, server, sim, **kw):
     project = _project(root, server, sim.truth, **kw)
     assert run_one(project, stages=["download"]).status == "done"
     return project
-
-
-def _skip_selfcal(project, mous: str) -> None:
-    """Self-calibration is not what these tests compare: auto-selfcal marked done without
-    running, every target's selfcal skipped (image then images the split data)."""
-    cat, owner = project.catalog, new_owner("test")
-    row = cat.claim(cat.find_stage(mous, "auto_selfcal").id, owner)
-    cat.complete(row.id, owner, reason="not run in this test")
-    for target in cat.target_names(mous):
-        cat.skip(cat.find_stage(mous, "selfcal", target).id, None, "not run in this test")
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +130,22 @@ def test_restore_writes_corrected_data_equal_to_the_simulated_calibration(
     assert not (project.datasets_raw / sim_raw.raw.mous_fs / "calibrated").exists()
 
 
+def test_restored_ms_keeps_the_archive_structure(restored, sim_raw, casa_check, tmp_path):
+    """exportasdm writes one OBSERVE_TARGET scan per ExecBlock and no window names; the
+    simulated ASDM carries them as ALMA's do, so importasdm gives the archive's scans,
+    intents, fields and windows (what split and auto-selfcal select on)."""
+    project, _ = restored
+    ms = next(project.mous_dir(sim_raw.raw.mous_uid).glob("*.ms"))
+    got = casa_check("summary", tmp_path / "r", ms=str(ms), listfile=str(tmp_path / "r.txt"))
+    want = casa_check("summary", tmp_path / "t", ms=str(sim_raw.srdp.ms[0]),
+                      listfile=str(tmp_path / "t.txt"))
+    keys = ("scans", "intents_per_scan", "fields_per_scan", "field_names", "spw_names",
+            "nchan", "antennas", "fields_for_name", "field_source_ids", "bbc_no", "intents")
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert "CALIBRATE_PHASE#ON_SOURCE" in got["intents"]
+    print(f"restored: {len(got['scans'])} scans, intents {got['intents']}")
+
+
 def test_restore_then_verify_uses_corrected_data_and_a_rerun_is_not_redone(restored,
                                                                            sim_raw):
     project, _ = restored
@@ -164,24 +170,39 @@ def _fluxes(project, mous: str) -> dict[tuple[str, str], float | None]:
     return out
 
 
+# Small: no findcont (the catalogue's line-free ranges), phase-only self-cal, one target
+# imaged (auto-selfcal still runs on the MOUS's split data, both targets).
+FLUX_TOML = TOML.replace("[imaging]\n", "[imaging]\nfindcont = false\n") + (
+    "[selfcal]\nweblog = false\nexport_fits = false\ndo_amp_selfcal = false\n")
+FLUX_TARGET = "G34.43+0.24 MM'1"  # the extended one (peak and imfit differ)
+
+
 def test_pipeline_from_the_raw_delivery_matches_the_srdp_restore(
         tmp_path_factory, raw_archive, srdp_archive, sim_raw):
+    """The must-show: the same MOUS as a raw delivery (restored with the CASA wheels) and as
+    an SRDP restore, each run through the whole pipeline (real auto-selfcal) to the image
+    stage, give the same continuum fluxes within 2%."""
     mous = sim_raw.raw.mous_uid
-    fluxes = {}
+    fluxes, selfcal = {}, {}
     for name, server, sim, srdp in (("raw", raw_archive, sim_raw.raw, False),
                                     ("srdp", srdp_archive, sim_raw.srdp, True)):
         project = _project(tmp_path_factory.mktemp(f"flux-{name}") / "p", server, sim.truth,
-                           srdp=srdp)
-        summary = run_pipeline(project, max_parallel=1, until="split")
+                           srdp=srdp, toml=FLUX_TOML)
+        for target in project.catalog.target_names(mous):
+            if target != FLUX_TARGET:
+                project.catalog.skip(project.catalog.find_stage(mous, "image", target).id,
+                                     None, "one target is enough for this test")
+        summary = run_pipeline(project, max_parallel=1, until="image")
         assert all(r.status in ("done", "skipped") for r in summary.reports), \
             [(r.row.stage, r.status, r.message) for r in summary.reports]
         restore = project.catalog.find_stage(mous, "restore")
         assert restore.status == ("skipped" if srdp else "done"), restore.reason
-        _skip_selfcal(project, mous)
-        summary = run_pipeline(project, max_parallel=1, until="image")
-        assert all(r.status in ("done", "skipped") for r in summary.reports), \
-            [(r.row.stage, r.status, r.message) for r in summary.reports]
+        assert project.catalog.find_stage(mous, "auto_selfcal").status == "done"
+        selfcal[name] = {t: project.catalog.find_stage(mous, "selfcal", t).status
+                         for t in project.catalog.target_names(mous)}
         fluxes[name] = _fluxes(project, mous)
+    print(f"selfcal per target: {selfcal}")
+    assert selfcal["raw"] == selfcal["srdp"]
     assert fluxes["raw"] and set(fluxes["raw"]) == set(fluxes["srdp"])
     compared = []
     for key, f in sorted(fluxes["raw"].items()):
@@ -193,15 +214,20 @@ def test_pipeline_from_the_raw_delivery_matches_the_srdp_restore(
         print(f"{key[0]} {key[1]}: raw {f:.5f} Jy, SRDP {other:.5f} Jy, ratio {ratio:.4f}")
         assert ratio == pytest.approx(1.0, abs=0.02), key
         compared.append(key)
-    assert {k[0] for k in compared} == {k[0] for k in fluxes["raw"]}
+    assert {k[0] for k in compared} == {FLUX_TARGET}
     assert any(k[1] == "imfit" for k in compared)
 
 
 # ----------------------------------------------------------------------------- pinned CASA
 def _launcher(path: Path, record: Path) -> Path:
     """A stand-in ``casa``: records its arguments and folder, then runs the script given to
-    ``-c`` with this Python (which has the CASA wheels), as monolithic CASA would."""
-    path.write_text(f"#!/bin/sh\necho \"$(basename \"$0\") $PWD $*\" >> {record}\n"
+    ``-c`` with this Python (which has the CASA wheels) and its CASA data settings, as
+    monolithic CASA would (it carries its own data, also in a bare container)."""
+    from sails.casaenv import casa_env
+
+    env = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in casa_env().items()
+                  if k.startswith("CASA"))
+    path.write_text(f"#!/bin/sh\necho \"$(basename \"$0\") $PWD $*\" >> {record}\n{env}"
                     f"shift 2\nexec {sys.executable} \"$1\"\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
@@ -244,6 +270,61 @@ def test_pinned_casa_without_a_compatible_install_blocks_naming_what_is_installe
     assert "no CASA installation for version 6.5.4-9" in row.reason
     assert "installs has: 5.8.0" in row.reason
     assert not record.exists()
+
+
+BACKEND_TOML = {
+    "slurm": "[slurm]\npoll_initial_seconds = 0.5\npoll_max_seconds = 2\n"
+             "manifest_grace_seconds = 2\n",
+    # the pinned restore runs in the CASA-pipeline image (casa-pipeline:6.5.4-9)
+    "canfar": "[canfar]\nstage_images = { restore = \"pipeline\" }\n",
+}
+
+
+@pytest.mark.parametrize("backend", [pytest.param("slurm", marks=pytest.mark.slurm),
+                                     "canfar"])
+def test_pinned_casa_restore_runs_as_a_batch_job_with_the_chosen_install(
+        tmp_path, raw_archive, sim_raw, backend, monkeypatch):
+    """On SLURM (a real one-node cluster) and CANFAR (the fake session service) the restore
+    job runs the README version's install, in the delivery's script/ folder as the job
+    sees it (CANFAR: through the platform path)."""
+    record = tmp_path / "record.txt"
+    l654 = _launcher(tmp_path / "casa-6.5.4", record)
+    l66 = _launcher(tmp_path / "casa-6.6", record)
+    toml = TOML + ("[resources.restore]\ncores = 1\nram_gb = 2\n"
+                   "[casa]\nallow_delivery_scripts = true\n"
+                   f"installs = {{ \"6.6\" = [\"{l66}\"], \"6.5.4\" = [\"{l654}\"] }}\n"
+                   + BACKEND_TOML[backend])
+    project = _downloaded(tmp_path / "p", raw_archive, sim_raw.raw, toml=toml)
+    script_dir = project.datasets_raw / sim_raw.raw.mous_fs / "script"
+    fake = None
+    if backend == "canfar":
+        from sails.fakes.canfar import serve_for_project
+
+        plat = tmp_path / "arc" / "projects" / "p"
+        fake, env = serve_for_project(project.root, platform_prefix=plat)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        project = open_project(project.root)
+        script_dir = plat / script_dir.relative_to(project.root)
+    try:
+        report = run_one(project, stages=["restore"], backend_name=backend)
+    finally:
+        if fake is not None:
+            fake.stop()
+    row = project.catalog.find_stage(sim_raw.raw.mous_uid, "restore")
+    assert report.status == row.status == "done", (row.reason, row.error)
+    assert row.job_ref.startswith(f"{backend}:"), row.job_ref
+    (line,) = record.read_text().splitlines()
+    name, cwd, *args = line.split()
+    assert name == "casa-6.5.4" and Path(cwd).resolve() == script_dir.resolve(), line
+    assert args == ["--pipeline", "-c", f"member.{sim_raw.raw.mous_fs}.scriptForPI.py"]
+    if fake is not None:
+        (session,) = fake.sessions.values()
+        assert session.image == project.settings.images.pipeline, session.image
+    rep = json.loads((project.mous_dir(sim_raw.raw.mous_uid) / RESTORE_DIR / REPORT_NAME)
+                     .read_text())
+    assert rep["method"] == "pinned-casa" and rep["casa_restore"] == "6.5.4"
+    assert (Path(rep["ebs"][0]["ms"]) / "table.dat").is_file()
 
 
 # ----------------------------------------------------------------------------- bad deliveries

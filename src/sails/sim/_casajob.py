@@ -121,6 +121,10 @@ class EBBuilder:
         with opened("table", str(self.ms), nomodify=False) as tb:
             sim_scan = tb.getcol("SCAN_NUMBER")
             times = tb.getcol("TIME")
+            half = tb.getcol("INTERVAL") / 2.0
+            # the EB's whole span (the simulator records its first scan's only); exportasdm
+            # cuts the ExecBlock at TIME_RANGE's length
+            time_range = [float((times - half).min()), float((times + half).max())]
             starts = {}
             for s in np.unique(sim_scan):
                 starts[int(s)] = float(times[sim_scan == s].min())
@@ -148,6 +152,7 @@ class EBBuilder:
             tb.putcell("SCHEDULE", 0, np.array([f"SchedulingBlock {plan['schedblock_uid']}",
                                                 f"ExecBlock {eb['uid']}"]))
             tb.putcol("SCHEDULE_TYPE", np.array(["ALMA"]))
+            tb.putcell("TIME_RANGE", 0, np.array(time_range))
 
     def name_fields(self) -> None:
         """Give a mosaic's pointings their one source name and source id, as ALMA writes

@@ -5,7 +5,8 @@ imported by the orchestrator. Per EB:
 
 1. copy the calibrated MS and corrupt its DATA with known per-antenna gains
    (``V_ij * g_i * conj(g_j)``, constant amplitude and phase per antenna);
-2. ``exportasdm`` it to ``raw/<eb>.asdm.sdm``;
+2. ``exportasdm`` it to ``raw/<eb>.asdm.sdm`` and put the scans, intents and window names
+   that exportasdm drops back into the ASDM (:mod:`sails.sim._asdmscans`);
 3. ``importasdm`` that ASDM (as ALMA's scripts do), copy the simulated flags onto it and save
    them as flag version ``Pipeline_Final`` (-> ``calibration/<eb>.ms.flagversions.tgz``);
 4. ``gencal`` the amplitude and phase tables that undo the gains (-> caltables.tgz) and
@@ -29,6 +30,7 @@ import numpy as np
 
 from sails.atomic import write_json_atomic
 from sails.casa.tools import opened, released
+from sails.sim._asdmscans import Span, restructure
 
 FLAG_VERSION = "Pipeline_Final"
 IMPORT_OPTIONS = {"asis": "Antenna Station Receiver Source CalAtmosphere CalWVR",
@@ -59,6 +61,46 @@ def one_polarization(ms: Path) -> None:
     with opened("table", str(ms / "POLARIZATION"), nomodify=False) as tb:
         if tb.nrows() > 1:
             tb.removerows(list(range(1, tb.nrows())))
+
+
+def scan_spans(ms: Path) -> tuple[list[Span], list[str], dict[str, str], float]:
+    """The MS's scans as :class:`Span` s (one per scan and field), its spw names, EB and
+    scheduling block UIDs and its integration time: what
+    :func:`sails.sim._asdmscans.restructure` puts back into the ASDM."""
+    with opened("table", str(ms / "STATE")) as tb:
+        modes = list(tb.getcol("OBS_MODE")) if tb.nrows() else []
+    with opened("table", str(ms / "FIELD")) as tb:
+        fields = list(tb.getcol("NAME"))
+    with opened("table", str(ms / "SPECTRAL_WINDOW")) as tb:
+        spw_names = list(tb.getcol("NAME"))
+    with opened("table", str(ms / "OBSERVATION")) as tb:
+        schedule = [str(s) for s in tb.getcell("SCHEDULE", 0)] if tb.nrows() else []
+    uids = {k.lower().replace("schedulingblock", "schedblock"): v
+            for k, _, v in (s.partition(" ") for s in schedule) if v}
+    with opened("table", str(ms)) as tb:
+        time, half = tb.getcol("TIME"), tb.getcol("INTERVAL") / 2.0
+        scan, field, state = (tb.getcol("SCAN_NUMBER"), tb.getcol("FIELD_ID"),
+                              tb.getcol("STATE_ID"))
+    spans = []
+    for s, f in sorted({(int(a), int(b)) for a, b in zip(scan, field, strict=True)}):
+        sel = (scan == s) & (field == f)
+        st = int(state[sel][0])
+        spans.append(Span(scan=s, field_id=f, field_name=fields[f],
+                          start_s=float((time - half)[sel].min()),
+                          end_s=float((time + half)[sel].max()),
+                          obs_mode=modes[st] if 0 <= st < len(modes) else "OBSERVE_TARGET"))
+    return spans, spw_names, uids, float(np.median(half) * 2.0)
+
+
+def export_asdm(ms: Path, asdm: Path) -> dict[str, int]:
+    """``exportasdm`` with one integration per subscan, then the archive's scan structure
+    written back into the ASDM (see :mod:`sails.sim._asdmscans`)."""
+    from casatasks import exportasdm
+
+    spans, spw_names, uids, integration = scan_spans(ms)
+    exportasdm(vis=str(ms), asdm=str(asdm), datacolumn="DATA",
+               subscanduration=f"{integration / 2.0:.3f}s")
+    return restructure(asdm, spans, spw_names, uids)
 
 
 def make_twin(bad: Path, cal_ms: Path) -> None:
@@ -124,7 +166,7 @@ def _tar(dest: Path, folders: list[Path]) -> None:
 
 
 def make_eb(job: dict[str, Any], eb: dict[str, Any], root: Path, work: Path) -> dict[str, Any]:
-    from casatasks import exportasdm, flagmanager, gencal, importasdm
+    from casatasks import flagmanager, gencal, importasdm
 
     name = eb["name"]
     amp, phase = np.asarray(eb["amp"], float), np.asarray(eb["phase_deg"], float)
@@ -134,7 +176,7 @@ def make_eb(job: dict[str, Any], eb: dict[str, Any], root: Path, work: Path) -> 
     one_polarization(bad)
     asdm = root / "raw" / f"{name}.asdm.sdm"
     asdm.parent.mkdir(parents=True, exist_ok=True)
-    exportasdm(vis=str(bad), asdm=str(asdm), datacolumn="DATA")
+    structure = export_asdm(bad, asdm)
     if eb.get("srdp_twin"):  # the same EB as an SRDP restore holds it: raw DATA + CORRECTED
         make_twin(bad, Path(eb["cal_ms"]))
     else:
@@ -164,7 +206,7 @@ def make_eb(job: dict[str, Any], eb: dict[str, Any], root: Path, work: Path) -> 
     shutil.rmtree(ms)
     shutil.rmtree(work / f"{name}.ms.flagversions", ignore_errors=True)
     return {"name": name, "asdm": str(asdm), "tables": [str(t) for t in tables],
-            "flag_rows_copied": copied, "antennas": names}
+            "flag_rows_copied": copied, "antennas": names, "asdm_structure": structure}
 
 
 def run(job_path: Path) -> dict[str, Any]:
