@@ -49,9 +49,10 @@ FITS_PER_IMAGE = 3  # pbcor, pb and mask exported as FITS
 MOMENTS = 5  # mom0, mom1, mom8, mom0_err, mom1_err per cube: a CASA image and a FITS each
 IMAGE_OVERHEAD = 170_000  # table/keyword files of one CASA image directory, measured
 FRINGE_PER_RESOLUTION = 1.2  # plan's fringe spacing (longest baseline) / ObsCore s_resolution
-# restored MS (DATA + CORRECTED_DATA) / ASDM bytes: measured 1.84 on the simulated tiny raw
-# delivery (11.79 MB MS from a 6.42 MB ASDM; tests/casa/test_restore_casa.py prints it)
-RESTORE_FACTOR = 1.84
+# restored MS (DATA + CORRECTED_DATA) / ASDM bytes: measured 1.70 on the simulated tiny raw
+# delivery (11.72 MB MS from a 6.89 MB ASDM of one BDF per integration, as the simulator
+# writes it to keep the scans; tests/casa/test_restore_casa.py prints it)
+RESTORE_FACTOR = 1.70
 VERIFY_BYTES_PER_MS = 24_000  # summary JSON + listobs text of one MS, measured
 # working copy + *.selfcal.ms (3 data columns) + flag versions + per-solint images: measured
 # 6.8x, 10.7x and 13.9x the split on three simulated tiny MOUS (the number of solution

@@ -378,3 +378,32 @@ def test_bad_deliveries_block_with_their_reason(downloaded_raw, sim_raw, tmp_pat
     status, reason = _damage(downloaded_raw, sim_raw.raw, tmp_path, damage)
     assert status in ("blocked", "failed") and expect in reason, (what, status, reason)
     assert "cannot restore the raw delivery" in reason
+
+
+def _garble_caltables(root: Path) -> None:
+    """The caltables tarball keeps its names, but each table's table.dat is cut short: the
+    delivery looks complete, CASA cannot read the tables."""
+    import tarfile
+
+    tgz = next(root.glob("calibration/*caltables.tgz"))
+    work = tgz.parent / ".garble"
+    with tarfile.open(tgz) as tf:
+        tf.extractall(work, filter="data")
+    for dat in work.glob("*/table.dat"):
+        dat.write_bytes(dat.read_bytes()[:16])
+    with tarfile.open(tgz, "w:gz") as tf:
+        for table in sorted(work.iterdir()):
+            tf.add(str(table), arcname=table.name)
+    shutil.rmtree(work)
+
+
+def test_unreadable_caltable_fails_the_restore_with_casas_reason(downloaded_raw, sim_raw,
+                                                                 tmp_path):
+    """Past the delivery checks, CASA's own failure (applycal cannot open a delivered table)
+    fails the stage with the job's error; no measurement set is installed."""
+    status, reason = _damage(downloaded_raw, sim_raw.raw, tmp_path, _garble_caltables)
+    print(f"unreadable caltable: {status}: {reason[:300]}")
+    assert status == "failed", (status, reason)
+    assert "restore-" in reason and ".sim.amp.tbl" in reason, reason  # names the table
+    mous_dir = open_project(tmp_path / "p").mous_dir(sim_raw.raw.mous_uid)
+    assert not list(mous_dir.glob("*.ms")), "a half-restored MS was installed"
