@@ -28,7 +28,7 @@ from sails.imaging.uvcube import UvCube
 RESULT_NAME = "findcont.json"
 PB_LEVEL = 0.3  # spectra are taken where the primary beam is above this
 PARALLEL_HANDS = {5, 8, 9, 12}  # RR, LL, XX, YY (casacore Stokes types)
-GRID_CELLS = 1 << 24  # uv cells per block of output channels (2 x 8 bytes each)
+GRID_CELLS = 1 << 23  # uv cells per block of output channels (~64 bytes each at the peak)
 ROW_CELLS = 1 << 21  # visibilities read per chunk of rows
 
 
