@@ -98,10 +98,12 @@ class SelfcalMous:
 
 
 def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "",
-                  findcont: bool = False) -> SelfcalMous:
+                  findcont: bool = False, splits: list[Path] | None = None) -> SelfcalMous:
     """A project space holding ``sim_dir``'s MOUS with download/verify/split done.
 
     ``findcont``: leave the findcont stage pending (to run it), else it is skipped.
+    ``splits``: another project's ``*_targets.ms`` of the same MOUS, used as they are
+    (no new split).
 
     ``selfcal_toml``: lines added to the ``[selfcal]`` table of its sails.toml.
     """
@@ -121,7 +123,8 @@ def ready_project(root: Path, sim_dir: Path, selfcal_toml: str = "",
     names = [t["name"] for t in truth["targets"]]
     mous_dir = project.mous_dir(mous_id)
     mous_dir.mkdir(parents=True, exist_ok=True)
-    splits = split_targets(sorted(sim_dir.glob("*.ms")), mous_dir / "splits")
+    if splits is None:
+        splits = split_targets(sorted(sim_dir.glob("*.ms")), mous_dir / "splits")
     cat = project.catalog
     cat.upsert_mous({"mous_id": mous_id})
     for i, name in enumerate(names):

@@ -381,9 +381,8 @@ class Imaging(_Section):
     lines: list[ExtraLine] = Field(default_factory=list)
     make_cubes: bool = True
     selfcal_line_peaks: bool = Field(True, description="with self-calibrated cubes, also a "
-                                     "dirty cube of the data before self-cal for the "
-                                     "before/after line peak (~0.18 of the image stage's time "
-                                     "on the demo data)")
+                                     "dirty cube of the line's channels of the data before "
+                                     "self-cal for the before/after line peak")
     all_spw_cubes: bool = Field(False, description="also a native-resolution cube of every "
                                 "science spw (as the ALMA pipeline makes), kind spw_cube")
     keep_contsub: bool = False

@@ -147,3 +147,63 @@ def test_whole_window_spws_are_not_given_to_auto_selfcal():
                           "29": {"cont_fraction": 1.0, "nchan": 1}}}}
     assert whole_spws(res, []) == ["25", "29"]  # 27 has lines for A
     assert whole_spws(res, ["B spw 25"]) == ["29"]
+
+
+def test_uv_dirty_cube_puts_a_point_source_at_its_flux_and_place():
+    from sails.imaging.uvcube import UvCube, nearest_channels
+
+    rng = np.random.default_rng(11)
+    cell = 0.2 / 206264.806  # 0.2 arcsec
+    nrow, npix = 3000, 64
+    uvw = np.vstack([rng.uniform(-300, 300, nrow), rng.uniform(-300, 300, nrow),
+                     np.zeros(nrow)])
+    freqs = np.array([230.0e9, 230.001e9, 230.002e9, 230.003e9])
+    l0, m0 = 7 * cell, -4 * cell  # pixels (+7, -4) from the centre
+    lam = freqs[:, None] / 299792458.0
+    flux = np.array([0.5, 0.5, 2.0, 0.5])[:, None]  # a "line" in channel 2
+    vis = flux * np.exp(-2j * np.pi * (uvw[0] * lam * l0 + uvw[1] * lam * m0))
+    out = nearest_channels(freqs, freqs[:3])  # the last channel maps nowhere
+    assert list(out) == [0, 1, 2, -1]
+    cube = UvCube(3, npix, cell)
+    half = nrow // 2  # two chunks, one with double weight: natural weighting's mean
+    cube.add(uvw[:, :half], freqs, out, vis[:, :half], np.ones((4, half)))
+    cube.add(uvw[:, half:], freqs, out, vis[:, half:], 2 * np.ones((4, nrow - half)))
+    img = cube.images()
+    q, p = np.unravel_index(np.argmax(img[2]), img[2].shape)
+    assert (p - npix // 2, q - npix // 2) == (7, -4)
+    assert img[2].max() == pytest.approx(2.0, rel=0.03)  # the gridding taper is divided out
+    assert img[0].max() == pytest.approx(0.5, rel=0.03)
+    peak, mean = cube.spectra(np.full(3, 30 * cell), 0.3)  # PB FWHM 6": source inside
+    assert peak == pytest.approx([0.5, 0.5, 2.0], rel=0.03)
+    small, _ = cube.spectra(np.full(3, 6 * cell), 0.3)  # PB FWHM 1.2": source outside
+    assert np.all(small < 0.5 * peak)
+    empty = UvCube(2, npix, cell)
+    empty.add(uvw, freqs[:2], np.array([0, -1]), vis[:2], np.ones((2, nrow)))
+    assert np.isnan(empty.images()[1]).all()  # no data: NaN, not 0
+
+
+def test_before_selfcal_line_peak_subtracts_the_continuum_in_the_image():
+    from sails.imaging.line_peaks import line_peak, peak_channels
+
+    nchan = 30
+    snr = np.zeros(nchan)
+    snr[[13, 14, 15, 16]] = [4.0, 9.0, 12.0, 5.0]
+    snr[3] = 3.5  # a noise channel far from the peak: not part of the line's run
+    ch = peak_channels(snr, contsub=True)
+    assert (ch.lo, ch.hi, ch.first, ch.last) == (13, 16, 8, 21)
+    assert ch.free == [8, 9, 10, 11, 18, 19, 20, 21]
+    # a cube of those channels: a sloped continuum everywhere, a line of 0.3 at one pixel
+    y, x = np.mgrid[:16, :16]
+    cont = 0.1 * np.exp(-((x - 8) ** 2 + (y - 8) ** 2) / 8.0)
+    chans = np.arange(ch.first, ch.last + 1)
+    data = cont[..., None] * (1 + 0.01 * (chans - 15))[None, None, :]
+    data[4, 5, 15 - ch.first] += 0.3
+    inside = np.ones(data.shape, bool)
+    assert line_peak(data, inside, ch) == pytest.approx(0.3, abs=1e-9)
+    inside[4, 5] = False  # outside the primary beam: not counted
+    assert line_peak(data, inside, ch) < 0.01
+    # without continuum subtraction the cube is the line's run only, no fit
+    raw = peak_channels(snr, contsub=False)
+    assert (raw.first, raw.last, raw.free) == (13, 16, [])
+    # a line filling the window leaves nothing to fit the continuum to
+    assert peak_channels(np.full(6, 10.0), contsub=True) is None

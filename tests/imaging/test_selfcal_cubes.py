@@ -25,7 +25,7 @@ from sails.project import open_project
 from sails.sim import simulate_mous
 from sails.sim.presets import customize, tiny
 from sails.stages.execute import run_one
-from selfcal_data import ready_project
+from selfcal_data import ready_project, run_child
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 
@@ -51,6 +51,7 @@ def sc_cubes(tmp_path_factory):
     m = ready_project(root / "proj", sim, findcont=True)  # continuum found from the data
     run_all(m.project, m.mous_id)
     with_sc = cube_of(m.project, m.mous_id)
+    before_ref = reference_before_peak(Path(with_sc["path"]).parent, root / "ref")
     keep = root / "with_selfcal.cube.fits"
     shutil.copy(with_sc["path"], keep)
     with_sc["path"] = str(keep)
@@ -78,7 +79,50 @@ def sc_cubes(tmp_path_factory):
     spw_cubes = [p for p in project.catalog.products(m.mous_id, stage="image")
                  if p["kind"] == "spw_cube"]
     return {"with": with_sc, "without": without, "truth": truth, "m": m, "fullres": fullres,
-            "spw_cubes": spw_cubes, "splits": m.splits}
+            "spw_cubes": spw_cubes, "splits": m.splits, "before_ref": before_ref}
+
+
+REFERENCE = """
+import json, sys
+import numpy as np
+from casatasks import tclean, uvcontsub
+from casatools import image
+folder, work = sys.argv[1], sys.argv[2]
+plan = json.load(open(folder + "/plan.json"))
+cube = plan["cubes"][0]
+cfg = plan["cfg"]
+call = [c for c in json.load(open(folder + "/casa_calls.json"))
+        if c["task"] == "tclean" and c["args"]["imagename"].endswith(".before_selfcal")][0]
+vis, fields, spws = [], [], []
+for i, pm in enumerate(cube["per_ms"]):
+    out = f"{work}/before{i}.contsub.ms"
+    uvcontsub(vis=pm["vis"], outputvis=out, field=pm["field_sel"], spw=str(pm["spw"]),
+              fitspec=pm["fitspec"], fitorder=int(pm["contsub"]["fitorder"]),
+              datacolumn="data")
+    vis.append(out)
+    fields.append(pm["contsub"]["field_sel"])
+    spws.append(str(pm["contsub"]["spw"]))
+args = dict(call["args"], vis=vis, field=fields, spw=spws, datacolumn="data",
+            imagename=work + "/before", start=f"{cube['start_kms']}km/s",
+            nchan=cube["nchan"])
+tclean(**args)
+ia = image()
+ia.open(work + "/before.residual"); res = ia.getchunk(); ia.close()
+ia.open(work + "/before.pb"); pb = ia.getchunk(); ia.close()
+ok = np.isfinite(res) & (pb >= cfg["pblimit"])
+print("REFERENCE_PEAK", float(res[ok].max()))
+"""
+
+
+def reference_before_peak(folder: Path, work: Path) -> float:
+    """The before-self-cal line peak as the metric once measured it (and as it is defined):
+    uvcontsub of DATA with the cube's fitspec, then a dirty cube of every channel on the
+    same grid (the image job's own before-self-cal tclean call, all channels)."""
+    work.mkdir()
+    out = run_child(REFERENCE.replace("sys.argv[1], sys.argv[2]",
+                                      f"{str(folder)!r}, {str(work)!r}"))
+    return float(next(ln for ln in out.splitlines()
+                      if ln.startswith("REFERENCE_PEAK")).split()[1])
 
 
 def model_peak(blobs: list[dict], beam_deg: tuple[float, float, float],
@@ -157,6 +201,19 @@ def test_selfcalibrated_cube_recovers_the_line(sc_cubes):
     centre = data[free, cy - 1:cy + 2, cx - 1:cx + 2].mean(axis=(1, 2))
     assert np.all(np.abs(centre) < 4 * m["rms"]), (centre, m["rms"])
     assert abs(float(centre.mean())) < 2 * m["rms"]
+
+
+@pytest.mark.casa
+def test_before_selfcal_line_peak_agrees_with_uvcontsub_and_a_full_dirty_cube(sc_cubes):
+    """``imaging.selfcal_line_peaks`` images only the line's channels and subtracts the
+    continuum in the image: it must give the peak a uvcontsub and a dirty cube of every
+    channel give (and self-cal must have raised the peak above it)."""
+    m = sc_cubes["with"]["metrics"]
+    ref = sc_cubes["before_ref"]
+    print(f"before-self-cal line peak {m['line_peak_nosc']:.4f}, reference {ref:.4f}")
+    assert ref > 0
+    assert m["line_peak_nosc"] == pytest.approx(ref, rel=0.08)
+    assert m["line_peak_sc"] > 1.3 * ref
 
 
 @pytest.mark.casa

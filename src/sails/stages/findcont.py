@@ -172,7 +172,10 @@ def archive_spw_labels(ctx: StageContext) -> dict[str, str]:
 def findcont_cfg(ctx: StageContext, target: str) -> dict[str, Any]:
     """What the image job takes from this stage: ``cont_ranges`` (archive spw id -> LSRK
     GHz ranges of ``target``) and ``data_velocity_kms``. Empty when the stage did not run
-    (the plan then uses the catalogue windows)."""
+    (the plan then uses the catalogue windows), and with ``imaging.findcont = false``
+    (which then means the catalogue windows even when an earlier run found ranges)."""
+    if not ctx.settings.imaging.findcont:
+        return {}
     rows = [r for r in ctx.catalog.products(ctx.mous_id, target=target, stage="findcont")
             if r["kind"] == "findcont"]
     if not rows:

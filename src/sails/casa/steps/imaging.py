@@ -33,6 +33,7 @@ from sails.casa.steps import healing
 from sails.casa.steps.healing import Divergence, ImagingFailed
 from sails.casa.tools import opened, released
 from sails.constants import C_KMS
+from sails.imaging import line_peaks as lp
 
 PLAN_NAME = IMAGING_PLAN_NAME
 CALLS_NAME = "casa_calls.json"
@@ -454,13 +455,9 @@ def image_contsub(ctx) -> dict[str, Any]:
     work.mkdir(exist_ok=True)
     done: dict[str, dict[str, Any]] = {}
     order = int(plan["cfg"]["uvcontsub_fitorder"])
-    before = (plan.get("cube_data") or {}).get("before_column")
     for cube in plan["cubes"] + plan.get("spw_cubes", []):
         for pm in cube["per_ms"]:
-            cols = [("contsub", pm["datacolumn"])]
-            if before and cube.get("kind") != "spw":  # the data before self-cal: line peak
-                cols.append(("contsub_before", before))
-            for key_out, col in cols:
+            for key_out, col in [("contsub", pm["datacolumn"])]:
                 if not pm.get("fitspec"):  # planned without continuum subtraction
                     pm[key_out] = {"vis": pm["vis"], "field_id": pm["field_id"],
                                    "field_sel": pm.get("field_sel", str(pm["field_id"])),
@@ -562,7 +559,7 @@ def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     runs, heal = deconvolve_cube(ctx, label, base, name, runs0, cfg, sigma, user_mask,
                                  inside, peaks0)
     peak_dirty = _nanmax_in(dirty, inside)
-    before = _before_peak(ctx, plan, cube, base, name, inside, label)
+    before = _before_peak(ctx, plan, cube, base, name, inside, label, chan_peak)
     return finish_cube(ctx, plan, cube, name, CubeRun(
         sigma, sidelobe, base["sidelobethreshold"], edge_snr, edge_emission, runs, heal,
         user_mask, peak_dirty, before))
@@ -792,19 +789,29 @@ def _moment_errors(pbc: np.ndarray, pbd: np.ndarray, rms: float, broad: np.ndarr
 
 
 def _before_peak(ctx, plan: dict[str, Any], cube: dict[str, Any], base: dict[str, Any],
-                 name: str, inside: np.ndarray, label: str) -> float | None:
-    """Peak of the dirty cube made from the data before self-cal (same grid), or None."""
-    cs = [pm.get("contsub_before") for pm in cube["per_ms"]]
-    if not (plan.get("cube_data") or {}).get("selfcal_applied") or not all(cs):
+                 name: str, inside: np.ndarray, label: str,
+                 chan_snr: np.ndarray) -> float | None:
+    """Line peak of the dirty cube of the data before self-cal (same grid), or None: one
+    ``niter=0`` tclean of the line's and a few line-free channels of the before-self-cal
+    column, continuum-subtracted in the image (:mod:`sails.imaging.line_peaks`)."""
+    col = (plan.get("cube_data") or {}).get("before_column")
+    ch = lp.peak_channels(chan_snr, bool(cube.get("contsub", True)))
+    if not (plan.get("cube_data") or {}).get("selfcal_applied") or not col or ch is None:
         return None
+    pms = cube["per_ms"]
     bname = f"{name}.before_selfcal"
     healing.wipe(bname)
-    kw = dict(base, vis=[c["vis"] for c in cs],
-              field=[c.get("field_sel", str(c["field_id"])) for c in cs],
-              spw=[str(c["spw"]) for c in cs], datacolumn=cs[0]["datacolumn"],
-              imagename=bname, niter=0, deconvolver="hogbom")
+    start = float(cube["start_kms"]) + ch.first * float(cube["width_kms"])
+    kw = dict(base, vis=[pm["vis"] for pm in pms],
+              field=[pm.get("field_sel", str(pm["field_id"])) for pm in pms],
+              spw=[str(pm["spw"]) for pm in pms], datacolumn=col, imagename=bname,
+              start=f"{start}km/s", nchan=ch.last - ch.first + 1, niter=0,
+              deconvolver="hogbom")
     run_tclean(ctx, f"{label} (before self-cal)", **kw)
-    return _nanmax_in(st.read(f"{bname}.residual"), inside)
+    data = st.read(f"{bname}.residual")
+    if data.shape[-1] != ch.last - ch.first + 1:
+        return None
+    return lp.line_peak(data, inside[..., ch.first: ch.last + 1], ch)
 
 
 def _cube_sensitivity(plan: dict[str, Any], cube: dict[str, Any]) -> float | None:
