@@ -1,7 +1,14 @@
 """Survey throughput, measured side by side in one run.
 
-(a) The image stage of one large-cube MOUS on one slot against the bare CASA work it does:
-    the same task calls (its ``casa_calls.json``) replayed back to back in one CASA process.
+(a) The whole pipeline (download ... cleanup) on a survey of ``tiny`` MOUS on one CASA slot
+    against the CASA work it does: the time inside every casatasks call of every job (split,
+    findcont, auto-selfcal's gaincal/applycal/tclean, imaging ...), which each job's runner
+    records (``casa_tasks`` in its ``result.json``). Stages such as self-cal change their
+    data as they go, so their calls cannot simply be replayed out of order; timing them
+    where they run is the same CASA work. The rest is split into CASA start-up and job-side
+    Python (job walls minus task time) and the orchestrator (pipeline wall minus job walls).
+(i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
+    task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
     continuum job pack on 2 slots) on 2 slots: wall time, the CASA processes' CPU time, each
     job's CPU time and the critical path those give on 2 idle cores (the machine may be
@@ -10,7 +17,7 @@
     a loopback archive throttled per connection, 1 CASA slot and 1 download slot, with and
     without ``execution.separate_pools``.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/throughput.py [--part a,b,c]
+Run: PYTHONPATH=src .venv/bin/python benchmarks/throughput.py [--part a,b,c,i]
 """
 
 from __future__ import annotations
@@ -122,7 +129,27 @@ def bare_once(stage_out: Path, work: Path) -> float:
     return time.perf_counter() - t0
 
 
-def survey_once(archive: Path, root: Path, *, separate: bool, rate: float):
+def casa_work(root: Path) -> tuple[int, float, float, float]:
+    """(jobs, their wall, CPU and in-task seconds) from every job manifest under ``root``."""
+    n, wall, cpu, tasks = 0, 0.0, 0.0, 0.0
+    for res in root.rglob("result.json"):
+        if ".tmp-" in str(res) or ".old-" in str(res):
+            continue
+        try:
+            m = json.loads(res.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(m, dict) or "casa_tasks" not in m:
+            continue
+        n += 1
+        wall += m.get("wall_s") or 0.0
+        cpu += m.get("cpu_s") or 0.0
+        tasks += m["casa_tasks"]["wall_s"]
+    return n, wall, cpu, tasks
+
+
+def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None,
+                keep: bool = False):
     from sails.demo import ingest_from_server, tap_routes
     from sails.fakes.archive import ArchiveServer
     from sails.flows.engine import run_pipeline
@@ -136,7 +163,9 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float):
         .replace("separate_pools = true", f"separate_pools = {str(separate).lower()}")
         .replace("parallel_mous = 2", "parallel_mous = 1")
         # shorter CASA work per MOUS (the machine is shared): no amplitude self-cal, no weblog
-        .replace("do_amp_selfcal = true", "do_amp_selfcal = false\nweblog = false"))
+        .replace("do_amp_selfcal = true", "do_amp_selfcal = false\nweblog = false")
+        # (a) counts every job's manifest: keep the folders cleanup would remove
+        .replace("cleanup = true", f"cleanup = {str(not keep).lower()}"))
     project = open_project(project.root)
     with ArchiveServer(archive, extra_routes=tap_routes(archive / "obscore.xml"),
                        rate_bytes_per_s=rate) as server:
@@ -159,7 +188,7 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="a,b,c", help="which parts, e.g. --part b")
+    ap.add_argument("--part", default="a,b,c", help="which parts (a, b, c, i), e.g. --part b")
     ap.add_argument("--cycles", type=int, default=4, help="data volume of the large cube")
     ap.add_argument("--window", type=float, default=60.0,
                     help="cube half-width, km/s (60: a 180-channel cube)")
@@ -169,7 +198,7 @@ def main() -> None:
                     help="(c): throttle so one MOUS's download takes about this long")
     args = ap.parse_args()
     parts = set(args.part.replace(" ", "").split(","))
-    args.skip_a, args.skip_b, args.skip_c = ("a" not in parts, "b" not in parts,
+    args.skip_a, args.skip_b, args.skip_c = ("i" not in parts, "b" not in parts,
                                              "c" not in parts)
     root = Path(tempfile.mkdtemp(prefix="sails-throughput-"))
     try:
@@ -179,12 +208,12 @@ def main() -> None:
             spec.line_nchan = args.line_nchan
             data = simulate_split(root / "sim", spec, seed=11)
         if not args.skip_a:
-            print(f"(a) starts; {load()}", flush=True)
+            print(f"(i) starts; {load()}", flush=True)
             wall, _cpu, out, _, _ = image_once(root / "a", data, slots=1, min_channels=0,
                                             window=args.window)
             bare = bare_once(out, root)
-            print(f"(a) ends; {load()}", flush=True)
-            print(f"(a) image stage, 1 slot: {wall:.1f} s; bare CASA replay of its "
+            print(f"(i) ends; {load()}", flush=True)
+            print(f"(i) image stage, 1 slot: {wall:.1f} s; bare CASA replay of its "
                   f"{len(json.loads((out / 'casa_calls.json').read_text()))} task calls "
                   f"{bare:.1f} s -> ratio {wall / bare:.3f} (goal <= 1.05)")
         if not args.skip_b:
@@ -209,6 +238,22 @@ def main() -> None:
             print(f"    (b) ends; {load()}", flush=True)
             print(f"    line flux unchunked {cube1['metrics']['line_flux_jykms']:.4f}, chunked "
                   f"{cube2['metrics']['line_flux_jykms']:.4f} Jy km/s")
+        if "a" in parts:
+            from sails.sim import simulate_project
+            from sails.sim.presets import customize, preset
+
+            archive = root / "survey-a"
+            simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=3)
+            print(f"(a) starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; {load()}",
+                  flush=True)
+            cpu0 = _children_cpu()
+            w, _, _ = survey_once(archive, root / "a", separate=True, rate=None, keep=True)
+            n, jw, jc, tw = casa_work(root / "a")
+            print(f"(a) ends; {load()}; CPU of all CASA jobs {_children_cpu() - cpu0:.1f} s")
+            print(f"(a) pipeline wall {w:.1f} s; {n} CASA jobs: wall {jw:.1f} s (CPU {jc:.1f} "
+                  f"s), of it inside casatasks calls {tw:.1f} s -> pipeline / CASA work "
+                  f"{w / tw:.3f} (goal <= 1.05); CASA start-up + job-side Python "
+                  f"{jw - tw:.1f} s, orchestrator (outside jobs) {w - jw:.1f} s")
         if not args.skip_c:
             from sails.sim import simulate_project
             from sails.sim.presets import customize, preset
