@@ -173,3 +173,16 @@ def test_a_sigkill_during_the_chunks_reruns_only_the_unfinished_ones(cubes):
     assert json.loads(json.dumps(got["metrics"]["line_flux_jykms"])) == pytest.approx(
         ref["metrics"]["line_flux_jykms"], rel=1e-5)
     assert Path(got["path"]).name == Path(ref["path"]).name and LINE_TARGET
+
+
+@pytest.mark.casa
+def test_cleanup_removes_chunk_jobs_an_unfinished_stage_left(cubes):
+    from sails.stages import cleanup
+    from sails.stages.image_chunks import CHUNKS_SUBDIR
+
+    proj = cubes["chunked"][0]
+    mous = cubes["data"]["mous_id"]
+    left = proj.mous_dir(mous) / CHUNKS_SUBDIR / "T" / "x.chunk01"
+    left.mkdir(parents=True)
+    (left / "result.json").write_text("{}")
+    assert proj.mous_dir(mous) / CHUNKS_SUBDIR in {r.path for r in cleanup.plan(proj, mous)}

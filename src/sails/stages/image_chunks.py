@@ -35,6 +35,9 @@ from sails.names import safe_name
 from sails.stages.base import StageContext
 
 STATE_NAME = "state.json"
+# Under the MOUS folder: one folder of chunk jobs per target (removed once its cube is
+# assembled; the cleanup stage removes what a failed or reset stage left).
+CHUNKS_SUBDIR = Path("work") / "chunks"
 CONTINUUM_DIR = "continuum"  # the continuum job's folder (chunk folders are named by cube)
 
 
@@ -53,7 +56,7 @@ class ChunkRunner:
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
-        self.root = ctx.mous_dir / "work" / "chunks" / safe_name(ctx.row.target)
+        self.root = ctx.mous_dir / CHUNKS_SUBDIR / safe_name(ctx.row.target)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ records
