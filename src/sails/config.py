@@ -365,8 +365,8 @@ class Imaging(_Section):
     chunk_min_channels: int = Field(
         0, ge=0, description="cubes with at least this many channels are imaged as channel "
         "chunks, each its own job (0: never)")
-    chunks: int = Field(0, ge=0, le=256, description="chunks per such cube; 0: "
-                        "execution.casa_slots (one round of jobs)")
+    chunks: int = Field(0, ge=0, le=256, description="chunks per such cube; 0: twice "
+                        "execution.casa_slots (they pack around the continuum job)")
     gain: float = Field(0.1, gt=0)
     cyclefactor: float = Field(1.0, gt=0)
     scales: list[int] = Field(default_factory=lambda: [0, 5, 15])
@@ -693,7 +693,7 @@ singlescale_threshold_sigma = 2.0  # single-scale inside the mask to this
 scales = [0, 5, 15]         # pixels
 make_cubes = true
 chunk_min_channels = 0      # cubes this long (channels) are imaged as chunks in parallel jobs
-chunks = 0                  # chunks per cube; 0 = execution.casa_slots
+chunks = 0                  # chunks per cube; 0 = 2 x execution.casa_slots
 # Extra lines for cubes, beside the shipped catalogue:
 # [[imaging.lines]]
 # name = "CH3OH_4-3"

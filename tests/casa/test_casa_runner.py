@@ -67,6 +67,8 @@ def test_outputs_appear_only_when_the_job_is_finished(project, tmp_path):
     assert (out / "a.txt").read_text() == "hi"
     manifest = json.loads((out / "result.json").read_text())
     assert manifest["ok"] and manifest["steps"]["00-write_text"]["path"].endswith("a.txt")
+    # time inside casatasks calls (the throughput benchmark's bare CASA work): none here
+    assert manifest["casa_tasks"] == {"calls": 0, "wall_s": 0.0, "by_task": {}}
     # result.json is the newest file of the folder
     assert (out / "result.json").stat().st_mtime_ns >= (out / "a.txt").stat().st_mtime_ns
     assert not list(tmp_path.glob(".out.*"))

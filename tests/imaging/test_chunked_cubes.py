@@ -2,7 +2,8 @@
 
 The line MOUS of the imaging tests is imaged three times: unchunked, in 2 channel chunks,
 and in 2 chunks with the orchestrator SIGKILLed after the first chunk finished (the rerun
-must reuse the main job and that chunk, and give the uninterrupted run's cube).
+must reuse the main job, the continuum job and that chunk, and give the uninterrupted run's
+cube).
 """
 
 from __future__ import annotations
@@ -141,6 +142,13 @@ def test_chunked_and_unchunked_cubes_agree(cubes):
     fa, fb = whole["metrics"]["line_flux_jykms"], chunked["metrics"]["line_flux_jykms"]
     assert fa > 0 and abs(fb / fa - 1) < 0.02, (fa, fb)
     assert whole["metrics"]["beam"] == pytest.approx(chunked["metrics"]["beam"], rel=1e-6)
+    # the continuum, a job of its own beside the chunks, is the unchunked run's continuum
+    conts = [[p for p in cubes[k][0].catalog.products(mous, stage="image")
+              if p["kind"] == "cont_image"] for k in ("whole", "chunked")]
+    assert [len(c) for c in conts] == [1, 1] and Path(conts[1][0]["path"]).is_file()
+    assert conts[1][0]["metrics"]["rms"] == pytest.approx(conts[0][0]["metrics"]["rms"],
+                                                          rel=1e-4)
+    assert chunked["metrics"]["chunks"]["continuum_job"]["cpu_s"] > 0
 
 
 @pytest.mark.casa
@@ -152,6 +160,8 @@ def test_a_sigkill_during_the_chunks_reruns_only_the_unfinished_ones(cubes):
     assert report.status == "done", report.message
     after = [e["reason"] or "" for e in rerun_proj.catalog.events(mous)[mark:]]
     assert any(r == "main imaging job reused (finished in an earlier run)" for r in after)
+    # one slot: the continuum job ran first, before the chunks
+    assert "continuum job: reused (finished in an earlier run)" in after, after
     assert any(r.endswith("#00: reused (finished in an earlier run)") for r in after), after
     assert not any("#00: job" in r for r in after), after  # chunk 0 not run again
     assert any("#01: job" in r and r.endswith("started") for r in after), after
@@ -163,3 +173,16 @@ def test_a_sigkill_during_the_chunks_reruns_only_the_unfinished_ones(cubes):
     assert json.loads(json.dumps(got["metrics"]["line_flux_jykms"])) == pytest.approx(
         ref["metrics"]["line_flux_jykms"], rel=1e-5)
     assert Path(got["path"]).name == Path(ref["path"]).name and LINE_TARGET
+
+
+@pytest.mark.casa
+def test_cleanup_removes_chunk_jobs_an_unfinished_stage_left(cubes):
+    from sails.stages import cleanup
+    from sails.stages.image_chunks import CHUNKS_SUBDIR
+
+    proj = cubes["chunked"][0]
+    mous = cubes["data"]["mous_id"]
+    left = proj.mous_dir(mous) / CHUNKS_SUBDIR / "T" / "x.chunk01"
+    left.mkdir(parents=True)
+    (left / "result.json").write_text("{}")
+    assert proj.mous_dir(mous) / CHUNKS_SUBDIR in {r.path for r in cleanup.plan(proj, mous)}

@@ -9,7 +9,9 @@ delivered data, not the working copies that are several times their size):
 - ``remove_selfcal_work``: everything in the auto-selfcal folder that is not, and does not
   hold, a kept self-cal product (summary, gain tables, initial/final FITS, weblog, the run's
   manifest); the ``*.selfcal.ms`` too unless ``keep_selfcal_ms``;
-- ``remove_casa_images``: ``products/<target>/casa/`` once that target's FITS are on disk;
+- ``remove_casa_images``: ``products/<target>/casa/`` once that target's FITS are on disk,
+  and ``work/chunks/`` (chunk jobs of a chunked cube that a failed or reset image stage
+  left: an assembled cube's chunks are removed by the image stage itself);
 - ``remove_raw_delivery``: ``datasets_raw/<mous>/`` (ASDMs, caltables, scripts) once the
   restore stage restored it into measurement sets (verified, since cleanup comes last).
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from sails.atomic import write_json_atomic
 from sails.stages.base import Outcome, StageContext
+from sails.stages.image_chunks import CHUNKS_SUBDIR
 from sails.stages.selfcal import WORKDIR_NAME
 from sails.stages.sizing import PRODUCTS_DIR, du, gb
 from sails.stages.split import SPLITS_DIR
@@ -86,6 +89,8 @@ def plan(project, mous_id: str) -> list[Removal]:
                     and Path(p["path"]).parent == folder.parent]
             if fits and all(f.is_file() for f in fits):
                 cands.append((folder, "CASA images (their FITS are written)"))
+        cands.append((mous_dir / CHUNKS_SUBDIR, "chunked-cube jobs left by an unfinished "
+                      "image stage"))
     out, seen = [], set()
     for path, why in cands:
         if path in seen or not path.exists() or any(_under(path, k) for k in keep):

@@ -1,18 +1,20 @@
 """The image stage's chunk runner: large cubes as channel chunks, each its own job.
 
-With ``imaging.chunk_min_channels`` set, the target's imaging job also plans the chunks of
-every cube that long (``cube_chunk_plan``, :mod:`sails.casa.steps.cube_chunks`) and leaves
-them to this runner: one job per chunk, run at once in the CPU slots that are free (the stage
-holds one; it borrows the others from the engine's pool, :mod:`sails.execution.slots`), then
-one job that puts each cube together and makes its products. K defaults to
-``execution.casa_slots``: one round of jobs, each starting CASA once.
+With ``imaging.chunk_min_channels`` set, the target's imaging job (plan, continuum
+subtraction) also plans the chunks of every cube that long (``cube_chunk_plan``,
+:mod:`sails.casa.steps.cube_chunks`) and leaves them to this runner: one job per chunk and one
+for the continuum (no cube needs it, so it runs beside the chunks rather than before them),
+run at once in the CPU slots that are free (the stage holds one; it borrows the others from
+the engine's pool, :mod:`sails.execution.slots`), longest first, then one job that puts each
+cube together and makes its products. K defaults to twice ``execution.casa_slots``: chunks
+small enough to pack around the continuum job (with K = slots one chunk waits for it).
 
 Every job has its own record in ``<mous>/work/chunks/<target>/state.json`` (job references
 for reattaching, the main job's manifest) and an event in the catalog; the cube's metrics
 keep each job's wall and CPU seconds. A rerun of the stage (after a crash or a SIGKILL)
-reuses the main job and every finished chunk (a manifest that says ok) and runs only the
-others; changed inputs (the job's steps) start over. Once the cube is assembled the folder
-goes (its images are in the cube): a later run images afresh.
+reuses the main job, the continuum job and every finished chunk (a manifest that says ok)
+and runs only the others; changed inputs (the job's steps) start over. Once the cube is
+assembled the folder goes (its images are in the cube): a later run images afresh.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sails.atomic import write_json_atomic
 from sails.casa import contract
@@ -33,6 +35,10 @@ from sails.names import safe_name
 from sails.stages.base import StageContext
 
 STATE_NAME = "state.json"
+# Under the MOUS folder: one folder of chunk jobs per target (removed once its cube is
+# assembled; the cleanup stage removes what a failed or reset stage left).
+CHUNKS_SUBDIR = Path("work") / "chunks"
+CONTINUUM_DIR = "continuum"  # the continuum job's folder (chunk folders are named by cube)
 
 
 def enabled(ctx: StageContext) -> bool:
@@ -41,7 +47,7 @@ def enabled(ctx: StageContext) -> bool:
 
 
 def chunks_wanted(ctx: StageContext) -> int:
-    return ctx.settings.imaging.chunks or ctx.settings.execution.effective_slots()
+    return ctx.settings.imaging.chunks or 2 * ctx.settings.execution.effective_slots()
 
 
 class ChunkRunner:
@@ -50,7 +56,7 @@ class ChunkRunner:
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
-        self.root = ctx.mous_dir / "work" / "chunks" / safe_name(ctx.row.target)
+        self.root = ctx.mous_dir / CHUNKS_SUBDIR / safe_name(ctx.row.target)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ records
@@ -80,11 +86,7 @@ class ChunkRunner:
     def __call__(self, steps: list[dict[str, Any]], out: Path,
                  timeout_s: float | None = None) -> dict[str, Any]:
         ctx = self.ctx
-        steps = list(steps)
-        at = next((i for i, s in enumerate(steps) if s["op"] == "image_cubes"), len(steps))
-        steps.insert(at, {"op": "cube_chunk_plan", "name": "chunk_plan",
-                          "args": {"min_channels": ctx.settings.imaging.chunk_min_channels,
-                                   "chunks": chunks_wanted(ctx)}})
+        steps = main_steps(steps, ctx.settings.imaging.chunk_min_channels, chunks_wanted(ctx))
         fp = hashlib.sha256(json.dumps(steps, sort_keys=True).encode()).hexdigest()[:16]
         state = self._state()
         if state.get("fingerprint") != fp:  # new inputs: earlier chunks are not ours
@@ -103,15 +105,34 @@ class ChunkRunner:
         cubes = plan.get("chunked") or []
         if not cubes:
             return main
-        results = self._run_chunks(state, out, cubes, timeout_s)
+        plan_path = str(out / contract.IMAGING_PLAN_NAME)
+        # The continuum first (the longest job: the chunks pack around it), then the chunks.
+        jobs = [Job("continuum", self.root / CONTINUUM_DIR, "continuum", "continuum",
+                    [{"op": "image_continuum_of", "name": "continuum",
+                      "args": {"plan_path": plan_path}}])]
+        for c in cubes:
+            for ch in c["chunking"]["chunks"]:
+                jobs.append(Job(ch["key"], self._dir(ch), "chunk",
+                                f"chunk{ch['index']:02d}-{c['line']['name']}",
+                                [{"op": "image_cube_chunk", "name": "chunk", "args": {
+                                    "plan_path": plan_path, "cube_key": c["imagename"],
+                                    "index": ch["index"]}}]))
+        got = self._run_parallel(state, jobs, timeout_s)
+        cont = got.pop("continuum")
+        results = {c["imagename"]: [dict(contract.step_output(got[ch["key"]], "chunk") or {},
+                                         job=_cost(got[ch["key"]]))
+                                    for ch in c["chunking"]["chunks"]] for c in cubes}
         assemble = [{"op": "assemble_chunked_cube", "name": "chunked_cubes", "args": {
             "main_dir": str(out),
             "chunk_dirs": {c["imagename"]: [str(self._dir(ch)) for ch in
                                             c["chunking"]["chunks"]] for c in cubes},
-            "chunk_results": results, "main_job": _cost(main)}}]
+            "chunk_results": results, "main_job": _cost(main),
+            "continuum_dir": str(self.root / CONTINUUM_DIR), "continuum_job": _cost(cont)}}]
         merged_from = ctx.run_casa(assemble, out, suffix="assemble", timeout_s=timeout_s,
                                    record=self._record(state, "cube assembly"))
-        merged = dict(main, steps={**main.get("steps", {}), **merged_from.get("steps", {})})
+        merged = dict(main, steps={**main.get("steps", {}),
+                                   "continuum": contract.step_output(cont, "continuum"),
+                                   **merged_from.get("steps", {})})
         self._event(f"chunked cube(s) {', '.join(c['line']['name'] for c in cubes)} "
                     "assembled")
         # Done: the chunks' images are in the cube now, and a later run of the stage (a
@@ -122,60 +143,76 @@ class ChunkRunner:
     def _dir(self, chunk: dict[str, Any]) -> Path:
         return self.root / chunk["imagename"]
 
-    def _run_chunks(self, state: dict[str, Any], out: Path, cubes: list[dict[str, Any]],
-                    timeout_s: float | None) -> dict[str, list[dict[str, Any]]]:
-        """Every unfinished chunk as a job, as many at once as there are free slots (the
-        stage's own and borrowed ones); finished ones reused. Returns each chunk's output."""
+    def _label(self, job: Job) -> str:
+        return f"chunk {job.key}" if job.step == "chunk" else f"{job.key} job"
+
+    def _run_parallel(self, state: dict[str, Any], jobs: list[Job],
+                      timeout_s: float | None) -> dict[str, dict[str, Any]]:
+        """Every unfinished job, as many at once as there are free slots (the stage's own
+        and borrowed ones); finished ones reused. Returns each job's manifest by key."""
         ctx = self.ctx
-        plan_path = str(out / contract.IMAGING_PLAN_NAME)
-        results: dict[str, list[Any]] = {c["imagename"]: [None] * c["chunking"]["k"]
-                                         for c in cubes}
-        todo: deque = deque()
-        for c in cubes:
-            for ch in c["chunking"]["chunks"]:
-                m = contract.read_manifest(self._dir(ch))
-                if m is not None and m.ok and m.step("chunk") is not None:
-                    results[c["imagename"]][ch["index"]] = dict(m.step("chunk"),
-                                                                job=_cost(m.to_dict()))
-                    self._event(f"chunk {ch['key']}: reused (finished in an earlier run)")
-                else:
-                    todo.append((c, ch))
+        got: dict[str, dict[str, Any]] = {}
+        todo: deque[Job] = deque()
+        for job in jobs:
+            m = contract.read_manifest(job.folder)
+            if m is not None and m.ok and m.step(job.step) is not None:
+                got[job.key] = m.to_dict()
+                self._event(f"{self._label(job)}: reused (finished in an earlier run)")
+            else:
+                todo.append(job)
         pool = slots.current(ctx.settings.execution.effective_slots())
         own_free = True
-        active: dict[Future, tuple[bool, dict, dict]] = {}
+        active: dict[Future, tuple[bool, Job]] = {}
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(1, len(todo)),
                                 thread_name_prefix="chunk") as ex:
             while (todo and not errors) or active:
                 while todo and not errors and (own_free or pool.try_acquire()):
                     borrowed, own_free = not own_free, False
-                    c, ch = todo.popleft()
-                    step = [{"op": "image_cube_chunk", "name": "chunk", "args": {
-                        "plan_path": plan_path, "cube_key": c["imagename"],
-                        "index": ch["index"]}}]
-                    fut = ex.submit(ctx.run_casa, step, self._dir(ch),
-                                    suffix=f"chunk{ch['index']:02d}-{c['line']['name']}",
-                                    timeout_s=timeout_s, record=self._record(state, ch["key"]))
-                    active[fut] = (borrowed, c, ch)
+                    job = todo.popleft()
+                    fut = ex.submit(ctx.run_casa, job.steps, job.folder, suffix=job.suffix,
+                                    timeout_s=timeout_s, record=self._record(state, job.key))
+                    active[fut] = (borrowed, job)
                 finished, _ = wait(list(active), return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    borrowed, c, ch = active.pop(fut)
+                    borrowed, job = active.pop(fut)
                     if borrowed:
                         pool.release()
                     else:
                         own_free = True
                     try:
-                        manifest = fut.result()
+                        got[job.key] = fut.result()
                     except BaseException as exc:  # noqa: BLE001 - raised once all are done
                         errors.append(exc)
-                        self._event(f"chunk {ch['key']}: failed ({exc})")
+                        self._event(f"{self._label(job)}: failed ({exc})")
                         continue
-                    results[c["imagename"]][ch["index"]] = dict(
-                        contract.step_output(manifest, "chunk") or {}, job=_cost(manifest))
-                    self._event(f"chunk {ch['key']}: finished")
+                    self._event(f"{self._label(job)}: finished")
         if errors:
             raise errors[0]
-        return results
+        return got
+
+
+class Job(NamedTuple):
+    """One job beside the chunks' main job: its record key, folder, the step whose output
+    marks it finished, the job-name suffix and its steps."""
+    key: str
+    folder: Path
+    step: str
+    suffix: str
+    steps: list[dict[str, Any]]
+
+
+def main_steps(steps: list[dict[str, Any]], min_channels: int,
+               chunks: int) -> list[dict[str, Any]]:
+    """The image stage's steps as the chunked path's main job runs them: the chunk plan
+    before the cubes, and the continuum last, made there only when no cube was chunked."""
+    out = [s for s in steps if s["op"] != "image_continuum"]
+    at = next((i for i, s in enumerate(out) if s["op"] == "image_cubes"), len(out))
+    out.insert(at, {"op": "cube_chunk_plan", "name": "chunk_plan",
+                    "args": {"min_channels": min_channels, "chunks": chunks}})
+    if len(out) < len(steps):
+        out.append({"op": "image_continuum_unless_chunked", "name": "continuum", "args": {}})
+    return out
 
 
 def _cost(manifest: dict[str, Any]) -> dict[str, Any]:

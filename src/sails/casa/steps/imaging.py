@@ -519,23 +519,31 @@ def image_cubes(ctx) -> dict[str, Any]:
     return {"products": prods, "cubes": summary}
 
 
-def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
+def cube_params(plan: dict[str, Any], cube: dict[str, Any], imagename: str, *, nchan: int,
+                start_kms: float) -> dict[str, Any]:
+    """The tclean parameters of a planned cube for ``nchan`` channels from ``start_kms``:
+    one definition for a whole cube and its channel chunks (identical gridding, weighting
+    and velocity grid)."""
+    cfg = plan["cfg"]
+    cs = [pm["contsub"] for pm in cube["per_ms"]]
+    cols = {c.get("datacolumn", "data") for c in cs}
+    return dict(_common(plan), vis=[c["vis"] for c in cs],
+                field=[c.get("field_sel", str(c["field_id"])) for c in cs],
+                spw=[str(c["spw"]) for c in cs],
+                datacolumn=cols.pop() if len(cols) == 1 else "data", imagename=imagename,
+                specmode="cube", nchan=nchan, start=f"{start_kms}km/s",
+                width=f"{cube['width_kms']}km/s", outframe="LSRK", veltype="radio",
+                restfreq=f"{cube['restfreq_hz']}Hz", interpolation=cfg["interpolation"],
+                perchanweightdensity=True, restoringbeam="common",
+                **_mask_params(cfg, cube=True))
 
+
+def _one_cube(ctx, plan: dict[str, Any], cube: dict[str, Any]):
     cfg = plan["cfg"]
     ln = cube["line"]
     label = f"{ln['name']} cube of {plan['field']!r}"
     name = str(_casa_dir(ctx) / cube["imagename"])
-    cs = [pm["contsub"] for pm in cube["per_ms"]]
-    cols = {c.get("datacolumn", "data") for c in cs}
-    base = dict(_common(plan), vis=[c["vis"] for c in cs],
-                field=[c.get("field_sel", str(c["field_id"])) for c in cs],
-                spw=[str(c["spw"]) for c in cs],
-                datacolumn=cols.pop() if len(cols) == 1 else "data", imagename=name,
-                specmode="cube", nchan=cube["nchan"],
-                start=f"{cube['start_kms']}km/s", width=f"{cube['width_kms']}km/s",
-                outframe="LSRK", veltype="radio", restfreq=f"{cube['restfreq_hz']}Hz",
-                interpolation=cfg["interpolation"], perchanweightdensity=True,
-                restoringbeam="common", **_mask_params(cfg, cube=True))
+    base = cube_params(plan, cube, name, nchan=cube["nchan"], start_kms=cube["start_kms"])
     user_mask = _user_mask(base, cfg)
     runs0 = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
     image, pb, resid, mask, sigma, sidelobe = _dirty_noise(ctx, plan, base, name, "", label)
