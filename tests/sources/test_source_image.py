@@ -25,7 +25,8 @@ from sails.flows.engine import run_pipeline
 from sails.stages.source_image import NO_COMMON_SETUP, combinations
 from source_data import group_project
 
-pytestmark = [pytest.mark.casa, pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")]
+pytestmark = [pytest.mark.casa, pytest.mark.slow, pytest.mark.timeout(1500),
+              pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")]
 
 TOML = """
 [imaging]

@@ -15,6 +15,7 @@ from sails.catalog import Catalog, new_owner
 from sails.flows.engine import regroup_at_start, run_pipeline
 from sails.pipeline import PIPELINE, Runs, Scope, Stage, StageTable
 from sails.project import init_project
+from sails.report.sources import write_source_pages
 from sails.sources import Rules
 from sources_rows import M83_7M, M83_12M, M83_TP, ingest, real_row, sibling
 
@@ -149,6 +150,11 @@ def test_engine_runs_the_source_row_after_every_members_image(tmp_path, monkeypa
     assert [(e["from_status"], e["to_status"]) for e in evs][-2:] == [("pending", "running"),
                                                                        ("running", "done")]
     assert summary.counts["source_image"] == {"done": 1}
+    [page] = write_source_pages(project.catalog_path, project.reports)  # the report's page
+    html = page.read_text()
+    assert page.name == "M83.html" and M83_12M in html and M83_7M in html
+    assert "combined 2 members" in html and "Recovered flux per array combination" in html
+    assert 'href="M83.html"' in (page.parent / "index.html").read_text()
 
     # A TP MOUS joins later: the row opens again, the catalog says why; it runs once the
     # new member is imaged, and again records its members.

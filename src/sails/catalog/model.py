@@ -86,11 +86,13 @@ def check_status(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class StageRow:
+@dataclass(frozen=True, kw_only=True)
+class LeasedRow:
+    """What every claimable row carries (a MOUS/target row here, a source row in
+    :mod:`sails.catalog.sources`): its state, lease and times. Built from catalog rows by
+    name (:meth:`from_row`), never by position."""
+
     id: int
-    mous_id: str
-    target: str
     stage: str
     status: str
     reason: str | None
@@ -104,15 +106,21 @@ class StageRow:
     job_ref: str | None = None
     duration_s: float | None = None
     reason_code: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row):
+        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (Row iterates values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRow(LeasedRow):
+    mous_id: str
+    target: str
     override_fp: str | None = None  # per-target overrides this row ran with (sails.qa)
     predicted_peak_bytes: int | None = None  # the size model's guesses (sails.sizes) ...
     predicted_bytes: int | None = None
     measured_bytes: int | None = None  # ... and what the stage left on disk
     size_basis: str | None = None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> StageRow:
-        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (Row iterates values)
 
     @property
     def label(self) -> str:

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sails.catalog.model import FINISHED, Product, owner_is_dead
+from sails.catalog.model import FINISHED, LeasedRow, Product, owner_is_dead
 from sails.errors import IllegalTransitionError, LeaseLostError, NotFoundError
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Scope, StageTable
@@ -37,32 +37,14 @@ SOURCE_STAGE_TABLE_KEY = "source_stage_table"  # meta: the source stages rows ex
 NOTHING_TO_COMBINE = "one member left: nothing to combine"
 
 
-@dataclass(frozen=True)
-class SourceStageRow:
+@dataclass(frozen=True, kw_only=True)
+class SourceStageRow(LeasedRow):
     """One row of ``source_stages`` with its source's name. ``mous_id`` is '' and ``target``
     the source's name, as in the row's events, so code that prints stage rows prints it."""
 
-    id: int
     source_id: int
     name: str
-    stage: str
-    status: str
     members_fp: str
-    reason: str | None
-    reason_code: str | None
-    error: str | None
-    attempts: int
-    lease_owner: str | None
-    lease_expires: float | None
-    started_at: float | None
-    finished_at: float | None
-    updated_at: float
-    job_ref: str | None = None
-    duration_s: float | None = None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> SourceStageRow:
-        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (Row iterates values)
 
     @property
     def mous_id(self) -> str:
