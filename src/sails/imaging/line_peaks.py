@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-LINE_SNR = 3.0  # sigma: a channel of the line's run around the peak is above this
+LINE_SNR = 3.0  # sigma (and spreads) above the channels' noise-peak floor: the line's run
 FREE_CHANNELS = 4  # line-free channels imaged on each side of the run
 GAP = 1  # channels left between the run and the line-free ones (the line's wings)
 
@@ -36,11 +36,16 @@ def peak_channels(chan_snr: np.ndarray, contsub: bool) -> PeakChannels | None:
     snr = np.nan_to_num(np.asarray(chan_snr, float), nan=0.0)
     if not snr.size:
         return None
+    # the peak over many noise pixels is itself ~4 sigma in every channel: the line's run is
+    # what stands above that floor (median over channels, MAD spread), at least LINE_SNR
+    floor = float(np.median(snr))
+    spread = 1.4826 * float(np.median(np.abs(snr - floor)))
+    thresh = max(LINE_SNR, floor + LINE_SNR * spread, floor + 1.0)
     k = int(np.argmax(snr))
     lo = hi = k
-    while lo > 0 and snr[lo - 1] > LINE_SNR:
+    while lo > 0 and snr[lo - 1] > thresh:
         lo -= 1
-    while hi < snr.size - 1 and snr[hi + 1] > LINE_SNR:
+    while hi < snr.size - 1 and snr[hi + 1] > thresh:
         hi += 1
     gap, nfree = (GAP, FREE_CHANNELS) if contsub else (0, 0)
     first, last = max(0, lo - gap - nfree), min(snr.size - 1, hi + gap + nfree)
