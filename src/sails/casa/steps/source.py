@@ -21,6 +21,7 @@ import numpy as np
 
 from sails.casa import imaging_stats as st
 from sails.casa.contract import BadInput
+from sails.casa.fits_header import primary_header
 from sails.casa.steps import imaging
 from sails.casa.tools import opened
 
@@ -174,11 +175,8 @@ def _spectral_axis(cs) -> int:
 def tp_check(path: str) -> dict[str, Any]:
     """Unit, frame, beam and frequency range of a TP FITS cube; TpRefused when feather
     cannot take it as it is."""
-    from astropy.io import fits
-
     try:
-        with fits.open(path) as hdul:
-            h = hdul[0].header
+        h = primary_header(path)
     except (OSError, ValueError) as exc:
         raise TpRefused(f"cannot read {Path(path).name}: {exc}") from None
     unit = str(h.get("BUNIT", "")).strip()
