@@ -107,3 +107,40 @@ def test_disk_is_walked_once_per_catalog_change(tmp_path):
     view.du(cat, project.root)
     assert view.walks == 2
     assert os.path.isdir(project.root)
+
+
+def test_a_source_partner_goes_first_or_says_why_it_cannot(tmp_path):
+    """A and B observe one source (their source stage reads both), C another sky: A waits
+    on disk for B, so B starts before the older C; when B does not fit beside A, its row
+    says that A waits for it and what to change (not a silent pending forever)."""
+    b, c = "uid://A001/X1/Xb", "uid://A001/X1/Xc"
+    project = init_project(tmp_path / "p")
+    (project.root / "sails.toml").write_text("[storage]\nbudget_gb = 0.4\nfree_floor_gb = 0\n")
+    project = open_project(project.root)
+    cat = project.catalog
+    for m, name, ra in ((A, "Src", 10.0), (c, "Other", 50.0), (b, "Src", 10.0)):
+        cat.upsert_mous({"mous_id": m, "num_asdms": 1})
+        cat.upsert_target({"mous_id": m, "alma_source_name": name, "ra": ra, "dec": 5.0,
+                           "obs_id": f"{m}.source.{name}.spw.1"})
+        cat.add_file(m, f"https://archive.example/{m[-2:]}.ms.tgz", "product",
+                     filename=f"{m[-2:]}_calibrated.ms.tgz", size=DELIVERY)
+    grouped = cat.regroup_sources()
+    assert sorted(sorted(g.keys) for _, g in grouped.sources if len(g.keys) > 1) == [
+        [(A, "Src"), (b, "Src")]], grouped
+    first = _claim(project)
+    assert (first.mous_id, first.stage) == (A, "download")
+    work = project.mous_dir(A) / "auto_selfcal" / "work.ms"
+    _sparse(work, 200_000_000)  # A's intermediates, kept until the source stage has run
+    cat.complete(first.id, OWNER, [])
+    cat.set_sizes(first.id, measured=0)
+    _finish(project, A, ["restore", "verify", "split", "findcont", "auto_selfcal", "selfcal",
+                         "image"])
+    assert _claim(project) is None  # A's cleanup waits for the source; B does not fit
+    held = cat.find_stage(b, "download")
+    assert held.status == "blocked" and held.reason_code == Block.DISK.value
+    assert "source 'Src'" in held.reason and A in held.reason, held.reason
+    assert "storage.budget_gb" in held.reason, held.reason
+    assert cat.find_stage(c, "download").status == "pending"  # C did not jump ahead
+    work.unlink()  # room for B beside A
+    started = _claim(project)
+    assert (started.mous_id, started.stage) == (b, "download")

@@ -35,8 +35,12 @@ def two_mous(tmp_path_factory):
     from sails.sim.presets import tiny
 
     spec = replace(tiny()[0], proposal_id=PROPOSAL)
+    # The second MOUS observes other sky: two MOUS of one source must be on disk together
+    # (tests/pipeline/test_admission.py), which is not what this budget test is about.
+    other = replace(spec, targets=[replace(t, name=f"{t.name} B", dec_deg=t.dec_deg + 1.0)
+                                   for t in spec.targets])
     root = tmp_path_factory.mktemp("two-mous")
-    return root, [load_truth(p) for p in simulate_project(root, [spec, spec], seed=3)]
+    return root, [load_truth(p) for p in simulate_project(root, [spec, other], seed=3)]
 
 
 @pytest.fixture(scope="module")

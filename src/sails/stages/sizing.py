@@ -359,6 +359,21 @@ def admission(project, row: StageRow, reserved: int = 0, used: int | None = None
                      f"needs {gb(need)} ({need} bytes), {gb(max(free, 0))} {what}{held}")
 
 
+def source_partners(catalog) -> dict[str, dict[str, set[str]]]:
+    """MOUS -> {source: the other MOUS of it} for sources whose source stage is still to run:
+    the source stage reads every member's data, so a member's cleanup waits for the others
+    and they must be on disk together."""
+    open_sources = {r["name"] for r in catalog.source_stages()
+                    if r["status"] not in ("done", "skipped")}
+    out: dict[str, dict[str, set[str]]] = {}
+    for src in catalog.sources():
+        members = {m["mous_id"] for m in src["members"]}
+        if src["name"] in open_sources and len(members) > 1:
+            for m in members:
+                out.setdefault(m, {})[src["name"]] = members - {m}
+    return out
+
+
 def reserved_bytes(catalog) -> int:
     """Predicted peaks of the stages running now (any process): space they may still take."""
     return sum(r.predicted_peak_bytes or 0 for r in catalog.stages(status="running"))
@@ -375,6 +390,8 @@ class _Round:
         self.reserved = reserved_bytes(cat)
         self._growth: int | None = None
         self.busy = 0  # MOUS in progress (started, not yet cleaned up)
+        self.started: set[str] = set()  # their ids
+        self._partners: dict[str, dict[str, set[str]]] | None = None
         self.queue_full = False  # a new MOUS did not fit: later ones wait their turn
 
     def growth(self) -> int:
@@ -387,10 +404,27 @@ class _Round:
             for m, rows in by_mous.items():
                 if in_progress(rows):
                     self.busy += 1
+                    self.started.add(m)
                     total += max(0, mous_peak(self.project, m, rows)
                                  - mous_bytes(self.project, m, self.view))
             self._growth = total
         return self._growth
+
+    def awaited_by(self, mous_id: str) -> dict[str, set[str]]:
+        """{source: MOUS in progress} that cannot finish without ``mous_id`` (they share a
+        source whose stage has not run): such a MOUS goes ahead of the queue."""
+        if self._partners is None:
+            self._partners = source_partners(self.project.catalog) if self.limited else {}
+        wanted = self._partners.get(mous_id, {})
+        if not wanted:
+            return {}
+        self.growth()
+        return {s: ms & self.started for s, ms in wanted.items() if ms & self.started}
+
+    def order(self, rows: list[StageRow]) -> list[StageRow]:
+        """Queue order, except that a MOUS awaited by one in progress starts first."""
+        return sorted(rows, key=lambda r: not (first_stage(r.stage)
+                                               and self.awaited_by(r.mous_id)))
 
     def admit(self, row: StageRow) -> Admission | None:
         """None: a new MOUS behind one that did not fit (first come, first started)."""
@@ -404,6 +438,13 @@ class _Round:
             # Nothing else in progress: the MOUS starts on its first stage's own peak (the
             # whole-MOUS figure is an upper bound); later stages are admitted one by one.
             adm = admission(self.project, row, 0, self.used)
+        awaited = self.awaited_by(row.mous_id) if not adm.ok else {}
+        if awaited:  # without this reason the waiting MOUS would sit pending, unexplained
+            who = "; ".join(f"source {s!r} ({', '.join(sorted(ms))} on disk, waiting for it)"
+                            for s, ms in sorted(awaited.items()))
+            adm.detail += (f"; its source partners cannot finish without it: {who}; the "
+                           f"source stage needs its members on disk together, so raise "
+                           f"storage.budget_gb or exclude a member in [sources]")
         self.queue_full = not adm.ok
         return adm
 
@@ -420,7 +461,7 @@ def claim_admitted(project, owner: str, lease_s: float, stages=None, mous=None,
 
     cat = project.catalog
     rnd = _Round(project, view)
-    for row in cat.stages(status="blocked"):
+    for row in rnd.order(cat.stages(status="blocked")):
         if row.reason_code != Block.DISK.value or (stages and row.stage not in stages) or (
                 mous and row.mous_id not in mous):
             continue
@@ -428,7 +469,7 @@ def claim_admitted(project, owner: str, lease_s: float, stages=None, mous=None,
         if adm is not None and adm.ok:
             cat.unblock(row.id, f"disk space available ({adm.detail})", only_code=Block.DISK)
     rnd.queue_full = False
-    for row in cat.runnable(stages=stages, mous=mous):
+    for row in rnd.order(cat.runnable(stages=stages, mous=mous)):
         adm = rnd.admit(row)
         if adm is None:
             continue
