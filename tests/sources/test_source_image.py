@@ -125,7 +125,7 @@ def _line_flux(path: str, target: dict, pb_min: float = 0.3) -> tuple[float, flo
     """(measured, truth, core) line flux (Jy km/s) of a cube: the sum over the line's
     channels (truth velocity range +- 1 km/s) of the pixels where the joint PB >= ``pb_min``
     (where the noise is low), the truth sky integrated over the same pixels, and the core's
-    flux from its peak spectrum (a 0.8" source in a ~3" beam: Jy/beam = Jy)."""
+    flux from its peak spectrum (Jy/beam; :func:`_core_in_beam` is what it should hold)."""
     img, hdr = _read(path)
     pb, _h = _read(path.replace(".pbcor.fits", ".pb.fits"))
     pb = pb[0] if pb.ndim == 3 else pb
@@ -149,24 +149,50 @@ def _line_flux(path: str, target: dict, pb_min: float = 0.3) -> tuple[float, flo
     return measured, truth, core
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet (measured 2026-12-02): where PB >= 0.3 the "
-                   "feathered cube holds 8.9 of 12.6 Jy km/s (-30%), the joint cube 1.7; the "
-                   "core's line flux -40..-45% in both (the continuum core is within 5%)")
-def test_feather_recovers_the_total_line_flux(group):
-    t = group["truth"]["targets"][0]
+def _core_in_beam(path: str, target: dict) -> float:
+    """The core's truth line flux as its peak spectrum holds it (Jy/beam km/s): its 0.8"
+    Gaussian diluted by the cube's beam (0.94 of the flux in a 3.9" x 2.8" beam)."""
+    _img, hdr = _read(path)
+    size = target["line"]["core_size_arcsec"]
+    dilution = math.prod(math.sqrt(b ** 2 / (b ** 2 + size ** 2))
+                         for b in (hdr["BMAJ"] * 3600, hdr["BMIN"] * 3600))
+    return target["line"]["core_flux_jykms"] * dilution
+
+
+def _line_cubes(group) -> tuple[dict, dict]:
     [fc] = _products(group, "feather_cube").values()
     [jc] = _products(group, "cube").values()
+    return jc, fc
+
+
+def test_feather_recovers_the_total_line_flux(group):
+    t = group["truth"]["targets"][0]
+    jc, fc = _line_cubes(group)
     assert Path(fc["path"]).name == "source.Per-emb-2.12m_7m_TP.C18O_2-1.feather.cube.I.pbcor.fits"
     assert any(m["array"] == "TP" for m in fc["members"])
-    (jm, truth, jcore), (fm, ftruth, fcore) = _line_flux(jc["path"], t), _line_flux(fc["path"], t)
+    (jm, truth, _jcore), (fm, ftruth, _fcore) = _line_flux(jc["path"], t), _line_flux(
+        fc["path"], t)
     print(f"line flux (Jy km/s) where PB >= 0.3: joint {jm:.2f}, feathered {fm:.2f}, truth "
-          f"{truth:.2f}; core (peak spectrum): joint {jcore:.3f}, feathered {fcore:.3f}, "
-          f"truth {t['line']['core_flux_jykms']}")
+          f"{truth:.2f}")
     assert ftruth == pytest.approx(truth)
     assert fm == pytest.approx(truth, rel=0.15)
     assert fm > jm + 0.2 * truth  # the TP adds what the interferometers miss
-    for core in (jcore, fcore):
-        assert core == pytest.approx(t["line"]["core_flux_jykms"], rel=0.05)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "not met yet (measured 2026-12-02, after the joint line-free channels): the core's peak "
+    "spectrum holds 1.04 (joint) and 1.11 (feathered) of the 1.41 Jy/beam km/s its 1.5 Jy "
+    "km/s give in the beam (-27%, -21%); the dirty cube holds 1.32 / 1.41. The clean takes "
+    "it: the cube's multiscale puts the core into 2.9-arcsec components and stops at 4 "
+    "sigma, and the arc (2-3 sigma a beam a channel) is left undeconvolved around it"))
+def test_compact_core_keeps_its_line_flux(group):
+    t = group["truth"]["targets"][0]
+    for p in _line_cubes(group):
+        _m, _t, core = _line_flux(p["path"], t)
+        want = _core_in_beam(p["path"], t)
+        print(f"core line flux (peak spectrum, Jy/beam km/s) of {Path(p['path']).name}: "
+              f"{core:.3f}, truth in the beam {want:.3f}")
+        assert core == pytest.approx(want, rel=0.05)
 
 
 def test_tp_cube_in_kelvin_is_refused_the_joint_products_stay(group, tmp_path):

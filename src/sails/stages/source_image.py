@@ -127,7 +127,7 @@ def build_steps(ctx, name: str, arrays: list[str], vis: list[dict[str, Any]],
         "vis": vis, "field": vis[0]["field"], "lines": [ln.to_dict() for ln in
                                                         catalogue(s.lines)],
         "cfg": cfg, "stem": stem, "statwt": src.statwt,
-        "weight_tolerance": src.weight_tolerance}},
+        "weight_tolerance": src.weight_tolerance, "findcont": s.findcont}},
         {"op": "image_continuum", "name": "continuum", "args": {}}]
     if cubes:
         steps += [{"op": "image_contsub", "name": "contsub", "args": {}},
