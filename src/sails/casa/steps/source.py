@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa.contract import BadInput
 from sails.casa.fits_header import primary_header
@@ -111,22 +112,33 @@ def _statwt_copy(ctx, vis: str, datacolumn: str) -> str:
 
 
 def joint_linefree(ctx, vis: list[str], field: str, lines: list[dict[str, Any]],
-                   vsys: float | None) -> dict[str, list[list[float]]]:
-    """Line-free LSRK ranges (GHz) per spw id of the joint data: the findcont finder
+                   cfg: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """Line-free LSRK ranges (GHz) of the joint data, for the spws the catalogue windows
+    leave out (fewer line-free channels than ``min_linefree_fraction``, as the plan's rule:
+    a narrow line window that +-(window + margin) km/s around the line covers whole), by
+    spw id: the findcont finder
     (:func:`sails.casa.steps.findcont.find_target`) on every array's data at once. Without
-    them a narrow line window that the catalogue window covers whole is fitted on its outer
-    10% only (2 + 2 channels of a 24-channel window): the fit's noise is subtracted from
-    every channel alike, which biased the group-tiny line flux by -30%. Empty (catalogue
-    windows) when the finder cannot run."""
+    them uvcontsub fits the window's outer 10% only (2 + 2 of 24 channels) and subtracts that
+    fit's noise from every channel alike: the group-tiny line flux was -30%. The other spws
+    keep the catalogue windows. Empty when the finder cannot run."""
     from sails.casa.steps.findcont import find_target
 
     try:
+        mss = [planmod.describe_ms(v, field, "data") for v in vis]
+        vsys, _origin = planmod.systemic_velocity(cfg, mss, lines)
+        half = float(cfg["velocity_window_kms"]) + float(cfg["line_free_margin_kms"])
+        least = float(cfg.get("min_linefree_fraction", 0.1))
+        narrow = {str(sp["id"]) for sp in mss[0]["spws"]
+                  if sum(b - a + 1 for a, b in planmod.linefree(sp, lines, vsys, half))
+                  < max(1, least * sp["nchan"])}
+        if not narrow:
+            return {}
         got = find_target(ctx, vis, field, lines, {}, vsys, {})
     except Exception as exc:  # noqa: BLE001 - the catalogue windows still serve
         ctx.warn(f"line-free channels of the joint data not found ({exc}); catalogue windows")
         return {}
-    return {aid: [list(r) for r in s["ranges_ghz"]] for aid, s in got["spws"].items()
-            if s.get("ranges_ghz")}
+    return {aid: [list(r) for r in sp["ranges_ghz"]] for aid, sp in got["spws"].items()
+            if aid in narrow and sp.get("ranges_ghz")}
 
 
 def source_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str, Any]],
@@ -152,8 +164,7 @@ def source_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str
         path = _statwt_copy(ctx, v["path"], col) if do else v["path"]
         used.append(dict(v, path=path, datacolumn=col))
     if findcont and not cfg.get("cont_ranges"):
-        ranges = joint_linefree(ctx, [v["path"] for v in used], field, lines,
-                                cfg.get("systemic_velocity_kms"))
+        ranges = joint_linefree(ctx, [v["path"] for v in used], field, lines, cfg)
         if ranges:
             cfg = dict(cfg, cont_ranges=ranges)
     if do:  # the statwt'ed copies on one scale now: check again, for the record
