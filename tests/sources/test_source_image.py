@@ -186,7 +186,7 @@ def test_feather_recovers_the_total_line_flux(group):
     "cube's clean takes it: multiscale models the core on its faint arc (2-3 sigma a beam a "
     "channel, left undeconvolved) with 2.9-8.5 arcsec components. Tried on the same data: "
     "thresholds from the theoretical noise -31%/-25%, scales without 5 px -21%/-16%, "
-    "smallscalebias 0.9 -17%/-12%"))
+    "smallscalebias 0.9 -17%/-12%, hogbom to 0.3 Jy before multiscale -15%/-10%"))
 def test_compact_core_keeps_its_line_flux(group):
     t = group["truth"]["targets"][0]
     for p in _line_cubes(group):
