@@ -129,9 +129,13 @@ def bare_once(stage_out: Path, work: Path) -> float:
     return time.perf_counter() - t0
 
 
-def casa_work(root: Path) -> tuple[int, float, float, float]:
-    """(jobs, their wall, CPU and in-task seconds) from every job manifest under ``root``."""
-    n, wall, cpu, tasks = 0, 0.0, 0.0, 0.0
+def casa_work(root: Path) -> dict[str, float]:
+    """Totals over every job manifest under ``root``: jobs, their wall, CPU and in-task
+    seconds, and where the rest went (the manifests' ``phases``): process start -> runner
+    (interpreter, or a warm launcher's fork), runner -> CASA and the steps imported,
+    imported -> first task call, and the job-side Python around the tasks after that."""
+    t = dict.fromkeys(("n", "wall", "cpu", "tasks", "span", "to_runner", "imports",
+                       "to_first_task"), 0.0)
     for res in root.rglob("result.json"):
         if ".tmp-" in str(res) or ".old-" in str(res):
             continue
@@ -141,15 +145,20 @@ def casa_work(root: Path) -> tuple[int, float, float, float]:
             continue
         if not isinstance(m, dict) or "casa_tasks" not in m:
             continue
-        n += 1
-        wall += m.get("wall_s") or 0.0
-        cpu += m.get("cpu_s") or 0.0
-        tasks += m["casa_tasks"]["wall_s"]
-    return n, wall, cpu, tasks
+        t["n"] += 1
+        t["wall"] += m.get("wall_s") or 0.0
+        t["cpu"] += m.get("cpu_s") or 0.0
+        t["tasks"] += m["casa_tasks"]["wall_s"]
+        ph = m.get("phases") or {}
+        t["span"] += ph.get("total_s") or m.get("wall_s") or 0.0
+        for k in ("to_runner", "imports", "to_first_task"):
+            t[k] += ph.get(f"{k}_s") or 0.0
+    t["python"] = t["span"] - t["to_runner"] - t["imports"] - t["to_first_task"] - t["tasks"]
+    return t
 
 
 def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None,
-                keep: bool = False):
+                keep: bool = False, warm: bool = True):
     from sails.demo import ingest_from_server, tap_routes
     from sails.fakes.archive import ArchiveServer
     from sails.flows.engine import run_pipeline
@@ -165,7 +174,9 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None
         # shorter CASA work per MOUS (the machine is shared): no amplitude self-cal, no weblog
         .replace("do_amp_selfcal = true", "do_amp_selfcal = false\nweblog = false")
         # (a) counts every job's manifest: keep the folders cleanup would remove
-        .replace("cleanup = true", f"cleanup = {str(not keep).lower()}"))
+        .replace("cleanup = true", f"cleanup = {str(not keep).lower()}")
+        # local jobs forked from the warm CASA launcher, or each a fresh process
+        .replace("warm_casa = true", f"warm_casa = {str(warm).lower()}"))
     project = open_project(project.root)
     with ArchiveServer(archive, extra_routes=tap_routes(archive / "obscore.xml"),
                        rate_bytes_per_s=rate) as server:
@@ -193,7 +204,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0,
                     help="cube half-width, km/s (60: a 180-channel cube)")
     ap.add_argument("--line-nchan", type=int, default=256, help="native channels of the line spw")
-    ap.add_argument("--mous", type=int, default=3, help="MOUS in the survey of (c)")
+    ap.add_argument("--mous", type=int, default=3, help="MOUS in the surveys of (a), (c)")
+    ap.add_argument("--warm", choices=("cold", "warm", "both"), default="both",
+                    help="(a): jobs from the warm CASA launcher, fresh processes, or both")
     ap.add_argument("--download-s", type=float, default=60.0,
                     help="(c): throttle so one MOUS's download takes about this long")
     args = ap.parse_args()
@@ -245,16 +258,31 @@ def main() -> None:
 
             archive = root / "survey-a"
             simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=3)
-            print(f"(a) starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; {load()}",
-                  flush=True)
-            cpu0 = _children_cpu()
-            w, _, _ = survey_once(archive, root / "a", separate=True, rate=None, keep=True)
-            n, jw, jc, tw = casa_work(root / "a")
-            print(f"(a) ends; {load()}; CPU of all CASA jobs {_children_cpu() - cpu0:.1f} s")
-            print(f"(a) pipeline wall {w:.1f} s; {n} CASA jobs: wall {jw:.1f} s (CPU {jc:.1f} "
-                  f"s), of it inside casatasks calls {tw:.1f} s -> pipeline / CASA work "
-                  f"{w / tw:.3f} (goal <= 1.05); CASA start-up + job-side Python "
-                  f"{jw - tw:.1f} s, orchestrator (outside jobs) {w - jw:.1f} s")
+            arms = {"cold": [False], "warm": [True], "both": [False, True]}[args.warm]
+            ratios = {}
+            for warm in arms:
+                arm = "warm launcher" if warm else "a fresh process per job"
+                print(f"(a) [{arm}] starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; "
+                      f"{load()}", flush=True)
+                out = root / ("a-warm" if warm else "a-cold")
+                w, _, _ = survey_once(archive, out, separate=True, rate=None, keep=True,
+                                      warm=warm)
+                t = casa_work(out)
+                n, tw = int(t["n"]), t["tasks"]
+                ratios[arm] = w / tw
+                print(f"(a) [{arm}] ends; {load()}; CPU of all CASA jobs {t['cpu']:.1f} s "
+                      "(their manifests)")
+                print(f"(a) [{arm}] pipeline wall {w:.1f} s; {n} CASA jobs: process start to "
+                      f"end {t['span']:.1f} s, of it inside casatasks calls {tw:.1f} s -> "
+                      f"pipeline / CASA work {w / tw:.3f} (goal <= 1.05)")
+                print(f"    the rest, summed over the jobs: process start -> runner "
+                      f"{t['to_runner']:.1f} s; CASA + steps imported {t['imports']:.1f} s; "
+                      f"-> first task {t['to_first_task']:.1f} s; job-side Python between and "
+                      f"after tasks {t['python']:.1f} s; orchestrator (outside job processes)"
+                      f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s",
+                      flush=True)
+            if len(ratios) > 1:
+                print("(a) side by side: " + "; ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
         if not args.skip_c:
             from sails.sim import simulate_project
             from sails.sim.presets import customize, preset

@@ -157,6 +157,7 @@ class TaskClock:
     def __init__(self) -> None:
         self.by_task: dict[str, list[float]] = {}
         self._depth = 0
+        self.first: float | None = None  # when the job's first task call began (epoch)
 
     def install(self) -> None:
         import casatasks
@@ -168,6 +169,8 @@ class TaskClock:
 
     def _timed(self, name: str, task: Any) -> Any:
         def timed(*args: Any, **kw: Any) -> Any:
+            if self.first is None:
+                self.first = time.time()
             self._depth += 1
             t0 = time.perf_counter()
             try:
@@ -188,6 +191,28 @@ class TaskClock:
                 "wall_s": round(sum(w for _, w in self.by_task.values()), 3),
                 "by_task": {k: [int(n), round(w, 3)] for k, (n, w) in
                             sorted(self.by_task.items())}}
+
+
+def process_start() -> float | None:
+    """When this process began (epoch s, 10 ms ticks; a forked job: its fork), from /proc:
+    the start-up before the runner ran, which the throughput benchmark reports apart."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
+
+
+def phases(t_proc: float | None, t_run: float, t_ready: float | None, first: float | None,
+           end: float) -> dict[str, float | None]:
+    """Where a job's wall time went before its CASA work: process start -> runner ->
+    casatools/casatasks and the steps imported -> first task call -> end (seconds)."""
+    def span(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 3)
+    return {"process_start": t_proc, "to_runner_s": span(t_proc, t_run),
+            "imports_s": span(t_run, t_ready), "to_first_task_s": span(t_ready, first),
+            "total_s": span(t_proc, end)}
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -212,11 +237,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.time()
     log_start = 0
     clock = TaskClock()
+    t_ready = None
     try:
         log_start = _setup_casa_log(log_path)
         result.versions = _versions()
         clock.install()
         registry = load_steps()
+        t_ready = time.time()
         steps = job.get("steps") or []
         unknown = [s.get("op") for s in steps if s.get("op") not in registry]
         if unknown:
@@ -244,6 +271,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result.finished = time.time()
     result.extra["cpu_s"] = round(_cpu_s(), 3)  # CASA start-up included: what the job cost
     result.extra["casa_tasks"] = clock.summary()
+    result.extra["phases"] = phases(process_start(), t0, t_ready, clock.first, result.finished)
     write_manifest(staging, result)
     _install(staging, dest, bool(result.ok))
     return result.to_dict()
