@@ -134,7 +134,7 @@ def casa_work(root: Path) -> dict[str, float]:
     seconds, and where the rest went (the manifests' ``phases``): process start -> runner
     (interpreter, or a warm launcher's fork), runner -> CASA and the steps imported,
     imported -> first task call, and the job-side Python around the tasks after that."""
-    t = dict.fromkeys(("n", "wall", "cpu", "tasks", "span", "to_runner", "imports",
+    t = dict.fromkeys(("n", "wall", "cpu", "tasks", "tools", "span", "to_runner", "imports",
                        "to_first_task"), 0.0)
     for res in root.rglob("result.json"):
         if ".tmp-" in str(res) or ".old-" in str(res):
@@ -149,12 +149,30 @@ def casa_work(root: Path) -> dict[str, float]:
         t["wall"] += m.get("wall_s") or 0.0
         t["cpu"] += m.get("cpu_s") or 0.0
         t["tasks"] += m["casa_tasks"]["wall_s"]
+        t["tools"] += (m.get("casa_tools") or {}).get("wall_s") or 0.0
         ph = m.get("phases") or {}
         t["span"] += ph.get("total_s") or m.get("wall_s") or 0.0
         for k in ("to_runner", "imports", "to_first_task"):
             t[k] += ph.get(f"{k}_s") or 0.0
-    t["python"] = t["span"] - t["to_runner"] - t["imports"] - t["to_first_task"] - t["tasks"]
+    t["python"] = (t["span"] - t["to_runner"] - t["imports"] - t["to_first_task"] - t["tasks"]
+                   - t["tools"])
     return t
+
+
+def orchestrator_split(summary, t: dict[str, float]) -> str:
+    """Per stage kind, its stage runs' time outside their job processes (the stage's own
+    Python in the orchestrator: inputs, QA, catalog), and the backend's launch and reap
+    latency (job walls as the backend saw them minus the jobs' own process spans)."""
+    by: dict[str, list[float]] = {}
+    for r in summary.reports:
+        rec = by.setdefault(r.row.stage, [0, 0.0])
+        rec[0] += 1
+        rec[1] += (r.row.duration_s or 0.0) - r.job_wall_s
+    backend = sum(r.job_wall_s for r in summary.reports)
+    parts = ", ".join(f"{k} {v:.1f} s ({int(n)})" for k, (n, v) in
+                      sorted(by.items(), key=lambda kv: -kv[1][1]))
+    return (f"stage time outside jobs, by stage (runs): {parts}; backend launch+reap "
+            f"{backend - t['span']:.1f} s")
 
 
 def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None,
@@ -265,8 +283,8 @@ def main() -> None:
                 print(f"(a) [{arm}] starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; "
                       f"{load()}", flush=True)
                 out = root / ("a-warm" if warm else "a-cold")
-                w, _, _ = survey_once(archive, out, separate=True, rate=None, keep=True,
-                                      warm=warm)
+                w, _, summary = survey_once(archive, out, separate=True, rate=None,
+                                            keep=True, warm=warm)
                 t = casa_work(out)
                 n, tw = int(t["n"]), t["tasks"]
                 ratios[arm] = w / tw
@@ -277,10 +295,13 @@ def main() -> None:
                       f"pipeline / CASA work {w / tw:.3f} (goal <= 1.05)")
                 print(f"    the rest, summed over the jobs: process start -> runner "
                       f"{t['to_runner']:.1f} s; CASA + steps imported {t['imports']:.1f} s; "
-                      f"-> first task {t['to_first_task']:.1f} s; job-side Python between and "
-                      f"after tasks {t['python']:.1f} s; orchestrator (outside job processes)"
+                      f"-> first task {t['to_first_task']:.1f} s; casatools calls outside "
+                      f"tasks {t['tools']:.1f} s (pipeline / tasks+tools "
+                      f"{w / (tw + t['tools']):.3f}); other job-side Python "
+                      f"{t['python']:.1f} s; orchestrator (outside job processes)"
                       f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s",
                       flush=True)
+                print("    " + orchestrator_split(summary, t), flush=True)
             if len(ratios) > 1:
                 print("(a) side by side: " + "; ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
         if not args.skip_c:

@@ -25,6 +25,7 @@ step names are an error, never skipped.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import pkgutil
@@ -152,24 +153,36 @@ class TaskClock:
     """Time spent inside casatasks calls (outermost calls only: a task calling another is
     counted once): the job's bare CASA work, which the throughput benchmark sets against
     the pipeline's wall time. Installed before the steps are imported, so ``from casatasks
-    import x`` (auto-selfcal does) gets the timed ``x``."""
+    import x`` (auto-selfcal does) gets the timed ``x``. Calls of casatools tools' methods
+    made outside any task (auto-selfcal's ``tb``/``ia``/``msmd`` reads) are CASA work too:
+    timed apart (``casa_tools``), so the task figure keeps its meaning."""
 
     def __init__(self) -> None:
         self.by_task: dict[str, list[float]] = {}
+        self.by_tool: dict[str, list[float]] = {}
         self._depth = 0
         self.first: float | None = None  # when the job's first task call began (epoch)
 
     def install(self) -> None:
         import casatasks
+        import casatools
 
         for name in getattr(casatasks, "__all__", []):
             task = getattr(casatasks, name, None)
             if name not in NOT_TASKS and callable(task):
-                setattr(casatasks, name, self._timed(name, task))
+                setattr(casatasks, name, self._timed(name, task, self.by_task))
+        for name, tool in vars(casatools).items():
+            if (isinstance(tool, type) and tool.__module__.startswith("casatools.")
+                    and not name.startswith("_")):
+                for attr, method in list(vars(tool).items()):
+                    if not attr.startswith("_") and inspect.isfunction(method):
+                        setattr(tool, attr, self._timed(name, method, self.by_tool))
 
-    def _timed(self, name: str, task: Any) -> Any:
+    def _timed(self, name: str, task: Any, into: dict[str, list[float]]) -> Any:
+        is_task = into is self.by_task
+
         def timed(*args: Any, **kw: Any) -> Any:
-            if self.first is None:
+            if is_task and self.first is None:
                 self.first = time.time()
             self._depth += 1
             t0 = time.perf_counter()
@@ -178,19 +191,25 @@ class TaskClock:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    rec = self.by_task.setdefault(name, [0, 0.0])
+                    rec = into.setdefault(name, [0, 0.0])
                     rec[0] += 1
                     rec[1] += time.perf_counter() - t0
 
-        timed.__name__ = name
+        timed.__name__ = getattr(task, "__name__", name)
         timed.__doc__ = getattr(task, "__doc__", None)
         return timed
 
+    @staticmethod
+    def _sum(by: dict[str, list[float]]) -> dict[str, Any]:
+        return {"calls": sum(int(n) for n, _ in by.values()),
+                "wall_s": round(sum(w for _, w in by.values()), 3),
+                "by_task": {k: [int(n), round(w, 3)] for k, (n, w) in sorted(by.items())}}
+
     def summary(self) -> dict[str, Any]:
-        return {"calls": sum(int(n) for n, _ in self.by_task.values()),
-                "wall_s": round(sum(w for _, w in self.by_task.values()), 3),
-                "by_task": {k: [int(n), round(w, 3)] for k, (n, w) in
-                            sorted(self.by_task.items())}}
+        return self._sum(self.by_task)
+
+    def tools_summary(self) -> dict[str, Any]:
+        return self._sum(self.by_tool)
 
 
 def process_start() -> float | None:
@@ -271,6 +290,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result.finished = time.time()
     result.extra["cpu_s"] = round(_cpu_s(), 3)  # CASA start-up included: what the job cost
     result.extra["casa_tasks"] = clock.summary()
+    result.extra["casa_tools"] = clock.tools_summary()  # tool calls outside any task
     result.extra["phases"] = phases(process_start(), t0, t_ready, clock.first, result.finished)
     write_manifest(staging, result)
     _install(staging, dest, bool(result.ok))

@@ -92,6 +92,7 @@ def _child(req: dict[str, Any]) -> None:
         os.environ.clear()
         os.environ.update(req["env"])
         sys.argv = [sys.argv[0], req["job_file"]]
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - the process's stdin from now on
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         if "numpy" in sys.modules:  # a forked child would share the zygote's random state
@@ -120,6 +121,18 @@ def _say(msg: dict[str, Any]) -> None:
     sys.__stdout__.flush()
 
 
+def _fork(req: dict[str, Any], running: dict[int, str]) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _say({"id": req["id"], "error": f"fork failed: {exc}"})
+        return
+    if pid == 0:
+        _child(req)
+    running[pid] = req["id"]
+    _say({"id": req["id"], "pid": pid})
+
+
 def serve() -> int:
     _die_with_parent()
     try:
@@ -132,32 +145,26 @@ def serve() -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     sel = selectors.DefaultSelector()
-    stdin = sys.stdin.buffer
-    sel.register(stdin, selectors.EVENT_READ)
+    sel.register(0, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
     running: dict[int, str] = {}
     _say({"ready": True, "pid": os.getpid()})
+    pending = b""  # requests read but not yet served (raw reads: no hidden buffer)
     open_input = True
     while open_input or running:
         for key, _ in sel.select():
-            if key.fileobj is stdin:
-                line = stdin.readline()
-                if not line:
-                    open_input = False
-                    sel.unregister(stdin)
-                    continue
-                req = json.loads(line)
-                try:
-                    pid = os.fork()
-                except OSError as exc:
-                    _say({"id": req["id"], "error": f"fork failed: {exc}"})
-                    continue
-                if pid == 0:
-                    _child(req)
-                running[pid] = req["id"]
-                _say({"id": req["id"], "pid": pid})
-            else:
+            if key.fileobj != 0:
                 os.read(wake_r, 4096)
+                continue
+            chunk = os.read(0, 65536)
+            if not chunk:
+                open_input = False
+                sel.unregister(0)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    _fork(json.loads(line), running)
         while running:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
