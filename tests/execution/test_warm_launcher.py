@@ -44,6 +44,15 @@ def job(project, steps, out: Path, timeout_s: float = 120, env=None) -> JobSpec:
                    env=env or {})
 
 
+def ready_launcher(backend: LocalBackend, project, tmp_path: Path, env=None) -> warm.Launcher:
+    """Run a job (the first for an environment starts cold and starts the launcher), then
+    wait until the launcher is warm."""
+    assert backend.run(job(project, [], tmp_path / "first", env=env)).ok
+    launcher = warm.current()
+    assert launcher is not None and launcher.wait_ready(120), launcher and launcher.error
+    return launcher
+
+
 def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -51,6 +60,7 @@ def _ppid(pid: int) -> int:
 def test_warm_job_is_a_job_process_of_its_own(project, tmp_path, monkeypatch):
     monkeypatch.setenv("CANFAR_TOKEN", "secret-canfar-token")
     backend = LocalBackend(project)
+    launcher = ready_launcher(backend, project, tmp_path, env={"MINE": "1"})
     spec = job(project, [{"op": "process_facts", "args": {}},
                          {"op": "casa_versions", "args": {}},
                          {"op": "casa_log", "args": {"message": "warm job here",
@@ -59,8 +69,7 @@ def test_warm_job_is_a_job_process_of_its_own(project, tmp_path, monkeypatch):
     res = backend.run(spec)
     assert res.ok, res.error
     facts = res.manifest["steps"]["00-process_facts"]
-    launcher = warm._current
-    assert launcher is not None and launcher.alive and launcher.proc is not None
+    assert launcher.alive and launcher.proc is not None
     assert facts["ppid"] == launcher.proc.pid  # forked by the launcher, not started cold
     assert facts["pgid"] == facts["sid"] == facts["pid"] == res.manifest["pid"]
     assert "CANFAR_TOKEN" not in facts["env_names"] and "MINE" in facts["env_names"]
@@ -70,6 +79,8 @@ def test_warm_job_is_a_job_process_of_its_own(project, tmp_path, monkeypatch):
     assert "warm job here" in spec.casa_log.read_text()
     log = (spec.log_dir / f"{spec.job_id}.stdout.log").read_text()
     assert "started cold" not in log and '"ok": true' in log
+    first = sorted(spec.log_dir.glob("*.stdout.log"))[0].read_text()
+    assert "started cold:" in first  # while the launcher warmed up
     ph = res.manifest["phases"]
     assert ph["process_start"] and ph["imports_s"] is not None and ph["total_s"] is not None
 
@@ -88,6 +99,7 @@ def test_cold_switch_starts_a_fresh_process(tmp_path):
 
 def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
     backend = LocalBackend(project)
+    launcher = ready_launcher(backend, project, tmp_path)
     res = backend.run(job(project, [{"op": "sleep", "args": {"seconds": 60}}],
                           tmp_path / "slow", timeout_s=3))
     assert not res.ok and res.error_kind == "timeout" and res.manifest is None
@@ -95,8 +107,7 @@ def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
                                     {"op": "kill_self", "args": {}}], tmp_path / "killed"))
     assert not res.ok and res.manifest is None and res.error_kind == "oom"
     assert "killed by SIGKILL without a result manifest" in res.error
-    launcher = warm._current
-    assert launcher is not None and launcher.alive  # the launcher lives on...
+    assert warm.current() is launcher and launcher.alive  # the launcher lives on...
     res = backend.run(job(project, [{"op": "process_facts", "args": {}}], tmp_path / "next"))
     assert res.ok, res.error  # ... and serves the next job
     assert res.manifest["steps"]["00-process_facts"]["ppid"] == launcher.proc.pid
@@ -104,9 +115,7 @@ def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
 
 def test_a_killed_launcher_takes_its_job_with_it_and_is_replaced(project, tmp_path):
     backend = LocalBackend(project)
-    assert backend.run(job(project, [], tmp_path / "warmup")).ok
-    launcher = warm._current
-    assert launcher is not None and launcher.alive
+    launcher = ready_launcher(backend, project, tmp_path)
     started: list[str] = []
     results = []
     runner = threading.Thread(target=lambda: results.append(backend.run(
@@ -132,7 +141,12 @@ def test_a_killed_launcher_takes_its_job_with_it_and_is_replaced(project, tmp_pa
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists() or \
         Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] == "Z"
+    # the next job starts cold and a new launcher warms up; the one after is forked by it
     res = backend.run(job(project, [{"op": "process_facts", "args": {}}], tmp_path / "after"))
     assert res.ok, res.error
-    assert warm._current is not launcher and warm._current.alive
-    assert res.manifest["steps"]["00-process_facts"]["ppid"] == warm._current.proc.pid
+    assert res.manifest["steps"]["00-process_facts"]["ppid"] == os.getpid()
+    again = ready_launcher(backend, project, tmp_path)
+    assert again is not launcher
+    res = backend.run(job(project, [{"op": "process_facts", "args": {}}], tmp_path / "later"))
+    assert res.ok, res.error
+    assert res.manifest["steps"]["00-process_facts"]["ppid"] == again.proc.pid

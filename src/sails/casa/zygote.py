@@ -65,7 +65,10 @@ def warm_up() -> None:
         exts = sorted(glob.glob(os.path.join(casac, "_*.so")),
                       key=lambda p: FIRST_EXTENSION not in os.path.basename(p))
         for so in exts:
-            ctypes.CDLL(so)  # dlopen only: Python's import later reuses the loaded library
+            try:
+                ctypes.CDLL(so)  # dlopen only: Python's import later reuses the library
+            except OSError:
+                break  # another build's link order: the job's import loads the rest
     if any(m == "casatools" or m.startswith(("casatools.", "casatasks")) for m in sys.modules):
         raise RuntimeError("casatools was imported while warming up: cannot fork safely")
     if _threads() != 1:

@@ -3,8 +3,10 @@
 :func:`spawn` starts a job as a child of the launcher and returns a :class:`WarmProc`,
 which the local backend waits on and kills like a ``Popen`` (pid, ``wait(timeout)``,
 ``returncode``; the job is its own process group). One launcher per orchestrator, started
-on first use with the environment of the jobs it serves; a job with another environment,
-or any launcher failure, raises :class:`Unavailable` and the backend starts the job cold.
+on first use with the environment of the jobs it serves; it warms up in the background
+while that job and any other before it is ready start cold (so a launcher never delays a
+job). A job with another environment, or any launcher failure, raises
+:class:`Unavailable` and the backend starts the job cold.
 """
 
 from __future__ import annotations
@@ -72,16 +74,28 @@ class Launcher:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._alive = False
+        self._closed = False
+        self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._own, args=(log_path, preexec),
                                         name="sails-casa-launcher", daemon=True)
         self._thread.start()
-        if not self._ready.wait(READY_TIMEOUT_S):
-            self.error = f"not ready after {READY_TIMEOUT_S:.0f} s"
-            self.close()
 
     @property
     def alive(self) -> bool:
         return self._alive
+
+    def starting(self) -> bool:
+        """Still warming up (and not yet given up on)."""
+        if self._ready.is_set():
+            return False
+        if time.monotonic() - self._t0 > READY_TIMEOUT_S:
+            self.error = f"not ready after {READY_TIMEOUT_S:.0f} s"
+            self.close()
+            return False
+        return True
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout) and self._alive
 
     def busy(self) -> bool:
         with self._lock:
@@ -99,6 +113,8 @@ class Launcher:
             hello = json.loads(self.proc.stdout.readline() or b"{}")
             if not hello.get("ready"):
                 self.error = hello.get("error") or "exited while warming up"
+                return
+            if self._closed:
                 return
             self._alive = True
             self._ready.set()
@@ -159,6 +175,7 @@ class Launcher:
 
     def close(self) -> None:
         """Stop the launcher (its running jobs die with it)."""
+        self._closed = True
         self._alive = False
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -169,30 +186,41 @@ _current: Launcher | None = None
 _failed: dict[tuple, str] = {}
 
 
-def spawn(job_file: Path, stdout: Path, cwd: Path, env: dict[str, str], log_path: Path,
-          preexec: Any | None = None) -> WarmProc:
-    """Fork the job from this orchestrator's launcher (started, or replaced when idle, for
-    ``env``); :class:`Unavailable` when it cannot."""
+def _launcher(env: dict[str, str], log_path: Path, preexec: Any | None) -> Launcher:
+    """This orchestrator's launcher for ``env``, ready; :class:`Unavailable` while it warms
+    up (it is started, or replaced when idle, here) or when it cannot serve ``env``."""
     global _current
     key = tuple(sorted(env.items()))
     with _lock:
         if key in _failed:
             raise Unavailable(_failed[key])
-        if _current is not None and (not _current.alive or _current.env != env):
-            if _current.alive and _current.busy():
+        cur = _current
+        if cur is not None and cur.env == env and cur.starting():
+            raise Unavailable("the CASA launcher is warming up")
+        if cur is not None and (not cur.alive or cur.env != env):
+            if cur.alive and cur.busy():
                 raise Unavailable("the CASA launcher serves jobs of another environment")
-            _current.close()
-            _current = None
-        if _current is None:
-            t0 = time.monotonic()
-            launcher = Launcher(env, log_path, preexec)
-            if not launcher.alive:
-                _failed[key] = (f"the CASA launcher did not start in "
-                                f"{time.monotonic() - t0:.0f} s: {launcher.error}")
+            if cur.env == env and cur.error and not cur.alive:
+                _failed[key] = f"the CASA launcher did not start: {cur.error}"
+                _current = None
                 raise Unavailable(_failed[key])
-            _current = launcher
-        launcher = _current
-    return launcher.spawn(job_file, stdout, cwd, env)
+            cur.close()
+            cur = _current = None
+        if cur is None:
+            _current = Launcher(env, log_path, preexec)
+            raise Unavailable("the CASA launcher is warming up")
+        return cur
+
+
+def spawn(job_file: Path, stdout: Path, cwd: Path, env: dict[str, str], log_path: Path,
+          preexec: Any | None = None) -> WarmProc:
+    """Fork the job from this orchestrator's launcher for ``env``; :class:`Unavailable`
+    when it cannot (yet)."""
+    return _launcher(env, log_path, preexec).spawn(job_file, stdout, cwd, env)
+
+
+def current() -> Launcher | None:
+    return _current
 
 
 @atexit.register
