@@ -5,8 +5,13 @@
     findcont, auto-selfcal's gaincal/applycal/tclean, imaging ...), which each job's runner
     records (``casa_tasks`` in its ``result.json``). Stages such as self-cal change their
     data as they go, so their calls cannot simply be replayed out of order; timing them
-    where they run is the same CASA work. The rest is split into CASA start-up and job-side
-    Python (job walls minus task time) and the orchestrator (pipeline wall minus job walls).
+    where they run is the same CASA work. The rest is split, from the manifests' ``phases``,
+    into process start -> runner, CASA and the steps imported, -> first task, casatools
+    calls outside tasks (auto-selfcal's own tool reads: CASA work too, printed apart),
+    other job-side Python, and the orchestrator (pipeline wall minus the job processes'
+    spans: per stage kind, and the backend's launch and reap). ``--warm both`` (default)
+    runs the survey with each job a fresh process and with the warm CASA launcher
+    (``execution.warm_casa``), side by side in one run.
 (i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
     task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
