@@ -5,8 +5,13 @@
     findcont, auto-selfcal's gaincal/applycal/tclean, imaging ...), which each job's runner
     records (``casa_tasks`` in its ``result.json``). Stages such as self-cal change their
     data as they go, so their calls cannot simply be replayed out of order; timing them
-    where they run is the same CASA work. The rest is split into CASA start-up and job-side
-    Python (job walls minus task time) and the orchestrator (pipeline wall minus job walls).
+    where they run is the same CASA work. The rest is split, from the manifests' ``phases``,
+    into process start -> runner, CASA and the steps imported, -> first task, casatools
+    calls outside tasks (auto-selfcal's own tool reads: CASA work too, printed apart),
+    other job-side Python, and the orchestrator (pipeline wall minus the job processes'
+    spans: per stage kind, and the backend's launch and reap). ``--warm both`` (default)
+    runs the survey with each job a fresh process and with the warm CASA launcher
+    (``execution.warm_casa``), side by side in one run.
 (i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
     task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
@@ -129,9 +134,13 @@ def bare_once(stage_out: Path, work: Path) -> float:
     return time.perf_counter() - t0
 
 
-def casa_work(root: Path) -> tuple[int, float, float, float]:
-    """(jobs, their wall, CPU and in-task seconds) from every job manifest under ``root``."""
-    n, wall, cpu, tasks = 0, 0.0, 0.0, 0.0
+def casa_work(root: Path) -> dict[str, float]:
+    """Totals over every job manifest under ``root``: jobs, their wall, CPU and in-task
+    seconds, and where the rest went (the manifests' ``phases``): process start -> runner
+    (interpreter, or a warm launcher's fork), runner -> CASA and the steps imported,
+    imported -> first task call, and the job-side Python around the tasks after that."""
+    t = dict.fromkeys(("n", "wall", "cpu", "tasks", "tools", "span", "to_runner", "imports",
+                       "to_first_task"), 0.0)
     for res in root.rglob("result.json"):
         if ".tmp-" in str(res) or ".old-" in str(res):
             continue
@@ -141,15 +150,38 @@ def casa_work(root: Path) -> tuple[int, float, float, float]:
             continue
         if not isinstance(m, dict) or "casa_tasks" not in m:
             continue
-        n += 1
-        wall += m.get("wall_s") or 0.0
-        cpu += m.get("cpu_s") or 0.0
-        tasks += m["casa_tasks"]["wall_s"]
-    return n, wall, cpu, tasks
+        t["n"] += 1
+        t["wall"] += m.get("wall_s") or 0.0
+        t["cpu"] += m.get("cpu_s") or 0.0
+        t["tasks"] += m["casa_tasks"]["wall_s"]
+        t["tools"] += (m.get("casa_tools") or {}).get("wall_s") or 0.0
+        ph = m.get("phases") or {}
+        t["span"] += ph.get("total_s") or m.get("wall_s") or 0.0
+        for k in ("to_runner", "imports", "to_first_task"):
+            t[k] += ph.get(f"{k}_s") or 0.0
+    t["python"] = (t["span"] - t["to_runner"] - t["imports"] - t["to_first_task"] - t["tasks"]
+                   - t["tools"])
+    return t
+
+
+def orchestrator_split(summary, t: dict[str, float]) -> str:
+    """Per stage kind, its stage runs' time outside their job processes (the stage's own
+    Python in the orchestrator: inputs, QA, catalog), and the backend's launch and reap
+    latency (job walls as the backend saw them minus the jobs' own process spans)."""
+    by: dict[str, list[float]] = {}
+    for r in summary.reports:
+        rec = by.setdefault(r.row.stage, [0, 0.0])
+        rec[0] += 1
+        rec[1] += (r.row.duration_s or 0.0) - r.job_wall_s
+    backend = sum(r.job_wall_s for r in summary.reports)
+    parts = ", ".join(f"{k} {v:.1f} s ({int(n)})" for k, (n, v) in
+                      sorted(by.items(), key=lambda kv: -kv[1][1]))
+    return (f"stage time outside jobs, by stage (runs): {parts}; backend launch+reap "
+            f"{backend - t['span']:.1f} s")
 
 
 def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None,
-                keep: bool = False):
+                keep: bool = False, warm: bool = True):
     from sails.demo import ingest_from_server, tap_routes
     from sails.fakes.archive import ArchiveServer
     from sails.flows.engine import run_pipeline
@@ -165,7 +197,9 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None
         # shorter CASA work per MOUS (the machine is shared): no amplitude self-cal, no weblog
         .replace("do_amp_selfcal = true", "do_amp_selfcal = false\nweblog = false")
         # (a) counts every job's manifest: keep the folders cleanup would remove
-        .replace("cleanup = true", f"cleanup = {str(not keep).lower()}"))
+        .replace("cleanup = true", f"cleanup = {str(not keep).lower()}")
+        # local jobs forked from the warm CASA launcher, or each a fresh process
+        .replace("warm_casa = true", f"warm_casa = {str(warm).lower()}"))
     project = open_project(project.root)
     with ArchiveServer(archive, extra_routes=tap_routes(archive / "obscore.xml"),
                        rate_bytes_per_s=rate) as server:
@@ -193,7 +227,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0,
                     help="cube half-width, km/s (60: a 180-channel cube)")
     ap.add_argument("--line-nchan", type=int, default=256, help="native channels of the line spw")
-    ap.add_argument("--mous", type=int, default=3, help="MOUS in the survey of (c)")
+    ap.add_argument("--mous", type=int, default=3, help="MOUS in the surveys of (a), (c)")
+    ap.add_argument("--warm", choices=("cold", "warm", "both"), default="both",
+                    help="(a): jobs from the warm CASA launcher, fresh processes, or both")
     ap.add_argument("--download-s", type=float, default=60.0,
                     help="(c): throttle so one MOUS's download takes about this long")
     args = ap.parse_args()
@@ -245,16 +281,34 @@ def main() -> None:
 
             archive = root / "survey-a"
             simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=3)
-            print(f"(a) starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; {load()}",
-                  flush=True)
-            cpu0 = _children_cpu()
-            w, _, _ = survey_once(archive, root / "a", separate=True, rate=None, keep=True)
-            n, jw, jc, tw = casa_work(root / "a")
-            print(f"(a) ends; {load()}; CPU of all CASA jobs {_children_cpu() - cpu0:.1f} s")
-            print(f"(a) pipeline wall {w:.1f} s; {n} CASA jobs: wall {jw:.1f} s (CPU {jc:.1f} "
-                  f"s), of it inside casatasks calls {tw:.1f} s -> pipeline / CASA work "
-                  f"{w / tw:.3f} (goal <= 1.05); CASA start-up + job-side Python "
-                  f"{jw - tw:.1f} s, orchestrator (outside jobs) {w - jw:.1f} s")
+            arms = {"cold": [False], "warm": [True], "both": [False, True]}[args.warm]
+            ratios = {}
+            for warm in arms:
+                arm = "warm launcher" if warm else "a fresh process per job"
+                print(f"(a) [{arm}] starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; "
+                      f"{load()}", flush=True)
+                out = root / ("a-warm" if warm else "a-cold")
+                w, _, summary = survey_once(archive, out, separate=True, rate=None,
+                                            keep=True, warm=warm)
+                t = casa_work(out)
+                n, tw = int(t["n"]), t["tasks"]
+                ratios[arm] = w / tw
+                print(f"(a) [{arm}] ends; {load()}; CPU of all CASA jobs {t['cpu']:.1f} s "
+                      "(their manifests)")
+                print(f"(a) [{arm}] pipeline wall {w:.1f} s; {n} CASA jobs: process start to "
+                      f"end {t['span']:.1f} s, of it inside casatasks calls {tw:.1f} s -> "
+                      f"pipeline / CASA work {w / tw:.3f} (goal <= 1.05)")
+                print(f"    the rest, summed over the jobs: process start -> runner "
+                      f"{t['to_runner']:.1f} s; CASA + steps imported {t['imports']:.1f} s; "
+                      f"-> first task {t['to_first_task']:.1f} s; casatools calls outside "
+                      f"tasks {t['tools']:.1f} s (pipeline / tasks+tools "
+                      f"{w / (tw + t['tools']):.3f}); other job-side Python "
+                      f"{t['python']:.1f} s; orchestrator (outside job processes)"
+                      f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s",
+                      flush=True)
+                print("    " + orchestrator_split(summary, t), flush=True)
+            if len(ratios) > 1:
+                print("(a) side by side: " + "; ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
         if not args.skip_c:
             from sails.sim import simulate_project
             from sails.sim.presets import customize, preset

@@ -101,6 +101,10 @@ class Execution(_Section):
     separate_pools: bool = Field(
         True, description="downloads take download.parallel_mous slots, never a CASA slot "
         "(false: one pool of casa_slots for every stage)")
+    warm_casa: bool = Field(
+        True, description="local backend: fork each CASA job from a launcher that has "
+        "CASA's libraries loaded (saves their 2-4 s import per job; each job keeps its own "
+        "process, log and result.json); false: a fresh `python -m sails.casa` per job")
     use_prefect: bool = Field(False, description="`sails run` runs through Prefect flows "
                               "(embedded API) unless --no-prefect")
 
@@ -610,6 +614,7 @@ catalog_busy_seconds = 60  # a catalog write waits this long for another process
 max_attempts = 3      # transient failures retried this many times
 retry_backoff_seconds = 60        # wait before a retry, doubled each attempt ...
 retry_backoff_max_seconds = 3600  # ... up to this
+warm_casa = true      # local jobs fork from a launcher with CASA loaded (false: cold start)
 use_prefect = false   # true: `sails run` runs through Prefect flows (embedded, no server)
 
 # Per-stage job resources (cores, RAM in GB; time_minutes = batch time limit) for the

@@ -54,8 +54,10 @@ def _finished(cat) -> bool:
 
 
 class JobWatch:
-    """Samples /proc for CASA job processes (``python -m sails.casa <job file>``) and keeps,
-    per stage row (the job id without its time stamp), every pid seen and when."""
+    """Samples /proc for CASA job processes and keeps, per stage row (the job id without
+    its time stamp), every pid seen and when. A job process writes its stdout into its
+    ``<job id>.stdout.log`` under the project, whether the local backend started it as
+    ``python -m sails.casa <job file>`` or forked it from the warm CASA launcher."""
 
     def __init__(self, root: Path) -> None:
         self.root = str(root)  # only this project's jobs (other tests may run the same MOUS)
@@ -65,23 +67,22 @@ class JobWatch:
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def jobs(self) -> dict[int, str]:
-        """Job processes (pid -> job key); a process a job forked (same command line, its
+        """Job processes (pid -> job key); a process a job forked (same stdout, its
         parent a job) is part of that job, not another one."""
         out, parents = {}, {}
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():
                 continue
             try:
-                argv = (d / "cmdline").read_bytes().split(b"\0")
+                stdout = os.readlink(d / "fd" / "1")
                 state = (d / "stat").read_text().split(") ", 1)[1][:1]
             except OSError:
                 continue
-            if state == "Z" or b"sails.casa" not in argv:
+            if state == "Z" or not stdout.endswith(".stdout.log"):
                 continue
-            job_file = Path(argv[argv.index(b"sails.casa") + 1].decode())
-            if not str(job_file).startswith(self.root):
+            if not stdout.startswith(self.root):
                 continue
-            out[int(d.name)] = job_file.stem.rsplit("-", 1)[0]
+            out[int(d.name)] = Path(stdout).name.removesuffix(".stdout.log").rsplit("-", 1)[0]
             parents[int(d.name)] = _ppid(int(d.name))
         return {pid: key for pid, key in out.items() if parents[pid] not in out}
 
@@ -160,8 +161,9 @@ def test_catalog_held_past_busy_timeout_neither_double_dispatches_nor_stops(
 
 
 def _kill(proc: subprocess.Popen, watch: JobWatch, rng: random.Random) -> str:
-    """SIGKILL the run or (when one is running) one of its CASA jobs; what was killed."""
-    children = [pid for pid in watch.jobs() if _ppid(pid) == proc.pid]
+    """SIGKILL the run or (when one is running) one of its CASA jobs (its child, or its
+    warm launcher's); what was killed."""
+    children = [pid for pid in watch.jobs() if proc.pid in (_ppid(pid), _ppid(_ppid(pid)))]
     if children and rng.random() < 0.5:
         os.kill(rng.choice(children), signal.SIGKILL)
         return "job"

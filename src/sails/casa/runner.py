@@ -25,6 +25,7 @@ step names are an error, never skipped.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import pkgutil
@@ -152,22 +153,37 @@ class TaskClock:
     """Time spent inside casatasks calls (outermost calls only: a task calling another is
     counted once): the job's bare CASA work, which the throughput benchmark sets against
     the pipeline's wall time. Installed before the steps are imported, so ``from casatasks
-    import x`` (auto-selfcal does) gets the timed ``x``."""
+    import x`` (auto-selfcal does) gets the timed ``x``. Calls of casatools tools' methods
+    made outside any task (auto-selfcal's ``tb``/``ia``/``msmd`` reads) are CASA work too:
+    timed apart (``casa_tools``), so the task figure keeps its meaning."""
 
     def __init__(self) -> None:
         self.by_task: dict[str, list[float]] = {}
+        self.by_tool: dict[str, list[float]] = {}
         self._depth = 0
+        self.first: float | None = None  # when the job's first task call began (epoch)
 
     def install(self) -> None:
         import casatasks
+        import casatools
 
         for name in getattr(casatasks, "__all__", []):
             task = getattr(casatasks, name, None)
             if name not in NOT_TASKS and callable(task):
-                setattr(casatasks, name, self._timed(name, task))
+                setattr(casatasks, name, self._timed(name, task, self.by_task))
+        for name, tool in vars(casatools).items():
+            if (isinstance(tool, type) and tool.__module__.startswith("casatools.")
+                    and not name.startswith("_")):
+                for attr, method in list(vars(tool).items()):
+                    if not attr.startswith("_") and inspect.isfunction(method):
+                        setattr(tool, attr, self._timed(name, method, self.by_tool))
 
-    def _timed(self, name: str, task: Any) -> Any:
+    def _timed(self, name: str, task: Any, into: dict[str, list[float]]) -> Any:
+        is_task = into is self.by_task
+
         def timed(*args: Any, **kw: Any) -> Any:
+            if is_task and self.first is None:
+                self.first = time.time()
             self._depth += 1
             t0 = time.perf_counter()
             try:
@@ -175,19 +191,47 @@ class TaskClock:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    rec = self.by_task.setdefault(name, [0, 0.0])
+                    rec = into.setdefault(name, [0, 0.0])
                     rec[0] += 1
                     rec[1] += time.perf_counter() - t0
 
-        timed.__name__ = name
+        timed.__name__ = getattr(task, "__name__", name)
         timed.__doc__ = getattr(task, "__doc__", None)
         return timed
 
+    @staticmethod
+    def _sum(by: dict[str, list[float]]) -> dict[str, Any]:
+        return {"calls": sum(int(n) for n, _ in by.values()),
+                "wall_s": round(sum(w for _, w in by.values()), 3),
+                "by_task": {k: [int(n), round(w, 3)] for k, (n, w) in sorted(by.items())}}
+
     def summary(self) -> dict[str, Any]:
-        return {"calls": sum(int(n) for n, _ in self.by_task.values()),
-                "wall_s": round(sum(w for _, w in self.by_task.values()), 3),
-                "by_task": {k: [int(n), round(w, 3)] for k, (n, w) in
-                            sorted(self.by_task.items())}}
+        return self._sum(self.by_task)
+
+    def tools_summary(self) -> dict[str, Any]:
+        return self._sum(self.by_tool)
+
+
+def process_start() -> float | None:
+    """When this process began (epoch s, 10 ms ticks; a forked job: its fork), from /proc:
+    the start-up before the runner ran, which the throughput benchmark reports apart."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
+
+
+def phases(t_proc: float | None, t_run: float, t_ready: float | None, first: float | None,
+           end: float) -> dict[str, float | None]:
+    """Where a job's wall time went before its CASA work: process start -> runner ->
+    casatools/casatasks and the steps imported -> first task call -> end (seconds)."""
+    def span(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 3)
+    return {"process_start": t_proc, "to_runner_s": span(t_proc, t_run),
+            "imports_s": span(t_run, t_ready), "to_first_task_s": span(t_ready, first),
+            "total_s": span(t_proc, end)}
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -212,11 +256,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.time()
     log_start = 0
     clock = TaskClock()
+    t_ready = None
     try:
         log_start = _setup_casa_log(log_path)
         result.versions = _versions()
         clock.install()
         registry = load_steps()
+        t_ready = time.time()
         steps = job.get("steps") or []
         unknown = [s.get("op") for s in steps if s.get("op") not in registry]
         if unknown:
@@ -244,6 +290,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result.finished = time.time()
     result.extra["cpu_s"] = round(_cpu_s(), 3)  # CASA start-up included: what the job cost
     result.extra["casa_tasks"] = clock.summary()
+    result.extra["casa_tools"] = clock.tools_summary()  # tool calls outside any task
+    result.extra["phases"] = phases(process_start(), t0, t_ready, clock.first, result.finished)
     write_manifest(staging, result)
     _install(staging, dest, bool(result.ok))
     return result.to_dict()

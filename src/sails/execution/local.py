@@ -1,5 +1,10 @@
 """Run a CASA job as a child process on this machine.
 
+A job is ``python -m sails.casa JOB.json`` in a fresh process, or (``execution.warm_casa``,
+the default) the same runner in a process forked by a warm launcher that has CASA's
+libraries loaded already (:mod:`sails.execution.warm`): its own process group and log, the
+same manifest; whatever the launcher cannot do falls back to a fresh process.
+
 Without a manifest the exit decides ``error_kind``: SIGKILL (the OOM killer's signal) ->
 ``oom``, any other exit -> ``no_manifest``; our own time limit -> ``timeout``; ``cancel``
 set -> ``cancelled``. Timeout and cancel both kill the job's whole process group.
@@ -21,6 +26,7 @@ from typing import Any
 from sails.atomic import write_json_atomic
 from sails.casa import contract
 from sails.casaenv import casa_env
+from sails.execution import warm
 from sails.execution.base import JobResult, JobSpec
 
 # How often a job that may be cancelled checks its event (the wait itself is the process).
@@ -51,7 +57,8 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+def _kill_group(proc: subprocess.Popen[bytes] | warm.WarmProc,
+                sig: int = signal.SIGKILL) -> None:
     """Signal the job's whole process group (CASA starts helpers); tolerate it being gone."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
@@ -68,6 +75,25 @@ class LocalBackend:
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{job.job_id}.json"
 
+    def warm_enabled(self) -> bool:
+        settings = getattr(self.project, "settings", None)
+        return bool(getattr(getattr(settings, "execution", None), "warm_casa", False))
+
+    def _warm(self, job: JobSpec, job_file: Path, stdout: Path,
+              env: dict[str, str]) -> warm.WarmProc | None:
+        """The job forked by the warm launcher; None: start it cold (a job with its own
+        argv, the launcher off, or one it cannot serve)."""
+        if job.argv is not None or not self.warm_enabled():
+            return None
+        try:
+            return warm.spawn(job_file, stdout, job.output_dir.parent, env,
+                              log_path=self.project.work / "jobs" / "casa-launcher.log",
+                              preexec=_die_with_parent)
+        except warm.Unavailable as exc:
+            with open(stdout, "a") as fh:
+                fh.write(f"[sails] started cold: {exc}\n")
+            return None
+
     def run(self, job: JobSpec, on_started: Callable[[str], None] | None = None,
             job_ref: str | None = None, cancel: threading.Event | None = None) -> JobResult:
         job.log_dir.mkdir(parents=True, exist_ok=True)
@@ -76,13 +102,16 @@ class LocalBackend:
         write_json_atomic(path, job.payload, indent=2)
         argv = job.argv or [sys.executable, "-m", "sails.casa", str(path)]
         stdout_path = job.log_dir / f"{job.job_id}.stdout.log"
+        env = casa_env(job.env)
         t0 = time.time()
         with open(stdout_path, "ab") as out:
-            proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=casa_env(job.env), cwd=str(job.output_dir.parent),
-                start_new_session=True, preexec_fn=_die_with_parent,
-            )
+            proc = self._warm(job, path, stdout_path, env)
+            if proc is None:
+                proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, cwd=str(job.output_dir.parent),
+                    start_new_session=True, preexec_fn=_die_with_parent,
+                )
             if on_started:
                 on_started(f"local:{proc.pid}")
             try:
@@ -118,7 +147,7 @@ class LocalBackend:
         return JobResult(True, manifest.to_dict(), None, job.casa_log, code, wall)
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout_s: float | None,
+def _wait(proc: subprocess.Popen[bytes] | warm.WarmProc, timeout_s: float | None,
           cancel: threading.Event | None) -> str | None:
     """Wait for ``proc`` to exit; the kind (timeout/cancelled) if it must be stopped instead."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s

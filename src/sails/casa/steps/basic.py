@@ -68,6 +68,13 @@ def casa_versions(ctx) -> dict[str, Any]:
     return {"casatools": casatools.version_string()}
 
 
+def process_facts(ctx) -> dict[str, Any]:
+    """What the job process is (tests of how the local backend starts it): its parent,
+    process group and session, and the names (never the values) of its environment."""
+    return {"pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0),
+            "sid": os.getsid(0), "env_names": sorted(os.environ)}
+
+
 STEPS = {
     "write_text": write_text,
     "sleep": sleep,
@@ -77,4 +84,5 @@ STEPS = {
     "fail": fail,
     "casa_versions": casa_versions,
     "casa_log": casa_log,
+    "process_facts": process_facts,
 }
