@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sails-installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core of the 2-core machines we run on; each test
+# module stays on one worker (tests/conftest.py keeps heavy ones first). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install clean
 
@@ -24,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

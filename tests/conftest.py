@@ -15,9 +15,12 @@ Treat them as read-only: copy an MS before modifying it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,3 +130,56 @@ def pytest_runtest_setup(item):
         from slurm_support import require_slurm
 
         require_slurm()
+
+
+# Under pytest-xdist (`make test` runs two workers, ``--dist loadfile``) each test module stays
+# on one worker, so a module's expensive fixtures are built once. Heavy modules go first, so
+# the last module to start is a short one (no long tail on one worker).
+HEAVY_FIRST = ("sources/test_source_image.py", "pipeline/test_sizes.py",
+               "imaging/test_chunked_cubes.py", "pipeline/test_pipeline_canfar.py",
+               "pipeline/test_faults.py", "pipeline/test_pipeline.py")
+# The modules that use the one-node SLURM hold a shared lock while they run; a test that
+# restarts the controller takes it exclusively (``slurm_lock.exclusive()``), so it never
+# restarts the controller under another worker's jobs.
+SLURM_MODULES = ("execution/test_slurm_backend.py", "pipeline/test_pipeline_slurm.py",
+                 "casa/test_restore_casa.py")
+SLURM_LOCK = Path(tempfile.gettempdir()) / "sails-tests-slurm.lock"
+
+
+def _module_key(item) -> str:
+    return Path(str(item.fspath)).relative_to(Path(__file__).parent).as_posix()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Heavy modules first (a stable sort: every module's tests stay together, in order)."""
+    rank = {m: n for n, m in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda i: rank.get(_module_key(i), len(rank)))
+
+
+class SlurmLock:
+    """The shared lock of the SLURM modules (see SLURM_MODULES), upgradable for one test."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fh, fcntl.LOCK_SH)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_lock(request):
+    """Held (shared) through a SLURM module: None elsewhere."""
+    if _module_key(request.node) not in SLURM_MODULES:
+        yield None
+        return
+    with open(SLURM_LOCK, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+        try:
+            yield SlurmLock(fh)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

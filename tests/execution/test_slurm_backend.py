@@ -325,9 +325,15 @@ def _slurmctld_pid() -> int:
 
 
 @pytest.mark.slurm
-def test_controller_restarted_mid_run_keeps_polling_and_completes(project, slow_faults):
+def test_controller_restarted_mid_run_keeps_polling_and_completes(project, slow_faults,
+                                                                 slurm_lock):
     if os.geteuid() != 0 or not Path("/run/slurmctld.pid").exists():
         pytest.skip("not run: needs the local test cluster of .ci/slurm-up.sh, as root")
+    with slurm_lock.exclusive():  # no other test process uses the cluster meanwhile
+        _restart_controller_mid_run(project)
+
+
+def _restart_controller_mid_run(project) -> None:
     job = make_job(project, [step("sleep", seconds=8),
                              step("write_text", name="survived.txt", text="x")],
                    target="restart")
