@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,18 @@ from sails.archive import register_srdp
 from sails.demo import ingest_from_server, tap_routes  # noqa: F401 (re-exported for tests)
 from sails.ids import parse_uid
 from sails.project import init_project
+
+
+def toy_module(tmp_path: Path, monkeypatch, name: str, text: str) -> str:
+    """Write ``text`` as module ``name`` on the import path for this test only. Any module of
+    that name imported by an earlier test goes from ``sys.modules`` (another test's toy stage
+    of the same name would otherwise run in its place)."""
+    folder = tmp_path / "toy_modules"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
 
 
 def ingested_project(root: Path, server, truth: dict, extra_bad_mous: str | None = None):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli_run import sails
+from pipeline_helpers import toy_module
 from sails.catalog import new_owner
 from sails.pipeline import PIPELINE, Runs, Scope, Stage, StageTable
 from sails.project import init_project, open_project
@@ -51,14 +51,6 @@ def run(ctx):
 '''
 
 
-def _module(tmp_path: Path, monkeypatch, name: str, text: str) -> str:
-    folder = tmp_path / "toy_modules"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{name}.py").write_text(textwrap.dedent(text))
-    monkeypatch.syspath_prepend(str(folder))
-    return name
-
-
 def _with_row(monkeypatch, stage: Stage, after: str = "download") -> None:
     """The one edit: a row in the stage table (placed after ``after``)."""
     rows = list(PIPELINE.stages)
@@ -81,7 +73,7 @@ def _project(root: Path):
 @pytest.mark.parametrize("scope", [Scope.MOUS, Scope.TARGET])
 def test_a_toy_stage_in_one_row(tmp_path, monkeypatch, capsys, scope):
     project = _project(tmp_path / "p")  # a catalog made before the stage existed
-    module = _module(tmp_path, monkeypatch, "toy_stage", TOY_MODULE)
+    module = toy_module(tmp_path, monkeypatch, "toy_stage", TOY_MODULE)
     _with_row(monkeypatch, Stage("toy", scope, ("download",), Runs.ORCHESTRATOR, module,
                                  "Write a toy note."))
     project = open_project(project.root)  # the catalog adds the new stage's rows
@@ -131,7 +123,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _running_nap(tmp_path, monkeypatch, lease_s: float):
     """A project whose toy job stage is claimed and running its (60 s) job in a thread."""
-    module = _module(tmp_path, monkeypatch, "toy_nap", NAP_MODULE)
+    module = toy_module(tmp_path, monkeypatch, "toy_nap", NAP_MODULE)
     _with_row(monkeypatch, Stage("nap", Scope.MOUS, ("download",), Runs.JOB, module,
                                  "Sleep in a CASA job."))
     monkeypatch.setenv("SAILS_EXECUTION__LEASE_SECONDS", str(lease_s))

@@ -9,12 +9,12 @@ vain (the job fails when its wait runs out, the download says it never saw the j
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pipeline_helpers import toy_module
 from sails.catalog import new_owner
 from sails.flows.engine import pool_slots, run_pipeline
 from sails.pipeline import PIPELINE, Pool, Runs, Scope, Stage, StageTable
@@ -63,11 +63,8 @@ def run(ctx):
 
 
 def _table(tmp_path: Path, monkeypatch) -> None:
-    folder = tmp_path / "toy_modules"
-    folder.mkdir()
-    (folder / "toy_fetch.py").write_text(textwrap.dedent(FETCH))
-    (folder / "toy_nap.py").write_text(textwrap.dedent(NAP))
-    monkeypatch.syspath_prepend(str(folder))
+    toy_module(tmp_path, monkeypatch, "toy_fetch", FETCH)
+    toy_module(tmp_path, monkeypatch, "toy_nap", NAP)
     rows = list(PIPELINE.stages)
     rows[0] = replace(rows[0], module="toy_fetch")  # the real row (its pool) with a toy body
     rows.insert(1, Stage("nap", Scope.MOUS, ("download",), Runs.JOB, "toy_nap",
@@ -148,10 +145,7 @@ def run(ctx):
 
 
 def test_borrowed_cpu_slots_count_against_casa_slots(tmp_path, monkeypatch):
-    folder = tmp_path / "toy_modules"
-    folder.mkdir()
-    (folder / "toy_borrow.py").write_text(textwrap.dedent(BORROW))
-    monkeypatch.syspath_prepend(str(folder))
+    toy_module(tmp_path, monkeypatch, "toy_borrow", BORROW)
     rows = list(PIPELINE.stages)
     rows.insert(1, Stage("borrow", Scope.MOUS, ("download",), Runs.ORCHESTRATOR,
                          "toy_borrow", "Borrow a slot."))
