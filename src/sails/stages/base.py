@@ -85,6 +85,18 @@ class StageContext:
             parts.append(safe_name(suffix, 40))
         return "-".join(parts)
 
+    def _fresh_stamp(self, name: str) -> str:
+        """The job's timestamp (to the second, as log names carry it), one that no earlier
+        job of ``name`` used: a retry within the same second (a warm job starts at once)
+        would otherwise write over the failed run's logs."""
+        while True:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            prefix = f"{name}-{stamp}."
+            if not self.log_dir.is_dir() or not any(
+                    p.name.startswith(prefix) for p in self.log_dir.iterdir()):
+                return stamp
+            time.sleep(0.1)
+
     def run_casa(self, steps: list[dict[str, Any]], output_dir: Path, *, suffix: str = "",
                  cwd: Path | None = None, timeout_s: float | None = None,
                  record: tuple[str | None, Callable[[str], None]] | None = None
@@ -92,9 +104,8 @@ class StageContext:
         """Run CASA steps as one child job; return its manifest or raise CasaJobError.
         ``record``: (the job's earlier reference, where to record the new one) for a stage
         running several jobs, each with its own record; default: the stage row's job_ref."""
-        stamp = time.strftime("%Y%m%dT%H%M%S")
         name = self.job_name(suffix)
-        job_id = f"{name}-{stamp}"
+        job_id = f"{name}-{self._fresh_stamp(name)}"
         log_path = self.log_dir / f"{job_id}.casa.log"
         payload = {
             "job_id": job_id,
