@@ -18,6 +18,7 @@ from pathlib import Path
 from sails import sizes
 from sails.archive.ingest import download_plan
 from sails.catalog import Product, StageRow
+from sails.catalog.model import FINISHED
 from sails.constants import C_KMS
 from sails.pipeline import PIPELINE
 from sails.stages.base import safe_name
@@ -364,7 +365,7 @@ def source_partners(catalog) -> dict[str, dict[str, set[str]]]:
     the source stage reads every member's data, so a member's cleanup waits for the others
     and they must be on disk together."""
     open_sources = {r["name"] for r in catalog.source_stages()
-                    if r["status"] not in ("done", "skipped")}
+                    if r["status"] not in FINISHED}
     out: dict[str, dict[str, set[str]]] = {}
     for src in catalog.sources():
         members = {m["mous_id"] for m in src["members"]}
