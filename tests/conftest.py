@@ -138,12 +138,11 @@ def pytest_runtest_setup(item):
 HEAVY_FIRST = ("sources/test_source_image.py", "pipeline/test_sizes.py",
                "imaging/test_chunked_cubes.py", "pipeline/test_pipeline_canfar.py",
                "pipeline/test_faults.py", "pipeline/test_pipeline.py")
-# The modules that use the one-node SLURM hold a shared lock while they run; a test that
+# The modules with a ``slurm``-marked test hold a shared lock while they run; a test that
 # restarts the controller takes it exclusively (``slurm_lock.exclusive()``), so it never
 # restarts the controller under another worker's jobs.
-SLURM_MODULES = ("execution/test_slurm_backend.py", "pipeline/test_pipeline_slurm.py",
-                 "casa/test_restore_casa.py")
 SLURM_LOCK = Path(tempfile.gettempdir()) / "sails-tests-slurm.lock"
+SLURM_MODULES = pytest.StashKey[set[str]]()
 
 
 def _module_key(item) -> str:
@@ -151,13 +150,16 @@ def _module_key(item) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Heavy modules first (a stable sort: every module's tests stay together, in order)."""
+    """Heavy modules first (a stable sort: every module's tests stay together, in order);
+    which modules use SLURM, from the marks."""
+    config.stash[SLURM_MODULES] = {_module_key(i) for i in items
+                                   if i.get_closest_marker("slurm")}
     rank = {m: n for n, m in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda i: rank.get(_module_key(i), len(rank)))
 
 
 class SlurmLock:
-    """The shared lock of the SLURM modules (see SLURM_MODULES), upgradable for one test."""
+    """The shared lock of the SLURM modules, upgradable for one test."""
 
     def __init__(self, fh) -> None:
         self.fh = fh
@@ -174,7 +176,7 @@ class SlurmLock:
 @pytest.fixture(scope="module", autouse=True)
 def slurm_lock(request):
     """Held (shared) through a SLURM module: None elsewhere."""
-    if _module_key(request.node) not in SLURM_MODULES:
+    if _module_key(request.node) not in request.config.stash.get(SLURM_MODULES, set()):
         yield None
         return
     with open(SLURM_LOCK, "a+") as fh:
