@@ -814,7 +814,8 @@ def _before_peak(ctx, plan: dict[str, Any], cube: dict[str, Any], base: dict[str
               field=[pm.get("field_sel", str(pm["field_id"])) for pm in pms],
               spw=[str(pm["spw"]) for pm in pms], datacolumn=col, imagename=bname,
               start=f"{start}km/s", nchan=ch.last - ch.first + 1, niter=0,
-              deconvolver="hogbom")
+              deconvolver="hogbom", usemask="user", restoration=False)
+    # only the residual is read: no restored image (its per-channel PSF fits) and no mask
     run_tclean(ctx, f"{label} (before self-cal)", **kw)
     data = st.read(f"{bname}.residual")
     if data.shape[-1] != ch.last - ch.first + 1:
