@@ -1,6 +1,6 @@
 """Extra cost of science-ready line cubes (#15), as ratios to the image stage's time today.
 
-Run:  PYTHONPATH=src:tests .venv/bin/python benchmarks/linecost.py [--repeats 2]
+Run:  PYTHONPATH=src:tests .venv/bin/python benchmarks/linecost.py [--repeats 3]
 
 The demo data's self-cal MOUS (``sails.sim`` preset ``demo``, ``demo-a``: 20 antennas, 2 EBs x
 2 targets, four spws with a C18O 2-1 window, 60 deg phase errors) is simulated and split
@@ -76,6 +76,13 @@ def metric_seconds(project, mous: str) -> float:
     return total
 
 
+def jobs_cpu(folder: Path, pattern: str) -> float:
+    """CPU seconds of the CASA jobs whose manifests match ``pattern`` under ``folder`` (each
+    job's own ``cpu_s``: less sensitive than wall time to other work on a shared machine)."""
+    return sum(float(json.loads(f.read_text()).get("cpu_s") or 0.0)
+               for f in folder.glob(pattern))
+
+
 def move(paths: list[Path], aside: Path, away: bool) -> None:
     for p in paths:
         src, dst = (p, aside / p.name) if away else (aside / p.name, p)
@@ -85,7 +92,7 @@ def move(paths: list[Path], aside: Path, away: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sails-linecost-"))
@@ -110,7 +117,8 @@ def main() -> None:
               f"(applycal to {len(fullres)} full-res MS: {applycal_s:.2f} s)")
         aside = root / "aside"
         aside.mkdir()
-        t: dict[str, list[float]] = {"today": [], "with": [], "findcont": [], "metric": []}
+        t: dict[str, list[float]] = {"today": [], "with": [], "findcont": [], "metric": [],
+                                     "today_cpu": [], "with_cpu": [], "findcont_cpu": []}
         gains = []
         for r in range(args.repeats):
             for mode in (("today", "with") if r % 2 == 0 else ("with", "today")):
@@ -118,6 +126,7 @@ def main() -> None:
                 move(fullres, aside, away=mode == "today")
                 proj.catalog.reset(mous, "image")
                 t[mode].append(run_stages(proj, mous, ["image"]))
+                t[f"{mode}_cpu"].append(jobs_cpu(proj.mous_dir(mous), "products/*/result.json"))
                 if mode == "with":
                     t["metric"].append(metric_seconds(proj, mous))
                     gains = [(p["target"], p["metrics"].get("line_peak_gain"))
@@ -125,6 +134,7 @@ def main() -> None:
                              if p["kind"] == "cube"]
             fc.project.catalog.reset(mous, "findcont")
             t["findcont"].append(run_stages(fc.project, mous, ["findcont"]))
+            t["findcont_cpu"].append(jobs_cpu(fc.project.mous_dir(mous), "findcont/result.json"))
             print(f"repeat {r + 1}: image today {t['today'][-1]:.1f} s, with #15 "
                   f"{t['with'][-1]:.1f} s (line-peak metric {t['metric'][-1]:.1f} s), "
                   f"findcont {t['findcont'][-1]:.1f} s; load {os.getloadavg()[0]:.1f}")
@@ -142,6 +152,11 @@ def main() -> None:
         print(f"image stage with #15 / today     = {(today + total) / today:.3f}  (goal <= 1.15); "
               f"without the line-peak metric {(today + total - metric) / today:.3f}; "
               f"findcont + applycal alone {(today + fcs + applycal_s) / today:.3f}")
+        today_c, with_c, fc_c = (statistics.median(t[k]) for k in
+                                 ("today_cpu", "with_cpu", "findcont_cpu"))
+        print(f"in CPU seconds of the jobs (median): image jobs today {today_c:.1f}, with #15 "
+              f"{with_c:.1f}, findcont {fc_c:.1f} -> image stage with #15 / today = "
+              f"{(with_c + fc_c + applycal_s) / today_c:.3f} (applycal's wall time added)")
         print(f"line_peak_gain (after / before self-cal) per cube: {gains}")
     finally:
         if args.keep:
