@@ -271,7 +271,8 @@ def main() -> None:
             path = critical_path(j2, 2, meta.get("run_order"))
             print(f"    chunk plan: channels {meta['channels']}, estimated costs "
                   f"{meta.get('costs')}, run order {meta.get('run_order')} (cost shares "
-                  f"{(meta.get('cost_model') or {}).get('shares')})")
+                  f"{(meta.get('cost_model') or {}).get('shares')}; line SNR estimate "
+                  f"{(meta.get('cost_model') or {}).get('line_snr_s')} s of the main job)")
             print(f"    in CPU terms (the machine is shared: wall times are noisy): unchunked "
                   f"job {j1['main']:.1f} s; chunked: main job {j2['main']:.1f} s, then on 2 "
                   f"slots the continuum job {j2.get('continuum', 0.0):.1f} s and {len(chunks)} "

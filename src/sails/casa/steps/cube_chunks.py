@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,9 @@ def cube_chunk_plan(ctx, min_channels: int, chunks: int) -> dict[str, Any]:
         if edge_emission:
             ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line "
                      "may extend beyond the velocity window (widen imaging.velocity_window_kms)")
+        t_snr = time.perf_counter()
         snr = _line_snr(plan, cube)
+        t_snr = round(time.perf_counter() - t_snr, 3)
         _final_paths(ctx, cube)
         cube["chunking"] = {
             "k": k, "sigma": sigma, "sidelobe": sidelobe, "edge_snr": edge_snr,
@@ -150,7 +153,7 @@ def cube_chunk_plan(ctx, min_channels: int, chunks: int) -> dict[str, Any]:
             "noise_estimate": f"dirty edge channels ({n_edge} at each end)",
             "cost_model": {"job_cost": chunking.JOB_COST, "snr_scale": chunking.SNR_SCALE,
                            "line_snr": snr, "line_snr_source": "visibility power spectra"
-                           if snr is not None else None,
+                           if snr is not None else None, "line_snr_s": t_snr,
                            "shares": chunking.tapered_shares(k) if snr and any(snr)
                            else "even"},
             "chunks": chunking.chunk_plan(cube, k, snr)}
