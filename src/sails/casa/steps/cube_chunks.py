@@ -5,8 +5,10 @@ Steps run by the image stage's chunk runner (:mod:`sails.stages.image_chunks`):
 - ``cube_chunk_plan`` (in the target's main imaging job, before ``image_cubes``): for every
   cube at least ``imaging.chunk_min_channels`` long, one noise estimate from dirty images of
   the cube's edge channels (where the edge-emission check looks anyway), the PSF sidelobe
-  guard, the thresholds; the cube moves from ``plan["cubes"]`` to ``plan["chunked"]`` with
-  its chunk plan (:mod:`sails.casa.chunking`), so ``image_cubes`` leaves it alone. The
+  guard, the thresholds, and a per-channel line SNR from the continuum-subtracted data's
+  visibility power spectra (where the clean will work: the chunk boundaries balance the
+  estimated cost); the cube moves from ``plan["cubes"]`` to ``plan["chunked"]`` with its
+  chunk plan (:mod:`sails.casa.chunking`), so ``image_cubes`` leaves it alone. The
   continuum-subtracted data are kept for the chunks.
 - ``image_continuum_unless_chunked`` (last in the main job): the continuum, unless a cube
   was chunked: then the continuum (which no cube needs) is a job of its own,
