@@ -15,7 +15,8 @@
 (i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
     task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
-    continuum job pack on 2 slots) on 2 slots: wall time, the CASA processes' CPU time, each
+    continuum job pack on 2 slots) on 2 slots: wall time, the CASA jobs' CPU time (the sum of
+    their manifests' figures: warm-launched jobs are not this process's children), each
     job's CPU time and the critical path those give on 2 idle cores (the machine may be
     shared: the load average is printed before and after every part).
 (c) A survey of ``tiny`` MOUS through the whole pipeline (download ... cleanup), downloads from
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -67,22 +67,19 @@ def load() -> str:
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
-def critical_path(j: dict[str, float], slots: int) -> float:
+def critical_path(j: dict[str, float], slots: int, order: list[int] | None = None) -> float:
     """CPU seconds of the chunked path on ``slots`` idle cores: the main job, then the
-    continuum and chunk jobs as the runner starts them (in order, each on the first free
-    slot), then the assembly."""
+    continuum and chunk jobs as the runner starts them (the continuum, then the chunks in
+    ``order``, the plan's run order; each on the first free slot), then the assembly."""
+    chunks = sorted(k for k in j if k.startswith("chunk"))
+    if order is not None:
+        chunks = [f"chunk{i:02d}" for i in order]
     free = [0.0] * slots
-    for k in ["continuum"] + sorted(k for k in j if k.startswith("chunk")):
+    for k in ["continuum"] + chunks:
         if k in j:
             i = free.index(min(free))
             free[i] += j[k]
     return j["main"] + max(free) + j["assemble"]
-
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def image_once(root: Path, data: dict, *, slots: int, min_channels: int, window: float):
@@ -91,13 +88,17 @@ def image_once(root: Path, data: dict, *, slots: int, min_channels: int, window:
                                                       window=window))
     proj = open_project(proj.root)
     mous = register(proj, data)
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    t0 = time.perf_counter()
     rep = run_one(proj, stages=["image"], mous=[mous])
-    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    wall = time.perf_counter() - t0
     if rep is None or rep.status != "done":
         raise SystemExit(f"image stage did not finish: {rep and rep.message}")
     cube = [p for p in proj.catalog.products(mous, stage="image") if p["kind"] == "cube"][0]
-    return wall, cpu, Path(cube["path"]).parent, cube, job_cpu(proj, mous)
+    jobs = job_cpu(proj, mous)
+    # CPU: the sum of the stage's CASA jobs' own figures (each job's manifest, RUSAGE_SELF
+    # + its waited-for children, start-up included). Not the orchestrator's
+    # RUSAGE_CHILDREN: jobs forked by the warm CASA launcher are its children, not ours.
+    return wall, sum(jobs.values()), Path(cube["path"]).parent, cube, jobs
 
 
 def job_cpu(proj, mous: str) -> dict[str, float]:
@@ -261,11 +262,17 @@ def main() -> None:
             n = cube1["metrics"]["spectral"]["nchan"]
             print(f"(b) {n}-channel cube (whole image stage): unchunked {w1:.1f} s wall / "
                   f"{c1:.1f} s CPU; {len(j2) - 3} chunks + the continuum job on 2 slots "
-                  f"{w2:.1f} s wall / {c2:.1f} s CPU -> "
+                  f"{w2:.1f} s wall / {c2:.1f} s CPU (CPU: the sum of the CASA jobs' own "
+                  "figures, from their manifests) -> "
                   f"speed-up {w1 / w2:.2f}x (goal >= 1.7x); CPU cost of chunking "
                   f"{c2 / c1:.2f}x")
+            meta = cube2["metrics"]["chunks"]
             chunks = [v for k, v in j2.items() if k.startswith("chunk")]
-            path = critical_path(j2, 2)
+            path = critical_path(j2, 2, meta.get("run_order"))
+            print(f"    chunk plan: channels {meta['channels']}, estimated costs "
+                  f"{meta.get('costs')}, run order {meta.get('run_order')} (cost shares "
+                  f"{(meta.get('cost_model') or {}).get('shares')}; line SNR estimate "
+                  f"{(meta.get('cost_model') or {}).get('line_snr_s')} s of the main job)")
             print(f"    in CPU terms (the machine is shared: wall times are noisy): unchunked "
                   f"job {j1['main']:.1f} s; chunked: main job {j2['main']:.1f} s, then on 2 "
                   f"slots the continuum job {j2.get('continuum', 0.0):.1f} s and {len(chunks)} "

@@ -116,6 +116,12 @@ def test_chunked_and_unchunked_cubes_agree(cubes):
     whole, chunked = _cube(cubes["whole"][0], mous), _cube(cubes["chunked"][0], mous)
     assert "chunks" not in whole["metrics"]
     assert chunked["metrics"]["chunks"]["k"] == 2
+    # the line was seen before the chunks (visibility power spectra), and the split balances
+    # its cost: not the even split
+    meta = chunked["metrics"]["chunks"]
+    assert any(s > 0 for s in meta["cost_model"]["line_snr"])
+    n = sum(c[1] for c in meta["channels"])
+    assert meta["channels"] != [list(b) for b in chunking.split_channels(n, 2)]
     jobs = chunked["metrics"]["chunks"]["jobs"]  # each chunk job has its own record
     assert len({j["job_id"] for j in jobs}) == 2 and all(j["cpu_s"] > 0 for j in jobs)
     # assembled: the chunks' images are in the cube, their folder is gone

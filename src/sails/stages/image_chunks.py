@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sails.atomic import write_json_atomic
-from sails.casa import contract
+from sails.casa import chunking, contract
 from sails.execution import slots
 from sails.names import safe_name
 from sails.stages.base import StageContext
@@ -106,12 +106,14 @@ class ChunkRunner:
         if not cubes:
             return main
         plan_path = str(out / contract.IMAGING_PLAN_NAME)
-        # The continuum first (the longest job: the chunks pack around it), then the chunks.
+        # The continuum first (the longest job: the chunks pack around it), then the chunks,
+        # costliest first (their cost shares shrink: the slots end close together).
         jobs = [Job("continuum", self.root / CONTINUUM_DIR, "continuum", "continuum",
                     [{"op": "image_continuum_of", "name": "continuum",
                       "args": {"plan_path": plan_path}}])]
         for c in cubes:
-            for ch in c["chunking"]["chunks"]:
+            chunks = c["chunking"]["chunks"]
+            for ch in (chunks[i] for i in chunking.run_order(chunks)):
                 jobs.append(Job(ch["key"], self._dir(ch), "chunk",
                                 f"chunk{ch['index']:02d}-{c['line']['name']}",
                                 [{"op": "image_cube_chunk", "name": "chunk", "args": {

@@ -5,8 +5,10 @@ Steps run by the image stage's chunk runner (:mod:`sails.stages.image_chunks`):
 - ``cube_chunk_plan`` (in the target's main imaging job, before ``image_cubes``): for every
   cube at least ``imaging.chunk_min_channels`` long, one noise estimate from dirty images of
   the cube's edge channels (where the edge-emission check looks anyway), the PSF sidelobe
-  guard, the thresholds; the cube moves from ``plan["cubes"]`` to ``plan["chunked"]`` with
-  its chunk plan (:mod:`sails.casa.chunking`), so ``image_cubes`` leaves it alone. The
+  guard, the thresholds, and a per-channel line SNR from the continuum-subtracted data's
+  visibility power spectra (where the clean will work: the chunk boundaries balance the
+  estimated cost); the cube moves from ``plan["cubes"]`` to ``plan["chunked"]`` with its
+  chunk plan (:mod:`sails.casa.chunking`), so ``image_cubes`` leaves it alone. The
   continuum-subtracted data are kept for the chunks.
 - ``image_continuum_unless_chunked`` (last in the main job): the continuum, unless a cube
   was chunked: then the continuum (which no cube needs) is a job of its own,
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ from sails.casa import chunking
 from sails.casa import imaging_stats as st
 from sails.casa.steps import healing, imaging
 from sails.casa.steps.healing import ImagingFailed
-from sails.casa.tools import opened
+from sails.casa.tools import opened, released
+from sails.constants import C_KMS
 
 CHUNKS_NAME = "chunks.json"
 
@@ -47,6 +51,62 @@ def _final_paths(ctx, cube: dict[str, Any]) -> None:
         c = pm["contsub"]
         if c["vis"].startswith(staged):
             c["vis"] = final + c["vis"][len(staged):]
+
+
+# About this many samples (rows x correlations) of each channel are read for a data set's
+# power spectrum (every n-th row): its relative noise is then ~3%, so a line shows from a
+# visibility-power SNR of ~60-70, below which its clean costs little (SNR_SCALE), and the
+# read takes a few hundredths of a second (it is on the critical path, before the chunks).
+POWER_SAMPLES_PER_CHANNEL = 1000
+
+
+def _power_spectrum(vis: str, spw: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean |V|^2 of the unflagged samples of each channel of ``spw`` in ``vis`` (every
+    n-th row) and the number of unflagged samples of the whole data set per channel."""
+    with opened("table", f"{vis}/DATA_DESCRIPTION") as dd:
+        ddids = [i for i, s in enumerate(dd.getcol("SPECTRAL_WINDOW_ID")) if int(s) == spw]
+    with opened("table", vis) as tb, released(
+            tb.query(f"DATA_DESC_ID IN {ddids} AND NOT FLAG_ROW")) as sel:
+        rows = sel.nrows()
+        if not rows:
+            return np.zeros(0), np.zeros(0)
+        npol = sel.getcol(column, 0, 1).shape[0]
+        step = max(1, rows * npol // POWER_SAMPLES_PER_CHANNEL)
+        data = sel.getcol(column, 0, -1, step)
+        flag = sel.getcol("FLAG", 0, -1, step)
+    good = ~flag
+    n = good.sum(axis=(0, 2))
+    power = np.where(good, np.abs(data) ** 2, 0.0).sum(axis=(0, 2)) / np.maximum(n, 1)
+    return np.where(n > 0, power, np.nan), n * float(step)
+
+
+def _line_snr(plan: dict[str, Any], cube: dict[str, Any]) -> list[float] | None:
+    """Per-channel line SNR of the cube estimated from the visibility power spectra of its
+    continuum-subtracted data (:func:`chunking.line_snr`): where the clean will work, known
+    before any chunk is imaged, for a fraction of a second's reading. None when a data
+    set's channels are not known or the cube is not continuum-subtracted (the chunks are
+    then split evenly)."""
+    if not cube.get("contsub", True):  # a sloped continuum would pass for a line
+        return None
+    rest = float(cube["restfreq_hz"])
+    freqs = {(m["vis"], int(s["id"])): s["lsrk_hz"] for m in plan.get("line_ms") or []
+             for s in m["spws"]}
+    total = np.zeros(int(cube["nchan"]))
+    for pm in cube["per_ms"]:
+        lsrk = freqs.get((pm["vis"], int(pm["spw"])))
+        c = pm["contsub"]
+        if lsrk is None:
+            return None
+        col = c.get("datacolumn", "data")
+        power, n = _power_spectrum(c["vis"], int(c["spw"]), "DATA" if col == "data"
+                                   else "CORRECTED_DATA")
+        if len(power) != len(lsrk):
+            return None
+        snr = chunking.line_snr(power, n)
+        vel = [C_KMS * (1.0 - f / rest) for f in lsrk]
+        total = np.hypot(total, chunking.on_cube_grid(snr, vel, float(cube["start_kms"]),
+                                                      float(cube["width_kms"]), len(total)))
+    return [round(float(x), 2) for x in total]
 
 
 def cube_chunk_plan(ctx, min_channels: int, chunks: int) -> dict[str, Any]:
@@ -85,13 +145,21 @@ def cube_chunk_plan(ctx, min_channels: int, chunks: int) -> dict[str, Any]:
         if edge_emission:
             ctx.warn(f"{label}: {edge_snr:.1f} sigma emission in the edge channels; the line "
                      "may extend beyond the velocity window (widen imaging.velocity_window_kms)")
+        t_snr = time.perf_counter()
+        snr = _line_snr(plan, cube)
+        t_snr = round(time.perf_counter() - t_snr, 3)
         _final_paths(ctx, cube)
         cube["chunking"] = {
             "k": k, "sigma": sigma, "sidelobe": sidelobe, "edge_snr": edge_snr,
             "edge_emission": edge_emission,
             "sidelobethreshold": imaging.sidelobe_guard(cfg, sidelobe, ctx, label),
             "noise_estimate": f"dirty edge channels ({n_edge} at each end)",
-            "chunks": chunking.chunk_plan(cube, k)}
+            "cost_model": {"job_cost": chunking.JOB_COST, "snr_scale": chunking.SNR_SCALE,
+                           "line_snr": snr, "line_snr_source": "visibility power spectra"
+                           if snr is not None else None, "line_snr_s": t_snr,
+                           "shares": chunking.tapered_shares(k) if snr and any(snr)
+                           else "even"},
+            "chunks": chunking.chunk_plan(cube, k, snr)}
         chunked.append(cube)
     plan["cubes"] = keep
     plan["chunked"] = chunked
@@ -229,6 +297,9 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
                 prod["metrics"]["chunks"] = {
                     "k": chk["k"], "noise_estimate": chk["noise_estimate"],
                     "channels": [[c["first"], c["nchan"]] for c in chk["chunks"]],
+                    "costs": [c.get("cost") for c in chk["chunks"]],
+                    "run_order": chunking.run_order(chk["chunks"]),
+                    "cost_model": chk.get("cost_model"),
                     "beam": "common beam of all channels, restored after concatenation",
                     "main_job": main_job, "continuum_job": continuum_job,
                     "jobs": [r.get("job") for r in results]}
