@@ -324,14 +324,16 @@ def _dirty_noise(ctx, plan: dict[str, Any], base: dict[str, Any], name: str, tt:
     return Dirty(image, pb, resid, mask, st.noise(resid, pb, cfg["pblimit"]), sidelobe)
 
 
-def _user_mask(base: dict[str, Any], cfg: dict[str, Any]) -> bool:
-    """A CRTF mask from the target's overrides replaces the auto-mask."""
-    if not cfg.get("mask"):
+def _user_mask(base: dict[str, Any], cfg: dict[str, Any], cube: bool = True) -> bool:
+    """A CRTF mask from the target's overrides replaces the auto-mask; ``cont_mask`` (the
+    source stage's field mask) does so for the continuum only."""
+    mask = cfg.get("mask") or (None if cube else cfg.get("cont_mask"))
+    if not mask:
         return False
     for k in ("sidelobethreshold", "noisethreshold", "lownoisethreshold", "minbeamfrac",
               "negativethreshold", "growiterations", "dogrowprune", "fastnoise"):
         base.pop(k, None)
-    base.update(usemask="user", mask=cfg["mask"])
+    base.update(usemask="user", mask=mask)
     return True
 
 
@@ -359,7 +361,7 @@ def image_continuum(ctx) -> dict[str, Any]:
                 reffreq=f"{cont['reffreq_hz']}Hz" if cont["nterms"] == 2 else "",
                 restoringbeam="", scales=cont.get("scales", [0] if cont["nterms"] == 2 else []),
                 **_mask_params(cfg, cube=False))
-    user_mask = _user_mask(base, cfg)
+    user_mask = _user_mask(base, cfg, cube=False)
     runs0 = [run_tclean(ctx, label, **dict(base, niter=0))]
     image, pb, resid, mask, rms_dirty, sidelobe = _dirty_noise(ctx, plan, base, name, tt, label)
     inside = _inside(pb, cfg["pblimit"])
