@@ -14,8 +14,11 @@ between them (the healing ladder's wipes of a diverged attempt, the statwt copie
 the replay must do too or its tclean would continue from the diverged model. The bare run's
 file operations are printed apart; the goal's ratio (stage / bare <= 1.05) counts them as
 bare work, since the stage does them too (the stricter ratio without them is printed).
-Stage and bare runs alternate in one process, so load from other work on the machine hits
-both alike; figures are medians over the repeats.
+Stage and bare runs alternate in one process (stage-bare, bare-stage, ...), so load from
+other work on the machine hits both alike; figures are medians over the repeats. Each run
+also prints, call by call, how much longer the same CASA calls took inside the stage's job
+than in the replay (load, or a real cost of the job's process), and where the stage's time
+outside CASA calls went.
 """
 
 from __future__ import annotations
@@ -109,20 +112,40 @@ def run_stage(project, scratch: Path) -> tuple[float, list[Path], dict[str, floa
     return wall, folders, parts
 
 
-def replay(root: Path, folders: list[Path]) -> tuple[float, float, int]:
-    """The bare replay of every job: (wall s, of which file operations s, records)."""
-    bare = files = 0.0
-    n = 0
-    for k, folder in enumerate(folders):
-        calls = root / f"calls-{k}.json"
-        shutil.copy(folder / "casa_calls.json", calls)
-        n += len(json.loads(calls.read_text()))
-        work = root / f"bare-{k}"
-        work.mkdir(exist_ok=True)
-        wall, fops = run_bare(calls, folder, work)
-        bare, files = bare + wall, files + fops
-        shutil.rmtree(work, ignore_errors=True)
-    return bare, files, n
+def _key(calls: list[dict]) -> list:
+    return [(c["task"], json.dumps(c["args"], sort_keys=True)) for c in calls]
+
+
+class Replay:
+    """The bare replay of every job of one stage run, call by call."""
+
+    def __init__(self, root: Path, folders: list[Path]) -> None:
+        self.wall = self.file_ops = 0.0
+        self.calls: list[dict] = []  # the stage's records, in job order
+        self.walls: list[float] = []  # the replay's seconds for each
+        for k, folder in enumerate(folders):
+            calls = root / f"calls-{k}.json"
+            shutil.copy(folder / "casa_calls.json", calls)
+            self.calls += json.loads(calls.read_text())
+            work = root / f"bare-{k}"
+            work.mkdir(exist_ok=True)
+            wall, got = run_bare(calls, folder, work)
+            self.wall += wall
+            self.file_ops += float(got["file_ops_s"])
+            self.walls += got["walls"]
+            shutil.rmtree(work, ignore_errors=True)
+
+    def slower_in_stage(self, calls: list[dict]) -> dict[str, float]:
+        """Seconds each task took longer in the stage's job (its records ``calls``, the
+        same calls) than in the replay, summed per task."""
+        out: dict[str, float] = {}
+        for c, w in zip(calls, self.walls, strict=True):
+            out[c["task"]] = out.get(c["task"], 0.0) + float(c.get("wall_s") or 0.0) - w
+        return dict(sorted(out.items(), key=lambda kv: -abs(kv[1])))
+
+
+def calls_of(folders: list[Path]) -> list[dict]:
+    return [c for f in folders for c in json.loads((f / "casa_calls.json").read_text())]
 
 
 def main() -> None:
@@ -137,28 +160,43 @@ def main() -> None:
         print(f"simulated + split + registered group-tiny in {time.perf_counter() - t0:.1f} s")
         proj = g["project"]
         stage_t, bare_t, strict_t, ratios = [], [], [], []
+        folders: list[Path] = []
         for i in range(args.repeats):
-            if i:
-                [row] = proj.catalog.source_stages(SOURCE)
-                proj.catalog.requeue_source(row["id"], "bench", "benchmark repeat")
-            wall, folders, parts = run_stage(proj, root / "stamp")
-            bare, files, n = replay(root, folders)
+            # stage then bare, then bare (of the last stage run's calls) then stage, ...: a
+            # drift in the machine's load favours neither
+            order = ("stage", "bare") if i % 2 == 0 else ("bare", "stage")
+            for what in order:
+                if what == "bare":
+                    rep = Replay(root, folders)
+                    continue
+                if i:
+                    [row] = proj.catalog.source_stages(SOURCE)
+                    proj.catalog.requeue_source(row["id"], "bench", "benchmark repeat")
+                before = _key(calls_of(folders)) if folders else None
+                wall, folders, parts = run_stage(proj, root / "stamp")
+                if before is not None and _key(calls_of(folders)) != before:
+                    print("       note: this stage run's CASA calls differ from the last run's")
+            bare = rep.wall
             stage_t.append(wall)
             bare_t.append(bare)
-            strict_t.append(bare - files)
+            strict_t.append(bare - rep.file_ops)
             ratios.append(wall / bare)
             one, five, _ = os.getloadavg()
-            print(f"run {i + 1}: stage {wall:.2f} s   bare replay {bare:.2f} s (of which file "
-                  f"ops {files:.2f} s; {n} records, {len(folders)} jobs)   ratio "
-                  f"{wall / bare:.3f}   load {one:.1f}/{five:.1f}")
+            print(f"run {i + 1} ({' then '.join(order)}): stage {wall:.2f} s   bare replay "
+                  f"{bare:.2f} s (of which file ops {rep.file_ops:.2f} s; {len(rep.calls)} "
+                  f"records, {len(folders)} jobs)   ratio {wall / bare:.3f}   load "
+                  f"{one:.1f}/{five:.1f}")
             print("       stage: " + " | ".join(f"{k} {parts[k]:.2f} s" for k in PARTS)
                   + f" (jobs as the backend saw them {parts['jobs_seen_s']:.2f} s)")
             print("       job steps: " + " | ".join(
                 f"{k} {v:.2f} s" for k, v in parts["steps"].items()))  # type: ignore[union-attr]
+            slower = rep.slower_in_stage(calls_of(folders))
+            print(f"       same calls, stage minus replay: {sum(slower.values()):+.2f} s ("
+                  + ", ".join(f"{k} {v:+.2f} s" for k, v in list(slower.items())[:4]) + ")")
         ms, mb, mx = (statistics.median(x) for x in (stage_t, bare_t, strict_t))
         print(f"stage  : min {min(stage_t):.2f} s  median {ms:.2f} s")
         print(f"bare   : min {min(bare_t):.2f} s  median {mb:.2f} s "
-              f"(CASA calls only: median {mx:.2f} s)")
+              f"(without its file ops: median {mx:.2f} s)")
         print(f"ratio stage/bare: median-to-median {ms / mb:.3f}   median of runs "
               f"{statistics.median(ratios):.3f}   min-to-min {min(stage_t) / min(bare_t):.3f}"
               f"   without file ops in bare {ms / mx:.3f}   (goal <= 1.05; timings on a "
