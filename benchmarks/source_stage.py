@@ -7,9 +7,10 @@ Run:  PYTHONPATH=src:tests .venv/bin/python benchmarks/source_stage.py [--repeat
 The simulated group OUS (``group-tiny``: a 7-pointing 12-m mosaic, a 7-m MOUS, a TP cube)
 is registered as imaged; the stage then runs through the engine (claim, lease, one CASA
 child job per array combination, weights check, findcont on the joint data, planning,
-metrics, FITS stamping, catalog records). The bare run replays each job's
-``casa_calls.json`` in one CASA child process per job (:func:`imaging_overhead.run_bare`):
-the CASA calls in their recorded order, and the file removals and copies the job recorded
+metrics, FITS stamping, catalog records). The bare run replays every job's
+``casa_calls.json``, one job after the other, in one CASA child process (the strict
+baseline: one CASA start-up; :data:`imaging_overhead.BARE`): the CASA calls in their
+recorded order, and the file removals and copies the job recorded
 between them (the healing ladder's wipes of a diverged attempt, the statwt copies), which
 the replay must do too or its tclean would continue from the diverged model. The bare run's
 file operations are printed apart; the goal's ratio (stage / bare <= 1.05) counts them as
@@ -26,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imaging_overhead import run_bare  # noqa: E402
+from imaging_overhead import BARE, NUMPY_MADE  # noqa: E402
 
+from sails.casaenv import casa_env  # noqa: E402
 from sails.flows.engine import run_pipeline  # noqa: E402
 from sails.stages.source_image import recovered_flux, stamp_fits  # noqa: E402
 from source_data import group_project  # noqa: E402
@@ -88,9 +92,9 @@ def time_stamping(folders: list[Path], scratch: Path) -> float:
 
 def run_stage(project, scratch: Path) -> tuple[float, list[Path], dict[str, float]]:
     """Stage wall time, the job folders it wrote, and where the time went."""
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     summary = run_pipeline(project, until="source_image")
-    wall = time.perf_counter() - t0
+    wall, own_cpu = time.perf_counter() - t0, time.process_time() - c0
     reps = [r for r in summary.reports if r.row.stage == "source_image"]
     if not reps or reps[-1].status != "done":
         raise SystemExit(f"stage did not finish: {reps}")
@@ -108,6 +112,10 @@ def run_stage(project, scratch: Path) -> tuple[float, list[Path], dict[str, floa
     parts["stamp_flux"] = time_stamping(folders, scratch)
     parts["orchestrator"] = wall - sum(parts[k] for k in PARTS if k != "orchestrator")
     parts["jobs_seen_s"] = sum(r.job_wall_s for r in reps)
+    # CPU: the orchestrator's own, and each job's as it measured itself (a warm-forked job is
+    # not our child, so rusage of children would miss it)
+    parts["cpu_s"] = own_cpu + sum(float(json.loads((f / "result.json").read_text())["cpu_s"])
+                                   for f in folders)
     parts["steps"] = steps  # type: ignore[assignment]
     return wall, folders, parts
 
@@ -117,23 +125,38 @@ def _key(calls: list[dict]) -> list:
 
 
 class Replay:
-    """The bare replay of every job of one stage run, call by call."""
+    """The bare replay of every job of one stage run, call by call, in one CASA process (the
+    jobs' records one after the other, each job in its own folder): the strict baseline, one
+    CASA start-up where the stage starts a job per array combination."""
 
     def __init__(self, root: Path, folders: list[Path]) -> None:
-        self.wall = self.file_ops = 0.0
+        out = root / "bare"
+        shutil.rmtree(out, ignore_errors=True)
         self.calls: list[dict] = []  # the stage's records, in job order
-        self.walls: list[float] = []  # the replay's seconds for each
         for k, folder in enumerate(folders):
-            calls = root / f"calls-{k}.json"
-            shutil.copy(folder / "casa_calls.json", calls)
-            self.calls += json.loads(calls.read_text())
-            work = root / f"bare-{k}"
-            work.mkdir(exist_ok=True)
-            wall, got = run_bare(calls, folder, work)
-            self.wall += wall
-            self.file_ops += float(got["file_ops_s"])
-            self.walls += got["walls"]
-            shutil.rmtree(work, ignore_errors=True)
+            job = out / f"job-{k}"
+            (job / "casa").mkdir(parents=True)
+            (job / "work").mkdir()
+            for pattern in NUMPY_MADE:  # inputs the stage made with numpy
+                for m in (folder / "casa").glob(pattern):
+                    shutil.copytree(m, job / "casa" / m.name)
+            self.calls += [dict(c, args={a: _in_job(v, k) for a, v in c["args"].items()})
+                           for c in json.loads((folder / "casa_calls.json").read_text())]
+        calls = root / "bare-calls.json"
+        calls.write_text(json.dumps(self.calls))
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", BARE, str(calls), str(out)],
+                             env=casa_env(), capture_output=True, text=True, cwd=str(root))
+        self.wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+        if res.returncode != 0:
+            raise SystemExit(f"bare replay failed:\n{res.stderr[-3000:]}")
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        self.file_ops = float(got["file_ops_s"])
+        self.walls: list[float] = got["walls"]  # the replay's seconds for each record
+        shutil.rmtree(out, ignore_errors=True)
 
     def slower_in_stage(self, calls: list[dict]) -> dict[str, float]:
         """Seconds each task took longer in the stage's job (its records ``calls``, the
@@ -142,6 +165,15 @@ class Replay:
         for c, w in zip(calls, self.walls, strict=True):
             out[c["task"]] = out.get(c["task"], 0.0) + float(c.get("wall_s") or 0.0) - w
         return dict(sorted(out.items(), key=lambda kv: -abs(kv[1])))
+
+
+def _in_job(v, k: int):
+    """A recorded argument with the job folder ``{out}`` as job ``k``'s folder of the replay."""
+    if isinstance(v, str):
+        return v.replace("{out}", f"{{out}}/job-{k}")
+    if isinstance(v, list):
+        return [_in_job(x, k) for x in v]
+    return v
 
 
 def calls_of(folders: list[Path]) -> list[dict]:
@@ -159,7 +191,7 @@ def main() -> None:
         g = group_project(root, TOML)
         print(f"simulated + split + registered group-tiny in {time.perf_counter() - t0:.1f} s")
         proj = g["project"]
-        stage_t, bare_t, strict_t, ratios = [], [], [], []
+        stage_t, bare_t, strict_t, ratios, cpu_r = [], [], [], [], []
         folders: list[Path] = []
         for i in range(args.repeats):
             # stage then bare, then bare (of the last stage run's calls) then stage, ...: a
@@ -181,11 +213,14 @@ def main() -> None:
             bare_t.append(bare)
             strict_t.append(bare - rep.file_ops)
             ratios.append(wall / bare)
+            cpu_r.append(parts["cpu_s"] / rep.cpu)
             one, five, _ = os.getloadavg()
             print(f"run {i + 1} ({' then '.join(order)}): stage {wall:.2f} s   bare replay "
                   f"{bare:.2f} s (of which file ops {rep.file_ops:.2f} s; {len(rep.calls)} "
                   f"records, {len(folders)} jobs)   ratio {wall / bare:.3f}   load "
                   f"{one:.1f}/{five:.1f}")
+            print(f"       CPU: stage {parts['cpu_s']:.2f} s   bare {rep.cpu:.2f} s   ratio "
+                  f"{cpu_r[-1]:.3f} (less sensitive to other load than wall time)")
             print("       stage: " + " | ".join(f"{k} {parts[k]:.2f} s" for k in PARTS)
                   + f" (jobs as the backend saw them {parts['jobs_seen_s']:.2f} s)")
             print("       job steps: " + " | ".join(
@@ -201,6 +236,7 @@ def main() -> None:
               f"{statistics.median(ratios):.3f}   min-to-min {min(stage_t) / min(bare_t):.3f}"
               f"   without file ops in bare {ms / mx:.3f}   (goal <= 1.05; timings on a "
               "shared machine are noisy)")
+        print(f"CPU ratio stage/bare: median of runs {statistics.median(cpu_r):.3f}")
     finally:
         if args.keep:
             print(f"kept {root}")
