@@ -8,8 +8,8 @@ The simulated group OUS (``group-tiny``: a 7-pointing 12-m mosaic, a 7-m MOUS, a
 is registered as imaged; the stage then runs through the engine (claim, lease, one CASA
 child job per array combination, weights check, findcont on the joint data, planning,
 metrics, FITS stamping, catalog records). The bare run replays every job's
-``casa_calls.json``, one job after the other, in one CASA child process (the strict
-baseline: one CASA start-up; :data:`imaging_overhead.BARE`): the CASA calls in their
+``casa_calls.json`` in one CASA child process per job, as the stage runs them
+(``--one-process``: all in one; :data:`imaging_overhead.BARE`): the CASA calls in their
 recorded order, and the file removals and copies the job recorded
 between them (the healing ladder's wipes of a diverged attempt, the statwt copies), which
 the replay must do too or its tclean would continue from the diverged model. The bare run's
@@ -125,14 +125,15 @@ def _key(calls: list[dict]) -> list:
 
 
 class Replay:
-    """The bare replay of every job of one stage run, call by call, in one CASA process (the
-    jobs' records one after the other, each job in its own folder): the strict baseline, one
-    CASA start-up where the stage starts a job per array combination."""
+    """The bare replay of every job of one stage run, call by call: one CASA process per job
+    as the stage has (``per_job``), or all jobs' records one after the other in one process
+    (each job in its own folder)."""
 
-    def __init__(self, root: Path, folders: list[Path]) -> None:
+    def __init__(self, root: Path, folders: list[Path], per_job: bool = True) -> None:
         out = root / "bare"
         shutil.rmtree(out, ignore_errors=True)
         self.calls: list[dict] = []  # the stage's records, in job order
+        groups: list[list[dict]] = []
         for k, folder in enumerate(folders):
             job = out / f"job-{k}"
             (job / "casa").mkdir(parents=True)
@@ -140,22 +141,30 @@ class Replay:
             for pattern in NUMPY_MADE:  # inputs the stage made with numpy
                 for m in (folder / "casa").glob(pattern):
                     shutil.copytree(m, job / "casa" / m.name)
-            self.calls += [dict(c, args={a: _in_job(v, k) for a, v in c["args"].items()})
-                           for c in json.loads((folder / "casa_calls.json").read_text())]
-        calls = root / "bare-calls.json"
-        calls.write_text(json.dumps(self.calls))
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-c", BARE, str(calls), str(out)],
-                             env=casa_env(), capture_output=True, text=True, cwd=str(root))
-        self.wall = time.perf_counter() - t0
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
-        if res.returncode != 0:
-            raise SystemExit(f"bare replay failed:\n{res.stderr[-3000:]}")
-        got = json.loads(res.stdout.strip().splitlines()[-1])
-        self.file_ops = float(got["file_ops_s"])
-        self.walls: list[float] = got["walls"]  # the replay's seconds for each record
+            mine = [dict(c, args={a: _in_job(v, k) for a, v in c["args"].items()})
+                    for c in json.loads((folder / "casa_calls.json").read_text())]
+            self.calls += mine
+            if per_job or not groups:
+                groups.append([])
+            groups[-1] += mine
+        self.wall = self.cpu = self.file_ops = 0.0
+        self.walls: list[float] = []  # the replay's seconds for each record
+        for g, group in enumerate(groups):
+            calls = root / f"bare-calls-{g}.json"
+            calls.write_text(json.dumps(group))
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", BARE, str(calls), str(out)],
+                                 env=casa_env(), capture_output=True, text=True,
+                                 cwd=str(root))
+            self.wall += time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.cpu += r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+            if res.returncode != 0:
+                raise SystemExit(f"bare replay failed:\n{res.stderr[-3000:]}")
+            got = json.loads(res.stdout.strip().splitlines()[-1])
+            self.file_ops += float(got["file_ops_s"])
+            self.walls += got["walls"]
         shutil.rmtree(out, ignore_errors=True)
 
     def slower_in_stage(self, calls: list[dict]) -> dict[str, float]:
@@ -165,6 +174,15 @@ class Replay:
         for c, w in zip(calls, self.walls, strict=True):
             out[c["task"]] = out.get(c["task"], 0.0) + float(c.get("wall_s") or 0.0) - w
         return dict(sorted(out.items(), key=lambda kv: -abs(kv[1])))
+
+    def biggest(self, calls: list[dict], n: int = 3) -> str:
+        """The ``n`` records whose seconds differ most between the stage and the replay."""
+        rows = sorted(zip(calls, self.walls, strict=True),
+                      key=lambda cw: -abs(float(cw[0].get("wall_s") or 0.0) - cw[1]))[:n]
+        return ", ".join(
+            f"{c['task']} {Path(str(c['args'].get('imagename', ''))).name} niter="
+            f"{c['args'].get('niter', '-')}: {float(c.get('wall_s') or 0.0):.1f} vs {w:.1f} s"
+            for c, w in rows)
 
 
 def _in_job(v, k: int):
@@ -184,6 +202,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--one-process", action="store_true",
+                    help="replay all jobs in one CASA process (default: one per job)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sails-source-bench-"))
     try:
@@ -199,7 +219,7 @@ def main() -> None:
             order = ("stage", "bare") if i % 2 == 0 else ("bare", "stage")
             for what in order:
                 if what == "bare":
-                    rep = Replay(root, folders)
+                    rep = Replay(root, folders, per_job=not args.one_process)
                     continue
                 if i:
                     [row] = proj.catalog.source_stages(SOURCE)
@@ -228,6 +248,7 @@ def main() -> None:
             slower = rep.slower_in_stage(calls_of(folders))
             print(f"       same calls, stage minus replay: {sum(slower.values()):+.2f} s ("
                   + ", ".join(f"{k} {v:+.2f} s" for k, v in list(slower.items())[:4]) + ")")
+            print(f"       most different (stage vs replay): {rep.biggest(calls_of(folders))}")
         ms, mb, mx = (statistics.median(x) for x in (stage_t, bare_t, strict_t))
         print(f"stage  : min {min(stage_t):.2f} s  median {ms:.2f} s")
         print(f"bare   : min {min(bare_t):.2f} s  median {mb:.2f} s "
