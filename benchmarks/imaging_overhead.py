@@ -37,7 +37,7 @@ line_free_margin_kms = 3.0
 """
 
 BARE = r"""
-import json, os, sys, time
+import json, shutil, sys, time
 t0 = time.time()
 import casatasks
 calls = json.load(open(sys.argv[1]))
@@ -48,10 +48,22 @@ def fill(v):
     if isinstance(v, list):
         return [fill(x) for x in v]
     return v
+walls = []
 for c in calls:
-    getattr(casatasks, c["task"])(**{k: fill(v) for k, v in c["args"].items()})
-print(json.dumps({"calls": len(calls), "wall_s": time.time() - t0}))
+    args = {k: fill(v) for k, v in c["args"].items()}
+    t1 = time.time()
+    if c["task"].startswith("shutil."):  # a recorded removal or copy between CASA calls
+        getattr(shutil, c["task"].split(".", 1)[1])(**args)
+    else:
+        getattr(casatasks, c["task"])(**args)
+    walls.append(time.time() - t1)
+file_ops = sum(w for c, w in zip(calls, walls) if c["task"].startswith("shutil."))
+print(json.dumps({"calls": len(calls), "wall_s": time.time() - t0, "file_ops_s": file_ops,
+                  "walls": walls}))
 """
+#: Images the job makes with numpy (moment masks, moment error maps) that later CASA calls
+#: read: the replay is given the stage's own (making them is the stage's analysis work).
+NUMPY_MADE = ("*.signalmask", "*.strictmask", "*.mom0_err", "*.mom1_err")
 
 
 def run_stage(project, mous_id: str) -> tuple[float, Path, dict[str, float]]:
@@ -83,22 +95,24 @@ def run_stage(project, mous_id: str) -> tuple[float, Path, dict[str, float]]:
     return wall, out, parts
 
 
-def run_bare(calls: Path, stage_out: Path, work: Path) -> float:
-    """Replay the stage's CASA calls in a fresh folder, in one CASA child process."""
+def run_bare(calls: Path, stage_out: Path, work: Path) -> tuple[float, dict]:
+    """Replay the stage's CASA calls (and the file removals and copies between them) in a
+    fresh folder, in one CASA child process: (wall s, the script's own figures: file
+    operations s, each record's s)."""
     out = work / "bare"
     shutil.rmtree(out, ignore_errors=True)
     (out / "casa").mkdir(parents=True)
     (out / "work").mkdir()
-    # the moment masks are inputs the stage computed (numpy): give the replay the same ones
-    for m in (stage_out / "casa").glob("*.signalmask"):
-        shutil.copytree(m, out / "casa" / m.name)
+    for pattern in NUMPY_MADE:
+        for m in (stage_out / "casa").glob(pattern):
+            shutil.copytree(m, out / "casa" / m.name)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", BARE, str(calls), str(out)], env=casa_env(),
                          capture_output=True, text=True, cwd=str(work))
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"bare script failed:\n{res.stderr[-3000:]}")
-    return wall
+    return wall, json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -128,7 +142,7 @@ def main() -> None:
             wall, out, parts = run_stage(proj, mous)
             stage_t.append(wall)
             shutil.copy(out / "casa_calls.json", calls)
-            bare_t.append(run_bare(calls, out, root))
+            bare_t.append(run_bare(calls, out, root)[0])
             print(f"run {i + 1}: stage {stage_t[-1]:.2f} s   bare tclean script "
                   f"{bare_t[-1]:.2f} s   ratio {stage_t[-1] / bare_t[-1]:.3f}")
             print("       stage: CASA tasks {casa_tasks:.2f} s | job-side analysis (plan, noise,"

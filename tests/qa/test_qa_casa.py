@@ -3,6 +3,9 @@ healed by the ladder, an override re-images exactly its target over the new wind
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from imaging_data import register, split_targets
@@ -70,6 +73,17 @@ def test_clean_target_scores_high_and_a_diverging_cube_is_healed(clean):
     assert attempts[0]["step"] == "as configured" and attempts[0]["params"]["gain"] == 2.5
     assert attempts[0]["outcome"].startswith("diverged")
     assert attempts[-1]["outcome"] == "ok" and attempts[1]["step"] == "lower gain"
+    # the wipe back to the dirty cube is in the job's record of its CASA work, before the
+    # next attempt's dirty tclean (a replay of casa_calls.json would continue from the
+    # diverged model otherwise)
+    calls = json.loads((Path(_kind(proj, T1, "cube")[0]["path"]).parent
+                        / "casa_calls.json").read_text())
+    wiped = [i for i, c in enumerate(calls) if c["task"] == "shutil.rmtree"
+             and c["args"]["path"].endswith(".cube.I.model")]
+    assert wiped, [c["task"] for c in calls]
+    after = next(c for c in calls[wiped[0]:] if c["task"] == "tclean")
+    assert after["args"]["niter"] == 0
+    assert calls[wiped[0]]["args"]["path"] == after["args"]["imagename"] + ".model"
     cube_score = next(p for p in _score(proj, T1).products if p.kind == "cube")
     assert any(s.name == "convergence" and "healed on attempt" in s.reason
                for s in cube_score.subs)

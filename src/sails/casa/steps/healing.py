@@ -12,7 +12,6 @@ last step the job fails naming it.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from glob import glob
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sails.casa import imaging_stats as st
+from sails.casa.calls import remove
 from sails.casa.contract import Diverged
 
 Params = dict[str, Any]
@@ -91,10 +91,11 @@ def steps_for(cfg: dict[str, Any], multiscale: bool, automask: bool) -> list[tup
     return [("as configured", None), *ladder[: int(heal.get("max_attempts", len(LADDER)))]]
 
 
-def wipe(name: str) -> None:
-    """Remove every image of ``name`` so the next attempt starts from the dirty image."""
-    for path in glob(f"{name}.*"):
-        shutil.rmtree(path, ignore_errors=True)
+def wipe(ctx, name: str) -> None:
+    """Remove every image of ``name`` so the next attempt starts from the dirty image
+    (recorded: a replay of the job's CASA calls wipes them too)."""
+    for path in sorted(glob(f"{name}.*")):
+        remove(ctx, path)
 
 
 def forced(label: str) -> bool:

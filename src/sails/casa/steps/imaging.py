@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +25,13 @@ from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa import moments as mm_
 from sails.casa import vis_checks
+from sails.casa.calls import (  # noqa: F401 - re-exported for the steps
+    CALLS_NAME,
+    CALLS_SCRIPT,
+    casa_task,
+    copy_tree,
+    remove,
+)
 from sails.casa.contract import IMAGING_PLAN_NAME, OOM
 from sails.casa.mosaic_stats import mosaic_metrics
 from sails.casa.steps import healing
@@ -36,8 +41,6 @@ from sails.constants import C_KMS
 from sails.imaging import line_peaks as lp
 
 PLAN_NAME = IMAGING_PLAN_NAME
-CALLS_NAME = "casa_calls.json"
-CALLS_SCRIPT = "casa_calls.py"
 DIVERGED_CODES = {5: "the peak residual grew by more than 3x in one major cycle",
                   6: "the peak residual grew by more than 3x above its minimum"}
 
@@ -61,48 +64,6 @@ def _casa_dir(ctx) -> Path:
     d = ctx.out / "casa"
     d.mkdir(exist_ok=True)
     return d
-
-
-def casa_task(ctx, task: str, **kw: Any) -> Any:
-    """Call a casatasks task and record it (JSON + a paste-ready script beside the products;
-    paths inside the job folder are written as ``{out}``)."""
-    import casatasks
-
-    path = ctx.out / CALLS_NAME
-    calls = json.loads(path.read_text()) if path.exists() else []
-    staged = str(ctx.out)
-
-    def rel(v: Any) -> Any:
-        if isinstance(v, str):
-            return v.replace(staged, "{out}")
-        if isinstance(v, list):
-            return [rel(x) for x in v]
-        return v
-
-    record = {"task": task, "args": {k: rel(v) for k, v in kw.items()}}
-    calls.append(record)
-    final = str(ctx.final_path(path))[: -len(CALLS_NAME) - 1]
-    lines = ["# CASA calls of this imaging job (OUT = this folder); runs in any CASA 6.",
-             "import casatasks", f"OUT = {final!r}", ""]
-    for c in calls:
-        args = ", ".join(f"{k}={_py(v)}" for k, v in c["args"].items())
-        lines.append(f"casatasks.{c['task']}({args})")
-    (ctx.out / CALLS_SCRIPT).write_text("\n".join(lines) + "\n")
-    t0 = time.perf_counter()
-    try:
-        return getattr(casatasks, task)(**kw)
-    finally:
-        record["wall_s"] = round(time.perf_counter() - t0, 3)
-        path.write_text(json.dumps(calls, indent=1))
-
-
-def _py(v: Any) -> str:
-    """Python source for a recorded argument, with ``{out}`` as ``OUT``."""
-    if isinstance(v, str) and "{out}" in v:
-        return repr(v) + ".replace('{out}', OUT)"
-    if isinstance(v, list):
-        return "[" + ", ".join(_py(x) for x in v) + "]"
-    return repr(v)
 
 
 def _mask_params(cfg: dict[str, Any], cube: bool) -> dict[str, Any]:
@@ -195,7 +156,7 @@ def _export(ctx, image: str, fits: Path, *, velocity: bool = False,
 
 
 def _pbcor(ctx, image: str, pb: str, out: str, pblimit: float) -> str:
-    shutil.rmtree(out, ignore_errors=True)
+    remove(ctx, out)
     casa_task(ctx, "impbcor", imagename=image, pbimage=pb, outfile=out, cutoff=pblimit,
               overwrite=True)
     return out
@@ -376,7 +337,7 @@ def image_continuum(ctx) -> dict[str, Any]:
     def attempt(p: dict[str, Any], n: int) -> tuple[list, float, list]:
         runs = list(runs0)
         if n > 1:  # start again from the dirty image
-            healing.wipe(name)
+            healing.wipe(ctx, name)
             runs = [run_tclean(ctx, label, **dict(base, niter=0))]
         kw = healing.apply(base, p, multiscale=False, automask=not user_mask)
         rms, thresholds = rms0, []
@@ -480,7 +441,7 @@ def _uvcontsub(ctx, plan: dict[str, Any], work: Path, pm: dict[str, Any], column
     """CASA 6.7's uvcontsub of one (MS, spw, column), fitting ``pm['fitspec']``."""
     tag = "" if column == pm["datacolumn"] else f".{column}"
     outvis = work / f"{Path(pm['vis']).name}.spw{pm['spw']}{tag}.contsub.ms"
-    shutil.rmtree(outvis, ignore_errors=True)
+    remove(ctx, outvis)
     casa_task(ctx, "uvcontsub", vis=pm["vis"], outputvis=str(outvis),
               field=pm.get("field_sel", str(pm["field_id"])), spw=str(pm["spw"]),
               fitspec=pm["fitspec"], fitorder=order, datacolumn=column)
@@ -517,7 +478,7 @@ def image_cubes(ctx) -> dict[str, Any]:
         prods.extend(p)
         summary[cube["line"]["name"]] = s
     if not plan["cfg"].get("keep_contsub", False):
-        shutil.rmtree(ctx.out / "work", ignore_errors=True)
+        remove(ctx, ctx.out / "work")
     return {"products": prods, "cubes": summary}
 
 
@@ -588,7 +549,7 @@ def deconvolve_cube(ctx, label: str, base: dict[str, Any], name: str, runs0: lis
     def attempt(p: dict[str, Any], n: int) -> list:
         runs = list(runs0)
         if n > 1:  # start again from the dirty cube
-            healing.wipe(name)
+            healing.wipe(ctx, name)
             runs = [run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
         kw = healing.apply(base, p, multiscale=True, automask=not user_mask)
         runs.append(run_tclean(ctx, label, **dict(kw, niter=cfg["niter"],
@@ -661,7 +622,7 @@ def finish_cube(ctx, plan: dict[str, Any], cube: dict[str, Any], name: str, r: C
     moms = {}
     for mom, mimg in ((0, sigimg), (1, strictimg), (8, None)):
         outf = f"{name[: -len('.cube.I')]}.mom{mom}"
-        shutil.rmtree(outf, ignore_errors=True)
+        remove(ctx, outf)
         casa_task(ctx, "immoments", imagename=pbcor, moments=[mom], outfile=outf,
                   mask=f'"{mimg}" > 0.5' if mimg else "")
         moms[mom] = outf
@@ -810,7 +771,7 @@ def _before_peak(ctx, plan: dict[str, Any], cube: dict[str, Any], base: dict[str
         return None
     pms = cube["per_ms"]
     bname = f"{name}.before_selfcal"
-    healing.wipe(bname)
+    healing.wipe(ctx, bname)
     start = float(cube["start_kms"]) + ch.first * float(cube["width_kms"])
     kw = dict(base, vis=[pm["vis"] for pm in pms],
               field=[pm.get("field_sel", str(pm["field_id"])) for pm in pms],

@@ -13,7 +13,7 @@ cube that fails a check is refused with the reason, the interferometric cube sta
 
 from __future__ import annotations
 
-import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,7 @@ def weights_on_one_scale(reports: list[dict[str, Any]], tolerance: float
 def _statwt_copy(ctx, vis: str, datacolumn: str) -> str:
     """``statwt`` on a copy of ``vis`` in the job's casa/ folder (the member's data stay)."""
     dest = imaging._casa_dir(ctx) / f"{Path(vis).name[: -len('.ms')]}.statwt.ms"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(vis, dest, symlinks=True)
+    imaging.copy_tree(ctx, vis, dest)
     col = "corrected" if datacolumn == "corrected" else "data"
     imaging.casa_task(ctx, "statwt", vis=str(dest), datacolumn=col, timebin="60s",
                       chanbin="spw")
@@ -163,8 +162,11 @@ def source_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str
                                           v.get("datacolumn", "auto"))["datacolumn"]
         path = _statwt_copy(ctx, v["path"], col) if do else v["path"]
         used.append(dict(v, path=path, datacolumn=col))
+    findcont_s = None
     if findcont and not cfg.get("cont_ranges"):
+        t0 = time.perf_counter()
         ranges = joint_linefree(ctx, [v["path"] for v in used], field, lines, cfg)
+        findcont_s = round(time.perf_counter() - t0, 3)  # not a CASA task: for the overhead
         if ranges:
             cfg = dict(cfg, cont_ranges=ranges)
     if do:  # the statwt'ed copies on one scale now: check again, for the record
@@ -181,7 +183,7 @@ def source_plan(ctx, vis: list[dict[str, Any]], field: str, lines: list[dict[str
         plan["cfg"]["cont_mask"] = field_mask(plan)
         plan["clean_mask"] = plan["cfg"]["cont_mask"]
     imaging._save_plan(ctx, plan)
-    return dict(out, weights=weights, clean_mask=plan.get("clean_mask"))
+    return dict(out, weights=weights, clean_mask=plan.get("clean_mask"), findcont_s=findcont_s)
 
 
 def field_mask(plan: dict[str, Any]) -> str:
@@ -270,7 +272,7 @@ def _feather_one(ctx, plan: dict[str, Any], cube: dict[str, Any], tp: dict[str, 
     line = cube["line"]["name"]
     base = casa / f"{stem_tp}.{line}.tp"
     for suffix in (".im", ".trans", ".regrid", ".regrid.pb"):
-        shutil.rmtree(f"{base}{suffix}", ignore_errors=True)
+        imaging.remove(ctx, f"{base}{suffix}")
     imaging.casa_task(ctx, "importfits", fitsimage=tp["path"], imagename=f"{base}.im",
                       overwrite=True)
     tp_im = f"{base}.im"
@@ -287,7 +289,7 @@ def _feather_one(ctx, plan: dict[str, Any], cube: dict[str, Any], tp: dict[str, 
                       expr="IM0*IM1", outfile=f"{base}.regrid.pb")
     fname = str(casa / f"{stem_tp}.{line}.feather.cube.I")
     for suffix in (".image", ".pb", ".residual", ".mask"):
-        shutil.rmtree(f"{fname}{suffix}", ignore_errors=True)
+        imaging.remove(ctx, f"{fname}{suffix}")
     imaging.casa_task(ctx, "feather", imagename=f"{fname}.image", highres=f"{name}.image",
                       lowres=f"{base}.regrid.pb", sdfactor=float(sdfactor))
     for suffix in (".pb", ".residual", ".mask"):  # a CASA task: the replay makes them too
