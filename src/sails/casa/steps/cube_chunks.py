@@ -35,6 +35,7 @@ import numpy as np
 
 from sails.casa import chunking
 from sails.casa import imaging_stats as st
+from sails.casa.calls import CALLS_NAME, CALLS_SCRIPT, casa_task
 from sails.casa.steps import healing, imaging
 from sails.casa.steps.healing import ImagingFailed
 from sails.casa.tools import opened, released
@@ -231,10 +232,10 @@ def _link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
 def _add_continuum(src: Path, dst: Path) -> None:
     """The continuum job's folder ``src`` into the assembled folder ``dst``: its images and
     FITS, and its CASA calls after the main job's (one record of the target's work)."""
-    calls = dst / imaging.CALLS_NAME
+    calls = dst / CALLS_NAME
     mine = json.loads(calls.read_text()) if calls.exists() else []
-    theirs = src / imaging.CALLS_NAME
-    _link_tree(src, dst, skip=(imaging.PLAN_NAME, imaging.CALLS_NAME, imaging.CALLS_SCRIPT))
+    theirs = src / CALLS_NAME
+    _link_tree(src, dst, skip=(imaging.PLAN_NAME, CALLS_NAME, CALLS_SCRIPT))
     if theirs.exists():
         calls.write_text(json.dumps(mine + json.loads(theirs.read_text()), indent=1))
 
@@ -282,7 +283,7 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
         base = imaging.cube_params(plan, cube, name, nchan=int(cube["nchan"]),
                           start_kms=float(cube["start_kms"]))
         imaging._user_mask(base, cfg)
-        imaging.casa_task(ctx, "tclean", **dict(base, niter=0, deconvolver="hogbom",
+        casa_task(ctx, "tclean", **dict(base, niter=0, deconvolver="hogbom",
                                                 calcres=False, calcpsf=False,
                                                 usemask="user", mask=""))
         results = chunk_results[key]

@@ -25,13 +25,7 @@ from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
 from sails.casa import moments as mm_
 from sails.casa import vis_checks
-from sails.casa.calls import (  # noqa: F401 - re-exported for the steps
-    CALLS_NAME,
-    CALLS_SCRIPT,
-    casa_task,
-    copy_tree,
-    remove,
-)
+from sails.casa.calls import casa_task, remove
 from sails.casa.contract import IMAGING_PLAN_NAME, OOM
 from sails.casa.mosaic_stats import mosaic_metrics
 from sails.casa.steps import healing

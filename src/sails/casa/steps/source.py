@@ -21,6 +21,7 @@ import numpy as np
 
 from sails.casa import imaging_plan as planmod
 from sails.casa import imaging_stats as st
+from sails.casa.calls import casa_task, copy_tree, remove
 from sails.casa.contract import BadInput
 from sails.casa.fits_header import primary_header
 from sails.casa.steps import imaging
@@ -103,9 +104,9 @@ def weights_on_one_scale(reports: list[dict[str, Any]], tolerance: float
 def _statwt_copy(ctx, vis: str, datacolumn: str) -> str:
     """``statwt`` on a copy of ``vis`` in the job's casa/ folder (the member's data stay)."""
     dest = imaging._casa_dir(ctx) / f"{Path(vis).name[: -len('.ms')]}.statwt.ms"
-    imaging.copy_tree(ctx, vis, dest)
+    copy_tree(ctx, vis, dest)
     col = "corrected" if datacolumn == "corrected" else "data"
-    imaging.casa_task(ctx, "statwt", vis=str(dest), datacolumn=col, timebin="60s",
+    casa_task(ctx, "statwt", vis=str(dest), datacolumn=col, timebin="60s",
                       chanbin="spw")
     return str(dest)
 
@@ -272,29 +273,29 @@ def _feather_one(ctx, plan: dict[str, Any], cube: dict[str, Any], tp: dict[str, 
     line = cube["line"]["name"]
     base = casa / f"{stem_tp}.{line}.tp"
     for suffix in (".im", ".trans", ".regrid", ".regrid.pb"):
-        imaging.remove(ctx, f"{base}{suffix}")
-    imaging.casa_task(ctx, "importfits", fitsimage=tp["path"], imagename=f"{base}.im",
+        remove(ctx, f"{base}{suffix}")
+    casa_task(ctx, "importfits", fitsimage=tp["path"], imagename=f"{base}.im",
                       overwrite=True)
     tp_im = f"{base}.im"
     with opened("image", tp_im) as ia:  # CASA cubes are RA, Dec, Stokes, Freq
         order = _spectral_axis(ia.coordsys())
     if order == 2 and len(st.read(tp_im).shape) == 4:
-        imaging.casa_task(ctx, "imtrans", imagename=tp_im, outfile=f"{base}.trans", order="0132")
+        casa_task(ctx, "imtrans", imagename=tp_im, outfile=f"{base}.trans", order="0132")
         tp_im = f"{base}.trans"
-    imaging.casa_task(ctx, "imregrid", imagename=tp_im, template=f"{name}.image",
+    casa_task(ctx, "imregrid", imagename=tp_im, template=f"{name}.image",
                       output=f"{base}.regrid", overwrite=True)
     # feather wants both images with the same primary-beam response: the TP is weighted by
     # the interferometer's mosaic PB, the feathered cube is PB-corrected after (PHANGS).
-    imaging.casa_task(ctx, "immath", imagename=[f"{base}.regrid", f"{name}.pb"],
+    casa_task(ctx, "immath", imagename=[f"{base}.regrid", f"{name}.pb"],
                       expr="IM0*IM1", outfile=f"{base}.regrid.pb")
     fname = str(casa / f"{stem_tp}.{line}.feather.cube.I")
     for suffix in (".image", ".pb", ".residual", ".mask"):
-        imaging.remove(ctx, f"{fname}{suffix}")
-    imaging.casa_task(ctx, "feather", imagename=f"{fname}.image", highres=f"{name}.image",
+        remove(ctx, f"{fname}{suffix}")
+    casa_task(ctx, "feather", imagename=f"{fname}.image", highres=f"{name}.image",
                       lowres=f"{base}.regrid.pb", sdfactor=float(sdfactor))
     for suffix in (".pb", ".residual", ".mask"):  # a CASA task: the replay makes them too
         if Path(f"{name}{suffix}").exists():
-            imaging.casa_task(ctx, "imsubimage", imagename=f"{name}{suffix}",
+            casa_task(ctx, "imsubimage", imagename=f"{name}{suffix}",
                               outfile=f"{fname}{suffix}")
     mask = f"{name}.mask"
     sigma = st.noise(f"{name}.image", f"{name}.pb", cfg["pblimit"],
