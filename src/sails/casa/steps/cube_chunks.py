@@ -36,10 +36,10 @@ import numpy as np
 from sails.casa import chunking
 from sails.casa import imaging_stats as st
 from sails.casa.calls import CALLS_NAME, CALLS_SCRIPT, casa_task
+from sails.casa.imaging_math import radio_velocity
 from sails.casa.steps import healing, imaging
 from sails.casa.steps.healing import ImagingFailed
 from sails.casa.tools import opened, released
-from sails.constants import C_KMS
 
 CHUNKS_NAME = "chunks.json"
 
@@ -104,7 +104,7 @@ def _line_snr(plan: dict[str, Any], cube: dict[str, Any]) -> list[float] | None:
         if len(power) != len(lsrk):
             return None
         snr = chunking.line_snr(power, n)
-        vel = [C_KMS * (1.0 - f / rest) for f in lsrk]
+        vel = [radio_velocity(f, rest) for f in lsrk]
         total = np.hypot(total, chunking.on_cube_grid(snr, vel, float(cube["start_kms"]),
                                                       float(cube["width_kms"]), len(total)))
     return [round(float(x), 2) for x in total]
