@@ -66,6 +66,16 @@ print(json.dumps({"calls": len(calls), "wall_s": time.time() - t0, "file_ops_s":
 NUMPY_MADE = ("*.signalmask", "*.strictmask", "*.mom0_err", "*.mom1_err")
 
 
+def bare_folder(out: Path, stage_out: Path) -> None:
+    """A fresh job folder for a replay (``casa/``, ``work/``) holding the stage job's
+    numpy-made images (:data:`NUMPY_MADE`) from ``stage_out``."""
+    (out / "casa").mkdir(parents=True)
+    (out / "work").mkdir()
+    for pattern in NUMPY_MADE:
+        for m in (stage_out / "casa").glob(pattern):
+            shutil.copytree(m, out / "casa" / m.name)
+
+
 def run_stage(project, mous_id: str) -> tuple[float, Path, dict[str, float]]:
     """Stage wall time, its output folder, and where the time went."""
     t0 = time.perf_counter()
@@ -101,11 +111,7 @@ def run_bare(calls: Path, stage_out: Path, work: Path) -> tuple[float, dict]:
     operations s, each record's s)."""
     out = work / "bare"
     shutil.rmtree(out, ignore_errors=True)
-    (out / "casa").mkdir(parents=True)
-    (out / "work").mkdir()
-    for pattern in NUMPY_MADE:
-        for m in (stage_out / "casa").glob(pattern):
-            shutil.copytree(m, out / "casa" / m.name)
+    bare_folder(out, stage_out)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", BARE, str(calls), str(out)], env=casa_env(),
                          capture_output=True, text=True, cwd=str(work))

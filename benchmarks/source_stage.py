@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imaging_overhead import BARE, NUMPY_MADE  # noqa: E402
+from imaging_overhead import BARE, bare_folder  # noqa: E402
 
 from sails.casaenv import casa_env  # noqa: E402
 from sails.flows.engine import run_pipeline  # noqa: E402
@@ -136,11 +136,7 @@ class Replay:
         groups: list[list[dict]] = []
         for k, folder in enumerate(folders):
             job = out / f"job-{k}"
-            (job / "casa").mkdir(parents=True)
-            (job / "work").mkdir()
-            for pattern in NUMPY_MADE:  # inputs the stage made with numpy
-                for m in (folder / "casa").glob(pattern):
-                    shutil.copytree(m, job / "casa" / m.name)
+            bare_folder(job, folder)
             mine = [dict(c, args={a: _in_job(v, k) for a, v in c["args"].items()})
                     for c in json.loads((folder / "casa_calls.json").read_text())]
             self.calls += mine

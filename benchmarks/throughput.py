@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 # the bare replay of a stage's recorded casa_calls.json (one script for both benchmarks)
-from imaging_overhead import BARE, NUMPY_MADE  # noqa: E402
+from imaging_overhead import BARE, bare_folder  # noqa: E402
 
 from imaging_data import line_mous, register, simulate_split  # noqa: E402
 from sails.casaenv import casa_env  # noqa: E402
@@ -121,11 +121,7 @@ def job_cpu(proj, mous: str) -> dict[str, float]:
 def bare_once(stage_out: Path, work: Path) -> float:
     out = work / "bare"
     shutil.rmtree(out, ignore_errors=True)
-    (out / "casa").mkdir(parents=True)
-    (out / "work").mkdir()
-    for pattern in NUMPY_MADE:  # numpy-made inputs of immoments and exportfits
-        for m in (stage_out / "casa").glob(pattern):
-            shutil.copytree(m, out / "casa" / m.name)
+    bare_folder(out, stage_out)
     calls = work / "casa_calls.json"
     shutil.copy(stage_out / "casa_calls.json", calls)
     t0 = time.perf_counter()
