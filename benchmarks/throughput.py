@@ -68,18 +68,25 @@ def load() -> str:
 
 
 def critical_path(j: dict[str, float], slots: int, order: list[int] | None = None) -> float:
-    """CPU seconds of the chunked path on ``slots`` idle cores: the main job, then the
-    continuum and chunk jobs as the runner starts them (the continuum, then the chunks in
-    ``order``, the plan's run order; each on the first free slot), then the assembly."""
+    """CPU seconds of the chunked path on ``slots`` idle cores, as the runner starts the
+    jobs: the plan job; the continuum job and the main job at once, each chunk (in
+    ``order``, the plan's run order) once the main job is done, each on the first free
+    slot; then the assembly."""
     chunks = sorted(k for k in j if k.startswith("chunk"))
     if order is not None:
         chunks = [f"chunk{i:02d}" for i in order]
     free = [0.0] * slots
-    for k in ["continuum"] + chunks:
-        if k in j:
-            i = free.index(min(free))
-            free[i] += j[k]
-    return j["main"] + max(free) + j["assemble"]
+
+    def put(cost: float, ready: float = 0.0) -> float:
+        i = free.index(min(free))
+        free[i] = max(free[i], ready) + cost
+        return free[i]
+
+    put(j.get("continuum", 0.0))
+    main_done = put(j["main"])
+    for k in chunks:
+        put(j[k], main_done)
+    return j.get("plan", 0.0) + max(free) + j["assemble"]
 
 
 def image_once(root: Path, data: dict, *, slots: int, min_channels: int, window: float):
@@ -109,6 +116,8 @@ def job_cpu(proj, mous: str) -> dict[str, float]:
         chunks = (p["metrics"] or {}).get("chunks") if p["kind"] == "cube" else None
         if chunks:
             out["main"] = chunks["main_job"]["cpu_s"]
+            if chunks.get("plan_job"):
+                out["plan"] = chunks["plan_job"]["cpu_s"]
             if chunks.get("continuum_job"):
                 out["continuum"] = chunks["continuum_job"]["cpu_s"]
             for i, job in enumerate(chunks["jobs"]):
@@ -258,7 +267,8 @@ def main() -> None:
                                               window=args.window)
             n = cube1["metrics"]["spectral"]["nchan"]
             print(f"(b) {n}-channel cube (whole image stage): unchunked {w1:.1f} s wall / "
-                  f"{c1:.1f} s CPU; {len(j2) - 3} chunks + the continuum job on 2 slots "
+                  f"{c1:.1f} s CPU; {sum(k.startswith('chunk') for k in j2)} chunks + the "
+                  "continuum job on 2 slots "
                   f"{w2:.1f} s wall / {c2:.1f} s CPU (CPU: the sum of the CASA jobs' own "
                   "figures, from their manifests) -> "
                   f"speed-up {w1 / w2:.2f}x (goal >= 1.7x); CPU cost of chunking "
@@ -271,9 +281,10 @@ def main() -> None:
                   f"{(meta.get('cost_model') or {}).get('shares')}; line SNR estimate "
                   f"{(meta.get('cost_model') or {}).get('line_snr_s')} s of the main job)")
             print(f"    in CPU terms (the machine is shared: wall times are noisy): unchunked "
-                  f"job {j1['main']:.1f} s; chunked: main job {j2['main']:.1f} s, then on 2 "
-                  f"slots the continuum job {j2.get('continuum', 0.0):.1f} s and {len(chunks)} "
-                  f"chunks {' | '.join(f'{c:.1f}' for c in chunks)} s, then the assembly "
+                  f"job {j1['main']:.1f} s; chunked: plan job {j2.get('plan', 0.0):.1f} s, "
+                  f"then on 2 slots the continuum job {j2.get('continuum', 0.0):.1f} s beside "
+                  f"the main job {j2['main']:.1f} s and after it {len(chunks)} chunks "
+                  f"{' | '.join(f'{c:.1f}' for c in chunks)} s, then the assembly "
                   f"{j2['assemble']:.1f} s -> critical path {path:.1f} s -> "
                   f"{j1['main'] / path:.2f}x on 2 idle cores")
             print(f"    (b) ends; {load()}", flush=True)

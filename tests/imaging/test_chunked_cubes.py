@@ -165,7 +165,8 @@ def test_a_sigkill_during_the_chunks_reruns_only_the_unfinished_ones(cubes):
     rerun_proj, report = cubes["rerun"]
     assert report.status == "done", report.message
     after = [e["reason"] or "" for e in rerun_proj.catalog.events(mous)[mark:]]
-    assert any(r == "main imaging job reused (finished in an earlier run)" for r in after)
+    assert "main imaging job: reused (finished in an earlier run)" in after, after
+    assert "imaging plan job: reused (finished in an earlier run)" in after, after
     # one slot: the continuum job ran first, before the chunks
     assert "continuum job: reused (finished in an earlier run)" in after, after
     assert any(r.endswith("#00: reused (finished in an earlier run)") for r in after), after

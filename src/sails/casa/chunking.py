@@ -5,8 +5,9 @@ and casa-pclean instead image channel chunks in separate processes and concatena
 A chunk is a contiguous block of output channels with the same gridding, weighting and
 velocity grid as the whole cube (its start is the cube's start plus its first channel times
 the width), the same thresholds (from one noise estimate made before the chunks) and, after
-concatenation, one restoring beam (the whole cube is restored again with the common beam of
-every channel's PSF, as tclean's ``restoringbeam='common'`` does for an unchunked cube).
+concatenation, one restoring beam (the chunks restore nothing; the whole cube is restored
+with the common beam of every channel's PSF, as tclean's ``restoringbeam='common'`` does for
+an unchunked cube).
 """
 
 from __future__ import annotations
@@ -192,5 +193,6 @@ def chunk_plan(cube: dict[str, Any], k: int,
 
 
 # The CASA images of a deconvolved cube that are put together channel by channel before the
-# whole cube is restored (tclean's restoration reads psf, residual, model, sumwt and pb).
+# whole cube is restored (:mod:`sails.casa.restoration` reads psf, residual and model; the
+# products read pb, mask and the rest).
 CONCAT_EXTS = ("psf", "residual", "model", "sumwt", "pb", "weight", "mask")

@@ -1,20 +1,26 @@
 """The image stage's chunk runner: large cubes as channel chunks, each its own job.
 
-With ``imaging.chunk_min_channels`` set, the target's imaging job (plan, continuum
-subtraction) also plans the chunks of every cube that long (``cube_chunk_plan``,
-:mod:`sails.casa.steps.cube_chunks`) and leaves them to this runner: one job per chunk and one
-for the continuum (no cube needs it, so it runs beside the chunks rather than before them),
-run at once in the CPU slots that are free (the stage holds one; it borrows the others from
-the engine's pool, :mod:`sails.execution.slots`), longest first, then one job that puts each
-cube together and makes its products. K defaults to twice ``execution.casa_slots``: chunks
-small enough to pack around the continuum job (with K = slots one chunk waits for it).
+With ``imaging.chunk_min_channels`` set, the image stage's steps run as these jobs, in the
+CPU slots that are free (the stage holds one; it borrows the others from the engine's pool,
+:mod:`sails.execution.slots`):
+
+1. the plan job (the imaging plan alone, a few seconds);
+2. the continuum job (no cube needs it) beside the main job (continuum subtraction, then
+   the chunk plan of every cube that long, ``cube_chunk_plan`` in
+   :mod:`sails.casa.steps.cube_chunks`, and the shorter cubes); as soon as the main job is
+   done, one job per chunk, costliest first, each on the first free slot;
+3. one job that puts the folders together, each chunked cube too, and makes its products.
+
+K defaults to twice ``execution.casa_slots``: chunks small enough to pack around the
+continuum job (with K = slots one chunk waits for it).
 
 Every job has its own record in ``<mous>/work/chunks/<target>/state.json`` (job references
 for reattaching, the main job's manifest) and an event in the catalog; the cube's metrics
 keep each job's wall and CPU seconds. A rerun of the stage (after a crash or a SIGKILL)
-reuses the main job, the continuum job and every finished chunk (a manifest that says ok)
-and runs only the others; changed inputs (the job's steps) start over. Once the cube is
-assembled the folder goes (its images are in the cube): a later run images afresh.
+reuses the plan job, the main job, the continuum job and every finished chunk (a manifest
+that says ok) and runs only the others; changed inputs (the job's steps) start over. Once
+the cube is assembled the folder goes (its images are in the cube): a later run images
+afresh.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import shutil
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,6 +46,9 @@ STATE_NAME = "state.json"
 # assembled; the cleanup stage removes what a failed or reset stage left).
 CHUNKS_SUBDIR = Path("work") / "chunks"
 CONTINUUM_DIR = "continuum"  # the continuum job's folder (chunk folders are named by cube)
+PLAN_DIR = "plan"  # the plan job's folder
+# record keys (and event labels) of the jobs besides the chunks
+PLAN_KEY, MAIN_KEY, CONTINUUM_KEY = "imaging plan", "main imaging", "continuum"
 
 
 def enabled(ctx: StageContext) -> bool:
@@ -92,35 +102,29 @@ class ChunkRunner:
         if state.get("fingerprint") != fp:  # new inputs: earlier chunks are not ours
             shutil.rmtree(self.root, ignore_errors=True)
             state = {"fingerprint": fp}
-        done = contract.read_manifest(out) if out.exists() else None
-        main = state.get("main")
-        if main and done is not None and done.ok and done.job_id == main.get("job_id"):
-            self._event("main imaging job reused (finished in an earlier run)")
-        else:
-            main = ctx.run_casa(steps, out, timeout_s=timeout_s,
-                                record=self._record(state, "main imaging"))
-            state.update(main=main)
-            self._save(state)
-        plan = json.loads((out / contract.IMAGING_PLAN_NAME).read_text())
-        cubes = plan.get("chunked") or []
-        if not cubes:
-            return main
-        plan_path = str(out / contract.IMAGING_PLAN_NAME)
-        # The continuum first (the longest job: the chunks pack around it), then the chunks,
-        # costliest first (their cost shares shrink: the slots end close together).
-        jobs = [Job("continuum", self.root / CONTINUUM_DIR, "continuum", "continuum",
+        # 1. The plan alone (a few seconds): the continuum and the cubes both start from it.
+        plan_step = next(s for s in steps if s["op"] == "image_plan")
+        planned = self._run_parallel(state, [Job(PLAN_KEY, self.root / PLAN_DIR, "plan",
+                                                 "plan", [plan_step])], timeout_s)[PLAN_KEY]
+        plan_path = str(self.root / PLAN_DIR / contract.IMAGING_PLAN_NAME)
+        # 2. The continuum job beside the main job (continuum subtraction, the chunk plan,
+        # the unchunked cubes), then the chunks as soon as the main job has planned them,
+        # costliest first, each on the first free slot (their cost shares shrink: the slots
+        # end close together).
+        main_job = Job(MAIN_KEY, out, "chunk_plan", "", [
+            {"op": "use_image_plan", "name": "plan",
+             "args": {"plan_path": plan_path,
+                      "output": contract.step_output(planned, "plan") or {}}},
+            *(s for s in steps if s["op"] != "image_plan")],
+            job_id=(state.get("main") or {}).get("job_id") or "-",
+            then=lambda manifest: self._chunk_jobs(out))
+        jobs = [Job(CONTINUUM_KEY, self.root / CONTINUUM_DIR, "continuum", "continuum",
                     [{"op": "image_continuum_of", "name": "continuum",
-                      "args": {"plan_path": plan_path}}])]
-        for c in cubes:
-            chunks = c["chunking"]["chunks"]
-            for ch in (chunks[i] for i in chunking.run_order(chunks)):
-                jobs.append(Job(ch["key"], self._dir(ch), "chunk",
-                                f"chunk{ch['index']:02d}-{c['line']['name']}",
-                                [{"op": "image_cube_chunk", "name": "chunk", "args": {
-                                    "plan_path": plan_path, "cube_key": c["imagename"],
-                                    "index": ch["index"]}}]))
+                      "args": {"plan_path": plan_path}}]), main_job]
         got = self._run_parallel(state, jobs, timeout_s)
-        cont = got.pop("continuum")
+        main, cont = got.pop(MAIN_KEY), got.pop(CONTINUUM_KEY)
+        cubes = json.loads((out / contract.IMAGING_PLAN_NAME).read_text()).get("chunked") or []
+        # 3. One job puts the folders (and each chunked cube) together.
         results = {c["imagename"]: [dict(contract.step_output(got[ch["key"]], "chunk") or {},
                                          job=_cost(got[ch["key"]]))
                                     for ch in c["chunking"]["chunks"]] for c in cubes}
@@ -128,25 +132,49 @@ class ChunkRunner:
             "main_dir": str(out),
             "chunk_dirs": {c["imagename"]: [str(self._dir(ch)) for ch in
                                             c["chunking"]["chunks"]] for c in cubes},
-            "chunk_results": results, "main_job": _cost(main),
+            "chunk_results": results, "main_job": _cost(main), "plan_job": _cost(planned),
             "continuum_dir": str(self.root / CONTINUUM_DIR), "continuum_job": _cost(cont)}}]
         merged_from = ctx.run_casa(assemble, out, suffix="assemble", timeout_s=timeout_s,
                                    record=self._record(state, "cube assembly"))
         merged = dict(main, steps={**main.get("steps", {}),
                                    "continuum": contract.step_output(cont, "continuum"),
                                    **merged_from.get("steps", {})})
-        self._event(f"chunked cube(s) {', '.join(c['line']['name'] for c in cubes)} "
-                    "assembled")
+        if cubes:
+            self._event(f"chunked cube(s) {', '.join(c['line']['name'] for c in cubes)} "
+                        "assembled")
         # Done: the chunks' images are in the cube now, and a later run of the stage (a
         # reset, new inputs) images afresh.
         shutil.rmtree(self.root, ignore_errors=True)
         return merged
+
+    def _chunk_jobs(self, out: Path) -> list[Job]:
+        """The chunk jobs of every cube the main job (folder ``out``) chunked, each cube's
+        costliest first."""
+        plan_path = str(out / contract.IMAGING_PLAN_NAME)
+        jobs = []
+        for c in json.loads(Path(plan_path).read_text()).get("chunked") or []:
+            chunks = c["chunking"]["chunks"]
+            for ch in (chunks[i] for i in chunking.run_order(chunks)):
+                jobs.append(Job(ch["key"], self._dir(ch), "chunk",
+                                f"chunk{ch['index']:02d}-{c['line']['name']}",
+                                [{"op": "image_cube_chunk", "name": "chunk", "args": {
+                                    "plan_path": plan_path, "cube_key": c["imagename"],
+                                    "index": ch["index"]}}]))
+        return jobs
 
     def _dir(self, chunk: dict[str, Any]) -> Path:
         return self.root / chunk["imagename"]
 
     def _label(self, job: Job) -> str:
         return f"chunk {job.key}" if job.step == "chunk" else f"{job.key} job"
+
+    def _finished(self, state: dict[str, Any], job: Job, manifest: dict[str, Any]) -> None:
+        """Keep the main job's manifest (its job id says a later run may reuse its folder,
+        the product folder, which an assembled or older run also fills)."""
+        if job.key == MAIN_KEY:
+            with self._lock:
+                state["main"] = manifest
+                self._save(state)
 
     def _run_parallel(self, state: dict[str, Any], jobs: list[Job],
                       timeout_s: float | None) -> dict[str, dict[str, Any]]:
@@ -155,11 +183,16 @@ class ChunkRunner:
         ctx = self.ctx
         got: dict[str, dict[str, Any]] = {}
         todo: deque[Job] = deque()
-        for job in jobs:
+        pending = deque(jobs)
+        while pending:
+            job = pending.popleft()
             m = contract.read_manifest(job.folder)
-            if m is not None and m.ok and m.step(job.step) is not None:
+            if m is not None and m.ok and m.step(job.step) is not None and (
+                    job.job_id is None or m.job_id == job.job_id):
                 got[job.key] = m.to_dict()
                 self._event(f"{self._label(job)}: reused (finished in an earlier run)")
+                self._finished(state, job, got[job.key])
+                pending.extend(job.then(got[job.key]) if job.then else [])
             else:
                 todo.append(job)
         pool = slots.current(ctx.settings.execution.effective_slots())
@@ -189,31 +222,35 @@ class ChunkRunner:
                         self._event(f"{self._label(job)}: failed ({exc})")
                         continue
                     self._event(f"{self._label(job)}: finished")
+                    self._finished(state, job, got[job.key])
+                    if job.then:  # its follow-up jobs, before any still waiting
+                        todo.extendleft(reversed(job.then(got[job.key])))
         if errors:
             raise errors[0]
         return got
 
 
 class Job(NamedTuple):
-    """One job beside the chunks' main job: its record key, folder, the step whose output
-    marks it finished, the job-name suffix and its steps."""
+    """One job of the chunked path: its record key, folder, the step whose output marks it
+    finished, the job-name suffix and its steps; ``job_id``: reuse a finished folder only
+    if this job made it; ``then``: the jobs its manifest makes possible."""
     key: str
     folder: Path
     step: str
     suffix: str
     steps: list[dict[str, Any]]
+    job_id: str | None = None
+    then: Callable[[dict[str, Any]], list[Job]] | None = None
 
 
 def main_steps(steps: list[dict[str, Any]], min_channels: int,
                chunks: int) -> list[dict[str, Any]]:
-    """The image stage's steps as the chunked path's main job runs them: the chunk plan
-    before the cubes, and the continuum last, made there only when no cube was chunked."""
+    """The image stage's steps as the chunked path runs them: the continuum left out (a
+    job of its own) and the chunk plan before the cubes."""
     out = [s for s in steps if s["op"] != "image_continuum"]
     at = next((i for i, s in enumerate(out) if s["op"] == "image_cubes"), len(out))
     out.insert(at, {"op": "cube_chunk_plan", "name": "chunk_plan",
                     "args": {"min_channels": min_channels, "chunks": chunks}})
-    if len(out) < len(steps):
-        out.append({"op": "image_continuum_unless_chunked", "name": "continuum", "args": {}})
     return out
 
 

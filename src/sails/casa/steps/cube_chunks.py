@@ -10,16 +10,18 @@ Steps run by the image stage's chunk runner (:mod:`sails.stages.image_chunks`):
   estimated cost); the cube moves from ``plan["cubes"]`` to ``plan["chunked"]`` with its
   chunk plan (:mod:`sails.casa.chunking`), so ``image_cubes`` leaves it alone. The
   continuum-subtracted data are kept for the chunks.
-- ``image_continuum_unless_chunked`` (last in the main job): the continuum, unless a cube
-  was chunked: then the continuum (which no cube needs) is a job of its own,
-  ``image_continuum_of``, run beside the chunks instead of before them (on the demo data it
-  is a third of the stage's CPU time: serial, it kept 2 slots from a 1.7x speed-up).
+- ``use_image_plan`` (first in the main job) and ``image_continuum_of`` (the continuum
+  job): the plan a plan job made alone, so the continuum (which no cube needs; a third of
+  the stage's CPU time on the demo data) runs beside the main job and the chunks rather
+  than before or after them.
 - ``image_cube_chunk`` (one job per chunk): the cube's tclean calls on the chunk's channels,
-  with the shared thresholds and mask settings, healed alone if it diverges.
+  with the shared thresholds and mask settings, healed alone if it diverges; no restoration
+  (it would be done again with the whole cube's common beam).
 - ``assemble_chunked_cube`` (one job): the main job's folder and the continuum job's, plus
   each chunked cube's images concatenated channel by channel, restored with the common beam
-  of all channels (tclean restoration only), then the products and metrics an unchunked
-  cube gets (:func:`sails.casa.steps.imaging.finish_cube`).
+  of all channels (:mod:`sails.casa.restoration`, as tclean restores an unchunked cube),
+  then the products and metrics an unchunked cube gets
+  (:func:`sails.casa.steps.imaging.finish_cube`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from sails.casa import chunking
+from sails.casa import chunking, restoration
 from sails.casa import imaging_stats as st
-from sails.casa.calls import CALLS_NAME, CALLS_SCRIPT, casa_task
+from sails.casa.calls import CALLS_NAME, CALLS_SCRIPT
 from sails.casa.imaging_math import radio_velocity
 from sails.casa.steps import healing, imaging
 from sails.casa.steps.healing import ImagingFailed
@@ -172,16 +174,15 @@ def cube_chunk_plan(ctx, min_channels: int, chunks: int) -> dict[str, Any]:
     return {"products": [], "chunked": [c["line"]["name"] for c in chunked]}
 
 
-def image_continuum_unless_chunked(ctx) -> dict[str, Any]:
-    """The continuum here when no cube was chunked; else nothing (the continuum job makes
-    it, beside the chunks)."""
-    if imaging._load_plan(ctx).get("chunked"):
-        return {"products": [], "deferred": "continuum job beside the cube chunks"}
-    return imaging.image_continuum(ctx)
+def use_image_plan(ctx, plan_path: str, output: dict[str, Any]) -> dict[str, Any]:
+    """The plan job's ``plan.json`` (``plan_path``) as this job's plan; ``output``: what
+    that job's plan step returned (this job's manifest says the same)."""
+    shutil.copy2(plan_path, imaging._plan_path(ctx))
+    return output
 
 
 def image_continuum_of(ctx, plan_path: str) -> dict[str, Any]:
-    """The continuum of the main job's plan (``plan_path``), in this job's folder."""
+    """The continuum of the plan job's plan (``plan_path``), in this job's folder."""
     shutil.copy2(plan_path, imaging._plan_path(ctx))
     return imaging.image_continuum(ctx)
 
@@ -198,6 +199,7 @@ def image_cube_chunk(ctx, plan_path: str, cube_key: str, index: int) -> dict[str
     name = str(imaging._casa_dir(ctx) / ch["imagename"])
     base = imaging.cube_params(plan, cube, name, nchan=ch["nchan"], start_kms=ch["start_kms"])
     base["sidelobethreshold"] = chk["sidelobethreshold"]
+    base["restoration"] = False  # restored once the chunks are put together
     user_mask = imaging._user_mask(base, cfg)
     runs0 = [imaging.run_tclean(ctx, label, **dict(base, niter=0, deconvolver="hogbom"))]
     imaging._check_finite(label, f"{name}.residual", cleaned=False)
@@ -255,7 +257,8 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
                           chunk_results: dict[str, list[dict[str, Any]]],
                           main_job: dict[str, Any] | None = None,
                           continuum_dir: str | None = None,
-                          continuum_job: dict[str, Any] | None = None) -> dict[str, Any]:
+                          continuum_job: dict[str, Any] | None = None,
+                          plan_job: dict[str, Any] | None = None) -> dict[str, Any]:
     """Main job folder + continuum job folder + concatenated, re-restored chunked cubes ->
     the target's products."""
     main = Path(main_dir)
@@ -276,16 +279,10 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
                      for d, ch in zip(dirs, chk["chunks"], strict=True)]
             if all(Path(p).exists() for p in parts):
                 _concat(parts, f"{name}.{ext}")
-        for ext in ("image", "psf.", "pbcor"):  # stale restorations of an earlier try
-            shutil.rmtree(f"{name}.{ext}", ignore_errors=True)
-        # Restoration only: every channel restored with the common beam of all channels'
-        # PSFs, as the unchunked cube is.
-        base = imaging.cube_params(plan, cube, name, nchan=int(cube["nchan"]),
-                          start_kms=float(cube["start_kms"]))
-        imaging._user_mask(base, cfg)
-        casa_task(ctx, "tclean", **dict(base, niter=0, deconvolver="hogbom",
-                                                calcres=False, calcpsf=False,
-                                                usemask="user", mask=""))
+        shutil.rmtree(f"{name}.pbcor", ignore_errors=True)  # of an earlier try
+        # Every channel restored with the common beam of all channels' PSFs, as tclean
+        # restores the unchunked cube (the chunks restore nothing).
+        restoration.restore_cube(name, float(plan["cell_arcsec"]))
         results = chunk_results[key]
         runs = [r for res in results for r in res["runs"]]
         heals = [res["healing"] for res in results]
@@ -302,18 +299,19 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
                     "run_order": chunking.run_order(chk["chunks"]),
                     "cost_model": chk.get("cost_model"),
                     "beam": "common beam of all channels, restored after concatenation",
-                    "main_job": main_job, "continuum_job": continuum_job,
+                    "plan_job": plan_job, "main_job": main_job,
+                    "continuum_job": continuum_job,
                     "jobs": [r.get("job") for r in results]}
         prods.extend(p)
         summary[cube["line"]["name"]] = s
-    if not cfg.get("keep_contsub_for_chunks", False):
+    if not cfg.get("keep_contsub_for_chunks", cfg.get("keep_contsub", False)):
         shutil.rmtree(ctx.out / "work", ignore_errors=True)
     return {"products": prods, "cubes": summary}
 
 
 STEPS = {
     "cube_chunk_plan": cube_chunk_plan,
-    "image_continuum_unless_chunked": image_continuum_unless_chunked,
+    "use_image_plan": use_image_plan,
     "image_continuum_of": image_continuum_of,
     "image_cube_chunk": image_cube_chunk,
     "assemble_chunked_cube": assemble_chunked_cube,

@@ -109,13 +109,16 @@ def check_attempt(label: str, name: str, tt: str, inside: np.ndarray,
     heal = cfg.get("heal") or {}
     growth = float(heal.get("residual_growth", 1.5))
     flux_factor = float(heal.get("model_flux_factor", 1000.0))
-    img = st.read(f"{name}.image{tt}")
+    resid = st.read(f"{name}.residual{tt}")
+    image = f"{name}.image{tt}"
+    # a restored image, else (a cube chunk, restored later) the residual
+    img = st.read(image) if os.path.exists(image) else resid
     bad = ~np.isfinite(img) & inside
     chans = np.flatnonzero(bad.any(axis=(0, 1, 2))) if img.ndim == 4 else []
     if bad.any():
+        what = "restored image" if img is not resid else "residual"
         raise Divergence(f"{label}: non-finite pixels in channel(s) "
-                         f"{_chans(chans) or 'all'} of the restored image")
-    resid = st.read(f"{name}.residual{tt}")
+                         f"{_chans(chans) or 'all'} of the {what}")
     peaks = _chan_peaks(np.abs(resid), inside)
     grew = np.flatnonzero(peaks > growth * np.maximum(dirty_peaks, 1e-30))
     if grew.size:
