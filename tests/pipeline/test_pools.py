@@ -174,3 +174,47 @@ def test_borrowed_cpu_slots_count_against_casa_slots(tmp_path, monkeypatch):
         for j, (u0, _, _, u1) in enumerate(runs):
             if i != j and tb:
                 assert tr <= u0 or u1 <= tb, runs
+
+
+RELEASE = '''
+"""A toy CPU stage whose slot work ends early: it gives its slot back (as the image stages
+do before drawing previews) and goes on a while without one."""
+import time
+
+from sails.execution import slots
+from sails.stages.base import Outcome
+
+def run(ctx):
+    t0 = time.time()
+    time.sleep(0.3)  # the CASA work
+    slots.release_own()
+    tr = time.time()
+    time.sleep(1.5)  # the previews
+    return Outcome.done(reason=f"{t0} {tr} {time.time()}")
+'''
+
+
+def test_a_stage_that_gives_its_slot_back_lets_the_next_one_start(tmp_path, monkeypatch):
+    toy_module(tmp_path, monkeypatch, "toy_release", RELEASE)
+    rows = list(PIPELINE.stages)
+    rows.insert(1, Stage("release", Scope.MOUS, ("download",), Runs.ORCHESTRATOR,
+                         "toy_release", "Give the slot back early."))
+    monkeypatch.setattr(PIPELINE, "stages", StageTable(tuple(rows)).stages)
+    project = init_project(tmp_path / "p")
+    owner = new_owner("test")
+    mous = [f"uid://A001/X77/X{i}" for i in range(1, 3)]
+    for m in mous:
+        project.catalog.upsert_mous({"mous_id": m})
+        row = project.catalog.claim(project.catalog.find_stage(m, "download").id, owner)
+        project.catalog.complete(row.id, owner)
+    summary = run_pipeline(project, until="release", max_parallel=1)
+    assert summary.failed == 0
+    runs = sorted(tuple(float(x) for x in [e for e in project.catalog.events(m)
+                                           if e["stage"] == "release"
+                                           and e["to_status"] == "done"][-1]["reason"].split())
+                  for m in mous)
+    (a0, a_rel, a1), (b0, b_rel, _b1) = runs
+    # one slot: the second starts only once the first gave it back, and before it ended
+    assert a_rel <= b0 < a1, runs
+    # both held the slot's work one after another, never together
+    assert b_rel > a_rel

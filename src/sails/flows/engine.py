@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sails.catalog import StageRow, check_stage, new_owner
 from sails.catalog.sources import SourceStageRow
 from sails.errors import CatalogBusyError, LeaseLostError
-from sails.execution.slots import CPU_SLOTS, SlotPool
+from sails.execution.slots import CPU_SLOTS, OWN_SLOT, SlotLease, SlotPool
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Pool
 from sails.qa.stale import mark_stale
@@ -117,6 +117,12 @@ def _scope_counts(project, mous: list[str] | None) -> dict[str, dict[str, int]]:
     return out
 
 
+def _holding(lease: SlotLease, runner: Callable, *args):
+    """``runner(*args)`` with ``lease`` as the stage's own slot (:func:`release_own`)."""
+    OWN_SLOT.set(lease)
+    return runner(*args)
+
+
 def run_pipeline(
     project,
     *,
@@ -155,7 +161,14 @@ def run_pipeline(
     # (no CPU pool when only downloads are in scope: nothing borrows from it then)
     cpu_pool = slot_pools.get("cpu") or slot_pools.get("all") or SlotPool(slots)
     token = CPU_SLOTS.set(cpu_pool)
-    in_pool: dict[Future, str] = {}
+    held: dict[Future, SlotLease] = {}  # each running stage's slot
+    # Done when a stage gives its slot back early (its CASA work is over): the loop then
+    # starts the next stage in it at once rather than at its next 1 s round.
+    wake: list[Future] = [Future()]
+
+    def wake_up() -> None:
+        if not wake[0].done():
+            wake[0].set_result(None)
     notify = on_event or (lambda kind, obj: None)
     workers = sum(n for n, _ in pools.values())  # threads; CASA processes are bounded by slots
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
@@ -190,9 +203,11 @@ def run_pipeline(
                     ctx = contextvars.copy_context()
                     runner = (run_source_claimed if isinstance(row, SourceStageRow)
                               else run_stage)
-                    fut = pool.submit(ctx.run, runner, project, row, owner, backend)
+                    slot = SlotLease(slots_of, wake_up)
+                    fut = pool.submit(ctx.run, _holding, slot, runner, project, row, owner,
+                                      backend)
                     running[fut] = row
-                    in_pool[fut] = pname
+                    held[fut] = slot
             if not running:
                 if busy and not (stop and stop.is_set()):
                     time.sleep(BUSY_WAIT_S)
@@ -201,10 +216,14 @@ def run_pipeline(
                     time.sleep(max(0.05, min(retry_at.values()) - time.time()))
                     continue
                 break
-            done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+            done, _ = wait([*running, wake[0]], timeout=1.0, return_when=FIRST_COMPLETED)
+            if wake[0].done():
+                wake[0] = Future()
             for fut in done:
+                if fut not in running:  # the wake-up
+                    continue
                 row = running.pop(fut)
-                slot_pools[in_pool.pop(fut)].release()
+                held.pop(fut).release()  # unless the stage gave it back already
                 try:
                     report = fut.result()
                 except (LeaseLostError, CatalogBusyError) as exc:  # recovery requeues it

@@ -17,6 +17,7 @@ from sails import sizes
 from sails.casa import contract
 from sails.catalog import Product
 from sails.errors import CasaJobError, SailsError
+from sails.execution import slots
 from sails.names import legacy_safe_name
 from sails.qa import overrides
 from sails.qa.overrides import TargetOverride
@@ -262,6 +263,7 @@ def run(ctx: StageContext) -> Outcome:
         raise CasaJobError(explain_failure(str(exc), target, ram, exc.error_kind, job_error),
                            hint=exc.hint, log_path=exc.log_path,
                            error_kind=exc.error_kind) from None
+    slots.release_own()  # the CASA work is done: the previews need no CASA slot
     products = products_from(manifest, target, out)
     cuts = record_mitigation(products, out)
     if s.previews:

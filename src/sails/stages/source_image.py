@@ -21,6 +21,7 @@ from typing import Any
 
 from sails.catalog import Product
 from sails.errors import SailsError
+from sails.execution import slots
 from sails.names import source_stem
 from sails.sources import ARRAY_ORDER
 from sails.stages.base import Outcome
@@ -239,6 +240,7 @@ def run(ctx) -> Outcome:
             notes.append(f"{'+'.join(arrays)}: weights not on one scale (statwt "
                          f"{w.get('statwt')})")
         products += got
+    slots.release_own()  # the CASA work is done: the previews need no CASA slot
     if ctx.settings.imaging.previews:
         products += make_previews(products, name)
     for p in products:
