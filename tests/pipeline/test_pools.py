@@ -144,19 +144,26 @@ def run(ctx):
 '''
 
 
-def test_borrowed_cpu_slots_count_against_casa_slots(tmp_path, monkeypatch):
-    toy_module(tmp_path, monkeypatch, "toy_borrow", BORROW)
+def _toy_cpu_stage(tmp_path: Path, monkeypatch, name: str, source: str, n_mous: int):
+    """A project of ``n_mous`` downloaded MOUS and a toy orchestrator stage ``name`` (module
+    ``source``) after the download: (project, MOUS ids)."""
+    toy_module(tmp_path, monkeypatch, f"toy_{name}", source)
     rows = list(PIPELINE.stages)
-    rows.insert(1, Stage("borrow", Scope.MOUS, ("download",), Runs.ORCHESTRATOR,
-                         "toy_borrow", "Borrow a slot."))
+    rows.insert(1, Stage(name, Scope.MOUS, ("download",), Runs.ORCHESTRATOR, f"toy_{name}",
+                         f"Toy stage {name}."))
     monkeypatch.setattr(PIPELINE, "stages", StageTable(tuple(rows)).stages)
     project = init_project(tmp_path / "p")
     owner = new_owner("test")
-    mous = [f"uid://A001/X77/X{i}" for i in range(1, 4)]
+    mous = [f"uid://A001/X77/X{i}" for i in range(1, n_mous + 1)]
     for m in mous:
         project.catalog.upsert_mous({"mous_id": m})
         row = project.catalog.claim(project.catalog.find_stage(m, "download").id, owner)
         project.catalog.complete(row.id, owner)
+    return project, mous
+
+
+def test_borrowed_cpu_slots_count_against_casa_slots(tmp_path, monkeypatch):
+    project, mous = _toy_cpu_stage(tmp_path, monkeypatch, "borrow", BORROW, 3)
     summary = run_pipeline(project, until="borrow", max_parallel=2)
     assert summary.failed == 0
     runs = []
@@ -195,18 +202,7 @@ def run(ctx):
 
 
 def test_a_stage_that_gives_its_slot_back_lets_the_next_one_start(tmp_path, monkeypatch):
-    toy_module(tmp_path, monkeypatch, "toy_release", RELEASE)
-    rows = list(PIPELINE.stages)
-    rows.insert(1, Stage("release", Scope.MOUS, ("download",), Runs.ORCHESTRATOR,
-                         "toy_release", "Give the slot back early."))
-    monkeypatch.setattr(PIPELINE, "stages", StageTable(tuple(rows)).stages)
-    project = init_project(tmp_path / "p")
-    owner = new_owner("test")
-    mous = [f"uid://A001/X77/X{i}" for i in range(1, 3)]
-    for m in mous:
-        project.catalog.upsert_mous({"mous_id": m})
-        row = project.catalog.claim(project.catalog.find_stage(m, "download").id, owner)
-        project.catalog.complete(row.id, owner)
+    project, mous = _toy_cpu_stage(tmp_path, monkeypatch, "release", RELEASE, 2)
     summary = run_pipeline(project, until="release", max_parallel=1)
     assert summary.failed == 0
     runs = sorted(tuple(float(x) for x in [e for e in project.catalog.events(m)
