@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sails.casa import imaging_stats as st
 from sails.casa.tools import opened
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -68,10 +69,7 @@ def common_beam(psf: str) -> tuple[float, float, float]:
     the one tclean restores a cube with (``restoringbeam='common'``)."""
     with opened("image", psf) as ia:
         cb = ia.commonbeam()
-    qa = __import__("casatools").quanta()
-    return (float(qa.convert(cb["major"], "arcsec")["value"]),
-            float(qa.convert(cb["minor"], "arcsec")["value"]),
-            float(qa.convert(cb["pa"], "deg")["value"]))
+    return st._arcsec(cb["major"]), st._arcsec(cb["minor"]), st._deg(cb["pa"])
 
 
 def restore_cube(name: str, cell_arcsec: float) -> tuple[float, float, float]:
