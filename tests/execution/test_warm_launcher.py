@@ -113,6 +113,29 @@ def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
     assert res.manifest["steps"]["00-process_facts"]["ppid"] == launcher.proc.pid
 
 
+def test_the_next_job_gets_the_standby_with_casa_started(project, tmp_path):
+    """Each job but a cold one goes to the launcher's standby, which started CASA (and the
+    steps' imports) before the job came; it is still a job process of its own, its CASA log
+    its own, and another standby takes the job after it."""
+    backend = LocalBackend(project)
+    launcher = ready_launcher(backend, project, tmp_path)
+    pids = set()
+    for k in range(2):
+        spec = job(project, [{"op": "process_facts", "args": {}},
+                             {"op": "casa_log", "args": {"message": f"standby job {k}",
+                                                         "priority": "SEVERE"}}],
+                   tmp_path / f"standby{k}")
+        res = backend.run(spec)
+        assert res.ok, res.error
+        facts = res.manifest["steps"]["00-process_facts"]
+        assert facts["standby"] and facts["ppid"] == launcher.proc.pid
+        assert facts["pgid"] == facts["sid"] == facts["pid"]
+        assert f"standby job {k}" in spec.casa_log.read_text()
+        assert f"standby job {1 - k}" not in spec.casa_log.read_text()
+        pids.add(facts["pid"])
+    assert len(pids) == 2  # one process per job
+
+
 def test_a_killed_launcher_takes_its_job_with_it_and_is_replaced(project, tmp_path):
     backend = LocalBackend(project)
     launcher = ready_launcher(backend, project, tmp_path)

@@ -212,9 +212,17 @@ class TaskClock:
         return self._sum(self.by_tool)
 
 
+# Set by the warm launcher's standby (:mod:`sails.casa.zygote`) when it is handed its job:
+# it started long before, and CASA with it.
+handed_over_at: float | None = None
+
+
 def process_start() -> float | None:
-    """When this process began (epoch s, 10 ms ticks; a forked job: its fork), from /proc:
-    the start-up before the runner ran, which the throughput benchmark reports apart."""
+    """When this process began (epoch s, 10 ms ticks; a forked job: its fork; the
+    launcher's standby: when it got its job), from /proc: the start-up before the runner
+    ran, which the throughput benchmark reports apart."""
+    if handed_over_at is not None:
+        return handed_over_at
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
