@@ -116,14 +116,16 @@ def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
 def test_the_next_job_gets_the_standby_with_casa_started(project, tmp_path):
     """Each job but a cold one goes to the launcher's standby, which started CASA (and the
     steps' imports) before the job came; it is still a job process of its own, its CASA log
-    its own, and another standby takes the job after it."""
+    its own, its descriptors CASA's own (closing them would leave CASA's gRPC threads
+    logging errors without end), and another standby takes the job after it."""
     backend = LocalBackend(project)
     launcher = ready_launcher(backend, project, tmp_path)
     pids = set()
     for k in range(2):
         spec = job(project, [{"op": "process_facts", "args": {}},
                              {"op": "casa_log", "args": {"message": f"standby job {k}",
-                                                         "priority": "SEVERE"}}],
+                                                         "priority": "SEVERE"}},
+                             {"op": "sleep", "args": {"seconds": 1}}],
                    tmp_path / f"standby{k}")
         res = backend.run(spec)
         assert res.ok, res.error
@@ -132,6 +134,8 @@ def test_the_next_job_gets_the_standby_with_casa_started(project, tmp_path):
         assert facts["pgid"] == facts["sid"] == facts["pid"]
         assert f"standby job {k}" in spec.casa_log.read_text()
         assert f"standby job {1 - k}" not in spec.casa_log.read_text()
+        log = (spec.log_dir / f"{spec.job_id}.stdout.log").read_text()
+        assert "Bad file descriptor" not in log and len(log) < 20_000, log[-2000:]
         pids.add(facts["pid"])
     assert len(pids) == 2  # one process per job
 

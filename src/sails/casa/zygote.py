@@ -150,7 +150,7 @@ def _standby(r: int) -> None:
         import sails.casa.runner
 
         sails.casa.runner.handed_over_at = time.time()  # the job's start, for its phases
-        code = _run_job(json.loads(line))
+        code = _run_job(json.loads(line), close_fds=False)
     except BaseException:  # noqa: BLE001 - reported in the job's log, as a cold crash is
         traceback.print_exc()
         code = 1
@@ -158,16 +158,21 @@ def _standby(r: int) -> None:
         _exit(code)
 
 
-def _run_job(req: dict[str, Any]) -> int:
+def _run_job(req: dict[str, Any], *, close_fds: bool = True) -> int:
     """Become the job of ``req`` (its stdout, folder, environment) and run it: its exit
-    code."""
+    code. ``close_fds``: close every descriptor but 0-2 first (the zygote's pipes); a
+    standby closed them before CASA started, and must not close CASA's own since (its gRPC
+    threads would spin on a closed epoll descriptor, logging without end)."""
     try:
         fd = os.open(req["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the zygote's pipes stay its own
+        for own in {fd, null} - {0, 1, 2}:
+            os.close(own)
+        if close_fds:
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the zygote's pipes stay its own
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
@@ -219,6 +224,7 @@ class Standby:
     def __init__(self) -> None:
         self.pid = 0
         self._w = -1
+        self._dropped: set[int] = set()  # standbys found dead when given a job, not reaped
 
     def refill(self) -> None:
         if self.pid:
@@ -245,6 +251,7 @@ class Standby:
         try:
             os.write(w, line + b"\n")  # a short line: one write into the pipe's buffer
         except OSError:  # it died (its end of the pipe is closed)
+            self._dropped.add(pid)
             return False
         finally:
             os.close(w)
@@ -254,6 +261,9 @@ class Standby:
 
     def ended(self, pid: int) -> bool:
         """``pid`` was the standby (it died before taking a job)."""
+        if pid in self._dropped:
+            self._dropped.discard(pid)
+            return True
         if pid != self.pid:
             return False
         with contextlib.suppress(OSError):
@@ -307,7 +317,7 @@ def serve() -> int:
                         _fork(req, running)
                     if open_input:
                         standby.refill()  # CASA starts in it while this job runs
-        while running:
+        while True:  # reap every child that ended: jobs, and standbys that died idle
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
