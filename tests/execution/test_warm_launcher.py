@@ -177,3 +177,31 @@ def test_a_killed_launcher_takes_its_job_with_it_and_is_replaced(project, tmp_pa
     res = backend.run(job(project, [{"op": "process_facts", "args": {}}], tmp_path / "later"))
     assert res.ok, res.error
     assert res.manifest["steps"]["00-process_facts"]["ppid"] == again.proc.pid
+
+
+def test_a_run_with_casa_work_ahead_warms_the_launcher_up_before_its_first_job(tmp_path):
+    """The engine starts the launcher when the run begins (while the first downloads go
+    on), not at the first CASA job, which would then run cold: but only with CASA jobs
+    ahead on the local backend."""
+    from sails.flows.engine import stages_until
+    from sails.stages.execute import warm_up_local
+
+    proj = init_project(tmp_path / "p")
+    if warm.current() is not None:
+        warm.current().close()
+    before = warm.current()
+    warm_up_local(proj, stages_until(None), None)  # an empty catalog: no work ahead
+    assert warm.current() is before
+    proj.catalog.upsert_project({"project_code": "2023.1.00777.S"})
+    proj.catalog.upsert_mous({"mous_id": "uid://A001/X1/X2", "project_code": "2023.1.00777.S"})
+    warm_up_local(proj, stages_until("download"), None)  # downloads only: no CASA
+    assert warm.current() is before
+    warm_up_local(proj, stages_until(None), None)
+    launcher = warm.current()
+    assert launcher is not None and launcher is not before
+    assert launcher.wait_ready(120), launcher.error
+    spec = job(proj, [{"op": "process_facts", "args": {}}], tmp_path / "first")
+    res = LocalBackend(proj).run(spec)
+    assert res.ok, res.error
+    assert res.manifest["steps"]["00-process_facts"]["ppid"] == launcher.proc.pid
+    assert "started cold" not in (spec.log_dir / f"{spec.job_id}.stdout.log").read_text()

@@ -79,6 +79,15 @@ class LocalBackend:
         settings = getattr(self.project, "settings", None)
         return bool(getattr(getattr(settings, "execution", None), "warm_casa", False))
 
+    def launcher_log(self) -> Path:
+        return self.project.work / "jobs" / "casa-launcher.log"
+
+    def prestart(self) -> None:
+        """Warm the CASA launcher up before the first job comes (the run has CASA work
+        ahead); the stages' jobs share its environment (no ``JobSpec.env`` of their own)."""
+        if self.warm_enabled():
+            warm.prestart(casa_env({}), self.launcher_log(), preexec=_die_with_parent)
+
     def _warm(self, job: JobSpec, job_file: Path, stdout: Path,
               env: dict[str, str]) -> warm.WarmProc | None:
         """The job forked by the warm launcher; None: start it cold (a job with its own
@@ -87,7 +96,7 @@ class LocalBackend:
             return None
         try:
             return warm.spawn(job_file, stdout, job.output_dir.parent, env,
-                              log_path=self.project.work / "jobs" / "casa-launcher.log",
+                              log_path=self.launcher_log(),
                               preexec=_die_with_parent)
         except warm.Unavailable as exc:
             with open(stdout, "a") as fh:

@@ -12,6 +12,7 @@ job). A job with another environment, or any launcher failure, raises
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import signal
@@ -217,6 +218,13 @@ def spawn(job_file: Path, stdout: Path, cwd: Path, env: dict[str, str], log_path
     """Fork the job from this orchestrator's launcher for ``env``; :class:`Unavailable`
     when it cannot (yet)."""
     return _launcher(env, log_path, preexec).spawn(job_file, stdout, cwd, env)
+
+
+def prestart(env: dict[str, str], log_path: Path, preexec: Any | None = None) -> None:
+    """Start the launcher for ``env`` now, so that it warms up while the run's first
+    downloads go on and the first CASA job is forked warm (a no-op if one serves ``env``)."""
+    with contextlib.suppress(Unavailable):  # warming up as asked, or jobs start cold
+        _launcher(env, log_path, preexec)
 
 
 def current() -> Launcher | None:

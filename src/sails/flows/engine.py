@@ -25,7 +25,7 @@ from sails.execution.slots import CPU_SLOTS, OWN_SLOT, SlotLease, SlotPool
 from sails.ids import mous_uri
 from sails.pipeline import PIPELINE, Pool
 from sails.qa.stale import mark_stale
-from sails.stages.execute import StageReport, run_claimed
+from sails.stages.execute import StageReport, run_claimed, warm_up_local
 from sails.stages.sizing import claim_admitted, requeue_disk_full
 from sails.stages.source_run import claim_source, requeue_row, run_source_claimed
 
@@ -153,6 +153,7 @@ def run_pipeline(
     summary.stale = len(mark_stale(project, mous_list))  # overrides.toml changed
     summary.regrouped = regroup_at_start(project, stop)
     requeue_disk_full(project, mous_list)
+    warm_up_local(project, allowed, mous_list, backend)
     retry_at: dict[StageRow | SourceStageRow, float] = {}
     running: dict[Future, StageRow] = {}
     pools = pool_slots(settings, slots, allowed)

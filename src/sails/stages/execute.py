@@ -22,6 +22,7 @@ from sails.casa import contract
 from sails.catalog import Catalog, Failure, StageRow, new_owner
 from sails.errors import CatalogBusyError, LeaseLostError, SailsError, TransientError
 from sails.execution import get_backend
+from sails.execution.local import LocalBackend
 from sails.pipeline import PIPELINE, Runs
 from sails.stages import sizing, stage_function
 from sails.stages.base import Outcome, StageContext
@@ -37,6 +38,18 @@ def backend_name_for(settings, stage: str, override: str | None = None) -> str:
     if PIPELINE.get(stage).runs == Runs.ORCHESTRATOR:
         return "local"
     return override or settings.backend_for(stage)
+
+
+def warm_up_local(project, stages: list[str], mous: list[str] | None,
+                  override: str | None = None) -> None:
+    """Start the local backend's warm CASA launcher at the start of a run that has CASA
+    jobs ahead on it, so it is warm by the first one (it would otherwise run cold while
+    the launcher starts)."""
+    local = {s for s in stages if PIPELINE.get(s).runs == Runs.JOB
+             and backend_name_for(project.settings, s, override) == "local"}
+    if local and any(r.stage in local and (mous is None or r.mous_id in mous)
+                     for r in project.catalog.stages(status="pending")):
+        LocalBackend(project).prestart()
 
 
 @dataclass
