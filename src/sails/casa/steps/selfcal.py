@@ -468,6 +468,24 @@ def place_contdat(workdir: Path, contdat_arg: dict[str, Any] | None,
     return True
 
 
+def prepare_workdir(workdir: Path, inputs: list[str], options: dict[str, Any],
+                    contdat: dict[str, Any] | None
+                    ) -> tuple[list[str], dict[str, str], bool]:
+    """What has to be in auto-selfcal's folder before it runs (also what a user does by
+    hand, for the throughput benchmark): the split MSs copied in, field names it cannot
+    handle aliased, the findcont ranges as its ``cont.dat``. Returns the MS names, the
+    renames and whether a ``cont.dat`` was written."""
+    names = stage_inputs(workdir, inputs)
+    fields = sorted({f for n in names for f in ms_field_names(workdir / n)})
+    renames = field_aliases(fields)
+    for n in names if renames else []:
+        rename_fields(workdir / n, renames)
+    narrow = (averaged_to_one_channel(workdir / names[0], options.get("spectral_average",
+                                                                       True))
+              if contdat else set())
+    return names, renames, place_contdat(workdir, contdat, renames, narrow)
+
+
 def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = None,
                      use_xvfb: bool = False, fits: bool = True,
                      keep_input_copies: bool = False,
@@ -481,18 +499,10 @@ def run_auto_selfcal(ctx, inputs: list[str], options: dict[str, Any] | None = No
     check_options(options)
     workdir = Path(ctx.out)
     t0 = time.time()
-    names = stage_inputs(workdir, inputs)
     fingerprints = [input_fingerprint(p) for p in inputs]
-    fields = sorted({f for n in names for f in ms_field_names(workdir / n)})
-    renames = field_aliases(fields)
+    names, renames, contdat_used = prepare_workdir(workdir, inputs, options, contdat)
     if renames:
-        for n in names:
-            rename_fields(workdir / n, renames)
         ctx.warn(f"fields renamed for auto-selfcal (names restored afterwards): {renames}")
-    narrow = (averaged_to_one_channel(workdir / names[0], options.get("spectral_average",
-                                                                       True))
-              if contdat else set())
-    contdat_used = place_contdat(workdir, contdat, renames, narrow)
     copy_s = time.time() - t0
 
     from auto_selfcal import auto_selfcal
