@@ -438,6 +438,9 @@ class _QuietServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # as real web servers do (nginx tcp_nodelay): without it each response waits out the
+    # client's 40 ms delayed ACK between its headers and body
+    disable_nagle_algorithm = True
     server_version = "sails-sim-archive/1.0"
     archive: ArchiveServer  # set on the per-server subclass
 

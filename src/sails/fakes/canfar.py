@@ -491,6 +491,9 @@ def _read(path: Path | None) -> str:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeCanfar
     protocol_version = "HTTP/1.1"
+    # as real web servers do (nginx tcp_nodelay): without it each response waits out the
+    # client's 40 ms delayed ACK between its headers and body
+    disable_nagle_algorithm = True
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
