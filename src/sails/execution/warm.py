@@ -26,6 +26,9 @@ from typing import IO, Any
 # How long a launcher may take to warm up, and to answer a fork request.
 READY_TIMEOUT_S = 120.0
 FORK_TIMEOUT_S = 30.0
+# How old a warming-up launcher may be for a job to wait for it rather than start cold
+# (its warm-up takes 2-3 s here; a cold job's CASA start-up as long).
+WARM_WAIT_S = 10.0
 
 
 class Unavailable(RuntimeError):
@@ -94,6 +97,9 @@ class Launcher:
             self.close()
             return False
         return True
+
+    def age(self) -> float:
+        return time.monotonic() - self._t0
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout) and self._alive
@@ -188,13 +194,21 @@ _failed: dict[tuple, str] = {}
 
 
 def _launcher(env: dict[str, str], log_path: Path, preexec: Any | None) -> Launcher:
-    """This orchestrator's launcher for ``env``, ready; :class:`Unavailable` while it warms
-    up (it is started, or replaced when idle, here) or when it cannot serve ``env``."""
+    """This orchestrator's launcher for ``env``, ready (one already warming up is waited for,
+    briefly); :class:`Unavailable` while it warms up (it is started, or replaced when idle,
+    here) or when it cannot serve ``env``."""
     global _current
     key = tuple(sorted(env.items()))
     with _lock:
         if key in _failed:
             raise Unavailable(_failed[key])
+        cur = _current
+    if cur is not None and cur.env == env and cur.starting():
+        # Started earlier (at the run's start): its warm-up is mostly done, and the rest
+        # costs less than a cold start, which does the same imports; a hung one is waited
+        # for only until it is WARM_WAIT_S old.
+        cur.wait_ready(max(0.0, WARM_WAIT_S - cur.age()))
+    with _lock:
         cur = _current
         if cur is not None and cur.env == env and cur.starting():
             raise Unavailable("the CASA launcher is warming up")
