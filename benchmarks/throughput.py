@@ -1,17 +1,18 @@
 """Survey throughput, measured side by side in one run.
 
 (a) The whole pipeline (download ... cleanup) on a survey of ``tiny`` MOUS on one CASA slot
-    against the CASA work it does: the time inside every casatasks call of every job (split,
-    findcont, auto-selfcal's gaincal/applycal/tclean, imaging ...), which each job's runner
-    records (``casa_tasks`` in its ``result.json``). Stages such as self-cal change their
-    data as they go, so their calls cannot simply be replayed out of order; timing them
-    where they run is the same CASA work. The rest is split, from the manifests' ``phases``,
-    into process start -> runner, CASA and the steps imported, -> first task, casatools
-    calls outside tasks (auto-selfcal's own tool reads: CASA work too, printed apart),
-    other job-side Python, and the orchestrator (pipeline wall minus the job processes'
-    spans: per stage kind, and the backend's launch and reap). ``--warm both`` (default)
-    runs the survey with each job a fresh process and with the warm CASA launcher
-    (``execution.warm_casa``), side by side in one run.
+    against the bare CASA work it does, replayed right after it back to back in one CASA
+    process (:mod:`bare_survey`: per MOUS auto-selfcal with the job's inputs, options and
+    ``cont.dat`` plus the full-resolution applycal, then every image product's recorded
+    ``casa_calls.json``; the small verify/split/findcont jobs' CASA time as measured where
+    they ran). Also printed: pipeline wall against the time inside every casatasks call of
+    every job (``casa_tasks`` in each ``result.json``), and where the rest went, from the
+    manifests' ``phases``: process start -> runner, CASA and the steps imported, -> first
+    task, casatools calls outside tasks (auto-selfcal's own tool reads), other job-side
+    Python, and the orchestrator (pipeline wall minus the job processes' spans: per stage
+    kind, and the backend's launch and reap). ``--warm both`` (default) runs the survey
+    with each job a fresh process and with the warm CASA launcher
+    (``execution.warm_casa``); ``--repeats N`` runs N survey + replay pairs (medians).
 (i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
     task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,6 +259,42 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None
     return wall, dl, summary
 
 
+def part_a(archive: Path, root: Path, warm: bool, n_mous: int) -> dict[str, float]:
+    """One run of the survey and, right after it, the bare replay of its CASA work:
+    pipeline wall / in-task seconds, and pipeline wall / bare replay."""
+    arm = "warm launcher" if warm else "a fresh process per job"
+    print(f"(a) [{arm}] starts: {n_mous} MOUS, whole pipeline, 1 CASA slot; {load()}",
+          flush=True)
+    out = root / ("a-warm" if warm else "a-cold")
+    w, _, summary = survey_once(archive, out, separate=True, rate=None, keep=True, warm=warm)
+    t = casa_work(out)
+    n, tw = int(t["n"]), t["tasks"]
+    print(f"(a) [{arm}] ends; {load()}; CPU of all CASA jobs {t['cpu']:.1f} s "
+          "(their manifests)")
+    print(f"(a) [{arm}] pipeline wall {w:.1f} s; {n} CASA jobs: process start to "
+          f"end {t['span']:.1f} s, of it inside casatasks calls {tw:.1f} s -> "
+          f"pipeline / in-task time {w / tw:.3f}")
+    print(f"    the rest, summed over the jobs: process start -> runner "
+          f"{t['to_runner']:.1f} s; CASA + steps imported {t['imports']:.1f} s; "
+          f"-> first task {t['to_first_task']:.1f} s; casatools calls outside "
+          f"tasks {t['tools']:.1f} s (pipeline / tasks+tools "
+          f"{w / (tw + t['tools']):.3f}); other job-side Python "
+          f"{t['python']:.1f} s; orchestrator (outside job processes)"
+          f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s", flush=True)
+    print("    " + orchestrator_split(summary, t), flush=True)
+    bare, rep = bare_survey_once(out, root / "bare")
+    sc = sum(v for k, v in rep["units"].items() if k.endswith(" auto_selfcal"))
+    print(f"(a) [{arm}] bare CASA work, back to back in one CASA process: "
+          f"{bare:.1f} s (CASA + auto-selfcal imported once {rep['start_s']:.1f} s"
+          f"; auto-selfcal + full-res applycal of {n_mous} MOUS {sc:.1f} s; "
+          f"{len(rep['units']) - n_mous} image products' recorded calls "
+          f"{sum(rep['units'].values()) - sc:.1f} s; verify/split/findcont, timed "
+          f"in place {rep['unrecorded_s']:.1f} s) -> pipeline / bare "
+          f"{w / bare:.3f} (goal <= 1.05); {load()}", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return {f"{arm} / in-task time": w / tw, f"{arm} / bare replay": w / bare}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", default="a,b,c", help="which parts (a, b, c, i), e.g. --part b")
@@ -265,6 +303,8 @@ def main() -> None:
                     help="cube half-width, km/s (60: a 180-channel cube)")
     ap.add_argument("--line-nchan", type=int, default=256, help="native channels of the line spw")
     ap.add_argument("--mous", type=int, default=3, help="MOUS in the surveys of (a), (c)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="(a): survey + bare replay pairs (the machine is shared: medians)")
     ap.add_argument("--warm", choices=("cold", "warm", "both"), default="both",
                     help="(a): jobs from the warm CASA launcher, fresh processes, or both")
     ap.add_argument("--download-s", type=float, default=60.0,
@@ -329,41 +369,12 @@ def main() -> None:
             arms = {"cold": [False], "warm": [True], "both": [False, True]}[args.warm]
             ratios = {}
             for warm in arms:
-                arm = "warm launcher" if warm else "a fresh process per job"
-                print(f"(a) [{arm}] starts: {args.mous} MOUS, whole pipeline, 1 CASA slot; "
-                      f"{load()}", flush=True)
-                out = root / ("a-warm" if warm else "a-cold")
-                w, _, summary = survey_once(archive, out, separate=True, rate=None,
-                                            keep=True, warm=warm)
-                t = casa_work(out)
-                n, tw = int(t["n"]), t["tasks"]
-                ratios[arm] = w / tw
-                print(f"(a) [{arm}] ends; {load()}; CPU of all CASA jobs {t['cpu']:.1f} s "
-                      "(their manifests)")
-                print(f"(a) [{arm}] pipeline wall {w:.1f} s; {n} CASA jobs: process start to "
-                      f"end {t['span']:.1f} s, of it inside casatasks calls {tw:.1f} s -> "
-                      f"pipeline / CASA work {w / tw:.3f} (goal <= 1.05)")
-                print(f"    the rest, summed over the jobs: process start -> runner "
-                      f"{t['to_runner']:.1f} s; CASA + steps imported {t['imports']:.1f} s; "
-                      f"-> first task {t['to_first_task']:.1f} s; casatools calls outside "
-                      f"tasks {t['tools']:.1f} s (pipeline / tasks+tools "
-                      f"{w / (tw + t['tools']):.3f}); other job-side Python "
-                      f"{t['python']:.1f} s; orchestrator (outside job processes)"
-                      f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s",
-                      flush=True)
-                print("    " + orchestrator_split(summary, t), flush=True)
-                bare, rep = bare_survey_once(out, root / "bare-a")
-                sc = sum(v for k, v in rep["units"].items() if k.endswith(" auto_selfcal"))
-                ratios[arm + " / bare replay"] = w / bare
-                print(f"(a) [{arm}] bare CASA work, back to back in one CASA process: "
-                      f"{bare:.1f} s (CASA + auto-selfcal imported once {rep['start_s']:.1f} s"
-                      f"; auto-selfcal + full-res applycal of {args.mous} MOUS {sc:.1f} s; "
-                      f"{len(rep['units']) - args.mous} image products' recorded calls "
-                      f"{sum(rep['units'].values()) - sc:.1f} s; verify/split/findcont, timed "
-                      f"in place {rep['unrecorded_s']:.1f} s) -> pipeline / bare "
-                      f"{w / bare:.3f} (goal <= 1.05)", flush=True)
-            if len(ratios) > 1:
-                print("(a) side by side: " + "; ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+                for k in range(args.repeats):
+                    for name, r in part_a(archive, root / f"a-{k}", warm, args.mous).items():
+                        ratios.setdefault(name, []).append(r)
+            print("(a) side by side, median of " + str(args.repeats) + " run(s): " + "; ".join(
+                f"{k} {statistics.median(v):.3f} ({', '.join(f'{x:.3f}' for x in v)})"
+                for k, v in ratios.items()))
         if not args.skip_c:
             from sails.sim import simulate_project
             from sails.sim.presets import customize, preset
