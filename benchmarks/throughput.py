@@ -12,7 +12,8 @@
     Python, and the orchestrator (pipeline wall minus the job processes' spans: per stage
     kind, and the backend's launch and reap). ``--warm both`` (default) runs the survey
     with each job a fresh process and with the warm CASA launcher
-    (``execution.warm_casa``); ``--repeats N`` runs N survey + replay pairs (medians).
+    (``execution.warm_casa``); ``--repeats N``: N survey runs and N replays, in the order
+    P B B P P B ... (the machine's speed drifts: both see it alike).
 (i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
     task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
@@ -32,8 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,8 +189,10 @@ def bare_survey_once(project_root: Path, work: Path) -> tuple[float, dict]:
     work.mkdir(parents=True)
     plan = work / "plan.json"
     plan.write_text(json.dumps(bare_survey.plan(project_root, work)))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = subprocess.run([sys.executable, bare_survey.__file__, str(plan)], env=casa_env(),
                          capture_output=True, text=True, cwd=str(work))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"bare survey replay failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -200,6 +203,8 @@ def bare_survey_once(project_root: Path, work: Path) -> tuple[float, dict]:
             small += (man["casa_tasks"]["wall_s"]
                       + ((man.get("casa_tools") or {}).get("wall_s") or 0.0))
     out["unrecorded_s"] = small
+    out["cpu_s"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                    + small)
     return out["start_s"] + sum(out["units"].values()) + small, out
 
 
@@ -259,21 +264,21 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None
     return wall, dl, summary
 
 
-def part_a(archive: Path, root: Path, warm: bool, n_mous: int) -> dict[str, float]:
-    """One run of the survey and, right after it, the bare replay of its CASA work:
-    pipeline wall / in-task seconds, and pipeline wall / bare replay."""
+def pipeline_a(archive: Path, out: Path, warm: bool, n_mous: int) -> tuple[float, float]:
+    """One run of the survey (its folders kept for a replay): wall, and CPU (the CASA
+    jobs' manifests plus this orchestrator's own)."""
     arm = "warm launcher" if warm else "a fresh process per job"
     print(f"(a) [{arm}] starts: {n_mous} MOUS, whole pipeline, 1 CASA slot; {load()}",
           flush=True)
-    out = root / ("a-warm" if warm else "a-cold")
+    cpu0 = time.process_time()
     w, _, summary = survey_once(archive, out, separate=True, rate=None, keep=True, warm=warm)
+    own_cpu = time.process_time() - cpu0
     t = casa_work(out)
     n, tw = int(t["n"]), t["tasks"]
-    print(f"(a) [{arm}] ends; {load()}; CPU of all CASA jobs {t['cpu']:.1f} s "
-          "(their manifests)")
-    print(f"(a) [{arm}] pipeline wall {w:.1f} s; {n} CASA jobs: process start to "
+    print(f"(a) [{arm}] pipeline wall {w:.1f} s, CPU {t['cpu'] + own_cpu:.1f} s (CASA jobs "
+          f"{t['cpu']:.1f} s, orchestrator {own_cpu:.1f} s); {n} CASA jobs: process start to "
           f"end {t['span']:.1f} s, of it inside casatasks calls {tw:.1f} s -> "
-          f"pipeline / in-task time {w / tw:.3f}")
+          f"pipeline / in-task time {w / tw:.3f}; {load()}")
     print(f"    the rest, summed over the jobs: process start -> runner "
           f"{t['to_runner']:.1f} s; CASA + steps imported {t['imports']:.1f} s; "
           f"-> first task {t['to_first_task']:.1f} s; casatools calls outside "
@@ -282,17 +287,49 @@ def part_a(archive: Path, root: Path, warm: bool, n_mous: int) -> dict[str, floa
           f"{t['python']:.1f} s; orchestrator (outside job processes)"
           f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s", flush=True)
     print("    " + orchestrator_split(summary, t), flush=True)
-    bare, rep = bare_survey_once(out, root / "bare")
+    return w, t["cpu"] + own_cpu
+
+
+def bare_a(project_root: Path, work: Path, n_mous: int) -> tuple[float, float]:
+    """The bare replay of a kept survey run: wall and CPU."""
+    bare, rep = bare_survey_once(project_root, work)
     sc = sum(v for k, v in rep["units"].items() if k.endswith(" auto_selfcal"))
-    print(f"(a) [{arm}] bare CASA work, back to back in one CASA process: "
-          f"{bare:.1f} s (CASA + auto-selfcal imported once {rep['start_s']:.1f} s"
-          f"; auto-selfcal + full-res applycal of {n_mous} MOUS {sc:.1f} s; "
+    print(f"(a) bare CASA work, back to back in one CASA process: {bare:.1f} s, CPU "
+          f"{rep['cpu_s']:.1f} s (CASA + auto-selfcal imported once {rep['start_s']:.1f} s; "
+          f"auto-selfcal + full-res applycal of {n_mous} MOUS {sc:.1f} s; "
           f"{len(rep['units']) - n_mous} image products' recorded calls "
           f"{sum(rep['units'].values()) - sc:.1f} s; verify/split/findcont, timed "
-          f"in place {rep['unrecorded_s']:.1f} s) -> pipeline / bare "
-          f"{w / bare:.3f} (goal <= 1.05); {load()}", flush=True)
-    shutil.rmtree(root, ignore_errors=True)
-    return {f"{arm} / in-task time": w / tw, f"{arm} / bare replay": w / bare}
+          f"in place {rep['unrecorded_s']:.1f} s); {load()}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return bare, rep["cpu_s"]
+
+
+def part_a(archive: Path, root: Path, warm: bool, n_mous: int, repeats: int) -> None:
+    """Survey runs and bare replays in the order P B B P P B ... (drift in the machine's
+    speed, which is shared, then hits both alike), each replay of the latest run; prints
+    the ratio of the sums and each neighbouring pair's."""
+    walls: dict[str, list[float]] = {"pipeline": [], "bare": []}
+    cpus: dict[str, list[float]] = {"pipeline": [], "bare": []}
+    last: Path | None = None
+    for k in range(2 * repeats):
+        kind = "pipeline" if (k % 4) in (0, 3) else "bare"
+        if kind == "pipeline":
+            if last is not None:
+                shutil.rmtree(last, ignore_errors=True)
+            last = root / f"run-{k}"
+            w, c = pipeline_a(archive, last, warm, n_mous)
+        else:
+            w, c = bare_a(last, root / "bare", n_mous)
+        walls[kind].append(w)
+        cpus[kind].append(c)
+    pairs = [p / b for p, b in zip(walls["pipeline"], walls["bare"], strict=True)]
+    arm = "warm launcher" if warm else "a fresh process per job"
+    print(f"(a) [{arm}] {repeats} pipeline runs and {repeats} bare replays, P B B P ...: "
+          f"pipeline / bare wall, sums {sum(walls['pipeline']) / sum(walls['bare']):.3f} "
+          f"(goal <= 1.05; pairs {', '.join(f'{r:.3f}' for r in pairs)}); CPU "
+          f"{sum(cpus['pipeline']) / sum(cpus['bare']):.3f}; walls: pipeline "
+          f"{', '.join(f'{x:.1f}' for x in walls['pipeline'])} s, bare "
+          f"{', '.join(f'{x:.1f}' for x in walls['bare'])} s", flush=True)
 
 
 def main() -> None:
@@ -304,7 +341,7 @@ def main() -> None:
     ap.add_argument("--line-nchan", type=int, default=256, help="native channels of the line spw")
     ap.add_argument("--mous", type=int, default=3, help="MOUS in the surveys of (a), (c)")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="(a): survey + bare replay pairs (the machine is shared: medians)")
+                    help="(a): survey runs and as many bare replays, alternating")
     ap.add_argument("--warm", choices=("cold", "warm", "both"), default="both",
                     help="(a): jobs from the warm CASA launcher, fresh processes, or both")
     ap.add_argument("--download-s", type=float, default=60.0,
@@ -366,15 +403,8 @@ def main() -> None:
 
             archive = root / "survey-a"
             simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=3)
-            arms = {"cold": [False], "warm": [True], "both": [False, True]}[args.warm]
-            ratios = {}
-            for warm in arms:
-                for k in range(args.repeats):
-                    for name, r in part_a(archive, root / f"a-{k}", warm, args.mous).items():
-                        ratios.setdefault(name, []).append(r)
-            print("(a) side by side, median of " + str(args.repeats) + " run(s): " + "; ".join(
-                f"{k} {statistics.median(v):.3f} ({', '.join(f'{x:.3f}' for x in v)})"
-                for k, v in ratios.items()))
+            for warm in {"cold": [False], "warm": [True], "both": [False, True]}[args.warm]:
+                part_a(archive, root / "a", warm, args.mous, args.repeats)
         if not args.skip_c:
             from sails.sim import simulate_project
             from sails.sim.presets import customize, preset
