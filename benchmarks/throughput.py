@@ -413,7 +413,11 @@ def main() -> None:
             simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=2)
             per_mous = max(sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
                            for p in archive.iterdir() if (p / "truth.json").exists())
-            rate = per_mous / args.download_s
+            from sails.config import Download
+
+            # the throttle is per connection, and a MOUS's many files download over
+            # parallel_files connections at once
+            rate = per_mous / args.download_s / Download().parallel_files
             print(f"(c) starts; {load()}", flush=True)
             print(f"(c) {args.mous} MOUS, downloads throttled to {rate / 1e6:.2f} MB/s per "
                   "connection, 1 CASA slot, 1 download slot")
