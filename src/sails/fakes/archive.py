@@ -47,6 +47,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from sails.atomic import replacing
 from sails.errors import UserInputError
+from sails.fakes.http11 import Http11Handler
 from sails.ids import is_uid, parse_uid
 
 Route = Callable[[BaseHTTPRequestHandler, dict[str, str]], None]
@@ -436,11 +437,7 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # as real web servers do (nginx tcp_nodelay): without it each response waits out the
-    # client's 40 ms delayed ACK between its headers and body
-    disable_nagle_algorithm = True
+class _Handler(Http11Handler):
     server_version = "sails-sim-archive/1.0"
     archive: ArchiveServer  # set on the per-server subclass
 

@@ -52,10 +52,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from sails.fakes.http11 import Http11Handler
 
 BASE_PATH = "/skaha/v1"
 MIN_TOKEN_CHARS = 24  # secrets.token_urlsafe(32) gives 43
@@ -488,12 +490,8 @@ def _read(path: Path | None) -> str:
         return ""
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Http11Handler):
     fake: FakeCanfar
-    protocol_version = "HTTP/1.1"
-    # as real web servers do (nginx tcp_nodelay): without it each response waits out the
-    # client's 40 ms delayed ACK between its headers and body
-    disable_nagle_algorithm = True
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -37,6 +37,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
+from sails.fakes.http11 import Http11Handler
+
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 VOTABLE_MIME = "application/x-votable+xml"
 DATALINK_MIME = "application/x-votable+xml;content=datalink"
@@ -615,7 +617,7 @@ TAP_PATHS = ("/sync", "/tap/sync")
 DATALINK_PATHS = ("/datalink/sync",)
 
 
-class FakeArchiveHandler(BaseHTTPRequestHandler):
+class FakeArchiveHandler(Http11Handler):
     """TAP sync + DataLink over ``server.rows_table`` / ``server.datalink_index``.
 
     ``server.faults`` (``{"tap": f, "datalink": f}``) injects failures for tests and demos:
@@ -623,14 +625,6 @@ class FakeArchiveHandler(BaseHTTPRequestHandler):
     ``"error"`` (QUERY_STATUS=ERROR). ``"datalink:<ID>"`` fails the DataLink calls for one
     ID only.
     """
-
-    protocol_version = "HTTP/1.1"
-
-    # as real web servers do (nginx tcp_nodelay): without it each response waits out the
-
-    # client's 40 ms delayed ACK between its headers and body
-
-    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
