@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sails.casa.calls import CALLS_NAME, FILE_OPS
+from sails.casa.calls import CALLS_NAME, replay
 
 
 def plan(project_root: Path, work: Path) -> list[dict[str, Any]]:
@@ -68,26 +68,10 @@ def _selfcal(unit: dict[str, Any]) -> float:
     return time.perf_counter() - t0
 
 
-def _fill(v: Any, out: str) -> Any:
-    if isinstance(v, str):
-        return v.replace("{out}", out)
-    if isinstance(v, list):
-        return [_fill(x, out) for x in v]
-    return v
-
-
 def _calls(unit: dict[str, Any]) -> float:
-    import casatasks
-
     folder = Path(unit["folder"])  # made ready by the benchmark (its numpy-made images)
     os.chdir(folder)
-    calls = json.loads(Path(unit["calls"]).read_text())
-    t0 = time.perf_counter()
-    for c in calls:
-        args = {k: _fill(v, str(folder)) for k, v in c["args"].items()}
-        run = FILE_OPS.get(c["task"]) or getattr(casatasks, c["task"])
-        run(**args)
-    return time.perf_counter() - t0
+    return sum(replay(json.loads(Path(unit["calls"]).read_text()), folder))
 
 
 def main(plan_file: str) -> None:

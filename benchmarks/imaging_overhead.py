@@ -36,28 +36,15 @@ velocity_window_kms = 8.0
 line_free_margin_kms = 3.0
 """
 
+#: The bare replay of a record, as a CASA child's ``python -c``: argv record, folder.
 BARE = r"""
-import json, shutil, sys, time
+import json, sys, time
 t0 = time.time()
 import casatasks
+from sails.casa.calls import FILE_OPS, replay
 calls = json.load(open(sys.argv[1]))
-out = sys.argv[2]
-def fill(v):
-    if isinstance(v, str):
-        return v.replace("{out}", out)
-    if isinstance(v, list):
-        return [fill(x) for x in v]
-    return v
-walls = []
-for c in calls:
-    args = {k: fill(v) for k, v in c["args"].items()}
-    t1 = time.time()
-    if c["task"].startswith("shutil."):  # a recorded removal or copy between CASA calls
-        getattr(shutil, c["task"].split(".", 1)[1])(**args)
-    else:
-        getattr(casatasks, c["task"])(**args)
-    walls.append(time.time() - t1)
-file_ops = sum(w for c, w in zip(calls, walls) if c["task"].startswith("shutil."))
+walls = replay(calls, sys.argv[2])
+file_ops = sum(w for c, w in zip(calls, walls) if c["task"] in FILE_OPS)
 print(json.dumps({"calls": len(calls), "wall_s": time.time() - t0, "file_ops_s": file_ops,
                   "walls": walls}))
 """

@@ -50,3 +50,10 @@ def test_wipe_and_copy_are_recorded_and_the_script_replays_them(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True)
     assert not (other / "casa" / "t.cube.I.image").exists()
     assert (other / "casa" / "member.statwt.ms" / "table.dat").read_text() == "vis"
+    # the benchmarks' replay of the record does the same in a third folder
+    third = tmp_path / "third"
+    (third / "casa" / "t.cube.I.mask").mkdir(parents=True)
+    walls = calls.replay(rec, third)
+    assert len(walls) == len(rec)
+    assert not (third / "casa" / "t.cube.I.mask").exists()
+    assert (third / "casa" / "member.statwt.ms" / "table.dat").read_text() == "vis"

@@ -28,6 +28,35 @@ FILE_OPS: dict[str, Callable[..., Any]] = {"shutil.rmtree": shutil.rmtree,
                                            "shutil.copytree": shutil.copytree}
 
 
+def fill(v: Any, out: str) -> Any:
+    """A recorded argument with ``{out}`` as the folder ``out``."""
+    if isinstance(v, str):
+        return v.replace("{out}", out)
+    if isinstance(v, list):
+        return [fill(x, out) for x in v]
+    return v
+
+
+def replay(calls: list[dict[str, Any]], out: str | Path) -> list[float]:
+    """Run a record's calls back to back in the folder ``out``; each call's wall seconds.
+
+    The overhead benchmarks' baseline: the job's CASA work with nothing around it.
+    """
+    walls = []
+    for c in calls:
+        args = {k: fill(v, str(out)) for k, v in c["args"].items()}
+        if c["task"] in FILE_OPS:
+            run = FILE_OPS[c["task"]]
+        else:
+            import casatasks
+
+            run = getattr(casatasks, c["task"])
+        t0 = time.perf_counter()
+        run(**args)
+        walls.append(time.perf_counter() - t0)
+    return walls
+
+
 def _py(v: Any) -> str:
     """Python source for a recorded argument, with ``{out}`` as ``OUT``."""
     if isinstance(v, str) and "{out}" in v:
