@@ -12,7 +12,9 @@ small verify, split and findcont jobs record no calls: their in-task time, measu
 they ran (their manifests), stands for them.
 
 Run as a script in a CASA environment: ``python bare_survey.py PLAN.json``; it prints one
-JSON line (``start_s``: importing CASA and auto-selfcal once; ``units``: each unit's seconds).
+JSON line (``start_s``: importing CASA and auto-selfcal once; ``units``: each unit's seconds;
+``tasks_s``, ``tools_s``: the time inside casatasks and casatools calls, timed by the jobs'
+own :class:`sails.casa.runner.TaskClock`).
 """
 
 from __future__ import annotations
@@ -77,12 +79,18 @@ def _calls(unit: dict[str, Any]) -> float:
 def main(plan_file: str) -> None:
     t0 = time.perf_counter()
     import casatasks  # noqa: F401 - CASA started once, as in a user's script
+
+    from sails.casa.runner import TaskClock
+
+    clock = TaskClock()  # the jobs' clock, so that the two runs' in-call times compare
+    clock.install()
     from auto_selfcal import auto_selfcal  # noqa: F401
 
     start = time.perf_counter() - t0
     units = json.loads(Path(plan_file).read_text())
     times = {u["name"]: (_selfcal(u) if u["kind"] == "selfcal" else _calls(u)) for u in units}
-    print(json.dumps({"start_s": start, "units": times}))
+    print(json.dumps({"start_s": start, "units": times, "tasks_s": clock.summary()["wall_s"],
+                      "tools_s": clock.tools_summary()["wall_s"]}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@
     kind, and the backend's launch and reap). ``--warm both`` (default) runs the survey
     with each job a fresh process and with the warm CASA launcher
     (``execution.warm_casa``); ``--repeats N``: N survey runs and N replays, in the order
-    P B B P P B ... (the machine's speed drifts: both see it alike).
+    P B B P P B ... (the machine's speed drifts: both see it alike). As the drift is still
+    larger than the goal's margin, each run's wall per second inside its CASA calls
+    (casatasks and casatools, timed by the jobs' :class:`~sails.casa.runner.TaskClock` in
+    both) is printed too, pipeline over bare: the ratio at the same machine speed.
 (i) The image stage of one large-cube MOUS on one slot against a bare replay of the same
     task calls (its ``casa_calls.json``) back to back in one CASA process.
 (b) The same large cube unchunked against chunked (K = 2 x slots: the chunks and the
@@ -23,7 +26,9 @@
     shared: the load average is printed before and after every part).
 (c) A survey of ``tiny`` MOUS through the whole pipeline (download ... cleanup), downloads from
     a loopback archive throttled per connection, 1 CASA slot and 1 download slot, with and
-    without ``execution.separate_pools``.
+    without ``execution.separate_pools``; beside it the most overlap can give on that survey
+    (one MOUS's download next to another's CASA work: at best 2n/(n+1) for n MOUS, when a
+    download takes as long as the CASA work, as ``--download-s 45`` sets it here).
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/throughput.py [--part a,b,c,i]
 """
@@ -224,6 +229,17 @@ def orchestrator_split(summary, t: dict[str, float]) -> str:
             f"{backend - t['span']:.1f} s")
 
 
+def overlap_bound(n: int, downloads_s: float, casa_s: float, measured: float) -> str:
+    """What separate pools can give at most on this survey: n MOUS, each d s of download
+    and c s of CASA work (from the one-pool run), take n (d + c) on one pool and at best
+    d + (n - 1) max(d, c) + c with the next download beside the current CASA work."""
+    d, c = downloads_s / n, casa_s / n
+    bound = n * (d + c) / (d + (n - 1) * max(d, c) + c)
+    return (f"per MOUS (one-pool run): download {d:.1f} s, CASA work {c:.1f} s (d/c "
+            f"{d / c:.2f}) -> at best {bound:.2f}x with perfect overlap; measured "
+            f"{measured:.2f}x = {measured / bound:.0%} of it")
+
+
 def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None,
                 keep: bool = False, warm: bool = True):
     from sails.demo import ingest_from_server, tap_routes
@@ -264,9 +280,9 @@ def survey_once(archive: Path, root: Path, *, separate: bool, rate: float | None
     return wall, dl, summary
 
 
-def pipeline_a(archive: Path, out: Path, warm: bool, n_mous: int) -> tuple[float, float]:
-    """One run of the survey (its folders kept for a replay): wall, and CPU (the CASA
-    jobs' manifests plus this orchestrator's own)."""
+def pipeline_a(archive: Path, out: Path, warm: bool, n_mous: int) -> dict[str, float]:
+    """One run of the survey (its folders kept for a replay): wall, CPU (the CASA jobs'
+    manifests plus this orchestrator's own) and the time inside CASA calls (tasks, tools)."""
     arm = "warm launcher" if warm else "a fresh process per job"
     print(f"(a) [{arm}] starts: {n_mous} MOUS, whole pipeline, 1 CASA slot; {load()}",
           flush=True)
@@ -287,29 +303,30 @@ def pipeline_a(archive: Path, out: Path, warm: bool, n_mous: int) -> tuple[float
           f"{t['python']:.1f} s; orchestrator (outside job processes)"
           f" {w - t['span']:.1f} s; per job {(t['span'] - tw) / max(n, 1):.2f} s", flush=True)
     print("    " + orchestrator_split(summary, t), flush=True)
-    return w, t["cpu"] + own_cpu
+    return {"wall": w, "cpu": t["cpu"] + own_cpu, "calls": tw + t["tools"]}
 
 
-def bare_a(project_root: Path, work: Path, n_mous: int) -> tuple[float, float]:
-    """The bare replay of a kept survey run: wall and CPU."""
+def bare_a(project_root: Path, work: Path, n_mous: int) -> dict[str, float]:
+    """The bare replay of a kept survey run: wall, CPU and the time inside CASA calls."""
     bare, rep = bare_survey_once(project_root, work)
     sc = sum(v for k, v in rep["units"].items() if k.endswith(" auto_selfcal"))
+    calls = rep["tasks_s"] + rep["tools_s"] + rep["unrecorded_s"]
     print(f"(a) bare CASA work, back to back in one CASA process: {bare:.1f} s, CPU "
           f"{rep['cpu_s']:.1f} s (CASA + auto-selfcal imported once {rep['start_s']:.1f} s; "
           f"auto-selfcal + full-res applycal of {n_mous} MOUS {sc:.1f} s; "
           f"{len(rep['units']) - n_mous} image products' recorded calls "
           f"{sum(rep['units'].values()) - sc:.1f} s; verify/split/findcont, timed "
-          f"in place {rep['unrecorded_s']:.1f} s); {load()}", flush=True)
+          f"in place {rep['unrecorded_s']:.1f} s); inside casatasks + casatools calls "
+          f"{calls:.1f} s (bare / tasks+tools {bare / calls:.3f}); {load()}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    return bare, rep["cpu_s"]
+    return {"wall": bare, "cpu": rep["cpu_s"], "calls": calls}
 
 
 def part_a(archive: Path, root: Path, warm: bool, n_mous: int, repeats: int) -> None:
     """Survey runs and bare replays in the order P B B P P B ... (drift in the machine's
     speed, which is shared, then hits both alike), each replay of the latest run; prints
     the ratio of the sums and each neighbouring pair's."""
-    walls: dict[str, list[float]] = {"pipeline": [], "bare": []}
-    cpus: dict[str, list[float]] = {"pipeline": [], "bare": []}
+    runs: dict[str, list[dict[str, float]]] = {"pipeline": [], "bare": []}
     last: Path | None = None
     for k in range(2 * repeats):
         kind = "pipeline" if (k % 4) in (0, 3) else "bare"
@@ -317,19 +334,32 @@ def part_a(archive: Path, root: Path, warm: bool, n_mous: int, repeats: int) -> 
             if last is not None:
                 shutil.rmtree(last, ignore_errors=True)
             last = root / f"run-{k}"
-            w, c = pipeline_a(archive, last, warm, n_mous)
+            runs[kind].append(pipeline_a(archive, last, warm, n_mous))
         else:
-            w, c = bare_a(last, root / "bare", n_mous)
-        walls[kind].append(w)
-        cpus[kind].append(c)
-    pairs = [p / b for p, b in zip(walls["pipeline"], walls["bare"], strict=True)]
+            runs[kind].append(bare_a(last, root / "bare", n_mous))
+
+    def total(kind: str, key: str) -> float:
+        return sum(r[key] for r in runs[kind])
+
+    def joined(values: list[float], fmt: str = ".3f") -> str:
+        return ", ".join(format(v, fmt) for v in values)
+
+    both = list(zip(runs["pipeline"], runs["bare"], strict=True))
     arm = "warm launcher" if warm else "a fresh process per job"
     print(f"(a) [{arm}] {repeats} pipeline runs and {repeats} bare replays, P B B P ...: "
-          f"pipeline / bare wall, sums {sum(walls['pipeline']) / sum(walls['bare']):.3f} "
-          f"(goal <= 1.05; pairs {', '.join(f'{r:.3f}' for r in pairs)}); CPU "
-          f"{sum(cpus['pipeline']) / sum(cpus['bare']):.3f}; walls: pipeline "
-          f"{', '.join(f'{x:.1f}' for x in walls['pipeline'])} s, bare "
-          f"{', '.join(f'{x:.1f}' for x in walls['bare'])} s", flush=True)
+          f"pipeline / bare wall, sums {total('pipeline', 'wall') / total('bare', 'wall'):.3f} "
+          f"(goal <= 1.05; pairs {joined([p['wall'] / b['wall'] for p, b in both])}); CPU "
+          f"{total('pipeline', 'cpu') / total('bare', 'cpu'):.3f}; walls: pipeline "
+          f"{joined([r['wall'] for r in runs['pipeline']], '.1f')} s, bare "
+          f"{joined([r['wall'] for r in runs['bare']], '.1f')} s", flush=True)
+    # The same CASA calls take as long as the machine lets them in that run: each run's
+    # wall per second inside its CASA calls takes the machine's speed out of the ratio.
+    pace = {k: total(k, "wall") / total(k, "calls") for k in runs}
+    print(f"    at the same machine speed (each run's wall / its time inside CASA calls, "
+          f"pipeline over bare): sums {pace['pipeline'] / pace['bare']:.3f} (pairs "
+          f"{joined([(p['wall'] / p['calls']) / (b['wall'] / b['calls']) for p, b in both])})"
+          f"; time inside CASA calls, pipeline / bare: "
+          f"{joined([p['calls'] / b['calls'] for p, b in both])}", flush=True)
 
 
 def main() -> None:
@@ -339,13 +369,16 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0,
                     help="cube half-width, km/s (60: a 180-channel cube)")
     ap.add_argument("--line-nchan", type=int, default=256, help="native channels of the line spw")
-    ap.add_argument("--mous", type=int, default=3, help="MOUS in the surveys of (a), (c)")
+    ap.add_argument("--mous", type=int, default=3, help="MOUS in the survey of (a)")
+    ap.add_argument("--mous-c", type=int, default=6, help="MOUS in the survey of (c)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="(a): survey runs and as many bare replays, alternating")
     ap.add_argument("--warm", choices=("cold", "warm", "both"), default="both",
                     help="(a): jobs from the warm CASA launcher, fresh processes, or both")
-    ap.add_argument("--download-s", type=float, default=60.0,
-                    help="(c): throttle so one MOUS's download takes about this long")
+    ap.add_argument("--download-s", type=float, default=45.0,
+                    help="(c): throttle so one MOUS's download takes about this long (45: "
+                         "about one tiny MOUS's CASA work here, as a real survey's hours of "
+                         "download match its hours of imaging)")
     args = ap.parse_args()
     parts = set(args.part.replace(" ", "").split(","))
     args.skip_a, args.skip_b, args.skip_c = ("i" not in parts, "b" not in parts,
@@ -410,7 +443,7 @@ def main() -> None:
             from sails.sim.presets import customize, preset
 
             archive = root / "survey"
-            simulate_project(archive, customize(preset("tiny"), n_mous=args.mous), seed=2)
+            simulate_project(archive, customize(preset("tiny"), n_mous=args.mous_c), seed=2)
             per_mous = max(sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
                            for p in archive.iterdir() if (p / "truth.json").exists())
             from sails.config import Download
@@ -419,13 +452,14 @@ def main() -> None:
             # parallel_files connections at once
             rate = per_mous / args.download_s / Download().parallel_files
             print(f"(c) starts; {load()}", flush=True)
-            print(f"(c) {args.mous} MOUS, downloads throttled to {rate / 1e6:.2f} MB/s per "
+            print(f"(c) {args.mous_c} MOUS, downloads throttled to {rate / 1e6:.2f} MB/s per "
                   "connection, 1 CASA slot, 1 download slot")
             w_one, d_one, _ = survey_once(archive, root / "c1", separate=False, rate=rate)
             w_sep, d_sep, _ = survey_once(archive, root / "c2", separate=True, rate=rate)
             print(f"    one pool: {w_one:.1f} s (downloads {d_one:.1f} s); separate pools: "
                   f"{w_sep:.1f} s (downloads {d_sep:.1f} s) -> {w_one / w_sep:.2f}x sooner "
                   "(goal >= 1.3x)")
+            print("    " + overlap_bound(args.mous_c, d_one, w_one - d_one, w_one / w_sep))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -266,15 +266,14 @@ class Standby:
             return True
         if pid != self.pid:
             return False
-        with contextlib.suppress(OSError):
-            os.close(self._w)
-        self.pid, self._w = 0, -1
+        self.close()
         return True
 
     def close(self) -> None:
+        """Let the standby go: it reads the end of its pipe and exits."""
         if self.pid:
             with contextlib.suppress(OSError):
-                os.close(self._w)  # it reads the end and exits
+                os.close(self._w)
             self.pid, self._w = 0, -1
 
 
