@@ -115,7 +115,7 @@ def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
 
 def test_the_next_job_gets_the_standby_with_casa_started(project, tmp_path):
     """Each job but a cold one goes to the launcher's standby, which started CASA (and the
-    steps' imports) before the job came; it is still a job process of its own, its CASA log
+    steps' imports, the job's clock) before the job came; it is still a job process of its own, its CASA log
     its own, its descriptors CASA's own (closing them would leave CASA's gRPC threads
     logging errors without end), and another standby takes the job after it."""
     backend = LocalBackend(project)
@@ -131,6 +131,9 @@ def test_the_next_job_gets_the_standby_with_casa_started(project, tmp_path):
         assert res.ok, res.error
         facts = res.manifest["steps"]["00-process_facts"]
         assert facts["standby"] and facts["ppid"] == launcher.proc.pid
+        # the clock the standby installed before importing the steps times the job's calls
+        assert facts["clock_ready"]
+        assert res.manifest["casa_tools"]["by_task"]["logsink"][0] >= 1
         assert facts["pgid"] == facts["sid"] == facts["pid"]
         assert f"standby job {k}" in spec.casa_log.read_text()
         assert f"standby job {1 - k}" not in spec.casa_log.read_text()

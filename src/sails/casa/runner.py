@@ -215,6 +215,8 @@ class TaskClock:
 # Set by the warm launcher's standby (:mod:`sails.casa.zygote`) when it is handed its job:
 # it started long before, and CASA with it.
 handed_over_at: float | None = None
+# Installed by the standby while it started CASA, before it imported the steps.
+ready_clock: TaskClock | None = None
 
 
 def process_start() -> float | None:
@@ -263,12 +265,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                       log_path=str(log_path) if log_path else None)
     t0 = time.time()
     log_start = 0
-    clock = TaskClock()
+    clock = ready_clock or TaskClock()
     t_ready = None
     try:
         log_start = _setup_casa_log(log_path)
         result.versions = _versions()
-        clock.install()
+        if clock is not ready_clock:
+            clock.install()
         registry = load_steps()
         t_ready = time.time()
         steps = job.get("steps") or []

@@ -71,12 +71,14 @@ def casa_versions(ctx) -> dict[str, Any]:
 def process_facts(ctx) -> dict[str, Any]:
     """What the job process is (tests of how the local backend starts it): its parent,
     process group and session, the names (never the values) of its environment, and
-    whether it was the warm launcher's standby (CASA started before the job came)."""
+    whether it was the warm launcher's standby (CASA started and the job's clock installed
+    before the job came)."""
     from sails.casa import runner
 
     return {"pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0),
             "sid": os.getsid(0), "env_names": sorted(os.environ),
-            "standby": runner.handed_over_at is not None}
+            "standby": runner.handed_over_at is not None,
+            "clock_ready": runner.ready_clock is not None}
 
 
 STEPS = {
