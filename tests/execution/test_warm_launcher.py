@@ -115,9 +115,9 @@ def test_timeout_and_sigkill_end_just_that_job(project, tmp_path):
 
 def test_the_next_job_gets_the_standby_with_casa_started(project, tmp_path):
     """Each job but a cold one goes to the launcher's standby, which started CASA (and the
-    steps' imports, the job's clock) before the job came; it is still a job process of its own, its CASA log
-    its own, its descriptors CASA's own (closing them would leave CASA's gRPC threads
-    logging errors without end), and another standby takes the job after it."""
+    steps' imports, the job's clock) before the job came; it is still a job process of its
+    own, its CASA log its own, its descriptors CASA's own (closing them would leave CASA's
+    gRPC threads logging errors without end), and another standby takes the job after it."""
     backend = LocalBackend(project)
     launcher = ready_launcher(backend, project, tmp_path)
     pids = set()

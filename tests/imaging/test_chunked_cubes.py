@@ -193,3 +193,54 @@ def test_cleanup_removes_chunk_jobs_an_unfinished_stage_left(cubes):
     left.mkdir(parents=True)
     (left / "result.json").write_text("{}")
     assert proj.mous_dir(mous) / CHUNKS_SUBDIR in {r.path for r in cleanup.plan(proj, mous)}
+
+
+REPLAY = r"""
+import json, sys
+import casatools
+from sails.casa.calls import replay
+calls, out, ref, name = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+replay(calls, out)
+ia = casatools.image()
+ia.open(f"{out}/casa/{name}.image"); got = ia.getchunk(); ia.close()
+ia.open(f"{ref}/casa/{name}.image"); want = ia.getchunk(); ia.close()
+print(json.dumps({"diff": float(abs(got - want).max()), "peak": float(abs(want).max()),
+                  "shape": list(got.shape) == list(want.shape)}))
+"""
+
+
+@pytest.mark.casa
+def test_the_chunked_cubes_record_replays_to_its_cube(cubes, tmp_path):
+    """The chunked target's ``casa_calls.json`` is its whole CASA work (the main job's, the
+    continuum job's, every chunk job's tclean calls, the concatenation and restoration), so
+    a replay in a fresh folder gives the product's cube, as it does for an unchunked one."""
+    from sails.casa import calls
+    from sails.casaenv import casa_env
+
+    proj = cubes["chunked"][0]
+    mous = cubes["data"]["mous_id"]
+    folder = Path(_cube(proj, mous)["path"]).parent
+    record = json.loads((folder / calls.CALLS_NAME).read_text())
+    tasks = [c["task"] for c in record]
+    chunk_cleans = {c["args"]["imagename"] for c in record
+                    if c["task"] == "tclean" and ".chunk" in c["args"]["imagename"]}
+    assert len(chunk_cleans) == 2, tasks
+    assert tasks.count("sails.casa.restoration.restore_cube") == 1, tasks
+    assert "sails.casa.restoration.concat_images" in tasks
+    # no path into the chunk or main job folders (gone once the cube is assembled)
+    assert str(proj.mous_dir(mous) / "work") not in json.dumps(record)
+    script = (folder / calls.CALLS_SCRIPT).read_text()
+    assert "import sails.casa.restoration\n" in script
+    assert "sails.casa.restoration.restore_cube(name='{out}/casa/" in script
+    upto = tasks.index("sails.casa.restoration.restore_cube") + 1
+    name = Path(record[upto - 1]["args"]["name"]).name
+    (tmp_path / "casa").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "calls.json").write_text(json.dumps(record[:upto]))
+    res = subprocess.run([sys.executable, "-c", REPLAY, str(tmp_path / "calls.json"),
+                          str(tmp_path), str(folder), name], env=casa_env(),
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["shape"] and got["peak"] > 0
+    assert got["diff"] <= 1e-5 * got["peak"], got

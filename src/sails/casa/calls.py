@@ -8,11 +8,16 @@ ladder wipes a diverged attempt back to the dirty state; tclean would otherwise 
 from the old model) and copying a measurement set (``statwt`` on a copy). A replay of the
 record in a fresh folder (``casa_calls.py``, the overhead benchmarks) then does the same
 work in the same order. File operations are recorded as ``shutil.rmtree`` /
-``shutil.copytree``; a reader that wants only CASA tasks skips names with a dot.
+``shutil.copytree``, and the pipeline's own functions that do CASA work no task does (a
+chunked cube's concatenation and restoration) by their dotted name (``sails.casa...``); a
+reader that wants only CASA tasks skips names with a dot. A job that puts other jobs'
+folders together (a chunked cube's assembly) appends their records to its own
+(:func:`extend`), so the target's record is its whole work.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -23,9 +28,23 @@ from typing import Any
 
 CALLS_NAME = "casa_calls.json"
 CALLS_SCRIPT = "casa_calls.py"
-#: Recorded non-CASA operations: record name -> the function the replay calls.
+#: Recorded file operations: record name -> the function the replay calls.
 FILE_OPS: dict[str, Callable[..., Any]] = {"shutil.rmtree": shutil.rmtree,
                                            "shutil.copytree": shutil.copytree}
+#: Names of recorded pipeline functions start so (their module, imported to call them).
+PIPELINE_PREFIX = "sails."
+
+
+def resolve(task: str) -> Callable[..., Any]:
+    """The function a recorded call runs: a file operation, a pipeline function or a task."""
+    if task in FILE_OPS:
+        return FILE_OPS[task]
+    if task.startswith(PIPELINE_PREFIX):
+        module, name = task.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+    import casatasks
+
+    return getattr(casatasks, task)
 
 
 def fill(v: Any, out: str) -> Any:
@@ -45,12 +64,7 @@ def replay(calls: list[dict[str, Any]], out: str | Path) -> list[float]:
     walls = []
     for c in calls:
         args = {k: fill(v, str(out)) for k, v in c["args"].items()}
-        if c["task"] in FILE_OPS:
-            run = FILE_OPS[c["task"]]
-        else:
-            import casatasks
-
-            run = getattr(casatasks, c["task"])
+        run = resolve(c["task"])
         t0 = time.perf_counter()
         run(**args)
         walls.append(time.perf_counter() - t0)
@@ -66,29 +80,40 @@ def _py(v: Any) -> str:
     return repr(v)
 
 
+def _rel(v: Any, folders: tuple[str, ...]) -> Any:
+    """A call's argument with every path under ``folders`` as ``{out}``."""
+    if isinstance(v, str):
+        for folder in folders:
+            v = v.replace(folder, "{out}")
+        return v
+    if isinstance(v, list):
+        return [_rel(x, folders) for x in v]
+    return v
+
+
+def _write_script(ctx, calls: list[dict[str, Any]]) -> None:
+    """The paste-ready ``casa_calls.py`` of the record ``calls``."""
+    final = str(ctx.final_path(ctx.out / CALLS_NAME))[: -len(CALLS_NAME) - 1]
+    own = sorted({c["task"].rsplit(".", 1)[0] for c in calls
+                  if c["task"].startswith(PIPELINE_PREFIX)})
+    where = " with sails installed (for its own steps)" if own else ""
+    lines = [f"# CASA calls of this imaging job (OUT = this folder); runs in any CASA 6{where}.",
+             "import shutil", "import casatasks", *(f"import {m}" for m in own),
+             f"OUT = {final!r}", ""]
+    for c in calls:
+        args = ", ".join(f"{k}={_py(v)}" for k, v in c["args"].items())
+        call = c["task"] if "." in c["task"] else f"casatasks.{c['task']}"
+        lines.append(f"{call}({args})")
+    (ctx.out / CALLS_SCRIPT).write_text("\n".join(lines) + "\n")
+
+
 def _recorded(ctx, task: str, kw: dict[str, Any], run: Callable[[], Any]) -> Any:
     """Append ``task(**kw)`` to the record, rewrite the script, run it, store its time."""
     path = ctx.out / CALLS_NAME
     calls = json.loads(path.read_text()) if path.exists() else []
-    staged = str(ctx.out)
-
-    def rel(v: Any) -> Any:
-        if isinstance(v, str):
-            return v.replace(staged, "{out}")
-        if isinstance(v, list):
-            return [rel(x) for x in v]
-        return v
-
-    record = {"task": task, "args": {k: rel(v) for k, v in kw.items()}}
+    record = {"task": task, "args": {k: _rel(v, (str(ctx.out),)) for k, v in kw.items()}}
     calls.append(record)
-    final = str(ctx.final_path(path))[: -len(CALLS_NAME) - 1]
-    lines = ["# CASA calls of this imaging job (OUT = this folder); runs in any CASA 6.",
-             "import shutil", "import casatasks", f"OUT = {final!r}", ""]
-    for c in calls:
-        args = ", ".join(f"{k}={_py(v)}" for k, v in c["args"].items())
-        call = c["task"] if c["task"] in FILE_OPS else f"casatasks.{c['task']}"
-        lines.append(f"{call}({args})")
-    (ctx.out / CALLS_SCRIPT).write_text("\n".join(lines) + "\n")
+    _write_script(ctx, calls)
     t0 = time.perf_counter()
     try:
         return run()
@@ -117,3 +142,22 @@ def copy_tree(ctx, src: str | Path, dst: str | Path) -> None:
     remove(ctx, dst)
     _recorded(ctx, "shutil.copytree", {"src": str(src), "dst": str(dst), "symlinks": True},
               lambda: shutil.copytree(src, dst, symlinks=True))
+
+
+def pipeline_call(ctx, func: Callable[..., Any], replayed: dict[str, Any] | None = None,
+                  **kw: Any) -> Any:
+    """Call ``func`` (a pipeline function doing CASA work no task does), recorded by its
+    dotted name; ``replayed``: its arguments as a replay in one folder must give them, when
+    they are not ``kw`` (the chunks' images, each in its own job folder here)."""
+    return _recorded(ctx, f"{func.__module__}.{func.__qualname__}", replayed or kw,
+                     lambda: func(**kw))
+
+
+def extend(ctx, calls: list[dict[str, Any]], folders: tuple[str, ...] = ()) -> None:
+    """Append another job's record to this job's: its ``{out}`` and the ``folders`` it read
+    (as they are on disk) become this folder, which holds what they made."""
+    path = ctx.out / CALLS_NAME
+    mine = json.loads(path.read_text()) if path.exists() else []
+    mine += [dict(c, args={k: _rel(v, folders) for k, v in c["args"].items()}) for c in calls]
+    _write_script(ctx, mine)
+    path.write_text(json.dumps(mine, indent=1))

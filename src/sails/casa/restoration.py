@@ -8,7 +8,8 @@ concatenated: a tclean call for it re-selects the data and took about 2.5 s on t
 benchmark's cube, on the serial tail after the chunks, where this takes a fraction of that.
 
 The pure parts (kernel, convolution) need only numpy; :func:`restore_cube` reads and writes
-the CASA images.
+the CASA images, and :func:`concat_images` puts the chunks' images together before it.
+Both are recorded in the cube's ``casa_calls.json`` by name, so the record replays.
 """
 
 from __future__ import annotations
@@ -93,3 +94,16 @@ def restore_cube(name: str, cell_arcsec: float) -> tuple[float, float, float]:
     if not Path(image).exists():
         raise RuntimeError(f"no {image} written")
     return beam
+
+
+def concat_images(parts: list[str], out: str) -> None:
+    """The chunks' images ``parts`` (in channel order) as one image ``out``, along the
+    spectral axis."""
+    shutil.rmtree(out, ignore_errors=True)
+    with opened("image", parts[0]) as ia:
+        axis = ia.coordsys().findaxisbyname("spectral")
+        joined = ia.imageconcat(outfile=out, infiles=parts, axis=axis, relax=True,
+                                tempclose=False, overwrite=True)
+        joined.done()
+    if not Path(out).exists():
+        raise RuntimeError(f"imageconcat wrote no {Path(out).name}")

@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from sails.casa import chunking, restoration
+from sails.casa import calls, chunking, restoration
 from sails.casa import imaging_stats as st
-from sails.casa.calls import CALLS_NAME, CALLS_SCRIPT
 from sails.casa.imaging_math import radio_velocity
 from sails.casa.steps import healing, imaging
 from sails.casa.steps.healing import ImagingFailed
@@ -231,26 +230,40 @@ def _link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
             shutil.copy2(entry, target)
 
 
-def _add_continuum(src: Path, dst: Path) -> None:
-    """The continuum job's folder ``src`` into the assembled folder ``dst``: its images and
-    FITS, and its CASA calls after the main job's (one record of the target's work)."""
-    calls = dst / CALLS_NAME
-    mine = json.loads(calls.read_text()) if calls.exists() else []
-    theirs = src / CALLS_NAME
-    _link_tree(src, dst, skip=(imaging.PLAN_NAME, CALLS_NAME, CALLS_SCRIPT))
+def _add_record(ctx, folder: Path, read: tuple[str, ...] = ()) -> None:
+    """Another job's CASA calls after this job's (one record of the target's work); the
+    ``read`` folders, as its calls name them, are this folder's parts too."""
+    theirs = folder / calls.CALLS_NAME
     if theirs.exists():
-        calls.write_text(json.dumps(mine + json.loads(theirs.read_text()), indent=1))
+        calls.extend(ctx, json.loads(theirs.read_text()), read)
 
 
-def _concat(parts: list[str], out: str) -> None:
-    shutil.rmtree(out, ignore_errors=True)
-    with opened("image", parts[0]) as ia:
-        axis = ia.coordsys().findaxisbyname("spectral")
-        joined = ia.imageconcat(outfile=out, infiles=parts, axis=axis, relax=True,
-                                tempclose=False, overwrite=True)
-        joined.done()
-    if not Path(out).exists():
-        raise ImagingFailed(f"imageconcat wrote no {Path(out).name}")
+def _add_continuum(ctx, src: Path) -> None:
+    """The continuum job's folder ``src`` into the assembled folder: its images and FITS,
+    and its CASA calls after the main job's."""
+    _link_tree(src, ctx.out, skip=(imaging.PLAN_NAME, calls.CALLS_NAME, calls.CALLS_SCRIPT))
+    _add_record(ctx, src)
+
+
+def _concat_and_restore(ctx, name: str, chunks: list[dict[str, Any]], dirs: list[Path],
+                        main: Path, cell_arcsec: float) -> None:
+    """The chunk jobs' calls into the record (their images in this folder's ``casa/``, the
+    main job's continuum-subtracted data in its ``work/``), then the chunks' images
+    concatenated, and every channel restored with the common beam of all channels' PSFs,
+    as tclean restores the unchunked cube (the chunks restore nothing)."""
+    for d in dirs:
+        _add_record(ctx, d, (str(main),))
+    casa = Path(name).parent
+    for ext in chunking.CONCAT_EXTS:
+        parts = [str(d / "casa" / f"{ch['imagename']}.{ext}")
+                 for d, ch in zip(dirs, chunks, strict=True)]
+        if all(Path(p).exists() for p in parts):
+            calls.pipeline_call(
+                ctx, restoration.concat_images, parts=parts, out=f"{name}.{ext}",
+                replayed={"parts": [str(casa / f"{ch['imagename']}.{ext}") for ch in chunks],
+                          "out": f"{name}.{ext}"})
+    shutil.rmtree(f"{name}.pbcor", ignore_errors=True)  # of an earlier try
+    calls.pipeline_call(ctx, restoration.restore_cube, name=name, cell_arcsec=cell_arcsec)
 
 
 def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
@@ -264,7 +277,7 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
     main = Path(main_dir)
     _link_tree(main, ctx.out)
     if continuum_dir:
-        _add_continuum(Path(continuum_dir), ctx.out)
+        _add_continuum(ctx, Path(continuum_dir))
     plan = imaging._load_plan(ctx)
     cfg = plan["cfg"]
     prods: list[dict[str, Any]] = []
@@ -273,16 +286,8 @@ def assemble_chunked_cube(ctx, main_dir: str, chunk_dirs: dict[str, list[str]],
         chk = cube["chunking"]
         key = cube["imagename"]
         name = str(imaging._casa_dir(ctx) / key)
-        dirs = [Path(d) for d in chunk_dirs[key]]
-        for ext in chunking.CONCAT_EXTS:
-            parts = [str(d / "casa" / f"{ch['imagename']}.{ext}")
-                     for d, ch in zip(dirs, chk["chunks"], strict=True)]
-            if all(Path(p).exists() for p in parts):
-                _concat(parts, f"{name}.{ext}")
-        shutil.rmtree(f"{name}.pbcor", ignore_errors=True)  # of an earlier try
-        # Every channel restored with the common beam of all channels' PSFs, as tclean
-        # restores the unchunked cube (the chunks restore nothing).
-        restoration.restore_cube(name, float(plan["cell_arcsec"]))
+        _concat_and_restore(ctx, name, chk["chunks"], [Path(d) for d in chunk_dirs[key]],
+                            main, float(plan["cell_arcsec"]))
         results = chunk_results[key]
         runs = [r for res in results for r in res["runs"]]
         heals = [res["healing"] for res in results]
