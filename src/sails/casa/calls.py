@@ -47,13 +47,18 @@ def resolve(task: str) -> Callable[..., Any]:
     return getattr(casatasks, task)
 
 
+def _strings(v: Any, change: Callable[[str], str]) -> Any:
+    """An argument with ``change`` applied to every string in it (lists of paths too)."""
+    if isinstance(v, str):
+        return change(v)
+    if isinstance(v, list):
+        return [_strings(x, change) for x in v]
+    return v
+
+
 def fill(v: Any, out: str) -> Any:
     """A recorded argument with ``{out}`` as the folder ``out``."""
-    if isinstance(v, str):
-        return v.replace("{out}", out)
-    if isinstance(v, list):
-        return [fill(x, out) for x in v]
-    return v
+    return _strings(v, lambda s: s.replace("{out}", out))
 
 
 def replay(calls: list[dict[str, Any]], out: str | Path) -> list[float]:
@@ -82,13 +87,12 @@ def _py(v: Any) -> str:
 
 def _rel(v: Any, folders: tuple[str, ...]) -> Any:
     """A call's argument with every path under ``folders`` as ``{out}``."""
-    if isinstance(v, str):
+    def change(s: str) -> str:
         for folder in folders:
-            v = v.replace(folder, "{out}")
-        return v
-    if isinstance(v, list):
-        return [_rel(x, folders) for x in v]
-    return v
+            s = s.replace(folder, "{out}")
+        return s
+
+    return _strings(v, change)
 
 
 def _write_script(ctx, calls: list[dict[str, Any]]) -> None:
