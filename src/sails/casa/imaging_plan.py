@@ -388,12 +388,6 @@ def _plan_spw_cube(s0: dict[str, Any], line_mss: list[dict[str, Any]], free_of: 
     return cube
 
 
-def too_few_linefree(n_free: int, nchan: int, cfg: dict[str, Any]) -> bool:
-    """Too few line-free channels in a spw for a continuum fit (``min_linefree_fraction``
-    of its channels, and at least 3): its cube's continuum is fitted to the edges instead."""
-    return n_free < max(3, float(cfg.get("min_linefree_fraction", 0.1)) * nchan)
-
-
 def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], free_of: LinefreeFn,
                cfg: dict[str, Any], stem: str, spw_labels: dict[str, str],
                warnings: list[str], in_band: list[str],
@@ -446,9 +440,11 @@ def _plan_cube(ln: dict[str, Any], line_mss: list[dict[str, Any]], free_of: Line
     start, nchan = im.cube_grid(v_lo, v_hi, width)
     fit = []
     method = "uvcontsub"
+    min_fit = float(cfg.get("min_linefree_fraction", 0.1))
     for m, s in per_ms:
         free = free_of(s, excl)
-        if too_few_linefree(sum(b - a + 1 for a, b in free), s["nchan"], cfg):
+        n = sum(b - a + 1 for a, b in free)
+        if n < max(3, min_fit * s["nchan"]):
             method = "uvcontsub_edges_order0"
         fit.append({"vis": m["vis"], "field_id": m["field_id"], "field_sel": _sel(m),
                     "spw": s["id"],

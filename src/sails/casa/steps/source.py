@@ -114,8 +114,7 @@ def _statwt_copy(ctx, vis: str, datacolumn: str) -> str:
 def joint_linefree(ctx, vis: list[str], field: str, lines: list[dict[str, Any]],
                    cfg: dict[str, Any]) -> dict[str, list[list[float]]]:
     """Line-free LSRK ranges (GHz) of the joint data, for the spws the catalogue windows
-    leave out (too few line-free channels, by the plan's rule
-    :func:`sails.casa.imaging_plan.too_few_linefree`:
+    leave out (fewer line-free channels than ``min_linefree_fraction``, as the plan's rule:
     a narrow line window that +-(window + margin) km/s around the line covers whole), by
     spw id: the findcont finder
     (:func:`sails.casa.steps.findcont.find_target`) on every array's data at once. Without
@@ -128,9 +127,10 @@ def joint_linefree(ctx, vis: list[str], field: str, lines: list[dict[str, Any]],
         mss = [planmod.describe_ms(v, field, "data") for v in vis]
         vsys, _origin = planmod.systemic_velocity(cfg, mss, lines)
         half = float(cfg["velocity_window_kms"]) + float(cfg["line_free_margin_kms"])
+        least = float(cfg.get("min_linefree_fraction", 0.1))
         narrow = {str(sp["id"]) for sp in mss[0]["spws"]
-                  if planmod.too_few_linefree(sum(b - a + 1 for a, b in planmod.linefree(
-                      sp, lines, vsys, half)), sp["nchan"], cfg)}
+                  if sum(b - a + 1 for a, b in planmod.linefree(sp, lines, vsys, half))
+                  < max(1, least * sp["nchan"])}
         if not narrow:
             return {}
         got = find_target(ctx, vis, field, lines, {}, vsys, {})
