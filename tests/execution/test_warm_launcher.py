@@ -57,6 +57,14 @@ def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (one read of its stat: it may be reaped at any moment)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
 def test_warm_job_is_a_job_process_of_its_own(project, tmp_path, monkeypatch):
     monkeypatch.setenv("CANFAR_TOKEN", "secret-canfar-token")
     backend = LocalBackend(project)
@@ -164,13 +172,9 @@ def test_a_killed_launcher_takes_its_job_with_it_and_is_replaced(project, tmp_pa
     res = results[0]
     assert not res.ok and res.manifest is None and "SIGKILL" in res.error
     deadline = time.time() + 30
-    while Path(f"/proc/{pid}").exists() and time.time() < deadline:  # died with it
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
-        if state == "Z":
-            break
+    while _alive(pid) and time.time() < deadline:  # died with it
         time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists() or \
-        Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] == "Z"
+    assert not _alive(pid)
     # the next job starts cold and a new launcher warms up; the one after is forked by it
     res = backend.run(job(project, [{"op": "process_facts", "args": {}}], tmp_path / "after"))
     assert res.ok, res.error

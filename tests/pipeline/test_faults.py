@@ -75,15 +75,17 @@ class JobWatch:
                 continue
             try:
                 stdout = os.readlink(d / "fd" / "1")
-                state = (d / "stat").read_text().split(") ", 1)[1][:1]
-            except OSError:
+                # state and parent from one read: a short-lived child of a job (auto-selfcal's
+                # os.system) can end between two reads, and would then seem parentless
+                state, ppid = (d / "stat").read_text().rsplit(") ", 1)[1].split()[:2]
+            except (OSError, IndexError, ValueError):
                 continue
             if state == "Z" or not stdout.endswith(".stdout.log"):
                 continue
             if not stdout.startswith(self.root):
                 continue
             out[int(d.name)] = Path(stdout).name.removesuffix(".stdout.log").rsplit("-", 1)[0]
-            parents[int(d.name)] = _ppid(int(d.name))
+            parents[int(d.name)] = int(ppid)
         return {pid: key for pid, key in out.items() if parents[pid] not in out}
 
     def _loop(self) -> None:
