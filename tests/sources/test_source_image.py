@@ -193,6 +193,9 @@ def test_feather_recovers_the_total_line_flux(group):
     assert ftruth == pytest.approx(truth)
     assert fm == pytest.approx(truth, rel=0.15)
     assert fm > jm + 0.2 * truth  # the TP adds what the interferometers miss
+    # the interferometers' noise, measured on their data before the cubes' work folder went
+    assert fc["metrics"]["theoretical_rms"] == jc["metrics"]["theoretical_rms"] > 0
+    assert fc["metrics"]["rms_ratio"] > 0
 
 
 def test_compact_core_keeps_its_line_flux(group):

@@ -471,6 +471,9 @@ def image_cubes(ctx) -> dict[str, Any]:
         p, s = _one_cube(ctx, plan, cube)
         prods.extend(p)
         summary[cube["line"]["name"]] = s
+        if s.get("theoretical_rms") is not None:  # for a later step (the feather), when the
+            cube["theoretical_rms"] = s["theoretical_rms"]  # continuum-subtracted data are gone
+    _save_plan(ctx, plan)
     if not plan["cfg"].get("keep_contsub", False):
         remove(ctx, ctx.out / "work")
     return {"products": prods, "cubes": summary}
@@ -638,7 +641,7 @@ def finish_cube(ctx, plan: dict[str, Any], cube: dict[str, Any], name: str, r: C
     free = np.flatnonzero(~line_chans)
     rms = st.noise(image, pb, cfg["pblimit"], mask if clean_mask is not None else None,
                    channels=free if free.size >= 3 else None)
-    theo = _cube_sensitivity(plan, cube)
+    theo = cube.get("theoretical_rms") or _cube_sensitivity(plan, cube)
     bm = st.beam(image)
     cell = plan["cell_arcsec"]
     pbc = st.read(pbcor)
