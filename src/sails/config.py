@@ -464,6 +464,10 @@ class Sources(_Section):
     scales: list[int] = Field(default_factory=lambda: [0, 5, 15, 45], description=
                               "multiscale scales (pixels; 5 pixels a 12-m beam): up to the "
                               "7-m beam's scales, which the joint image must clean")
+    joint_cyclefactor: float = Field(
+        2.0, gt=0, description="cyclefactor of a continuum of more than one array: its PSF "
+        "is the 12-m's where the 12-m mosaic sees the sky and the 7-m's beyond, so minor "
+        "cycles stop sooner (at 1.0 group-tiny's joint continuum diverged twice)")
     statwt: Literal["auto", "always", "never"] = Field(
         "auto", description="statwt on copies of the members' data: auto = when the "
         "arrays' weights are off the radiometer ratio by more than weight_tolerance")
@@ -741,6 +745,7 @@ robust = 0.5
 pblimit = 0.1                 # the joint PB falls low where only the 7-m sees the sky
 pb_factor = 2.0               # image width in 7-m PB FWHM
 scales = [0, 5, 15, 45]       # multiscale, pixels (5 pixels a 12-m beam)
+joint_cyclefactor = 2.0       # tclean cyclefactor of a joint (12-m + 7-m) continuum
 statwt = "auto"               # statwt on copies: "auto" (when the arrays' weights are off
                               # the radiometer ratio by more than weight_tolerance),
                               # "always" or "never"

@@ -119,6 +119,12 @@ def test_joint_image_recovers_the_arc_the_12m_misses(group):
         if k == "7m":
             continue  # the 7-m beam blends the core with the arc's inner edge
         assert _core_peak(p["path"], t) == pytest.approx(core_truth, rel=0.05), k
+    # [sources] joint_cyclefactor: the joint continuum converges on its first attempt (at
+    # cyclefactor 1.0 it diverged twice); the arrays alone keep [imaging]'s
+    heal = {k: p["metrics"]["healing"] for k, p in cont.items()}
+    assert not heal["12m_7m"]["healed"], heal["12m_7m"]["attempts"]
+    assert [h["attempts"][0]["params"]["cyclefactor"] for h in (
+        heal["12m_7m"], heal["12m"], heal["7m"])] == [2.0, 1.0, 1.0]
 
 
 def _line_chans(img: np.ndarray, hdr, target: dict) -> tuple[np.ndarray, float]:

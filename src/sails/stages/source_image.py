@@ -118,6 +118,8 @@ def build_steps(ctx, name: str, arrays: list[str], vis: list[dict[str, Any]],
                pb_factor=src.pb_factor, cont_scales=list(src.scales), scales=list(src.scales),
                cont_noise="theoretical", name_spw=False, make_cubes=cubes,
                all_spw_cubes=False, **(grid or {}))
+    if len(arrays) > 1:
+        cfg["cont_cyclefactor"] = src.joint_cyclefactor
     qa = ctx.settings.qa
     cfg["heal"] = {"enabled": qa.heal, "max_attempts": qa.heal_max_attempts,
                    "residual_growth": qa.heal_residual_growth,

@@ -316,6 +316,7 @@ def image_continuum(ctx) -> dict[str, Any]:
                 reffreq=f"{cont['reffreq_hz']}Hz" if cont["nterms"] == 2 else "",
                 restoringbeam="", scales=cont.get("scales", [0] if cont["nterms"] == 2 else []),
                 **_mask_params(cfg, cube=False))
+    base["cyclefactor"] = float(cfg.get("cont_cyclefactor") or cfg["cyclefactor"])
     user_mask = _user_mask(base, cfg, cube=False)
     runs0 = [run_tclean(ctx, label, **dict(base, niter=0))]
     image, pb, resid, mask, rms_dirty, sidelobe = _dirty_noise(ctx, plan, base, name, tt, label)
