@@ -161,10 +161,14 @@ def test_severe_lines_surface_but_not_the_leap_second_warning(project, tmp_path)
         {"op": "casa_log", "args": {"message": "Table SPECTRAL_WINDOW is unreadable",
                                     "priority": "SEVERE"}},
         {"op": "casa_log", "args": {"message": "all is fine", "priority": "WARN"}},
+        *[{"op": "casa_log", "args": {"message": "plotms: DISPLAY is not set",
+                                      "priority": "SEVERE"}}] * 3,
     ], out)
     assert res.ok, res.error
     warnings = res.manifest["warnings"]
     assert any("SPECTRAL_WINDOW is unreadable" in w for w in warnings), warnings
+    [repeated] = [w for w in warnings if "DISPLAY is not set" in w]  # once, with its count
+    assert repeated.startswith("CASA SEVERE: ") and repeated.endswith(" (x3)"), repeated
     assert not any("Leap second" in w for w in warnings), warnings
     assert not any("all is fine" in w for w in warnings)
     assert res.log_path.exists()

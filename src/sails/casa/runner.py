@@ -97,6 +97,19 @@ def severe_lines(log_path: Path | None, start: int = 0) -> list[str]:
     ]
 
 
+def collapse_repeats(lines: list[str]) -> list[str]:
+    """One line per distinct message (origin and text, not the time), in first-seen order,
+    with how often it came: auto-selfcal's plotms without a display logs the same SEVERE
+    line 50 times a job."""
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for ln in lines:
+        key = ln.split("\t", 1)[-1]
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, ln)
+    return [first[k] + (f" (x{n})" if n > 1 else "") for k, n in counts.items()]
+
+
 def _setup_casa_log(log_path: Path | None) -> int:
     if log_path is None:
         return 0
@@ -293,7 +306,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         os.chdir(dest.parent)
     severe = severe_lines(log_path, log_start)
     if severe:
-        ctx.warnings.extend(f"CASA SEVERE: {ln}" for ln in severe[:50])
+        ctx.warnings.extend(f"CASA SEVERE: {ln}" for ln in collapse_repeats(severe)[:50])
         if not result.ok:  # CASA often says why in the log, not in the exception
             result.error = (result.error or "") + " | CASA SEVERE: " + " | ".join(
                 ln.split("\t")[-1] for ln in severe[-3:])

@@ -345,7 +345,7 @@ def severe_note(manifest: dict[str, Any]) -> str | None:
     severe = [w for w in manifest.get("warnings") or [] if w.startswith("CASA SEVERE")]
     if not severe:
         return None
-    return (f"CASA logged {len(severe)} SEVERE line(s), first: "
+    return (f"CASA logged {len(severe)} distinct SEVERE message(s), first: "
             f"{severe[0].split(chr(9))[-1][:200]} (log: {manifest.get('log_path')})")
 
 
