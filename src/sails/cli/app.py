@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,12 @@ from sails import __version__
 
 # markup=False: archive names, paths and messages are data ("x[/bold]", "[canfar]"), never
 # Rich markup; styled output is built with rich.text.Text instead.
-console = Console(highlight=False, markup=False)
+# Piped or redirected (``sails status | tee status.txt``), Rich would fit tables to 80
+# columns: the MOUS table's 12 columns came out one letter wide. A terminal, or COLUMNS,
+# still decides when there is one.
+PIPE_WIDTH = 200
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty()
+                  or "COLUMNS" in os.environ else PIPE_WIDTH)
 err_console = Console(stderr=True, highlight=False, markup=False)
 
 
