@@ -100,7 +100,7 @@ def severe_lines(log_path: Path | None, start: int = 0) -> list[str]:
 def collapse_repeats(lines: list[str]) -> list[str]:
     """One line per distinct message (origin and text, not the time), in first-seen order,
     with how often it came: auto-selfcal's plotms without a display logs the same SEVERE
-    line 50 times a job."""
+    line 96-280 times a job (the demo's two auto_selfcal jobs)."""
     counts: dict[str, int] = {}
     first: dict[str, str] = {}
     for ln in lines:
